@@ -1,0 +1,302 @@
+//! Token verification, shared by the Socket.io handshake and the HTTP `/api/` routes. A JWT is
+//! checked once (signature, `exp`/`nbf` with leeway, `sub`), then the organization, role and
+//! allowed sites are read from configurable claims into a [`Principal`]. Errors are the exact
+//! messages the product's clients already know; they say nothing about the server's internals.
+
+use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, Validation};
+use serde_json::{Map, Value};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use crate::config::{AuthConfig, AuthMode};
+
+/// Who a socket or request is. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub subject: Arc<str>,
+    pub org: Arc<str>,
+    pub role: Arc<str>,
+    /// `None`: every site of the organization. `Some`: only these.
+    pub sites: Option<Arc<HashSet<String>>>,
+    /// Token expiry, epoch seconds.
+    pub expires_at: Option<u64>,
+}
+
+impl Principal {
+    pub fn may_see_site(&self, site: &str) -> bool {
+        self.sites.as_ref().is_none_or(|s| s.contains(site))
+    }
+
+    pub fn is_admin(&self) -> bool {
+        matches!(&*self.role, "owner" | "admin")
+    }
+}
+
+/// The rejection messages, word for word what `connect_error` carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("Authentication token required")]
+    Missing,
+    #[error("Token expired")]
+    Expired,
+    #[error("Invalid token claims")]
+    Claims,
+    #[error("Invalid token signature")]
+    Signature,
+    #[error("Invalid or malformed token")]
+    Malformed,
+    #[error("User has no organization access")]
+    NoOrganization,
+}
+
+impl AuthError {
+    /// Metric label.
+    pub fn reason(self) -> &'static str {
+        match self {
+            AuthError::Missing => "token_missing",
+            AuthError::Expired => "token_expired",
+            AuthError::Claims => "token_claims",
+            AuthError::Signature => "token_signature",
+            AuthError::Malformed => "token_malformed",
+            AuthError::NoOrganization => "no_organization",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct KeyError(String);
+
+pub struct Authenticator {
+    mode: AuthMode,
+    key: Option<(DecodingKey, Validation)>,
+    org_claim: String,
+    role_claim: String,
+    sites_claim: String,
+    dev: Option<Principal>,
+}
+
+impl Authenticator {
+    pub fn from_config(cfg: &AuthConfig) -> Result<Authenticator, KeyError> {
+        let mut auth = Authenticator {
+            mode: cfg.mode,
+            key: None,
+            org_claim: cfg.org_claim.clone(),
+            role_claim: cfg.role_claim.clone(),
+            sites_claim: cfg.sites_claim.clone(),
+            dev: None,
+        };
+        match cfg.mode {
+            AuthMode::None => {
+                auth.dev = Some(Principal {
+                    subject: "dev".into(),
+                    org: cfg.dev_org.clone().unwrap_or_default().into(),
+                    role: cfg.dev_role.as_str().into(),
+                    sites: None,
+                    expires_at: None,
+                });
+            }
+            AuthMode::Jwt => {
+                let (key, algs) = if let Some(secret) = &cfg.jwt_secret {
+                    (
+                        DecodingKey::from_secret(secret.expose().as_bytes()),
+                        vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512],
+                    )
+                } else if let Some(path) = &cfg.jwt_public_key_file {
+                    let pem = std::fs::read(path)
+                        .map_err(|e| KeyError(format!("cannot read {}: {e}", path.display())))?;
+                    if let Ok(k) = DecodingKey::from_rsa_pem(&pem) {
+                        (
+                            k,
+                            vec![Algorithm::RS256, Algorithm::RS384, Algorithm::RS512],
+                        )
+                    } else if let Ok(k) = DecodingKey::from_ec_pem(&pem) {
+                        (k, vec![Algorithm::ES256, Algorithm::ES384])
+                    } else {
+                        return Err(KeyError(format!(
+                            "{}: not an RSA or EC public key in PEM form",
+                            path.display()
+                        )));
+                    }
+                } else {
+                    return Err(KeyError("no JWT key configured".into()));
+                };
+                let mut v = Validation::new(algs[0]);
+                v.algorithms = algs;
+                v.leeway = cfg.leeway.as_secs();
+                v.validate_aud = false;
+                v.set_required_spec_claims(&["sub"]);
+                auth.key = Some((key, v));
+            }
+        }
+        Ok(auth)
+    }
+
+    pub fn mode(&self) -> AuthMode {
+        self.mode
+    }
+
+    /// Verifies a token (absent in `none` mode is fine: every caller is the dev principal).
+    pub fn verify(&self, token: Option<&str>) -> Result<Principal, AuthError> {
+        if let Some(dev) = &self.dev {
+            return Ok(dev.clone());
+        }
+        let token = token
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(AuthError::Missing)?;
+        let (key, validation) = self.key.as_ref().ok_or(AuthError::Malformed)?;
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, validation)
+            .map_err(|e| classify(e.kind()))?;
+        self.principal(&data.claims)
+    }
+
+    fn principal(&self, claims: &Map<String, Value>) -> Result<Principal, AuthError> {
+        let subject = match claims.get("sub") {
+            Some(Value::String(s)) if !s.is_empty() => s.as_str(),
+            _ => return Err(AuthError::Claims),
+        };
+        let org = match claims.get(&self.org_claim) {
+            None | Some(Value::Null) => return Err(AuthError::NoOrganization),
+            Some(Value::String(s)) if s.is_empty() => return Err(AuthError::NoOrganization),
+            Some(Value::String(s)) => s.as_str(),
+            Some(_) => return Err(AuthError::Claims),
+        };
+        let role = match claims.get(&self.role_claim) {
+            None | Some(Value::Null) => "viewer",
+            Some(Value::String(s)) => s.as_str(),
+            Some(_) => return Err(AuthError::Claims),
+        };
+        let sites = match claims.get(&self.sites_claim) {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(a)) => Some(Arc::new(
+                a.iter()
+                    .map(|v| v.as_str().map(str::to_string).ok_or(AuthError::Claims))
+                    .collect::<Result<HashSet<_>, _>>()?,
+            )),
+            Some(_) => return Err(AuthError::Claims),
+        };
+        let expires_at = match claims.get("exp") {
+            None => None,
+            Some(v) => Some(v.as_u64().ok_or(AuthError::Claims)?),
+        };
+        Ok(Principal {
+            subject: subject.into(),
+            org: org.into(),
+            role: role.into(),
+            sites,
+            expires_at,
+        })
+    }
+}
+
+fn classify(kind: &ErrorKind) -> AuthError {
+    match kind {
+        ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm => AuthError::Signature,
+        ErrorKind::MissingRequiredClaim(_)
+        | ErrorKind::InvalidClaimFormat(_)
+        | ErrorKind::ImmatureSignature
+        | ErrorKind::InvalidIssuer
+        | ErrorKind::InvalidAudience
+        | ErrorKind::InvalidSubject => AuthError::Claims,
+        _ => AuthError::Malformed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    use serde_json::json;
+
+    const SECRET: &str = "test-secret-at-least-16-bytes";
+
+    fn auth() -> Authenticator {
+        let cfg = AuthConfig {
+            jwt_secret: Some(Secret::new(SECRET)),
+            ..AuthConfig::default()
+        };
+        Authenticator::from_config(&cfg).unwrap()
+    }
+
+    fn token(claims: Value, secret: &str) -> String {
+        encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    fn now() -> u64 {
+        jsonwebtoken::get_current_timestamp()
+    }
+
+    #[test]
+    fn each_failure_has_its_message() {
+        let a = auth();
+        let ok = json!({"sub": "u1", "org_id": "o1", "role": "staff", "exp": now() + 60});
+        let p = a.verify(Some(&token(ok.clone(), SECRET))).unwrap();
+        assert_eq!(
+            (&*p.org, &*p.role, p.sites.is_none()),
+            ("o1", "staff", true)
+        );
+        let cases: Vec<(Option<String>, AuthError)> = vec![
+            (None, AuthError::Missing),
+            (Some(String::new()), AuthError::Missing),
+            (
+                Some(token(
+                    json!({"sub": "u", "org_id": "o", "exp": now() - 120}),
+                    SECRET,
+                )),
+                AuthError::Expired,
+            ),
+            (
+                Some(token(ok.clone(), "another-secret-of-16-bytes")),
+                AuthError::Signature,
+            ),
+            (Some("not.a.jwt".into()), AuthError::Malformed),
+            (Some("garbage".into()), AuthError::Malformed),
+            (
+                Some(token(json!({"org_id": "o", "exp": now() + 60}), SECRET)),
+                AuthError::Claims,
+            ),
+            (
+                Some(token(
+                    json!({"sub": "u", "org_id": "o", "site_ids": "s1"}),
+                    SECRET,
+                )),
+                AuthError::Claims,
+            ),
+            (
+                Some(token(json!({"sub": "u", "exp": now() + 60}), SECRET)),
+                AuthError::NoOrganization,
+            ),
+        ];
+        for (t, want) in cases {
+            assert_eq!(a.verify(t.as_deref()).unwrap_err(), want, "token {t:?}");
+        }
+    }
+
+    #[test]
+    fn leeway_accepts_a_token_that_just_expired() {
+        let t = token(
+            json!({"sub": "u", "org_id": "o", "exp": now() - 10}),
+            SECRET,
+        );
+        assert!(auth().verify(Some(&t)).is_ok());
+    }
+
+    #[test]
+    fn site_claim_restricts_sites() {
+        let t = token(
+            json!({"sub": "u", "org_id": "o", "site_ids": ["s1"]}),
+            SECRET,
+        );
+        let p = auth().verify(Some(&t)).unwrap();
+        assert!(p.may_see_site("s1"));
+        assert!(!p.may_see_site("s2"));
+    }
+}

@@ -1,0 +1,567 @@
+//! The service configuration: one TOML file, a documented set of environment overrides, and
+//! validation done while loading, so a bad file is one clear error naming file, line and key
+//! instead of a surprise at run time. Secrets (MQTT password, JWT secret) are read from a file or
+//! an environment variable into [`Secret`], whose `Debug` never shows them.
+
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::decode::Format;
+
+/// Why a configuration could not be loaded. Every variant says which file (or variable) is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+}
+
+/// A secret value. `Debug` and `Display` print `MASKED`, so it can sit in a logged struct.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MASKED")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub mqtt: MqttConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    pub registry: RegistryConfig,
+    #[serde(default)]
+    pub state: StateConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// The directory of the config file; relative paths inside it resolve against this.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// Origins allowed by CORS (credentials allowed). Empty: same-origin only.
+    pub cors_origins: Vec<String>,
+    /// How long shutdown waits for sockets and in-flight work before exiting anyway.
+    #[serde(with = "duration_str")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "0.0.0.0:3000".parse().expect("static address"),
+            cors_origins: Vec::new(),
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    pub url: String,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    #[serde(skip)]
+    pub password: Option<Secret>,
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    #[serde(with = "duration_str")]
+    pub keep_alive: Duration,
+    pub max_packet_size: usize,
+    /// `false` (default) keeps the broker session across reconnects, so QoS 1 readings
+    /// published while sensorcast is away are delivered when it comes back.
+    pub clean_session: bool,
+    #[serde(with = "duration_str")]
+    pub reconnect_min: Duration,
+    #[serde(with = "duration_str")]
+    pub reconnect_max: Duration,
+    pub subscriptions: Vec<Subscription>,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            url: "mqtt://127.0.0.1:1883".into(),
+            client_id: "sensorcast".into(),
+            username: None,
+            password_file: None,
+            password: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            keep_alive: Duration::from_secs(30),
+            max_packet_size: 256 * 1024,
+            clean_session: false,
+            reconnect_min: Duration::from_millis(200),
+            reconnect_max: Duration::from_secs(30),
+            subscriptions: Vec::new(),
+        }
+    }
+}
+
+/// One MQTT subscription and how to decode what arrives on it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subscription {
+    pub topic: String,
+    pub format: Format,
+    #[serde(default = "default_qos")]
+    pub qos: u8,
+    /// `json` format: which topic segment (0-based, negative counts from the end) holds the
+    /// sensor id. Default: the last segment.
+    #[serde(default)]
+    pub sensor_id_segment: Option<i32>,
+    /// `json` format: a payload field holding the sensor id (wins over the topic).
+    #[serde(default)]
+    pub sensor_id_field: Option<String>,
+}
+
+fn default_qos() -> u8 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    #[default]
+    Jwt,
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub mode: AuthMode,
+    pub jwt_secret_file: Option<PathBuf>,
+    pub jwt_public_key_file: Option<PathBuf>,
+    #[serde(skip)]
+    pub jwt_secret: Option<Secret>,
+    pub org_claim: String,
+    pub role_claim: String,
+    pub sites_claim: String,
+    #[serde(with = "duration_str")]
+    pub leeway: Duration,
+    /// `mode = "none"` only: the organization every socket belongs to, and its role.
+    pub dev_org: Option<String>,
+    pub dev_role: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            mode: AuthMode::Jwt,
+            jwt_secret_file: None,
+            jwt_public_key_file: None,
+            jwt_secret: None,
+            org_claim: "org_id".into(),
+            role_claim: "role".into(),
+            sites_claim: "site_ids".into(),
+            leeway: Duration::from_secs(30),
+            dev_org: None,
+            dev_role: "owner".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    pub dir: PathBuf,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            dir: PathBuf::from("/var/lib/sensorcast"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, or `sensorcast=debug,info`.
+    pub level: String,
+    /// `text` (no colours when not on a terminal) or `json`.
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest MQTT payload decoded; larger ones are rejected as `too_large`.
+    pub max_payload_bytes: usize,
+    /// How many unknown sensors the unmapped list remembers (oldest forgotten first).
+    pub unmapped_capacity: usize,
+    /// Per-socket outgoing queue, in packets (socketioxide `max_buffer_size`).
+    pub socket_buffer: usize,
+    /// Largest client → server payload, in bytes.
+    pub max_client_payload: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_payload_bytes: 64 * 1024,
+            unmapped_capacity: 256,
+            socket_buffer: 256,
+            max_client_payload: 16 * 1024,
+        }
+    }
+}
+
+/// The environment variables that override file values, and the key each one sets.
+pub const ENV_OVERRIDES: &[(&str, &str)] = &[
+    ("SENSORCAST_HTTP__LISTEN", "http.listen"),
+    ("SENSORCAST_MQTT__URL", "mqtt.url"),
+    ("SENSORCAST_MQTT__CLIENT_ID", "mqtt.client_id"),
+    ("SENSORCAST_MQTT__USERNAME", "mqtt.username"),
+    (
+        "SENSORCAST_MQTT__PASSWORD",
+        "mqtt.password (the secret itself)",
+    ),
+    ("SENSORCAST_AUTH__MODE", "auth.mode"),
+    (
+        "SENSORCAST_AUTH__JWT_SECRET",
+        "auth.jwt_secret (the secret itself)",
+    ),
+    ("SENSORCAST_REGISTRY__FILE", "registry.file"),
+    ("SENSORCAST_STATE__DIR", "state.dir"),
+    ("SENSORCAST_LOG__LEVEL", "log.level"),
+    ("SENSORCAST_LOG__FORMAT", "log.format"),
+];
+
+impl Config {
+    /// Reads, overrides from the process environment, resolves paths, loads secrets, validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_with_env(path, &env)
+    }
+
+    /// [`Config::load`] with an explicit environment, so tests need not touch the process's.
+    pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = Self::parse(&text, path)?;
+        config.apply_env(env)?;
+        config.base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        config.resolve_paths();
+        config.load_secrets(path)?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Parses TOML text; the error names the line, column and key.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: toml_error_message(text, &e),
+        })
+    }
+
+    fn apply_env(&mut self, env: &[(String, String)]) -> Result<(), ConfigError> {
+        for (var, value) in env {
+            if !var.starts_with("SENSORCAST_") {
+                continue;
+            }
+            let bad = |message: String| ConfigError::Env {
+                var: var.clone(),
+                message,
+            };
+            match var.as_str() {
+                "SENSORCAST_HTTP__LISTEN" => {
+                    self.http.listen = value
+                        .parse()
+                        .map_err(|e| bad(format!("not an address: {e}")))?
+                }
+                "SENSORCAST_MQTT__URL" => self.mqtt.url = value.clone(),
+                "SENSORCAST_MQTT__CLIENT_ID" => self.mqtt.client_id = value.clone(),
+                "SENSORCAST_MQTT__USERNAME" => self.mqtt.username = Some(value.clone()),
+                "SENSORCAST_MQTT__PASSWORD" => self.mqtt.password = Some(Secret::new(value)),
+                "SENSORCAST_AUTH__MODE" => {
+                    self.auth.mode = match value.as_str() {
+                        "jwt" => AuthMode::Jwt,
+                        "none" => AuthMode::None,
+                        _ => return Err(bad("expected \"jwt\" or \"none\"".into())),
+                    }
+                }
+                "SENSORCAST_AUTH__JWT_SECRET" => self.auth.jwt_secret = Some(Secret::new(value)),
+                "SENSORCAST_REGISTRY__FILE" => self.registry.file = PathBuf::from(value),
+                "SENSORCAST_STATE__DIR" => self.state.dir = PathBuf::from(value),
+                "SENSORCAST_LOG__LEVEL" => self.log.level = value.clone(),
+                "SENSORCAST_LOG__FORMAT" => self.log.format = value.clone(),
+                // The config file path itself is read by main, not here.
+                "SENSORCAST_CONFIG" => {}
+                _ => {
+                    return Err(bad(
+                        "unknown override; see ENV_OVERRIDES in the README".into()
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn resolve_paths(&mut self) {
+        let base = self.base_dir.clone();
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.registry.file);
+        fix(&mut self.state.dir);
+        for p in [
+            &mut self.mqtt.password_file,
+            &mut self.mqtt.ca_file,
+            &mut self.mqtt.cert_file,
+            &mut self.mqtt.key_file,
+            &mut self.auth.jwt_secret_file,
+            &mut self.auth.jwt_public_key_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            fix(p);
+        }
+    }
+
+    fn load_secrets(&mut self, path: &Path) -> Result<(), ConfigError> {
+        if self.mqtt.password.is_none() {
+            if let Some(file) = &self.mqtt.password_file {
+                self.mqtt.password = Some(read_secret(path, "mqtt.password_file", file)?);
+            }
+        }
+        if self.auth.jwt_secret.is_none() {
+            if let Some(file) = &self.auth.jwt_secret_file {
+                self.auth.jwt_secret = Some(read_secret(path, "auth.jwt_secret_file", file)?);
+            }
+        }
+        Ok(())
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: key.into(),
+            message,
+        };
+        crate::ingest::parse_broker_url(&self.mqtt.url)
+            .map_err(|e| invalid("mqtt.url", e.to_string()))?;
+        if self.mqtt.client_id.is_empty() {
+            return Err(invalid("mqtt.client_id", "must not be empty".into()));
+        }
+        if self.mqtt.keep_alive < Duration::from_secs(1) {
+            return Err(invalid("mqtt.keep_alive", "must be at least 1s".into()));
+        }
+        if self.mqtt.max_packet_size < 1024 {
+            return Err(invalid(
+                "mqtt.max_packet_size",
+                "must be at least 1024".into(),
+            ));
+        }
+        if self.mqtt.reconnect_min.is_zero() || self.mqtt.reconnect_max < self.mqtt.reconnect_min {
+            return Err(invalid(
+                "mqtt.reconnect_min",
+                "must be > 0 and not above mqtt.reconnect_max".into(),
+            ));
+        }
+        if self.mqtt.cert_file.is_some() != self.mqtt.key_file.is_some() {
+            return Err(invalid(
+                "mqtt.cert_file",
+                "cert_file and key_file go together".into(),
+            ));
+        }
+        if self.mqtt.subscriptions.is_empty() {
+            return Err(invalid(
+                "mqtt.subscriptions",
+                "at least one is needed".into(),
+            ));
+        }
+        for (i, s) in self.mqtt.subscriptions.iter().enumerate() {
+            let key = format!("mqtt.subscriptions[{i}]");
+            if s.qos > 1 {
+                return Err(invalid(&format!("{key}.qos"), "must be 0 or 1".into()));
+            }
+            validate_topic_filter(&s.topic).map_err(|m| invalid(&format!("{key}.topic"), m))?;
+        }
+        match self.auth.mode {
+            AuthMode::Jwt => {
+                let keys = [
+                    self.auth.jwt_secret.is_some(),
+                    self.auth.jwt_public_key_file.is_some(),
+                ];
+                if keys.iter().filter(|k| **k).count() != 1 {
+                    return Err(invalid(
+                        "auth",
+                        "jwt mode needs exactly one of jwt_secret_file (or SENSORCAST_AUTH__JWT_SECRET) and jwt_public_key_file".into(),
+                    ));
+                }
+                if let Some(secret) = &self.auth.jwt_secret {
+                    if secret.expose().len() < 16 {
+                        return Err(invalid(
+                            "auth.jwt_secret_file",
+                            "secret is shorter than 16 bytes".into(),
+                        ));
+                    }
+                }
+            }
+            AuthMode::None => {
+                if self.auth.dev_org.as_deref().unwrap_or("").is_empty() {
+                    return Err(invalid(
+                        "auth.dev_org",
+                        "mode = \"none\" needs the organization every socket belongs to".into(),
+                    ));
+                }
+            }
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(invalid(
+                "log.format",
+                "expected \"text\" or \"json\"".into(),
+            ));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| invalid("log.level", e.to_string()))?;
+        if self.limits.unmapped_capacity == 0 || self.limits.socket_buffer == 0 {
+            return Err(invalid("limits", "capacities must be above 0".into()));
+        }
+        Ok(())
+    }
+}
+
+fn read_secret(config: &Path, key: &str, file: &Path) -> Result<Secret, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|e| ConfigError::Invalid {
+        path: config.to_owned(),
+        key: key.into(),
+        message: format!("cannot read {}: {e}", file.display()),
+    })?;
+    Ok(Secret::new(text.trim_end_matches(['\n', '\r'])))
+}
+
+/// MQTT topic filter rules: `#` only last and alone in its level, `+` alone in its level.
+fn validate_topic_filter(topic: &str) -> Result<(), String> {
+    if topic.is_empty() {
+        return Err("must not be empty".into());
+    }
+    let levels: Vec<&str> = topic.split('/').collect();
+    for (i, level) in levels.iter().enumerate() {
+        if level.contains('#') && (*level != "#" || i + 1 != levels.len()) {
+            return Err("'#' must be the whole last level".into());
+        }
+        if level.contains('+') && *level != "+" {
+            return Err("'+' must be a whole level".into());
+        }
+    }
+    Ok(())
+}
+
+/// Formats a TOML error as `line L, column C: message`, keeping toml's own key naming.
+pub(crate) fn toml_error_message(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().to_string();
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before
+                .rfind('\n')
+                .map_or(before.len(), |n| before.len() - n - 1)
+                + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
+/// Durations as human strings: `"500ms"`, `"90s"`, `"5m"`, `"1h"`.
+pub mod duration_str {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        parse(&s).map_err(serde::de::Error::custom)
+    }
+
+    pub fn parse(s: &str) -> Result<Duration, String> {
+        let s = s.trim();
+        let split = s
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .ok_or_else(|| format!("duration {s:?} needs a unit (ms, s, m, h)"))?;
+        let (num, unit) = s.split_at(split);
+        let n: f64 = num
+            .parse()
+            .map_err(|_| format!("duration {s:?} does not start with a number"))?;
+        let secs = match unit {
+            "ms" => n / 1000.0,
+            "s" => n,
+            "m" => n * 60.0,
+            "h" => n * 3600.0,
+            "d" => n * 86400.0,
+            _ => return Err(format!("duration {s:?}: unknown unit {unit:?}")),
+        };
+        if !secs.is_finite() || secs < 0.0 {
+            return Err(format!("duration {s:?} out of range"));
+        }
+        Ok(Duration::from_secs_f64(secs))
+    }
+}

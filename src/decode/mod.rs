@@ -1,0 +1,136 @@
+//! Payload decoders: bytes from one MQTT topic in, zero or more readings out. Every decoder is a
+//! pure function of (subscription, topic, payload, receive time) so that it can be tested against
+//! real fixtures and fuzzed without a broker. A payload is either decoded or rejected with a
+//! [`DecodeError`] whose [`reason`](DecodeError::reason) is a stable label for metrics.
+
+mod fields;
+mod json;
+mod ttn;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use crate::config::Subscription;
+use crate::registry::{normalize_sensor_id, SensorIdError};
+
+pub use fields::parse_timestamp;
+
+/// Payload formats a subscription can name (`format = "..."`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+pub enum Format {
+    #[serde(rename = "json")]
+    Json,
+    #[serde(rename = "ttn-v3")]
+    TtnV3,
+}
+
+impl Format {
+    /// The name used in config and in `sensor:reading.source`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::TtnV3 => "ttn-v3",
+        }
+    }
+}
+
+/// One decoded measurement, before it is mapped to a unit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    /// The device id as the decoder reports it (normalised hex for hex device ids).
+    pub sensor_id: String,
+    /// °C, as the sensor gave it (converted only when the sensor reports °F).
+    pub temperature: f64,
+    pub humidity: Option<f64>,
+    /// Percent.
+    pub battery: Option<f64>,
+    /// dBm (RSSI) or a link-quality figure, as the format provides.
+    pub signal_strength: Option<f64>,
+    /// When the sensor measured it; the receive time when the payload does not say.
+    pub recorded_at: DateTime<Utc>,
+    pub source: Format,
+}
+
+/// What a message decoded to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    Readings(Vec<Reading>),
+    /// A message on a subscribed topic that is not a reading (a join, a downlink event).
+    Ignored(&'static str),
+}
+
+/// Why a payload was rejected. `Display` is the message for logs; `reason()` the metric label.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("payload of {size} bytes is over the {limit}-byte limit")]
+    TooLarge { size: usize, limit: usize },
+    #[error("payload is not valid json: {0}")]
+    NotJson(String),
+    #[error("payload has no temperature")]
+    NoTemperature,
+    #[error("{field}: not a number ({value})")]
+    NotANumber { field: &'static str, value: String },
+    #[error("{field}: {value} is outside the physical range {min}..={max}")]
+    OutOfRange {
+        field: &'static str,
+        value: f64,
+        min: f64,
+        max: f64,
+    },
+    #[error("timestamp {0:?} is neither epoch seconds, epoch milliseconds nor RFC 3339")]
+    BadTimestamp(String),
+    #[error("no sensor id: {0}")]
+    NoSensorId(&'static str),
+    #[error("{0}")]
+    BadSensorId(SensorIdError),
+    #[error("no uplink_message.decoded_payload: the application has no payload formatter")]
+    NoDecodedPayload,
+    #[error("{0}")]
+    Malformed(String),
+}
+
+impl DecodeError {
+    /// A stable, low-cardinality label for counters.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::TooLarge { .. } => "too_large",
+            DecodeError::NotJson(_) => "not_json",
+            DecodeError::NoTemperature => "no_temperature",
+            DecodeError::NotANumber { .. } => "not_a_number",
+            DecodeError::OutOfRange { .. } => "out_of_range",
+            DecodeError::BadTimestamp(_) => "bad_timestamp",
+            DecodeError::NoSensorId(_) => "no_sensor_id",
+            DecodeError::BadSensorId(_) => "bad_sensor_id",
+            DecodeError::NoDecodedPayload => "no_decoded_payload",
+            DecodeError::Malformed(_) => "malformed",
+        }
+    }
+}
+
+/// Decodes one MQTT message. `max_bytes` caps the payload before any parsing.
+pub fn decode(
+    sub: &Subscription,
+    topic: &str,
+    payload: &[u8],
+    received_at: DateTime<Utc>,
+    max_bytes: usize,
+) -> Result<Decoded, DecodeError> {
+    if payload.len() > max_bytes {
+        return Err(DecodeError::TooLarge {
+            size: payload.len(),
+            limit: max_bytes,
+        });
+    }
+    match sub.format {
+        Format::Json => json::decode(sub, topic, payload, received_at),
+        Format::TtnV3 => ttn::decode(topic, payload, received_at),
+    }
+}
+
+/// Normalises and checks a decoded sensor id.
+fn sensor_id(raw: &str) -> Result<String, DecodeError> {
+    normalize_sensor_id(raw).map_err(DecodeError::BadSensorId)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,143 @@
+//! HTTP routes beside Socket.io: health probes for systemd, load balancers and dashboards, and
+//! the small `/api/` an installer uses (unmapped sensors, counters). Health is open; `/api/`
+//! takes `Authorization: Bearer <JWT>` verified exactly like the socket handshake, and needs the
+//! `owner` or `admin` role (unless `auth.mode = "none"`).
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::app::AppState;
+
+pub fn router(app: AppState) -> Router {
+    let api = Router::new()
+        .route("/api/sensors/unmapped", get(unmapped))
+        .route("/api/stats", get(stats))
+        .layer(middleware::from_fn_with_state(app.clone(), require_admin));
+    Router::new()
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/health/realtime", get(realtime))
+        .route("/health", get(health))
+        .merge(api)
+        .with_state(app)
+}
+
+async fn live() -> Json<serde_json::Value> {
+    Json(json!({ "alive": true }))
+}
+
+async fn ready(State(app): State<AppState>) -> Response {
+    if app.shutting_down.load(std::sync::atomic::Ordering::Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ready": false, "reason": "shutting down" })),
+        )
+            .into_response();
+    }
+    match mqtt_problem(&app) {
+        None => Json(json!({ "ready": true })).into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ready": false, "reason": reason })),
+        )
+            .into_response(),
+    }
+}
+
+/// Why MQTT is not ready, or `None` when connected and subscribed.
+fn mqtt_problem(app: &AppState) -> Option<String> {
+    let m = &app.mqtt;
+    if m.ready() {
+        return None;
+    }
+    let state = if m.connected.load(std::sync::atomic::Ordering::Relaxed) {
+        "mqtt connected, subscriptions not acknowledged yet"
+    } else {
+        "mqtt not connected"
+    };
+    Some(match m.last_error() {
+        Some(e) => format!("{state}: {e}"),
+        None => state.to_string(),
+    })
+}
+
+async fn realtime(State(app): State<AppState>) -> Json<serde_json::Value> {
+    Json(json!({ "websocket": { "enabled": true, "connections": app.connections() } }))
+}
+
+async fn health(State(app): State<AppState>) -> Response {
+    let problem = mqtt_problem(&app);
+    let (orgs, sites, units, sensors) = app.hub.registry().counts();
+    let stats = app.hub.stats().snapshot();
+    let body = json!({
+        "status": if problem.is_none() { "ok" } else { "degraded" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptimeSeconds": app.started.elapsed().as_secs(),
+        "epoch": app.hub.epoch(),
+        "checks": {
+            "mqtt": {
+                "status": if problem.is_none() { "ok" } else { "error" },
+                "connected": app.mqtt.connected.load(std::sync::atomic::Ordering::Relaxed),
+                "subscribed": app.mqtt.subscribed.load(std::sync::atomic::Ordering::Relaxed),
+                "reconnects": app.mqtt.reconnects.load(std::sync::atomic::Ordering::Relaxed),
+                "error": problem,
+            },
+            "socketio": { "status": "ok", "connections": app.connections() },
+            "registry": { "orgs": orgs, "sites": sites, "units": units, "sensors": sensors },
+        },
+        "pipeline": stats,
+    });
+    let code = if problem.is_none() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+async fn unmapped(State(app): State<AppState>) -> Json<serde_json::Value> {
+    let list = app.hub.unmapped();
+    Json(json!({ "count": list.len(), "sensors": list }))
+}
+
+async fn stats(State(app): State<AppState>) -> Json<crate::stats::StatsSnapshot> {
+    Json(app.hub.stats().snapshot())
+}
+
+/// 401 without a valid token, 403 for roles other than owner/admin.
+async fn require_admin(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+    match app.auth.verify(token) {
+        Ok(p) if p.is_admin() => next.run(req).await,
+        Ok(_) => (
+            StatusCode::FORBIDDEN,
+            Json(json!({ "error": "Forbidden: owner or admin role required" })),
+        )
+            .into_response(),
+        Err(e) => {
+            app.hub.stats().client_error(e.reason());
+            let mut r = (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({ "error": e.to_string() })),
+            )
+                .into_response();
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            r
+        }
+    }
+}

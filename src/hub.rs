@@ -1,0 +1,206 @@
+//! The hub: the state every reading passes through between decoding and emitting. It owns the
+//! registry in force, each unit's `seq` counter and latest reading, the service `epoch`, and the
+//! bounded list of sensors that publish but are not registered. Cheap to clone (one `Arc`).
+//!
+//! Readings enter from the single MQTT task, so per-unit `seq` order is publish order; the
+//! `DashMap` is there because socket handlers read `latest` concurrently.
+
+use chrono::{DateTime, Utc};
+use dashmap::DashMap;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::decode::Reading;
+use crate::reading::{rfc3339_millis, SensorReading};
+use crate::registry::{Registry, Unit};
+use crate::route;
+use crate::stats::Stats;
+
+#[derive(Clone)]
+pub struct Hub(Arc<Inner>);
+
+struct Inner {
+    registry: RwLock<Arc<Registry>>,
+    units: DashMap<Arc<str>, UnitFeed>,
+    unmapped: Mutex<Unmapped>,
+    epoch: String,
+    stats: Stats,
+}
+
+#[derive(Default)]
+struct UnitFeed {
+    seq: u64,
+    latest: Option<Arc<SensorReading>>,
+}
+
+/// What happened to one decoded reading.
+pub enum Accepted {
+    /// Mapped: emit it to these rooms.
+    Mapped(Arc<SensorReading>, Arc<Unit>),
+    /// The sensor is not in the registry; it was recorded in the unmapped list.
+    Unmapped,
+}
+
+impl Hub {
+    pub fn new(registry: Registry, unmapped_capacity: usize) -> Hub {
+        let epoch = format!("{:x}", Utc::now().timestamp_millis());
+        Hub(Arc::new(Inner {
+            registry: RwLock::new(Arc::new(registry)),
+            units: DashMap::new(),
+            unmapped: Mutex::new(Unmapped::new(unmapped_capacity)),
+            epoch,
+            stats: Stats::default(),
+        }))
+    }
+
+    /// Changes whenever history cannot be trusted (each start of the service).
+    pub fn epoch(&self) -> &str {
+        &self.0.epoch
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.0.stats
+    }
+
+    pub fn registry(&self) -> Arc<Registry> {
+        self.0.registry.read().expect("registry lock").clone()
+    }
+
+    /// Maps a reading to its unit, gives it the unit's next `seq`, and keeps it as the latest.
+    pub fn accept(&self, reading: Reading, topic: &str, received_at: DateTime<Utc>) -> Accepted {
+        let registry = self.registry();
+        let Some(unit) = route::route(&registry, &reading.sensor_id) else {
+            self.0
+                .stats
+                .unmapped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.0.unmapped.lock().expect("unmapped lock").record(
+                &reading.sensor_id,
+                topic,
+                reading.source.name(),
+                received_at,
+            );
+            return Accepted::Unmapped;
+        };
+        let mut feed = self.0.units.entry(unit.id.clone()).or_default();
+        feed.seq += 1;
+        let wire = Arc::new(SensorReading {
+            id: format!("{}-{}-{}", self.0.epoch, unit.id, feed.seq),
+            seq: feed.seq,
+            unit_id: unit.id.clone(),
+            site_id: unit.site.clone(),
+            organization_id: unit.org.clone(),
+            device_id: reading.sensor_id,
+            temperature: reading.temperature,
+            humidity: reading.humidity,
+            battery: reading.battery,
+            signal_strength: reading.signal_strength,
+            recorded_at: reading.recorded_at,
+            received_at,
+            source: reading.source.name(),
+        });
+        feed.latest = Some(wire.clone());
+        drop(feed);
+        Accepted::Mapped(wire, unit)
+    }
+
+    /// The unit's last reading, if any arrived since the service started.
+    pub fn latest(&self, unit_id: &str) -> Option<Arc<SensorReading>> {
+        self.0.units.get(unit_id).and_then(|f| f.latest.clone())
+    }
+
+    pub fn unmapped(&self) -> Vec<UnmappedSensor> {
+        self.0.unmapped.lock().expect("unmapped lock").list()
+    }
+}
+
+/// One sensor that publishes but is not in the registry.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnmappedSensor {
+    pub sensor_id: String,
+    pub topic: String,
+    pub format: &'static str,
+    #[serde(serialize_with = "rfc3339_millis")]
+    pub first_seen: DateTime<Utc>,
+    #[serde(serialize_with = "rfc3339_millis")]
+    pub last_seen: DateTime<Utc>,
+    pub count: u64,
+}
+
+/// Bounded by `capacity`; when full, the sensor seen least recently is forgotten.
+struct Unmapped {
+    capacity: usize,
+    sensors: HashMap<String, UnmappedSensor>,
+}
+
+impl Unmapped {
+    fn new(capacity: usize) -> Self {
+        Unmapped {
+            capacity,
+            sensors: HashMap::new(),
+        }
+    }
+
+    fn record(&mut self, id: &str, topic: &str, format: &'static str, at: DateTime<Utc>) {
+        if let Some(s) = self.sensors.get_mut(id) {
+            s.last_seen = at;
+            s.count += 1;
+            if s.topic != topic {
+                s.topic = topic.to_string();
+            }
+            return;
+        }
+        if self.sensors.len() >= self.capacity {
+            let oldest = self
+                .sensors
+                .values()
+                .min_by_key(|s| s.last_seen)
+                .map(|s| s.sensor_id.clone());
+            if let Some(oldest) = oldest {
+                self.sensors.remove(&oldest);
+            }
+        }
+        self.sensors.insert(
+            id.to_string(),
+            UnmappedSensor {
+                sensor_id: id.to_string(),
+                topic: topic.to_string(),
+                format,
+                first_seen: at,
+                last_seen: at,
+                count: 1,
+            },
+        );
+    }
+
+    /// Most recently seen first.
+    fn list(&self) -> Vec<UnmappedSensor> {
+        let mut v: Vec<_> = self.sensors.values().cloned().collect();
+        v.sort_by_key(|s| std::cmp::Reverse(s.last_seen));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn unmapped_list_is_bounded_and_forgets_the_stalest() {
+        let mut u = Unmapped::new(2);
+        let t = |s| Utc.timestamp_opt(s, 0).unwrap();
+        u.record("a", "x/a", "json", t(1));
+        u.record("b", "x/b", "json", t(2));
+        u.record("a", "x/a", "json", t(3));
+        u.record("c", "x/c", "json", t(4));
+        let ids: Vec<_> = u
+            .list()
+            .into_iter()
+            .map(|s| (s.sensor_id, s.count))
+            .collect();
+        assert_eq!(ids, vec![("c".to_string(), 1), ("a".to_string(), 2)]);
+    }
+}

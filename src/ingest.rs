@@ -1,0 +1,351 @@
+//! MQTT ingest: one task owns the rumqttc event loop, hands every publish to the [`Pipeline`],
+//! and acknowledges it afterwards (manual acks), so a QoS 1 reading is never acknowledged before
+//! it has been emitted. It keeps a persistent session, subscribes again whenever the broker did
+//! not keep the session, backs off (capped, jittered) between reconnects, and never awaits its
+//! own client's request channel from inside the poll loop (that deadlocks once it is full).
+
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Packet, QoS,
+    SubscribeReasonCode, TlsConfiguration, Transport,
+};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::config::MqttConfig;
+use crate::pipeline::Pipeline;
+
+/// Requests (acks, subscribes, disconnect) the client may queue for the event loop. The loop
+/// drains them on every poll; acks that do not fit wait in a local queue and are retried.
+const REQUEST_CAPACITY: usize = 1024;
+/// How long shutdown waits for the DISCONNECT packet to go out.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerUrlError {
+    #[error("expected mqtt://host[:port] or mqtts://host[:port], got {0:?}")]
+    Scheme(String),
+    #[error("bad port in {0:?}")]
+    Port(String),
+    #[error("no host in {0:?}")]
+    Host(String),
+}
+
+/// `mqtt://host:port` / `mqtts://host:port` → (tls, host, port).
+pub fn parse_broker_url(url: &str) -> Result<(bool, String, u16), BrokerUrlError> {
+    let (tls, rest) = if let Some(r) = url.strip_prefix("mqtt://") {
+        (false, r)
+    } else if let Some(r) = url.strip_prefix("mqtts://") {
+        (true, r)
+    } else {
+        return Err(BrokerUrlError::Scheme(url.into()));
+    };
+    let rest = rest.trim_end_matches('/');
+    let default_port = if tls { 8883 } else { 1883 };
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+            (h, p.parse().map_err(|_| BrokerUrlError::Port(url.into()))?)
+        }
+        _ => (rest, default_port),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(BrokerUrlError::Host(url.into()));
+    }
+    Ok((tls, host.to_string(), port))
+}
+
+/// What the rest of the service may ask about the broker connection.
+#[derive(Default)]
+pub struct MqttHealth {
+    pub connected: AtomicBool,
+    /// Every configured subscription is acknowledged in the current session.
+    pub subscribed: AtomicBool,
+    pub reconnects: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl MqttHealth {
+    pub fn ready(&self) -> bool {
+        self.connected.load(Relaxed) && self.subscribed.load(Relaxed)
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().expect("health lock").clone()
+    }
+
+    fn set_error(&self, e: Option<String>) {
+        *self.last_error.lock().expect("health lock") = e;
+    }
+}
+
+/// Builds the rumqttc options from config. Errors are config errors (bad TLS files).
+pub fn mqtt_options(cfg: &MqttConfig) -> Result<MqttOptions, String> {
+    let (tls, host, port) = parse_broker_url(&cfg.url).map_err(|e| e.to_string())?;
+    let mut o = MqttOptions::new(cfg.client_id.clone(), host, port);
+    o.set_keep_alive(cfg.keep_alive)
+        .set_clean_session(cfg.clean_session)
+        .set_max_packet_size(cfg.max_packet_size, cfg.max_packet_size)
+        .set_manual_acks(true);
+    if let Some(user) = &cfg.username {
+        let pass = cfg.password.as_ref().map_or("", |p| p.expose());
+        o.set_credentials(user.clone(), pass);
+    }
+    if tls {
+        let ca_path = cfg
+            .ca_file
+            .clone()
+            .unwrap_or_else(|| "/etc/ssl/certs/ca-certificates.crt".into());
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+        };
+        let ca = read(&ca_path)?;
+        let client_auth = match (&cfg.cert_file, &cfg.key_file) {
+            (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+            _ => None,
+        };
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+            ca,
+            alpn: None,
+            client_auth,
+        }));
+    }
+    Ok(o)
+}
+
+/// Capped exponential backoff with jitter (each wait is 50-100 % of the current step).
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    step: Duration,
+}
+
+impl Backoff {
+    fn new(min: Duration, max: Duration) -> Self {
+        Backoff {
+            min,
+            max,
+            step: min,
+        }
+    }
+    fn reset(&mut self) {
+        self.step = self.min;
+    }
+    fn next(&mut self) -> Duration {
+        let wait = self.step.mul_f64(0.5 + fastrand::f64() * 0.5);
+        self.step = (self.step * 2).min(self.max);
+        wait
+    }
+}
+
+/// Runs until `shutdown` is cancelled, then sends DISCONNECT and returns.
+pub async fn run(
+    cfg: MqttConfig,
+    options: MqttOptions,
+    pipeline: Pipeline,
+    health: std::sync::Arc<MqttHealth>,
+    shutdown: CancellationToken,
+) {
+    let (client, mut eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
+    // Nagle would hold small acks and publishes back by tens of milliseconds.
+    let mut net = rumqttc::NetworkOptions::new();
+    net.set_tcp_nodelay(true);
+    eventloop.set_network_options(net);
+    let mut backoff = Backoff::new(cfg.reconnect_min, cfg.reconnect_max);
+    let mut session = Session::new(&cfg, &client);
+    info!(url = %cfg.url, client_id = %cfg.client_id, "mqtt ingest starting");
+    loop {
+        let event = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            ev = eventloop.poll() => ev,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                pipeline.handle(&p.topic, &p.payload).await;
+                session.ack(p);
+            }
+            Ok(Event::Incoming(Packet::ConnAck(ack))) if ack.code == ConnectReturnCode::Success => {
+                backoff.reset();
+                health.connected.store(true, Relaxed);
+                health.set_error(None);
+                session.connected(ack.session_present, &health);
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => session.suback(&ack.return_codes, &health),
+            Ok(Event::Incoming(Packet::Disconnect)) => warn!("broker sent DISCONNECT"),
+            Ok(_) => session.flush_acks(),
+            Err(e) => {
+                let was_connected = health.connected.swap(false, Relaxed);
+                health.subscribed.store(false, Relaxed);
+                health.set_error(Some(e.to_string()));
+                let wait = backoff.next();
+                if was_connected {
+                    health.reconnects.fetch_add(1, Relaxed);
+                    warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "mqtt connection lost");
+                } else {
+                    debug!(error = %e, retry_in_ms = wait.as_millis() as u64, "mqtt connect failed");
+                }
+                // Acks of the lost connection are void; the broker redelivers those publishes.
+                session.pending_acks.clear();
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+    disconnect(&client, &mut eventloop, &mut session, &health).await;
+}
+
+/// Sends any pending acks and a DISCONNECT, polling the loop until it is on the wire.
+async fn disconnect(
+    client: &AsyncClient,
+    eventloop: &mut EventLoop,
+    session: &mut Session<'_>,
+    health: &MqttHealth,
+) {
+    if !health.connected.load(Relaxed) {
+        return;
+    }
+    session.flush_acks();
+    if client.try_disconnect().is_err() {
+        warn!("could not queue the MQTT DISCONNECT");
+        return;
+    }
+    let sent = tokio::time::timeout(DISCONNECT_TIMEOUT, async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    health.connected.store(false, Relaxed);
+    match sent {
+        Ok(()) => info!("mqtt disconnected"),
+        Err(_) => warn!("mqtt DISCONNECT not confirmed in time"),
+    }
+}
+
+/// Per-connection bookkeeping: what to subscribe, which subscriptions are acknowledged,
+/// and acks that did not fit in the request channel yet.
+struct Session<'a> {
+    cfg: &'a MqttConfig,
+    client: &'a AsyncClient,
+    first_connect: bool,
+    pending_acks: VecDeque<rumqttc::Publish>,
+}
+
+impl<'a> Session<'a> {
+    fn new(cfg: &'a MqttConfig, client: &'a AsyncClient) -> Self {
+        Session {
+            cfg,
+            client,
+            first_connect: true,
+            pending_acks: VecDeque::new(),
+        }
+    }
+
+    /// Subscribes when the broker did not keep our session, and always on the first connect of
+    /// this process (the configured list may have changed since the session was made).
+    fn connected(&mut self, session_present: bool, health: &MqttHealth) {
+        let must_subscribe = self.first_connect || !session_present;
+        self.first_connect = false;
+        if !must_subscribe {
+            info!("mqtt reconnected, broker kept the session and its subscriptions");
+            health.subscribed.store(true, Relaxed);
+            return;
+        }
+        let filters = self.cfg.subscriptions.iter().map(|s| {
+            let qos = if s.qos == 0 {
+                QoS::AtMostOnce
+            } else {
+                QoS::AtLeastOnce
+            };
+            rumqttc::SubscribeFilter::new(s.topic.clone(), qos)
+        });
+        match self.client.try_subscribe_many(filters) {
+            Ok(()) => info!(
+                session_present,
+                count = self.cfg.subscriptions.len(),
+                "mqtt connected, subscribing"
+            ),
+            Err(e) => error!(error = %e, "could not queue the MQTT SUBSCRIBE"),
+        }
+    }
+
+    fn suback(&mut self, codes: &[SubscribeReasonCode], health: &MqttHealth) {
+        let refused: Vec<&str> = codes
+            .iter()
+            .zip(&self.cfg.subscriptions)
+            .filter(|(c, _)| matches!(c, SubscribeReasonCode::Failure))
+            .map(|(_, s)| s.topic.as_str())
+            .collect();
+        if refused.is_empty() {
+            info!("mqtt subscriptions acknowledged");
+            health.subscribed.store(true, Relaxed);
+        } else {
+            error!(?refused, "broker refused subscriptions");
+            health.set_error(Some(format!(
+                "broker refused subscriptions: {}",
+                refused.join(", ")
+            )));
+        }
+    }
+
+    fn ack(&mut self, p: rumqttc::Publish) {
+        if p.qos == QoS::AtMostOnce {
+            return;
+        }
+        self.pending_acks.push_back(p);
+        self.flush_acks();
+    }
+
+    fn flush_acks(&mut self) {
+        while let Some(p) = self.pending_acks.front() {
+            if self.client.try_ack(p).is_err() {
+                return; // channel full: retried after the next poll drains it
+            }
+            self.pending_acks.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls() {
+        assert_eq!(
+            parse_broker_url("mqtt://127.0.0.1:1883").unwrap(),
+            (false, "127.0.0.1".into(), 1883)
+        );
+        assert_eq!(
+            parse_broker_url("mqtts://broker.local").unwrap(),
+            (true, "broker.local".into(), 8883)
+        );
+        assert_eq!(
+            parse_broker_url("mqtt://[::1]:1884").unwrap(),
+            (false, "::1".into(), 1884)
+        );
+        assert!(parse_broker_url("http://x").is_err());
+        assert!(parse_broker_url("mqtt://x:notaport").is_err());
+        assert!(parse_broker_url("mqtt://:1883").is_err());
+    }
+
+    #[test]
+    fn backoff_grows_to_the_cap_with_jitter() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let waits: Vec<Duration> = (0..8).map(|_| b.next()).collect();
+        assert!(waits[0] >= Duration::from_millis(50) && waits[0] <= Duration::from_millis(100));
+        assert!(waits.iter().all(|w| *w <= Duration::from_secs(1)));
+        assert!(waits[7] >= Duration::from_millis(500), "{waits:?}");
+        b.reset();
+        assert!(b.next() <= Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,138 @@
+//! The `sensorcast` binary: parses arguments, sets up logging, binds the listener, turns
+//! SIGTERM/SIGINT into a cancellation, and calls [`sensorcast::run`]. Nothing else lives here.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+
+use sensorcast::config::Config;
+use sensorcast::registry::Registry;
+
+#[derive(Parser)]
+#[command(
+    name = "sensorcast",
+    version,
+    about = "MQTT sensor readings to Socket.io rooms"
+)]
+struct Cli {
+    /// Service config file (TOML). Env: SENSORCAST_CONFIG.
+    #[arg(
+        long,
+        global = true,
+        env = "SENSORCAST_CONFIG",
+        default_value = "/etc/sensorcast/sensorcast.toml"
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the config and the registry it points to, then exit 0 (valid) or 1.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let loaded = load(&cli.config);
+    if let Some(Command::CheckConfig) = cli.command {
+        return match loaded {
+            Ok((config, registry)) => {
+                let (o, s, u, n) = registry.counts();
+                println!(
+                    "{}: ok ({o} orgs, {s} sites, {u} units, {n} sensors; registry {})",
+                    cli.config.display(),
+                    config.registry.file.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let (config, registry) = match loaded {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_tracing(&config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(serve(config, registry)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(path: &Path) -> anyhow::Result<(Config, Registry)> {
+    let config = Config::load(path)?;
+    let registry = Registry::load(&config.registry.file)?;
+    Ok((config, registry))
+}
+
+async fn serve(config: Config, registry: Registry) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http.listen))?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(watch_signals(shutdown.clone()));
+    sensorcast::run(
+        config,
+        registry,
+        sensorcast::Listeners { http: listener },
+        shutdown,
+    )
+    .await?;
+    Ok(())
+}
+
+/// First SIGTERM/SIGINT: graceful shutdown. Second: exit at once.
+async fn watch_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    for n in 0.. {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        if n == 0 {
+            tracing::info!("signal received, shutting down (send again to exit at once)");
+            shutdown.cancel();
+        } else {
+            tracing::warn!("second signal, exiting now");
+            std::process::exit(130);
+        }
+    }
+}
+
+fn init_tracing(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    // RUST_LOG, when set, wins over the config's level.
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    if config.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,400 @@
+//! The registry: which sensor belongs to which unit, site and organization. It lives in its own
+//! TOML file so that an installer can replace it without touching the service config, and it is
+//! validated as a whole when loaded (every reference exists, ids are unique), so routing never
+//! meets a dangling id. Lookups are by normalised sensor id (see [`normalize_sensor_id`]).
+
+use serde::Deserialize;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::config::{toml_error_message, ConfigError};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistryFile {
+    #[serde(default)]
+    org: Vec<OrgEntry>,
+    #[serde(default)]
+    site: Vec<SiteEntry>,
+    #[serde(default)]
+    unit: Vec<UnitEntry>,
+    #[serde(default)]
+    sensor: Vec<SensorEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrgEntry {
+    id: String,
+    name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SiteEntry {
+    id: String,
+    org: String,
+    name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnitEntry {
+    id: String,
+    site: String,
+    name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SensorEntry {
+    id: String,
+    unit: String,
+}
+
+/// A unit with its place in the hierarchy. Ids are `Arc<str>` so routing clones are cheap.
+#[derive(Debug, Clone)]
+pub struct Unit {
+    pub id: Arc<str>,
+    pub site: Arc<str>,
+    pub org: Arc<str>,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Site {
+    pub id: Arc<str>,
+    pub org: Arc<str>,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Org {
+    pub id: Arc<str>,
+    pub name: Option<String>,
+}
+
+/// The loaded, validated registry. Immutable: a reload builds a new one.
+#[derive(Debug, Default)]
+pub struct Registry {
+    orgs: HashMap<Arc<str>, Org>,
+    sites: HashMap<Arc<str>, Site>,
+    units: HashMap<Arc<str>, Arc<Unit>>,
+    /// normalised sensor id → unit
+    sensors: HashMap<String, Arc<Unit>>,
+}
+
+impl Registry {
+    pub fn load(path: &Path) -> Result<Registry, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Registry, ConfigError> {
+        let file: RegistryFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: toml_error_message(text, &e),
+        })?;
+        Self::build(file, path)
+    }
+
+    fn build(file: RegistryFile, path: &Path) -> Result<Registry, ConfigError> {
+        let err = |key: String, message: String| ConfigError::Invalid {
+            path: PathBuf::from(path),
+            key,
+            message,
+        };
+        let mut reg = Registry::default();
+        for (i, o) in file.org.into_iter().enumerate() {
+            check_id(&o.id).map_err(|m| err(format!("org[{i}].id"), m))?;
+            let id: Arc<str> = o.id.into();
+            if reg.orgs.contains_key(&id) {
+                return Err(err(
+                    format!("org[{i}].id"),
+                    format!("duplicate org id {id:?}"),
+                ));
+            }
+            reg.orgs.insert(id.clone(), Org { id, name: o.name });
+        }
+        for (i, s) in file.site.into_iter().enumerate() {
+            check_id(&s.id).map_err(|m| err(format!("site[{i}].id"), m))?;
+            let org = reg.orgs.get(s.org.as_str()).ok_or_else(|| {
+                err(
+                    format!("site[{i}].org"),
+                    format!("no org with id {:?}", s.org),
+                )
+            })?;
+            let id: Arc<str> = s.id.into();
+            if reg.sites.contains_key(&id) {
+                return Err(err(
+                    format!("site[{i}].id"),
+                    format!("duplicate site id {id:?}"),
+                ));
+            }
+            let site = Site {
+                id: id.clone(),
+                org: org.id.clone(),
+                name: s.name,
+            };
+            reg.sites.insert(id, site);
+        }
+        for (i, u) in file.unit.into_iter().enumerate() {
+            check_id(&u.id).map_err(|m| err(format!("unit[{i}].id"), m))?;
+            let site = reg.sites.get(u.site.as_str()).ok_or_else(|| {
+                err(
+                    format!("unit[{i}].site"),
+                    format!("no site with id {:?}", u.site),
+                )
+            })?;
+            let id: Arc<str> = u.id.into();
+            if reg.units.contains_key(&id) {
+                return Err(err(
+                    format!("unit[{i}].id"),
+                    format!("duplicate unit id {id:?}"),
+                ));
+            }
+            let unit = Arc::new(Unit {
+                id: id.clone(),
+                site: site.id.clone(),
+                org: site.org.clone(),
+                name: u.name,
+            });
+            reg.units.insert(id, unit);
+        }
+        let mut seen = HashSet::new();
+        for (i, s) in file.sensor.into_iter().enumerate() {
+            let key = normalize_sensor_id(&s.id)
+                .map_err(|m| err(format!("sensor[{i}].id"), m.to_string()))?;
+            let unit = reg.units.get(s.unit.as_str()).ok_or_else(|| {
+                err(
+                    format!("sensor[{i}].unit"),
+                    format!("no unit with id {:?}", s.unit),
+                )
+            })?;
+            if !seen.insert(key.clone()) {
+                return Err(err(
+                    format!("sensor[{i}].id"),
+                    format!(
+                        "sensor {:?} is listed twice (a sensor belongs to one unit)",
+                        s.id
+                    ),
+                ));
+            }
+            reg.sensors.insert(key, unit.clone());
+        }
+        Ok(reg)
+    }
+
+    /// The unit a sensor reports for, by its id as a decoder gives it.
+    pub fn unit_for_sensor(&self, sensor_id: &str) -> Option<&Arc<Unit>> {
+        match normalize_sensor_id(sensor_id) {
+            Ok(key) => self.sensors.get(&key),
+            Err(_) => None,
+        }
+    }
+
+    pub fn unit(&self, id: &str) -> Option<&Arc<Unit>> {
+        self.units.get(id)
+    }
+
+    pub fn site(&self, id: &str) -> Option<&Site> {
+        self.sites.get(id)
+    }
+
+    pub fn org(&self, id: &str) -> Option<&Org> {
+        self.orgs.get(id)
+    }
+
+    pub fn units(&self) -> impl Iterator<Item = &Arc<Unit>> {
+        self.units.values()
+    }
+
+    /// Registered sensor ids (normalised) with their unit.
+    pub fn sensors(&self) -> impl Iterator<Item = (&str, &Arc<Unit>)> {
+        self.sensors.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    pub fn counts(&self) -> (usize, usize, usize, usize) {
+        (
+            self.orgs.len(),
+            self.sites.len(),
+            self.units.len(),
+            self.sensors.len(),
+        )
+    }
+}
+
+/// Ids are room-name parts: non-empty, printable, no `:` (the room separator), bounded.
+fn check_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 128 {
+        return Err("must be 1 to 128 bytes".into());
+    }
+    if id
+        .chars()
+        .any(|c| c.is_control() || c == ':' || c.is_whitespace())
+    {
+        return Err(format!(
+            "{id:?} may not contain ':', spaces or control characters"
+        ));
+    }
+    Ok(())
+}
+
+/// Why a sensor id is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SensorIdError {
+    #[error("sensor id is empty")]
+    Empty,
+    #[error("sensor id is longer than 128 bytes")]
+    TooLong,
+    #[error("sensor id is not printable text")]
+    NotPrintable,
+}
+
+/// The key a sensor id is matched by. Hex device ids (a LoRaWAN dev_eui, a MAC) come in any
+/// case and with `-` or `:` separators: those become plain upper-case hex. Any other id (a
+/// Tasmota topic, a Zigbee friendly name) is kept as it is, since it may be case-sensitive.
+pub fn normalize_sensor_id(id: &str) -> Result<String, SensorIdError> {
+    if id.is_empty() {
+        return Err(SensorIdError::Empty);
+    }
+    if id.len() > 128 {
+        return Err(SensorIdError::TooLong);
+    }
+    if id.chars().any(char::is_control) {
+        return Err(SensorIdError::NotPrintable);
+    }
+    let hex: String = id.chars().filter(|c| !matches!(c, '-' | ':')).collect();
+    let is_hex_id = hex.len() >= 8
+        && hex.len() % 2 == 0
+        && hex.chars().all(|c| c.is_ascii_hexdigit())
+        && (hex.len() == id.len() || separators_are_regular(id));
+    if is_hex_id {
+        Ok(hex.to_ascii_uppercase())
+    } else {
+        Ok(id.to_string())
+    }
+}
+
+/// `a8-40-41-..` or `A8:40:..`: separators every two hex digits.
+fn separators_are_regular(id: &str) -> bool {
+    id.split(['-', ':']).all(|part| part.len() == 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[[org]]
+id = "org-a"
+[[org]]
+id = "org-b"
+[[site]]
+id = "site-1"
+org = "org-a"
+[[site]]
+id = "site-2"
+org = "org-b"
+[[unit]]
+id = "unit-1"
+site = "site-1"
+[[unit]]
+id = "unit-2"
+site = "site-2"
+[[sensor]]
+id = "ac1f09fffe01454e"
+unit = "unit-1"
+[[sensor]]
+id = "tasmota_probe"
+unit = "unit-2"
+"#;
+
+    fn parse(text: &str) -> Result<Registry, ConfigError> {
+        Registry::parse(text, Path::new("registry.toml"))
+    }
+
+    #[test]
+    fn hex_ids_match_in_any_case_and_with_separators() {
+        let reg = parse(GOOD).unwrap();
+        for id in [
+            "AC1F09FFFE01454E",
+            "ac-1f-09-ff-fe-01-45-4e",
+            "AC:1F:09:FF:FE:01:45:4E",
+        ] {
+            let unit = reg.unit_for_sensor(id).expect(id);
+            assert_eq!(&*unit.id, "unit-1");
+            assert_eq!(&*unit.org, "org-a");
+            assert_eq!(&*unit.site, "site-1");
+        }
+        assert!(
+            reg.unit_for_sensor("TASMOTA_PROBE").is_none(),
+            "names stay case-sensitive"
+        );
+        assert_eq!(&*reg.unit_for_sensor("tasmota_probe").unwrap().org, "org-b");
+    }
+
+    #[test]
+    fn dangling_references_and_duplicates_are_errors() {
+        let cases = [
+            (
+                GOOD.replace("org = \"org-b\"", "org = \"org-x\""),
+                "site[1].org",
+            ),
+            (
+                GOOD.replace("site = \"site-2\"", "site = \"nope\""),
+                "unit[1].site",
+            ),
+            (
+                GOOD.replace("unit = \"unit-2\"", "unit = \"nope\""),
+                "sensor[1].unit",
+            ),
+            (
+                GOOD.replace("id = \"org-b\"", "id = \"org-a\""),
+                "org[1].id",
+            ),
+            (
+                GOOD.replace("tasmota_probe", "AC-1F-09-FF-FE-01-45-4E"),
+                "sensor[1].id",
+            ),
+            (
+                GOOD.replace("id = \"unit-2\"", "id = \"unit:2\""),
+                "unit[1].id",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(key), "{err} should name {key}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_a_line() {
+        let err = parse("[[org]]\nid = \"a\"\ncolour = \"red\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn sensor_ids_that_are_not_text_are_refused() {
+        assert_eq!(normalize_sensor_id(""), Err(SensorIdError::Empty));
+        assert_eq!(
+            normalize_sensor_id("a\u{0}b"),
+            Err(SensorIdError::NotPrintable)
+        );
+        assert_eq!(
+            normalize_sensor_id(&"x".repeat(129)),
+            Err(SensorIdError::TooLong)
+        );
+        assert_eq!(
+            normalize_sensor_id("kitchen/fridge").unwrap(),
+            "kitchen/fridge"
+        );
+    }
+}

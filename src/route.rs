@@ -1,0 +1,88 @@
+//! Routing: which unit a decoded reading belongs to, and which Socket.io rooms hear about it.
+//! Pure functions of the registry, so the tenant boundary is testable without a network: a
+//! reading only ever reaches rooms prefixed with its own unit's organization.
+
+use std::sync::Arc;
+
+use crate::registry::{Registry, Unit};
+
+/// The room every socket of an organization joins on connect.
+pub fn org_room(org: &str) -> String {
+    format!("org:{org}")
+}
+
+pub fn unit_room(org: &str, unit: &str) -> String {
+    format!("org:{org}:unit:{unit}")
+}
+
+pub fn site_room(org: &str, site: &str) -> String {
+    format!("org:{org}:site:{site}")
+}
+
+/// The room of sockets that subscribed to every reading of the organization.
+pub fn readings_room(org: &str) -> String {
+    format!("org:{org}:readings")
+}
+
+/// The unit a sensor's reading is for, or `None` when the registry does not know the sensor.
+pub fn route(registry: &Registry, sensor_id: &str) -> Option<Arc<Unit>> {
+    registry.unit_for_sensor(sensor_id).cloned()
+}
+
+/// The rooms a reading of `unit` is emitted to (socketioxide delivers once per socket even when
+/// a socket is in several of them).
+pub fn reading_rooms(unit: &Unit) -> [String; 3] {
+    [
+        unit_room(&unit.org, &unit.id),
+        site_room(&unit.org, &unit.site),
+        readings_room(&unit.org),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn readings_go_only_to_rooms_of_their_own_org() {
+        let reg = Registry::parse(
+            r#"
+[[org]]
+id = "o1"
+[[org]]
+id = "o2"
+[[site]]
+id = "s1"
+org = "o1"
+[[site]]
+id = "s2"
+org = "o2"
+[[unit]]
+id = "u1"
+site = "s1"
+[[unit]]
+id = "u2"
+site = "s2"
+[[sensor]]
+id = "A1"
+unit = "u1"
+[[sensor]]
+id = "B2"
+unit = "u2"
+"#,
+            Path::new("r.toml"),
+        )
+        .unwrap();
+        let unit = route(&reg, "A1").unwrap();
+        assert_eq!(
+            reading_rooms(&unit),
+            ["org:o1:unit:u1", "org:o1:site:s1", "org:o1:readings"]
+        );
+        let other = route(&reg, "B2").unwrap();
+        assert!(reading_rooms(&other)
+            .iter()
+            .all(|r| r.starts_with("org:o2:")));
+        assert!(route(&reg, "C3").is_none());
+    }
+}

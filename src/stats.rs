@@ -1,0 +1,99 @@
+//! Counters for everything the pipeline accepts, rejects or drops, so that nothing is lost
+//! silently: each drop has a reason label, and the whole set is served by `/api/stats` and
+//! `/health`. Plain atomics; labelled counters live in a small map keyed by `&'static str`s.
+
+use dashmap::DashMap;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+#[derive(Default)]
+pub struct Stats {
+    /// MQTT messages handed to the pipeline.
+    pub messages: AtomicU64,
+    /// Readings decoded from them (a message may carry several).
+    pub decoded: AtomicU64,
+    /// Readings mapped to a unit and emitted.
+    pub emitted: AtomicU64,
+    /// Readings from sensors the registry does not know.
+    pub unmapped: AtomicU64,
+    /// Messages on subscribed topics that are not readings (joins, availability...).
+    pub ignored: AtomicU64,
+    /// Per-socket deliveries that failed (buffer full or socket closing), by reason.
+    deliveries_dropped: DashMap<&'static str, AtomicU64>,
+    /// Rejected messages by (format, reason).
+    rejected: DashMap<(&'static str, &'static str), AtomicU64>,
+    /// Client events refused (malformed arguments, access denied), by reason.
+    client_errors: DashMap<&'static str, AtomicU64>,
+    pub mqtt_reconnects: AtomicU64,
+}
+
+fn bump<K: Eq + std::hash::Hash>(map: &DashMap<K, AtomicU64>, key: K, n: u64) {
+    if let Some(c) = map.get(&key) {
+        c.fetch_add(n, Relaxed);
+        return;
+    }
+    map.entry(key).or_default().fetch_add(n, Relaxed);
+}
+
+impl Stats {
+    pub fn reject(&self, format: &'static str, reason: &'static str) {
+        bump(&self.rejected, (format, reason), 1);
+    }
+
+    pub fn delivery_dropped(&self, reason: &'static str, n: u64) {
+        bump(&self.deliveries_dropped, reason, n);
+    }
+
+    pub fn client_error(&self, reason: &'static str) {
+        bump(&self.client_errors, reason, 1);
+    }
+
+    pub fn rejected_count(&self, format: &'static str, reason: &'static str) -> u64 {
+        self.rejected
+            .get(&(format, reason))
+            .map_or(0, |c| c.load(Relaxed))
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let mut rejected: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        for e in self.rejected.iter() {
+            let (format, reason) = *e.key();
+            rejected
+                .entry(format.to_string())
+                .or_default()
+                .insert(reason.to_string(), e.value().load(Relaxed));
+        }
+        let labelled = |m: &DashMap<&'static str, AtomicU64>| {
+            m.iter()
+                .map(|e| (e.key().to_string(), e.value().load(Relaxed)))
+                .collect()
+        };
+        StatsSnapshot {
+            messages: self.messages.load(Relaxed),
+            decoded: self.decoded.load(Relaxed),
+            emitted: self.emitted.load(Relaxed),
+            unmapped: self.unmapped.load(Relaxed),
+            ignored: self.ignored.load(Relaxed),
+            rejected,
+            deliveries_dropped: labelled(&self.deliveries_dropped),
+            client_errors: labelled(&self.client_errors),
+            mqtt_reconnects: self.mqtt_reconnects.load(Relaxed),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsSnapshot {
+    pub messages: u64,
+    pub decoded: u64,
+    pub emitted: u64,
+    pub unmapped: u64,
+    pub ignored: u64,
+    /// format → reason → count
+    pub rejected: BTreeMap<String, BTreeMap<String, u64>>,
+    pub deliveries_dropped: BTreeMap<String, u64>,
+    pub client_errors: BTreeMap<String, u64>,
+    pub mqtt_reconnects: u64,
+}

@@ -1,0 +1,6 @@
+//! Helpers shared by the integration tests: real peers for sensorcast to talk to.
+//! `broker` runs a private mosquitto per test; `jsclient` drives the official Socket.io client.
+#![allow(dead_code)]
+
+pub mod broker;
+pub mod jsclient;

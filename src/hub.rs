@@ -23,6 +23,8 @@ pub struct Hub(Arc<Inner>);
 struct Inner {
     registry: RwLock<Arc<Registry>>,
     units: DashMap<Arc<str>, UnitFeed>,
+    /// Last availability report per sensor id (online?, when), for the alert engine.
+    availability: DashMap<String, (bool, DateTime<Utc>)>,
     unmapped: Mutex<Unmapped>,
     epoch: String,
     stats: Stats,
@@ -48,6 +50,7 @@ impl Hub {
         Hub(Arc::new(Inner {
             registry: RwLock::new(Arc::new(registry)),
             units: DashMap::new(),
+            availability: DashMap::new(),
             unmapped: Mutex::new(Unmapped::new(unmapped_capacity)),
             epoch,
             stats: Stats::default(),
@@ -99,10 +102,24 @@ impl Hub {
             recorded_at: reading.recorded_at,
             received_at,
             source: reading.source.name(),
+            extra: reading.extra,
         });
         feed.latest = Some(wire.clone());
         drop(feed);
         Accepted::Mapped(wire, unit)
+    }
+
+    /// Records a device's own online/offline report. Unknown sensors are not remembered.
+    pub fn set_availability(&self, sensor_id: &str, online: bool, at: DateTime<Utc>) -> bool {
+        let known = self.registry().unit_for_sensor(sensor_id).is_some();
+        if known {
+            self.0.availability.insert(sensor_id.to_string(), (online, at));
+        }
+        known
+    }
+
+    pub fn availability(&self, sensor_id: &str) -> Option<(bool, DateTime<Utc>)> {
+        self.0.availability.get(sensor_id).map(|e| *e)
     }
 
     /// The unit's last reading, if any arrived since the service started.

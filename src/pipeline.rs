@@ -69,6 +69,11 @@ impl Pipeline {
                     self.dispatch(reading, topic, received_at).await;
                 }
             }
+            Ok(Decoded::Availability { sensor_id, online }) => {
+                stats.ignored.fetch_add(1, Relaxed);
+                let known = self.hub.set_availability(&sensor_id, online, received_at);
+                debug!(topic, sensor_id, online, known, "availability");
+            }
             Ok(Decoded::Ignored(why)) => {
                 stats.ignored.fetch_add(1, Relaxed);
                 debug!(topic, why, "message ignored");

@@ -27,6 +27,18 @@ pub struct SensorReading {
     pub received_at: DateTime<Utc>,
     /// The decoder (format) name.
     pub source: &'static str,
+    /// Other numeric measurements by name (`{}` when none).
+    #[serde(serialize_with = "extra_object")]
+    pub extra: crate::decode::Extra,
+}
+
+fn extra_object<S: Serializer>(extra: &crate::decode::Extra, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(extra.len()))?;
+    for (k, v) in extra {
+        m.serialize_entry(k, v)?;
+    }
+    m.end()
 }
 
 /// RFC 3339 in UTC with milliseconds, like JavaScript's `Date.toISOString()`.

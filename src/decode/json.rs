@@ -42,6 +42,7 @@ pub fn decode(
             fields::SIGNAL,
         )?,
         recorded_at,
+        extra: Vec::new(),
         source: Format::Json,
     }]))
 }

@@ -49,7 +49,16 @@ pub struct Reading {
     /// When the sensor measured it; the receive time when the payload does not say.
     pub recorded_at: DateTime<Utc>,
     pub source: Format,
+    /// Other numeric measurements (door, CO2, pressure, power), bounded by [`MAX_EXTRA`].
+    pub extra: Extra,
 }
+
+/// Extra measurements by name. A `Vec` keeps insertion order and is cheaper than a map for the
+/// handful of entries a sensor carries.
+pub type Extra = Vec<(String, f64)>;
+
+/// At most this many extra measurements are kept per reading (the rest are not emitted).
+pub const MAX_EXTRA: usize = 16;
 
 /// What a message decoded to.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,6 +66,8 @@ pub enum Decoded {
     Readings(Vec<Reading>),
     /// A message on a subscribed topic that is not a reading (a join, a downlink event).
     Ignored(&'static str),
+    /// The device says it went online or offline (Tasmota LWT, Zigbee2MQTT availability).
+    Availability { sensor_id: String, online: bool },
 }
 
 /// Why a payload was rejected. `Display` is the message for logs; `reason()` the metric label.

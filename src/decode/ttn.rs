@@ -96,6 +96,7 @@ pub fn decode(
         battery: ranged("battery", pick(BATTERY), fields::BATTERY)?,
         signal_strength: best_rssi(&msg.rx_metadata),
         recorded_at,
+        extra: Vec::new(),
         source: Format::TtnV3,
     }]))
 }

@@ -4,3 +4,4 @@
 
 pub mod broker;
 pub mod jsclient;
+pub mod service;

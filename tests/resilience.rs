@@ -1,0 +1,222 @@
+//! Failure and lifecycle behaviour with real processes: a broker that restarts mid-stream, the
+//! real binary receiving SIGTERM, and `check-config` on good and broken files.
+
+mod common;
+
+use common::broker::{free_port, Broker, Publisher};
+use common::jsclient::{JsClient, JsDriver};
+use common::service::{auth, binary, config_text, http_get, repo_path, write_config_dir, Service};
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+async fn subscribed(driver: &JsDriver, url: &str, unit: &str) -> JsClient {
+    let c = driver.connect(url, Some(auth("o1", "viewer"))).await;
+    c.wait_connect().await.expect("connect");
+    let ack = c.emit_ack("subscribe:unit", vec![json!(unit)]).await.remove(0);
+    assert_eq!(ack["ok"], true);
+    c
+}
+
+/// Collects `n` readings (bounded wait) and returns their temperatures and seqs.
+async fn collect(c: &JsClient, n: usize) -> (Vec<f64>, Vec<u64>) {
+    let mut temps = Vec::new();
+    let mut seqs = Vec::new();
+    for _ in 0..n {
+        let r = c.next_event("sensor:reading").await.remove(0);
+        temps.push(r["temperature"].as_f64().unwrap());
+        seqs.push(r["seq"].as_u64().unwrap());
+    }
+    (temps, seqs)
+}
+
+/// QoS 1 readings published while sensorcast is cut off by a broker restart are delivered once
+/// it reconnects: the persistent session keeps them, and none is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restart_mid_stream_loses_no_qos1_reading() {
+    let mut broker = Broker::start().await;
+    // A slow first retry, so the publishes below surely happen while sensorcast is away.
+    let config = config_text(&broker.url()).replace("reconnect_min = \"100ms\"", "reconnect_min = \"1s\"");
+    let service = Service::start_config(&config, true).await;
+    let driver = JsDriver::spawn().await;
+    let c = subscribed(&driver, &service.url(), "u1").await;
+
+    let publisher = Publisher::connect(&broker).await;
+    for i in 1..=20 {
+        publisher.publish("sensors/probe-1", format!(r#"{{"temperature": {i}}}"#), 1).await;
+    }
+    let (before, _) = collect(&c, 20).await;
+    assert_eq!(before, (1..=20).map(f64::from).collect::<Vec<_>>());
+    drop(publisher);
+
+    broker.stop().await;
+    broker.restart().await;
+    // Published right away, before sensorcast's backoff lets it reconnect: the broker queues
+    // them in sensorcast's session.
+    let publisher = Publisher::connect(&broker).await;
+    for i in 21..=40 {
+        publisher.publish("sensors/probe-1", format!(r#"{{"temperature": {i}}}"#), 1).await;
+    }
+    let mut got = BTreeSet::new();
+    let mut seqs = Vec::new();
+    while got.len() < 20 {
+        let r = c.next_event("sensor:reading").await.remove(0);
+        got.insert(r["temperature"].as_f64().unwrap() as i64);
+        seqs.push(r["seq"].as_u64().unwrap());
+    }
+    assert_eq!(got, (21..=40).collect::<BTreeSet<_>>());
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "seq only grows: {seqs:?}");
+    assert_eq!(seqs[0], 21);
+    let (_, health) = service.get("/health", None).await;
+    assert!(health["checks"]["mqtt"]["reconnects"].as_u64().unwrap() >= 1, "{health}");
+    service.stop().await;
+}
+
+/// When the broker forgets the session (no persistence), sensorcast subscribes again on the
+/// new ConnAck, so readings flow again without a restart of sensorcast.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resubscribes_when_the_broker_lost_the_session() {
+    let mut broker = Broker::start_with("persistence false\n").await;
+    let service = Service::start(&broker).await;
+    let driver = JsDriver::spawn().await;
+    let c = subscribed(&driver, &service.url(), "u1").await;
+    broker.stop().await;
+    broker.restart().await;
+    let publisher = Publisher::connect(&broker).await;
+    let mut arrived = None;
+    for i in 0..100 {
+        publisher.publish("sensors/probe-1", format!(r#"{{"temperature": {i}}}"#), 1).await;
+        if let Some(r) = c.next_event_timeout("sensor:reading", Duration::from_millis(100)).await {
+            arrived = Some(r);
+            break;
+        }
+    }
+    let r = arrived.expect("a reading arrives after the broker lost the session");
+    assert_eq!(r[0]["unitId"], "u1");
+    service.stop().await;
+}
+
+/// SIGTERM: the binary stops taking sockets, disconnects them, sends MQTT DISCONNECT and exits
+/// 0 promptly; every reading a dashboard got before that has contiguous seqs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_shuts_down_gracefully() {
+    let broker = Broker::start().await;
+    let port = free_port();
+    let cfg = config_text(&broker.url()).replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    let client_id = cfg
+        .lines()
+        .find_map(|l| l.strip_prefix("client_id = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    let dir = write_config_dir(&cfg);
+    let mut child = tokio::process::Command::new(binary())
+        .arg("--config")
+        .arg(dir.path().join("sensorcast.toml"))
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn sensorcast");
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut ready = false;
+    for _ in 0..100 {
+        if http_get(addr, "/health/ready", None).await.0 == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "binary became ready");
+
+    let driver = JsDriver::spawn().await;
+    let url = format!("http://127.0.0.1:{port}");
+    let c = subscribed(&driver, &url, "u1").await;
+    let publisher = Publisher::connect(&broker).await;
+    for i in 0..50 {
+        publisher.publish("sensors/probe-1", format!(r#"{{"temperature": {i}}}"#), 1).await;
+    }
+    // At least the first reading is there before the signal.
+    let first = c.next_event("sensor:reading").await.remove(0);
+    let seqs = vec![first["seq"].as_u64().unwrap()];
+    let pid = child.id().unwrap().to_string();
+    let started = std::time::Instant::now();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exited within 10 s")
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+
+    let reason = c.wait_disconnect().await;
+    assert!(["io server disconnect", "transport close"].contains(&reason.as_str()), "{reason}");
+    let mut all: Vec<u64> = seqs;
+    all.extend(c.drain_events("sensor:reading").iter().map(|r| r[0]["seq"].as_u64().unwrap()));
+    assert!(all.windows(2).all(|w| w[1] == w[0] + 1), "contiguous seqs: {all:?}");
+
+    let mut stderr = String::new();
+    use tokio::io::AsyncReadExt;
+    child.stderr.take().unwrap().read_to_string(&mut stderr).await.unwrap();
+    assert!(stderr.contains("shutdown complete"), "{stderr}");
+    assert!(stderr.contains("mqtt disconnected"), "{stderr}");
+    let log = broker.log();
+    assert!(
+        log.contains(&format!("Client {client_id} disconnected.")),
+        "broker saw a clean DISCONNECT from {client_id}:\n{log}"
+    );
+    // Nothing listens any more.
+    assert_eq!(http_get(addr, "/health/live", None).await.0, 0);
+}
+
+/// `check-config` accepts the shipped configs and names file, line and key for broken ones.
+#[tokio::test]
+async fn check_config_accepts_shipped_files_and_explains_broken_ones() {
+    let run = |args: Vec<std::ffi::OsString>, env: Vec<(&str, &str)>| {
+        let out = std::process::Command::new(binary())
+            .args(args)
+            .envs(env)
+            .env_remove("SENSORCAST_CONFIG")
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let check = |p: std::path::PathBuf| vec!["check-config".into(), "--config".into(), p.into_os_string()];
+
+    let (code, out) = run(check(repo_path("config/dev.toml")), vec![]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("4 units"), "{out}");
+    // The production file needs its secret; the env var supplies it.
+    let (code, out) = run(
+        check(repo_path("config/sensorcast.toml")),
+        vec![("SENSORCAST_AUTH__JWT_SECRET", "a-production-secret-of-32-bytes!")],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = run(check(repo_path("config/sensorcast.toml")), vec![]);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("auth.jwt_secret_file"), "{out}");
+
+    let base = config_text("mqtt://127.0.0.1:1");
+    let cases: Vec<(String, Option<&str>, Vec<&str>)> = vec![
+        (base.replace("[state]", "[state]\ncolour = \"red\""), None, vec!["sensorcast.toml", "line ", "colour"]),
+        (base.replace("qos = 1", "qos = 2"), None, vec!["mqtt.subscriptions[0].qos"]),
+        (base.replace("format = \"json\"", "format = \"xml\""), None, vec!["xml"]),
+        (base.replace("mqtt://127.0.0.1:1", "http://x"), None, vec!["mqtt.url"]),
+        (base.clone(), Some("[[unit]]\nid = \"u\"\nsite = \"nowhere\"\n"), vec!["registry.toml", "unit[0].site", "nowhere"]),
+    ];
+    for (config, registry, wants) in cases {
+        let dir = write_config_dir(&config);
+        if let Some(r) = registry {
+            std::fs::write(dir.path().join("registry.toml"), r).unwrap();
+        }
+        let (code, out) = run(check(dir.path().join("sensorcast.toml")), vec![]);
+        assert_eq!(code, Some(1), "{out}");
+        for want in wants {
+            assert!(out.contains(want), "{out:?} should contain {want:?}");
+        }
+    }
+    let dir = write_config_dir(&base);
+    let (code, out) = run(check(dir.path().join("sensorcast.toml")), vec![("SENSORCAST_HTTP__LSTEN", "x")]);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("SENSORCAST_HTTP__LSTEN"), "{out}");
+}

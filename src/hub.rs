@@ -113,7 +113,9 @@ impl Hub {
     pub fn set_availability(&self, sensor_id: &str, online: bool, at: DateTime<Utc>) -> bool {
         let known = self.registry().unit_for_sensor(sensor_id).is_some();
         if known {
-            self.0.availability.insert(sensor_id.to_string(), (online, at));
+            self.0
+                .availability
+                .insert(sensor_id.to_string(), (online, at));
         }
         known
     }

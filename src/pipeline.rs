@@ -143,7 +143,7 @@ pub async fn emit_to_rooms<T: serde::Serialize + ?Sized>(
     io: &SocketIo,
     stats: &crate::stats::Stats,
     event: &str,
-    rooms: [String; 3],
+    rooms: Vec<String>,
     data: &T,
 ) {
     // After io.close() the default namespace is gone; `io.to` would panic, `io.of` says None.

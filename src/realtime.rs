@@ -73,7 +73,16 @@ struct ConnectionAck<'a> {
 
 async fn on_connect(s: SocketRef, State(app): State<AppState>, Extension(p): Extension<Principal>) {
     app.connections.fetch_add(1, Relaxed);
-    s.join(route::org_room(&p.org));
+    // A socket limited to some sites must not hear organization-wide events of other sites.
+    match &p.sites {
+        None => s.join(route::org_room(&p.org)),
+        Some(sites) => s.join(
+            sites
+                .iter()
+                .map(|site| route::site_events_room(&p.org, site))
+                .collect::<Vec<_>>(),
+        ),
+    }
     let ack = ConnectionAck {
         socket_id: s.id.to_string(),
         timestamp: now_rfc3339(),

@@ -24,6 +24,24 @@ pub fn readings_room(org: &str) -> String {
     format!("org:{org}:readings")
 }
 
+/// The room a socket limited to some sites joins, per allowed site, instead of [`org_room`]:
+/// it carries the organization-wide events (alerts) of that site only.
+pub fn site_events_room(org: &str, site: &str) -> String {
+    format!("org:{org}:site:{site}:events")
+}
+
+/// Rooms for an event about `unit` that the whole organization must hear (alerts): the
+/// organization room, the site-limited sockets' room of its site, and the unit's and site's
+/// subscription rooms. socketioxide still delivers once per socket.
+pub fn org_event_rooms(unit: &Unit) -> Vec<String> {
+    vec![
+        org_room(&unit.org),
+        site_events_room(&unit.org, &unit.site),
+        unit_room(&unit.org, &unit.id),
+        site_room(&unit.org, &unit.site),
+    ]
+}
+
 /// The unit a sensor's reading is for, or `None` when the registry does not know the sensor.
 pub fn route(registry: &Registry, sensor_id: &str) -> Option<Arc<Unit>> {
     registry.unit_for_sensor(sensor_id).cloned()
@@ -31,8 +49,8 @@ pub fn route(registry: &Registry, sensor_id: &str) -> Option<Arc<Unit>> {
 
 /// The rooms a reading of `unit` is emitted to (socketioxide delivers once per socket even when
 /// a socket is in several of them).
-pub fn reading_rooms(unit: &Unit) -> [String; 3] {
-    [
+pub fn reading_rooms(unit: &Unit) -> Vec<String> {
+    vec![
         unit_room(&unit.org, &unit.id),
         site_room(&unit.org, &unit.site),
         readings_room(&unit.org),

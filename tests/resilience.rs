@@ -13,7 +13,10 @@ use std::time::Duration;
 async fn subscribed(driver: &JsDriver, url: &str, unit: &str) -> JsClient {
     let c = driver.connect(url, Some(auth("o1", "viewer"))).await;
     c.wait_connect().await.expect("connect");
-    let ack = c.emit_ack("subscribe:unit", vec![json!(unit)]).await.remove(0);
+    let ack = c
+        .emit_ack("subscribe:unit", vec![json!(unit)])
+        .await
+        .remove(0);
     assert_eq!(ack["ok"], true);
     c
 }
@@ -36,14 +39,17 @@ async fn collect(c: &JsClient, n: usize) -> (Vec<f64>, Vec<u64>) {
 async fn broker_restart_mid_stream_loses_no_qos1_reading() {
     let mut broker = Broker::start().await;
     // A slow first retry, so the publishes below surely happen while sensorcast is away.
-    let config = config_text(&broker.url()).replace("reconnect_min = \"100ms\"", "reconnect_min = \"1s\"");
+    let config =
+        config_text(&broker.url()).replace("reconnect_min = \"100ms\"", "reconnect_min = \"1s\"");
     let service = Service::start_config(&config, true).await;
     let driver = JsDriver::spawn().await;
     let c = subscribed(&driver, &service.url(), "u1").await;
 
     let publisher = Publisher::connect(&broker).await;
     for i in 1..=20 {
-        publisher.publish("sensors/probe-1", format!(r#"{{"temperature": {i}}}"#), 1).await;
+        publisher
+            .publish("sensors/probe-1", format!(r#"{{"temperature": {i}}}"#), 1)
+            .await;
     }
     let (before, _) = collect(&c, 20).await;
     assert_eq!(before, (1..=20).map(f64::from).collect::<Vec<_>>());
@@ -55,7 +61,9 @@ async fn broker_restart_mid_stream_loses_no_qos1_reading() {
     // them in sensorcast's session.
     let publisher = Publisher::connect(&broker).await;
     for i in 21..=40 {
-        publisher.publish("sensors/probe-1", format!(r#"{{"temperature": {i}}}"#), 1).await;
+        publisher
+            .publish("sensors/probe-1", format!(r#"{{"temperature": {i}}}"#), 1)
+            .await;
     }
     let mut got = BTreeSet::new();
     let mut seqs = Vec::new();
@@ -65,10 +73,16 @@ async fn broker_restart_mid_stream_loses_no_qos1_reading() {
         seqs.push(r["seq"].as_u64().unwrap());
     }
     assert_eq!(got, (21..=40).collect::<BTreeSet<_>>());
-    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "seq only grows: {seqs:?}");
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "seq only grows: {seqs:?}"
+    );
     assert_eq!(seqs[0], 21);
     let (_, health) = service.get("/health", None).await;
-    assert!(health["checks"]["mqtt"]["reconnects"].as_u64().unwrap() >= 1, "{health}");
+    assert!(
+        health["checks"]["mqtt"]["reconnects"].as_u64().unwrap() >= 1,
+        "{health}"
+    );
     service.stop().await;
 }
 
@@ -85,8 +99,13 @@ async fn resubscribes_when_the_broker_lost_the_session() {
     let publisher = Publisher::connect(&broker).await;
     let mut arrived = None;
     for i in 0..100 {
-        publisher.publish("sensors/probe-1", format!(r#"{{"temperature": {i}}}"#), 1).await;
-        if let Some(r) = c.next_event_timeout("sensor:reading", Duration::from_millis(100)).await {
+        publisher
+            .publish("sensors/probe-1", format!(r#"{{"temperature": {i}}}"#), 1)
+            .await;
+        if let Some(r) = c
+            .next_event_timeout("sensor:reading", Duration::from_millis(100))
+            .await
+        {
             arrived = Some(r);
             break;
         }
@@ -134,30 +153,56 @@ async fn sigterm_shuts_down_gracefully() {
     let c = subscribed(&driver, &url, "u1").await;
     let publisher = Publisher::connect(&broker).await;
     for i in 0..50 {
-        publisher.publish("sensors/probe-1", format!(r#"{{"temperature": {i}}}"#), 1).await;
+        publisher
+            .publish("sensors/probe-1", format!(r#"{{"temperature": {i}}}"#), 1)
+            .await;
     }
     // At least the first reading is there before the signal.
     let first = c.next_event("sensor:reading").await.remove(0);
     let seqs = vec![first["seq"].as_u64().unwrap()];
     let pid = child.id().unwrap().to_string();
     let started = std::time::Instant::now();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
         .await
         .expect("exited within 10 s")
         .unwrap();
     assert!(status.success(), "exit status {status:?}");
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
 
     let reason = c.wait_disconnect().await;
-    assert!(["io server disconnect", "transport close"].contains(&reason.as_str()), "{reason}");
+    assert!(
+        ["io server disconnect", "transport close"].contains(&reason.as_str()),
+        "{reason}"
+    );
     let mut all: Vec<u64> = seqs;
-    all.extend(c.drain_events("sensor:reading").iter().map(|r| r[0]["seq"].as_u64().unwrap()));
-    assert!(all.windows(2).all(|w| w[1] == w[0] + 1), "contiguous seqs: {all:?}");
+    all.extend(
+        c.drain_events("sensor:reading")
+            .iter()
+            .map(|r| r[0]["seq"].as_u64().unwrap()),
+    );
+    assert!(
+        all.windows(2).all(|w| w[1] == w[0] + 1),
+        "contiguous seqs: {all:?}"
+    );
 
     let mut stderr = String::new();
     use tokio::io::AsyncReadExt;
-    child.stderr.take().unwrap().read_to_string(&mut stderr).await.unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
     assert!(stderr.contains("shutdown complete"), "{stderr}");
     assert!(stderr.contains("mqtt disconnected"), "{stderr}");
     let log = broker.log();
@@ -179,9 +224,14 @@ async fn check_config_accepts_shipped_files_and_explains_broken_ones() {
             .env_remove("SENSORCAST_CONFIG")
             .output()
             .unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
     };
-    let check = |p: std::path::PathBuf| vec!["check-config".into(), "--config".into(), p.into_os_string()];
+    let check =
+        |p: std::path::PathBuf| vec!["check-config".into(), "--config".into(), p.into_os_string()];
 
     let (code, out) = run(check(repo_path("config/dev.toml")), vec![]);
     assert_eq!(code, Some(0), "{out}");
@@ -189,7 +239,10 @@ async fn check_config_accepts_shipped_files_and_explains_broken_ones() {
     // The production file needs its secret; the env var supplies it.
     let (code, out) = run(
         check(repo_path("config/sensorcast.toml")),
-        vec![("SENSORCAST_AUTH__JWT_SECRET", "a-production-secret-of-32-bytes!")],
+        vec![(
+            "SENSORCAST_AUTH__JWT_SECRET",
+            "a-production-secret-of-32-bytes!",
+        )],
     );
     assert_eq!(code, Some(0), "{out}");
     let (code, out) = run(check(repo_path("config/sensorcast.toml")), vec![]);
@@ -198,11 +251,31 @@ async fn check_config_accepts_shipped_files_and_explains_broken_ones() {
 
     let base = config_text("mqtt://127.0.0.1:1");
     let cases: Vec<(String, Option<&str>, Vec<&str>)> = vec![
-        (base.replace("[state]", "[state]\ncolour = \"red\""), None, vec!["sensorcast.toml", "line ", "colour"]),
-        (base.replace("qos = 1", "qos = 2"), None, vec!["mqtt.subscriptions[0].qos"]),
-        (base.replace("format = \"json\"", "format = \"xml\""), None, vec!["xml"]),
-        (base.replace("mqtt://127.0.0.1:1", "http://x"), None, vec!["mqtt.url"]),
-        (base.clone(), Some("[[unit]]\nid = \"u\"\nsite = \"nowhere\"\n"), vec!["registry.toml", "unit[0].site", "nowhere"]),
+        (
+            base.replace("[state]", "[state]\ncolour = \"red\""),
+            None,
+            vec!["sensorcast.toml", "line ", "colour"],
+        ),
+        (
+            base.replace("qos = 1", "qos = 2"),
+            None,
+            vec!["mqtt.subscriptions[0].qos"],
+        ),
+        (
+            base.replace("format = \"json\"", "format = \"xml\""),
+            None,
+            vec!["xml"],
+        ),
+        (
+            base.replace("mqtt://127.0.0.1:1", "http://x"),
+            None,
+            vec!["mqtt.url"],
+        ),
+        (
+            base.clone(),
+            Some("[[unit]]\nid = \"u\"\nsite = \"nowhere\"\n"),
+            vec!["registry.toml", "unit[0].site", "nowhere"],
+        ),
     ];
     for (config, registry, wants) in cases {
         let dir = write_config_dir(&config);
@@ -216,7 +289,10 @@ async fn check_config_accepts_shipped_files_and_explains_broken_ones() {
         }
     }
     let dir = write_config_dir(&base);
-    let (code, out) = run(check(dir.path().join("sensorcast.toml")), vec![("SENSORCAST_HTTP__LSTEN", "x")]);
+    let (code, out) = run(
+        check(dir.path().join("sensorcast.toml")),
+        vec![("SENSORCAST_HTTP__LSTEN", "x")],
+    );
     assert_eq!(code, Some(1));
     assert!(out.contains("SENSORCAST_HTTP__LSTEN"), "{out}");
 }

@@ -112,7 +112,8 @@ impl Service {
         let dir = write_config_dir(config);
         let path = dir.path().join("sensorcast.toml");
         let config = sensorcast::config::Config::load_with_env(&path, &[]).expect("test config");
-        let registry = sensorcast::registry::Registry::load(&config.registry.file).expect("registry");
+        let registry =
+            sensorcast::registry::Registry::load(&config.registry.file).expect("registry");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
@@ -122,7 +123,12 @@ impl Service {
             sensorcast::Listeners { http: listener },
             shutdown.clone(),
         ));
-        let service = Service { addr, dir, shutdown, task };
+        let service = Service {
+            addr,
+            dir,
+            shutdown,
+            task,
+        };
         if wait_ready {
             service.wait_ready().await;
         }

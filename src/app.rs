@@ -6,7 +6,11 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use dashmap::DashMap;
+
 use crate::auth::Authenticator;
+use crate::config::LimitsConfig;
+use crate::fanout::Fanout;
 use crate::hub::Hub;
 use crate::ingest::MqttHealth;
 
@@ -17,6 +21,10 @@ pub struct Inner {
     pub hub: Hub,
     pub auth: Authenticator,
     pub mqtt: Arc<MqttHealth>,
+    pub fanout: Fanout,
+    pub limits: LimitsConfig,
+    /// Sockets per token subject, for `limits.max_connections_per_subject`.
+    pub per_subject: DashMap<Arc<str>, usize>,
     /// Sockets connected to the default namespace right now.
     pub connections: AtomicUsize,
     /// Set when shutdown starts: new sockets are refused from then on.
@@ -38,12 +46,17 @@ impl AppState {
         hub: Hub,
         auth: Authenticator,
         mqtt: Arc<MqttHealth>,
+        fanout: Fanout,
+        limits: LimitsConfig,
         shutdown: CancellationToken,
     ) -> Self {
         AppState(Arc::new(Inner {
             hub,
             auth,
             mqtt,
+            fanout,
+            limits,
+            per_subject: DashMap::new(),
             connections: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
             shutdown,

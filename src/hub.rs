@@ -2,13 +2,15 @@
 //! registry in force, each unit's `seq` counter and latest reading, the service `epoch`, and the
 //! bounded list of sensors that publish but are not registered. Cheap to clone (one `Arc`).
 //!
-//! Readings enter from the single MQTT task, so per-unit `seq` order is publish order; the
-//! `DashMap` is there because socket handlers read `latest` concurrently.
+//! Readings enter from the single MQTT task, so per-unit `seq` order is publish order. Each unit
+//! has its own lock, held while a reading is numbered, kept in the unit's history and emitted:
+//! a subscribe that takes the same lock to join a room and replay history therefore sees every
+//! reading exactly once, either in the replay or live, never both and never neither.
 
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::decode::Reading;
@@ -22,18 +24,65 @@ pub struct Hub(Arc<Inner>);
 
 struct Inner {
     registry: RwLock<Arc<Registry>>,
-    units: DashMap<Arc<str>, UnitFeed>,
+    units: DashMap<Arc<str>, Arc<Mutex<UnitFeed>>>,
+    history: HistoryLimits,
     /// Last availability report per sensor id (online?, when), for the alert engine.
     availability: DashMap<String, (bool, DateTime<Utc>)>,
     unmapped: Mutex<Unmapped>,
     epoch: String,
-    stats: Stats,
+    stats: Arc<Stats>,
 }
 
+/// How much recent history each unit keeps for resuming subscribers.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryLimits {
+    pub max_readings: usize,
+    pub max_age: std::time::Duration,
+}
+
+/// One unit's numbered readings: the counter, the latest, and a bounded recent history.
 #[derive(Default)]
-struct UnitFeed {
+pub struct UnitFeed {
     seq: u64,
     latest: Option<Arc<SensorReading>>,
+    history: VecDeque<Arc<SensorReading>>,
+}
+
+impl UnitFeed {
+    pub fn latest(&self) -> Option<&Arc<SensorReading>> {
+        self.latest.as_ref()
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Readings after `seq` in order, or `None` when history no longer reaches back to `seq`
+    /// (some readings in between are gone).
+    pub fn after(&self, seq: u64, limits: HistoryLimits) -> Option<Vec<Arc<SensorReading>>> {
+        if seq >= self.seq {
+            return Some(Vec::new());
+        }
+        let cutoff = Utc::now() - chrono::Duration::from_std(limits.max_age).unwrap_or_default();
+        let kept: Vec<_> = self
+            .history
+            .iter()
+            .filter(|r| r.seq > seq && r.received_at >= cutoff)
+            .cloned()
+            .collect();
+        let complete = kept.first().is_some_and(|r| r.seq == seq + 1);
+        complete.then_some(kept)
+    }
+
+    fn push(&mut self, reading: Arc<SensorReading>, limits: HistoryLimits) {
+        if limits.max_readings > 0 {
+            if self.history.len() >= limits.max_readings {
+                self.history.pop_front();
+            }
+            self.history.push_back(reading.clone());
+        }
+        self.latest = Some(reading);
+    }
 }
 
 /// What happened to one decoded reading.
@@ -45,15 +94,16 @@ pub enum Accepted {
 }
 
 impl Hub {
-    pub fn new(registry: Registry, unmapped_capacity: usize) -> Hub {
+    pub fn new(registry: Registry, unmapped_capacity: usize, history: HistoryLimits) -> Hub {
         let epoch = format!("{:x}", Utc::now().timestamp_millis());
         Hub(Arc::new(Inner {
             registry: RwLock::new(Arc::new(registry)),
             units: DashMap::new(),
+            history,
             availability: DashMap::new(),
             unmapped: Mutex::new(Unmapped::new(unmapped_capacity)),
             epoch,
-            stats: Stats::default(),
+            stats: Arc::new(Stats::default()),
         }))
     }
 
@@ -66,12 +116,36 @@ impl Hub {
         &self.0.stats
     }
 
+    /// A shared handle on the counters, for components that outlive a borrow of the hub.
+    pub fn stats_handle(&self) -> Arc<Stats> {
+        self.0.stats.clone()
+    }
+
     pub fn registry(&self) -> Arc<Registry> {
         self.0.registry.read().expect("registry lock").clone()
     }
 
-    /// Maps a reading to its unit, gives it the unit's next `seq`, and keeps it as the latest.
-    pub fn accept(&self, reading: Reading, topic: &str, received_at: DateTime<Utc>) -> Accepted {
+    pub fn history_limits(&self) -> HistoryLimits {
+        self.0.history
+    }
+
+    /// The unit's feed (created on first use), to lock.
+    pub fn feed(&self, unit_id: &Arc<str>) -> Arc<Mutex<UnitFeed>> {
+        if let Some(f) = self.0.units.get(unit_id) {
+            return f.clone();
+        }
+        self.0.units.entry(unit_id.clone()).or_default().clone()
+    }
+
+    /// Maps a reading to its unit, gives it the unit's next `seq`, keeps it in the unit's
+    /// history, and calls `emit` with it while the unit's lock is held (see the module doc).
+    pub fn accept(
+        &self,
+        reading: Reading,
+        topic: &str,
+        received_at: DateTime<Utc>,
+        emit: impl FnOnce(&Arc<SensorReading>, &Arc<Unit>),
+    ) -> Accepted {
         let registry = self.registry();
         let Some(unit) = route::route(&registry, &reading.sensor_id) else {
             self.0
@@ -86,7 +160,8 @@ impl Hub {
             );
             return Accepted::Unmapped;
         };
-        let mut feed = self.0.units.entry(unit.id.clone()).or_default();
+        let feed = self.feed(&unit.id);
+        let mut feed = feed.lock().expect("unit feed lock");
         feed.seq += 1;
         let wire = Arc::new(SensorReading {
             id: format!("{}-{}-{}", self.0.epoch, unit.id, feed.seq),
@@ -104,7 +179,8 @@ impl Hub {
             source: reading.source.name(),
             extra: reading.extra,
         });
-        feed.latest = Some(wire.clone());
+        feed.push(wire.clone(), self.0.history);
+        emit(&wire, &unit);
         drop(feed);
         Accepted::Mapped(wire, unit)
     }
@@ -126,7 +202,9 @@ impl Hub {
 
     /// The unit's last reading, if any arrived since the service started.
     pub fn latest(&self, unit_id: &str) -> Option<Arc<SensorReading>> {
-        self.0.units.get(unit_id).and_then(|f| f.latest.clone())
+        let feed = self.0.units.get(unit_id)?.clone();
+        let latest = feed.lock().expect("unit feed lock").latest.clone();
+        latest
     }
 
     pub fn unmapped(&self) -> Vec<UnmappedSensor> {

@@ -9,6 +9,9 @@
 //! - [`route`]: sensor → unit and the rooms a reading goes to (pure).
 //! - [`hub`]: per-unit `seq` and latest reading, the unmapped-sensor list, the epoch.
 //! - [`reading`]: the `sensor:reading` wire type.
+//! - [`fanout`]: per-socket delivery and the slow-client policy (coalesce, drain, cut off).
+//! - [`batch`]: optional `sensor:readings:batch` compatibility events.
+//! - [`transport`]: the HTTP listener; cuts connections whose writes stall.
 //! - [`realtime`]: Socket.io handshake auth and client events.
 //! - [`auth`]: JWT verification shared by sockets and HTTP.
 //! - [`http`]: health and `/api/` routes.
@@ -17,8 +20,10 @@
 
 pub mod app;
 pub mod auth;
+pub mod batch;
 pub mod config;
 pub mod decode;
+pub mod fanout;
 pub mod http;
 pub mod hub;
 pub mod ingest;
@@ -28,8 +33,8 @@ pub mod realtime;
 pub mod registry;
 pub mod route;
 pub mod stats;
+pub mod transport;
 
-use axum::serve::ListenerExt;
 use socketioxide::SocketIo;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,11 +46,14 @@ use tracing::{error, info, warn};
 
 use crate::app::AppState;
 use crate::auth::Authenticator;
+use crate::batch::Batcher;
 use crate::config::{AuthMode, Config};
-use crate::hub::Hub;
+use crate::fanout::{Fanout, SlowPolicy};
+use crate::hub::{HistoryLimits, Hub};
 use crate::ingest::MqttHealth;
 use crate::pipeline::Pipeline;
 use crate::registry::Registry;
+use crate::transport::GuardedListener;
 
 /// The sockets the service serves on, bound by the caller (main, or a test on port 0).
 pub struct Listeners {
@@ -67,10 +75,11 @@ pub enum RunError {
 /// Runs the service until `shutdown` is cancelled, then shuts down in this order:
 /// 1. refuse new sockets and stop accepting connections;
 /// 2. stop MQTT ingest (the message in hand is emitted first) and send DISCONNECT;
-/// 3. disconnect sockets;
-/// 4. let the HTTP server finish.
+/// 3. flush pending batches and what slow sockets still have pending;
+/// 4. disconnect sockets;
+/// 5. let the HTTP server finish.
 ///
-/// Steps 2-4 are bounded by `http.shutdown_timeout` each.
+/// Steps 2-5 are bounded by `http.shutdown_timeout` each.
 pub async fn run(
     config: Config,
     registry: Registry,
@@ -82,16 +91,47 @@ pub async fn run(
         warn!(org = ?config.auth.dev_org, "AUTH IS OFF (auth.mode = \"none\"): every socket is trusted as this organization. Development only.");
     }
     let options = ingest::mqtt_options(&config.mqtt).map_err(RunError::Mqtt)?;
-    let hub = Hub::new(registry, config.limits.unmapped_capacity);
+    let history = HistoryLimits {
+        max_readings: config.realtime.history_readings,
+        max_age: config.realtime.history_age,
+    };
+    let hub = Hub::new(registry, config.limits.unmapped_capacity, history);
     let mqtt_health = Arc::new(MqttHealth::default());
     let app_shutdown = CancellationToken::new();
-    let app = AppState::new(hub.clone(), auth, mqtt_health.clone(), app_shutdown.clone());
+    let rt = &config.realtime;
 
+    let policy = SlowPolicy {
+        stall_timeout: rt.stall_timeout,
+        drain_interval: rt.drain_interval,
+    };
+    let fanout = Fanout::new(hub.stats_handle(), policy);
+    let app = AppState::new(
+        hub.clone(),
+        auth,
+        mqtt_health.clone(),
+        fanout.clone(),
+        config.limits.clone(),
+        app_shutdown.clone(),
+    );
     let (io_layer, io) = SocketIo::builder()
         .with_state(app.clone())
         .max_buffer_size(config.limits.socket_buffer)
         .max_payload(config.limits.max_client_payload)
+        .ws_max_message_size(config.limits.max_client_payload as usize)
+        .ws_max_frame_size(config.limits.max_client_payload as usize)
+        .connect_timeout(config.limits.handshake_timeout)
+        .ping_interval(rt.ping_interval)
+        .ping_timeout(rt.ping_timeout)
         .build_layer();
+    fanout.set_io(io.clone());
+    let batcher = rt.batch.then(|| {
+        Batcher::new(
+            fanout.clone(),
+            hub.stats_handle(),
+            rt.batch_interval,
+            rt.batch_max_readings,
+        )
+    });
     realtime::register(&io);
     let cors = cors_layer(&config.http.cors_origins)?;
     let router = http::router(app.clone()).layer(io_layer).layer(cors);
@@ -101,6 +141,8 @@ pub async fn run(
     let pipeline = Pipeline::new(
         hub,
         io.clone(),
+        fanout.clone(),
+        batcher.clone(),
         config.mqtt.subscriptions.clone(),
         config.limits.max_payload_bytes,
     );
@@ -111,13 +153,16 @@ pub async fn run(
         mqtt_health,
         ingest_stop.clone(),
     ));
+    let delivery = TaskTracker::new();
+    let delivery_stop = CancellationToken::new();
+    delivery.spawn(fanout.clone().run(delivery_stop.clone()));
+    if let Some(b) = batcher {
+        delivery.spawn(b.run(delivery_stop.clone()));
+    }
 
     let addr = listeners.http.local_addr()?;
     let server_stop = CancellationToken::new();
-    // axum does not set TCP_NODELAY on accepted sockets; without it small frames wait for Nagle.
-    let listener = listeners.http.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    let listener = GuardedListener::new(listeners.http, rt.stall_timeout);
     let stop = server_stop.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, router)
@@ -135,6 +180,11 @@ pub async fn run(
     ingest_stop.cancel();
     tasks.close();
     bounded("mqtt ingest", limit, tasks.wait()).await;
+    // Pending batches are flushed, slow sockets get one last drain.
+    delivery_stop.cancel();
+    delivery.close();
+    bounded("delivery", limit, delivery.wait()).await;
+    fanout.drain();
     app_shutdown.cancel();
     // io.close() waits for every transport; a client that stopped reading would hold it forever.
     bounded("socket.io", limit, io.close()).await;

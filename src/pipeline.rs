@@ -9,8 +9,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
+use crate::batch::Batcher;
 use crate::config::Subscription;
 use crate::decode::{self, Decoded};
+use crate::fanout::{to_json, Fanout, Kind};
 use crate::hub::{Accepted, Hub};
 use crate::route;
 
@@ -23,6 +25,8 @@ const LOG_KEYS_MAX: usize = 10_000;
 pub struct Pipeline {
     hub: Hub,
     io: SocketIo,
+    fanout: Fanout,
+    batcher: Option<Batcher>,
     subscriptions: std::sync::Arc<[Subscription]>,
     max_payload: usize,
     last_logged: std::sync::Arc<DashMap<String, Instant>>,
@@ -32,12 +36,16 @@ impl Pipeline {
     pub fn new(
         hub: Hub,
         io: SocketIo,
+        fanout: Fanout,
+        batcher: Option<Batcher>,
         subscriptions: Vec<Subscription>,
         max_payload: usize,
     ) -> Self {
         Pipeline {
             hub,
             io,
+            fanout,
+            batcher,
             subscriptions: subscriptions.into(),
             max_payload,
             last_logged: Default::default(),
@@ -92,16 +100,28 @@ impl Pipeline {
         received_at: chrono::DateTime<Utc>,
     ) {
         let sensor = reading.sensor_id.clone();
-        match self.hub.accept(reading, topic, received_at) {
+        // Serialised once, delivered to each socket while the unit's lock is held, so that a
+        // resuming subscriber sees it exactly once (hub.rs).
+        let accepted = self.hub.accept(reading, topic, received_at, |wire, unit| {
+            let json = to_json(&**wire);
+            self.fanout.deliver(
+                route::reading_rooms(unit),
+                "sensor:reading",
+                &json,
+                Kind::Reading(&unit.id),
+            );
+        });
+        match accepted {
             Accepted::Unmapped => self.log_rejection(
                 &sensor,
                 topic,
                 "sensor is not in the registry (see /api/sensors/unmapped)",
             ),
             Accepted::Mapped(wire, unit) => {
-                self.emit("sensor:reading", route::reading_rooms(&unit), &*wire)
-                    .await;
                 self.hub.stats().emitted.fetch_add(1, Relaxed);
+                if let Some(b) = &self.batcher {
+                    b.push(&unit, &wire);
+                }
             }
         }
     }
@@ -111,7 +131,7 @@ impl Pipeline {
     pub async fn emit<T: serde::Serialize + ?Sized>(
         &self,
         event: &str,
-        rooms: [String; 3],
+        rooms: Vec<String>,
         data: &T,
     ) {
         emit_to_rooms(&self.io, self.hub.stats(), event, rooms, data).await

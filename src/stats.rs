@@ -26,6 +26,8 @@ pub struct Stats {
     /// Client events refused (malformed arguments, access denied), by reason.
     client_errors: DashMap<&'static str, AtomicU64>,
     pub mqtt_reconnects: AtomicU64,
+    /// Times a socket's queue was found full and the socket was marked slow.
+    slow_marked: AtomicU64,
 }
 
 fn bump<K: Eq + std::hash::Hash>(map: &DashMap<K, AtomicU64>, key: K, n: u64) {
@@ -43,6 +45,16 @@ impl Stats {
 
     pub fn delivery_dropped(&self, reason: &'static str, n: u64) {
         bump(&self.deliveries_dropped, reason, n);
+    }
+
+    pub fn slow_sockets_marked(&self) {
+        self.slow_marked.fetch_add(1, Relaxed);
+    }
+
+    pub fn dropped_count(&self, reason: &'static str) -> u64 {
+        self.deliveries_dropped
+            .get(reason)
+            .map_or(0, |c| c.load(Relaxed))
     }
 
     pub fn client_error(&self, reason: &'static str) {
@@ -79,6 +91,7 @@ impl Stats {
             deliveries_dropped: labelled(&self.deliveries_dropped),
             client_errors: labelled(&self.client_errors),
             mqtt_reconnects: self.mqtt_reconnects.load(Relaxed),
+            slow_sockets_marked: self.slow_marked.load(Relaxed),
         }
     }
 }
@@ -96,4 +109,5 @@ pub struct StatsSnapshot {
     pub deliveries_dropped: BTreeMap<String, u64>,
     pub client_errors: BTreeMap<String, u64>,
     pub mqtt_reconnects: u64,
+    pub slow_sockets_marked: u64,
 }

@@ -1,0 +1,237 @@
+//! The Socket.io side: handshake authentication and connection limits, per-socket context, and
+//! the client → server events. Tenancy is enforced here: a socket only joins rooms of its own
+//! organization (and allowed sites), and every room name is built from the socket's verified
+//! organization, never from client input alone. Subscriptions and resume live in `subscribe`.
+
+mod limits;
+mod subscribe;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
+use socketioxide::handler::ConnectHandler;
+use socketioxide::socket::DisconnectReason;
+use socketioxide::SocketIo;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::app::AppState;
+use crate::auth::{AuthError, Principal};
+use crate::reading::now_rfc3339;
+use crate::route;
+use limits::{Subscriptions, TokenBucket};
+
+pub fn register(io: &SocketIo) {
+    io.ns("/", on_connect.with(authenticate));
+}
+
+/// Why a handshake was refused; `Display` is what `connect_error.message` shows.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("Server shutting down")]
+    ShuttingDown,
+    #[error("Too many connections")]
+    TooManyConnections,
+    #[error("Too many connections for this user")]
+    TooManyForSubject,
+}
+
+/// Everything the server keeps per socket, in its extensions as `Arc<SocketCtx>`.
+pub struct SocketCtx {
+    pub principal: Principal,
+    bucket: Mutex<TokenBucket>,
+    subscriptions: Subscriptions,
+    expiry: CancellationToken,
+}
+
+impl SocketCtx {
+    /// One client event's worth of rate limit.
+    fn allow(&self) -> bool {
+        self.bucket
+            .lock()
+            .expect("bucket lock")
+            .take(Instant::now())
+    }
+}
+
+async fn authenticate(
+    s: SocketRef,
+    TryData(auth): TryData<Value>,
+    State(app): State<AppState>,
+) -> Result<(), ConnectError> {
+    if app.shutting_down.load(Relaxed) {
+        return Err(ConnectError::ShuttingDown);
+    }
+    let token = auth
+        .as_ref()
+        .ok()
+        .and_then(|a| a.get("token"))
+        .and_then(Value::as_str);
+    let principal = app.auth.verify(token).map_err(|e| {
+        app.hub.stats().client_error(e.reason());
+        debug!(sid = %s.id, error = %e, "handshake refused");
+        ConnectError::from(e)
+    })?;
+    if app.connections() >= app.limits.max_connections {
+        app.hub.stats().client_error("too_many_connections");
+        return Err(ConnectError::TooManyConnections);
+    }
+    let mut per = app
+        .per_subject
+        .entry(principal.subject.clone())
+        .or_insert(0);
+    if *per >= app.limits.max_connections_per_subject {
+        app.hub.stats().client_error("too_many_for_subject");
+        return Err(ConnectError::TooManyForSubject);
+    }
+    *per += 1; // released in on_disconnect, or below if the connect does not complete
+    drop(per);
+    let ctx = Arc::new(SocketCtx {
+        bucket: Mutex::new(TokenBucket::new(
+            app.limits.event_rate,
+            app.limits.event_burst,
+        )),
+        subscriptions: Subscriptions::default(),
+        expiry: CancellationToken::new(),
+        principal: principal.clone(),
+    });
+    s.extensions.insert(ctx);
+    s.extensions.insert(principal);
+    Ok(())
+}
+
+fn release_subject(app: &AppState, subject: &Arc<str>) {
+    app.per_subject.remove_if_mut(subject, |_, n| {
+        *n = n.saturating_sub(1);
+        *n == 0
+    });
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ConnectionAck<'a> {
+    socket_id: String,
+    timestamp: String,
+    organization_id: &'a str,
+    role: &'a str,
+    epoch: &'a str,
+}
+
+async fn on_connect(
+    s: SocketRef,
+    State(app): State<AppState>,
+    Extension(ctx): Extension<Arc<SocketCtx>>,
+) {
+    app.connections.fetch_add(1, Relaxed);
+    let p = &ctx.principal;
+    // A socket limited to some sites must not hear organization-wide events of other sites.
+    match &p.sites {
+        None => s.join(route::org_room(&p.org)),
+        Some(sites) => s.join(
+            sites
+                .iter()
+                .map(|site| route::site_events_room(&p.org, site))
+                .collect::<Vec<_>>(),
+        ),
+    }
+    let ack = ConnectionAck {
+        socket_id: s.id.to_string(),
+        timestamp: now_rfc3339(),
+        organization_id: &p.org,
+        role: &p.role,
+        epoch: app.hub.epoch(),
+    };
+    if let Err(e) = s.emit("connection:ack", &ack) {
+        warn!(sid = %s.id, error = %e, "connection:ack not sent");
+    }
+    info!(sid = %s.id, org = %p.org, role = %p.role, sub = %p.subject, "socket connected");
+
+    s.on("subscribe:unit", subscribe::subscribe_unit);
+    s.on("subscribe:site", subscribe::subscribe_site);
+    s.on("subscribe:organization", subscribe::subscribe_org);
+    s.on("unsubscribe:unit", subscribe::unsubscribe_unit);
+    s.on("unsubscribe:site", subscribe::unsubscribe_site);
+    s.on("unsubscribe:organization", subscribe::unsubscribe_org);
+    s.on("get:latest", subscribe::get_latest);
+    s.on("ping", ping);
+    s.on_fallback(unknown_event);
+
+    if let Some(exp) = p.expires_at {
+        spawn_expiry(&s, &app, exp, ctx.expiry.clone());
+    }
+    s.on_disconnect(on_disconnect);
+}
+
+async fn on_disconnect(
+    s: SocketRef,
+    reason: DisconnectReason,
+    State(app): State<AppState>,
+    Extension(ctx): Extension<Arc<SocketCtx>>,
+) {
+    app.connections.fetch_sub(1, Relaxed);
+    release_subject(&app, &ctx.principal.subject);
+    ctx.expiry.cancel();
+    app.fanout.forget(s.id);
+    debug!(sid = %s.id, ?reason, "socket disconnected");
+}
+
+/// Disconnects the socket when its token expires (the handshake's leeway does not apply here:
+/// a dashboard is expected to reconnect with a fresh token before then).
+fn spawn_expiry(s: &SocketRef, app: &AppState, exp: u64, cancel: CancellationToken) {
+    let now = jsonwebtoken::get_current_timestamp();
+    let wait = Duration::from_secs(exp.saturating_sub(now));
+    let socket = s.clone();
+    let shutdown = app.shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::sleep(wait) => {
+                info!(sid = %socket.id, "token expired, disconnecting socket");
+                let _ = socket.emit("auth:expired", &json!({ "message": "Token expired" }));
+                let _ = socket.disconnect();
+            }
+        }
+    });
+}
+
+/// The rate-limit gate every client event passes: `Some(ack)` to go on, `None` when the event
+/// was refused (and answered `Rate limited`).
+fn admit(ctx: &SocketCtx, app: &AppState, ack: AckSender) -> Option<AckSender> {
+    if ctx.allow() {
+        return Some(ack);
+    }
+    app.hub.stats().client_error("rate_limited");
+    let _ = ack.send(&json!({ "ok": false, "error": "Rate limited" }));
+    None
+}
+
+/// `ping(ack)`: the server's clock, epoch milliseconds.
+async fn ping(
+    ack: AckSender,
+    State(app): State<AppState>,
+    Extension(ctx): Extension<Arc<SocketCtx>>,
+) {
+    if let Some(ack) = admit(&ctx, &app, ack) {
+        let _ = ack.send(&chrono::Utc::now().timestamp_millis());
+    }
+}
+
+async fn unknown_event(
+    s: SocketRef,
+    ack: AckSender,
+    State(app): State<AppState>,
+    Extension(ctx): Extension<Arc<SocketCtx>>,
+) {
+    let Some(ack) = admit(&ctx, &app, ack) else {
+        return;
+    };
+    app.hub.stats().client_error("unknown_event");
+    debug!(sid = %s.id, "unknown client event");
+    let _ = ack.send(&json!({ "ok": false, "error": "Unknown event" }));
+}

@@ -1,0 +1,332 @@
+//! Subscribe, unsubscribe and get:latest, with resume. A subscribe that names where the client
+//! left off (`since: { epoch, seq }`) joins the room and replays the missed readings while
+//! holding the unit's lock (the same lock the MQTT task holds while emitting), so the client
+//! gets every reading after `seq` exactly once: replayed, or live after the replay.
+
+use serde_json::{json, Map, Value};
+use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
+use socketioxide::ParserError;
+use std::sync::{Arc, MutexGuard};
+
+use super::{admit, SocketCtx};
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::fanout::{to_json, Kind};
+use crate::hub::UnitFeed;
+use crate::registry::Unit;
+use crate::route;
+
+/// Longest id accepted in a client event.
+const MAX_ID_LEN: usize = 128;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Entity {
+    Unit,
+    Site,
+    Organization,
+}
+
+impl Entity {
+    fn name(self) -> &'static str {
+        match self {
+            Entity::Unit => "unit",
+            Entity::Site => "site",
+            Entity::Organization => "organization",
+        }
+    }
+    fn id_key(self) -> &'static str {
+        match self {
+            Entity::Unit => "unitId",
+            Entity::Site => "siteId",
+            Entity::Organization => "organizationId",
+        }
+    }
+}
+
+/// A parsed subscribe request: the id, and where the client left off.
+struct Request {
+    id: String,
+    since: Option<Since>,
+}
+
+/// `since: { epoch, seq }` for a unit; `since: { epoch, seqs: { unitId: seq } }` for a site.
+struct Since {
+    epoch: String,
+    seq: Option<u64>,
+    seqs: Map<String, Value>,
+}
+
+type ArgError = &'static str;
+
+/// Reads `"id"`, `["id"]` or `{ unitId: "id", since: {...} }`.
+fn parse(data: &Result<Value, ParserError>, entity: Entity) -> Result<Request, ArgError> {
+    let v = data.as_ref().map_err(|_| "Invalid arguments")?;
+    let v = match v {
+        Value::Array(a) => a.first().unwrap_or(&Value::Null),
+        other => other,
+    };
+    let (id, since) = match v {
+        Value::String(s) => (s.as_str(), None),
+        Value::Object(o) => {
+            let id = o
+                .get(entity.id_key())
+                .and_then(Value::as_str)
+                .ok_or("Invalid arguments: expected an id string")?;
+            let since = match o.get("since") {
+                None | Some(Value::Null) => None,
+                Some(s) => Some(parse_since(s)?),
+            };
+            (id, since)
+        }
+        _ => return Err("Invalid arguments: expected an id string"),
+    };
+    if id.is_empty() || id.len() > MAX_ID_LEN {
+        return Err("Invalid arguments: bad id length");
+    }
+    Ok(Request {
+        id: id.to_string(),
+        since,
+    })
+}
+
+fn parse_since(v: &Value) -> Result<Since, ArgError> {
+    const BAD: &str = "Invalid arguments: since must be { epoch, seq } or { epoch, seqs }";
+    let o = v.as_object().ok_or(BAD)?;
+    let epoch = o.get("epoch").and_then(Value::as_str).ok_or(BAD)?;
+    let seq = match o.get("seq") {
+        None | Some(Value::Null) => None,
+        Some(n) => Some(n.as_u64().ok_or(BAD)?),
+    };
+    let seqs = match o.get("seqs") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) if m.len() <= 1000 => m.clone(),
+        Some(_) => return Err(BAD),
+    };
+    Ok(Since {
+        epoch: epoch.to_string(),
+        seq,
+        seqs,
+    })
+}
+
+fn deny(s: &SocketRef, app: &AppState, ack: AckSender, entity: Entity, id: &str) {
+    app.hub.stats().client_error("access_denied");
+    let _ = s.emit(
+        "subscription:error",
+        &json!({ "entity": entity.name(), "entityId": id, "message": "Access denied" }),
+    );
+    let _ = ack.send(&json!({ "ok": false, "error": "Access denied" }));
+}
+
+fn fail(app: &AppState, ack: AckSender, reason: &'static str, error: &str) {
+    app.hub.stats().client_error(reason);
+    let _ = ack.send(&json!({ "ok": false, "error": error }));
+}
+
+/// The units a subscription covers, if the principal may see them. Unknown ids are denied
+/// exactly like another organization's, so probing reveals nothing.
+fn units_for(
+    app: &AppState,
+    p: &Principal,
+    entity: Entity,
+    id: &str,
+) -> Option<(String, Vec<Arc<Unit>>)> {
+    let registry = app.hub.registry();
+    let visible = |u: &&Arc<Unit>| u.org == p.org && p.may_see_site(&u.site);
+    match entity {
+        Entity::Unit => registry
+            .unit(id)
+            .filter(visible)
+            .map(|u| (route::unit_room(&u.org, &u.id), vec![u.clone()])),
+        Entity::Site => registry
+            .site(id)
+            .filter(|s| s.org == p.org && p.may_see_site(&s.id))
+            .map(|s| {
+                let units = registry
+                    .units()
+                    .filter(visible)
+                    .filter(|u| u.site == s.id)
+                    .cloned()
+                    .collect();
+                (route::site_room(&s.org, &s.id), units)
+            }),
+        Entity::Organization => p.sites.is_none().then(|| {
+            let units = registry.units().filter(visible).cloned().collect();
+            (route::readings_room(&p.org), units)
+        }),
+    }
+}
+
+fn subscribe(
+    s: SocketRef,
+    data: Result<Value, ParserError>,
+    ack: AckSender,
+    app: AppState,
+    ctx: Arc<SocketCtx>,
+    entity: Entity,
+) {
+    let Some(ack) = admit(&ctx, &app, ack) else {
+        return;
+    };
+    let p = &ctx.principal;
+    let req = match entity {
+        Entity::Organization => Request {
+            id: p.org.to_string(),
+            since: None,
+        },
+        _ => match parse(&data, entity) {
+            Ok(r) => r,
+            Err(e) => return fail(&app, ack, "bad_arguments", e),
+        },
+    };
+    let Some((room, mut units)) = units_for(&app, p, entity, &req.id) else {
+        return deny(&s, &app, ack, entity, &req.id);
+    };
+    if !ctx
+        .subscriptions
+        .add(&room, app.limits.max_subscriptions_per_socket)
+    {
+        return fail(
+            &app,
+            ack,
+            "too_many_subscriptions",
+            "Too many subscriptions",
+        );
+    }
+    // Lock every covered unit (in id order: the MQTT task only ever holds one) so that joining
+    // the room and reading history happen at one instant for all of them.
+    units.sort_by(|a, b| a.id.cmp(&b.id));
+    let feeds: Vec<_> = units.iter().map(|u| app.hub.feed(&u.id)).collect();
+    let guards: Vec<MutexGuard<'_, UnitFeed>> = feeds
+        .iter()
+        .map(|f| f.lock().expect("unit feed lock"))
+        .collect();
+    s.join(room);
+    let recovered = req
+        .since
+        .as_ref()
+        .map(|since| replay(&s, &app, entity, since, &units, &guards));
+    let latest: Vec<Value> = guards
+        .iter()
+        .filter_map(|g| g.latest().map(|r| json!(r)))
+        .collect();
+    drop(guards);
+    let latest = match entity {
+        Entity::Unit => latest.into_iter().next().unwrap_or(Value::Null),
+        _ => Value::Array(latest),
+    };
+    let mut answer = json!({ "ok": true, "latest": latest, "epoch": app.hub.epoch() });
+    if let Some(recovered) = recovered {
+        answer["recovered"] = json!(recovered);
+    }
+    let _ = ack.send(&answer);
+}
+
+/// Replays what each unit's history holds after the client's position; `true` when nothing was
+/// missed (same epoch, history reaches back far enough for every unit asked about).
+fn replay(
+    s: &SocketRef,
+    app: &AppState,
+    entity: Entity,
+    since: &Since,
+    units: &[Arc<Unit>],
+    feeds: &[MutexGuard<'_, UnitFeed>],
+) -> bool {
+    if since.epoch != app.hub.epoch() {
+        return false;
+    }
+    let limits = app.hub.history_limits();
+    let mut complete = true;
+    for (unit, feed) in units.iter().zip(feeds) {
+        let from = match entity {
+            Entity::Unit => since.seq,
+            _ => since.seqs.get(&*unit.id).and_then(Value::as_u64),
+        };
+        let Some(from) = from else {
+            if entity == Entity::Unit {
+                complete = false; // a unit subscribe with `since` but no `seq`
+            }
+            continue;
+        };
+        match feed.after(from, limits) {
+            Some(missed) => {
+                for r in missed {
+                    app.fanout
+                        .send(s, "sensor:reading", &to_json(&*r), Kind::Reading(&unit.id));
+                }
+            }
+            None => complete = false,
+        }
+    }
+    if !complete {
+        app.hub.stats().client_error("resume_gap");
+    }
+    complete
+}
+
+fn unsubscribe(
+    s: SocketRef,
+    data: Result<Value, ParserError>,
+    ack: AckSender,
+    app: AppState,
+    ctx: Arc<SocketCtx>,
+    entity: Entity,
+) {
+    let Some(ack) = admit(&ctx, &app, ack) else {
+        return;
+    };
+    let org = &ctx.principal.org;
+    let room = match entity {
+        Entity::Organization => route::readings_room(org),
+        Entity::Unit | Entity::Site => match parse(&data, entity) {
+            Ok(r) if entity == Entity::Unit => route::unit_room(org, &r.id),
+            Ok(r) => route::site_room(org, &r.id),
+            Err(e) => return fail(&app, ack, "bad_arguments", e),
+        },
+    };
+    ctx.subscriptions.remove(&room);
+    s.leave(room);
+    let _ = ack.send(&json!({ "ok": true }));
+}
+
+macro_rules! handler {
+    ($name:ident, $f:ident, $entity:expr) => {
+        pub(super) async fn $name(
+            s: SocketRef,
+            TryData(d): TryData<Value>,
+            ack: AckSender,
+            State(app): State<AppState>,
+            Extension(ctx): Extension<Arc<SocketCtx>>,
+        ) {
+            $f(s, d, ack, app, ctx, $entity)
+        }
+    };
+}
+
+handler!(subscribe_unit, subscribe, Entity::Unit);
+handler!(subscribe_site, subscribe, Entity::Site);
+handler!(subscribe_org, subscribe, Entity::Organization);
+handler!(unsubscribe_unit, unsubscribe, Entity::Unit);
+handler!(unsubscribe_site, unsubscribe, Entity::Site);
+handler!(unsubscribe_org, unsubscribe, Entity::Organization);
+
+/// `get:latest(unitId, ack)`: the unit's last reading or `null`; a unit the socket may not see
+/// gets `{ ok: false, error: "Access denied" }`.
+pub(super) async fn get_latest(
+    TryData(d): TryData<Value>,
+    ack: AckSender,
+    State(app): State<AppState>,
+    Extension(ctx): Extension<Arc<SocketCtx>>,
+) {
+    let Some(ack) = admit(&ctx, &app, ack) else {
+        return;
+    };
+    let id = match parse(&d, Entity::Unit) {
+        Ok(r) => r.id,
+        Err(e) => return fail(&app, ack, "bad_arguments", e),
+    };
+    if units_for(&app, &ctx.principal, Entity::Unit, &id).is_none() {
+        return fail(&app, ack, "access_denied", "Access denied");
+    }
+    let _ = ack.send(&app.hub.latest(&id));
+}

@@ -1,0 +1,185 @@
+//! The HTTP listener's connections, wrapped so that a client which stops reading cannot hold a
+//! connection (and its socket's queue) forever. socketioxide cannot disconnect a socket whose
+//! outgoing queue is full (the disconnect packet has nowhere to go), so the cut happens one
+//! layer down: a write that makes no progress for `write_timeout` fails, the websocket transport
+//! errors out, and socketioxide closes the socket as it would for a dropped network.
+//! Also sets `TCP_NODELAY` (axum does not; without it small frames wait for Nagle).
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{Instant, Sleep};
+
+pub struct GuardedListener {
+    inner: TcpListener,
+    write_timeout: Duration,
+}
+
+impl GuardedListener {
+    pub fn new(inner: TcpListener, write_timeout: Duration) -> Self {
+        GuardedListener {
+            inner,
+            write_timeout,
+        }
+    }
+}
+
+impl axum::serve::Listener for GuardedListener {
+    type Io = StallGuard<TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.inner.accept().await {
+                Ok((tcp, addr)) => {
+                    let _ = tcp.set_nodelay(true);
+                    return (StallGuard::new(tcp, self.write_timeout), addr);
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+/// An I/O stream whose writes fail with `TimedOut` after making no progress for a while.
+pub struct StallGuard<T> {
+    inner: T,
+    timeout: Duration,
+    /// Armed while a write is pending; reset by any progress.
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl<T> StallGuard<T> {
+    pub fn new(inner: T, timeout: Duration) -> Self {
+        StallGuard {
+            inner,
+            timeout,
+            deadline: None,
+        }
+    }
+
+    /// Called when the inner write is pending: arm the deadline, and fail once it passed.
+    fn pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let timeout = self.timeout;
+        let deadline = self
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + timeout)));
+        match deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "client stopped reading: write stalled",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for StallGuard<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for StallGuard<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Pending => self.pending(cx).map(|r| r.map(|()| 0)),
+            ready => {
+                self.deadline = None;
+                ready
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
+            Poll::Pending => self.pending(cx).map(|r| r.map(|()| 0)),
+            ready => {
+                self.deadline = None;
+                ready
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Pending => self.pending(cx),
+            ready => {
+                self.deadline = None;
+                ready
+            }
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// A peer that never reads: writes fill the buffers, then fail after the timeout instead of
+    /// hanging; a peer that reads keeps the stream healthy.
+    #[tokio::test]
+    async fn stalled_writes_fail_after_the_timeout() {
+        let (a, _b) = tokio::io::duplex(1024);
+        let mut guarded = StallGuard::new(a, Duration::from_millis(200));
+        let started = std::time::Instant::now();
+        let chunk = [0u8; 512];
+        let err = loop {
+            if let Err(e) = guarded.write_all(&chunk).await {
+                break e;
+            }
+        };
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= Duration::from_millis(200));
+
+        let (a, mut b) = tokio::io::duplex(64);
+        let mut guarded = StallGuard::new(a, Duration::from_millis(200));
+        let reader = tokio::spawn(async move {
+            let mut sink = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut b, &mut sink)
+                .await
+                .unwrap();
+            sink.len()
+        });
+        for _ in 0..20 {
+            guarded.write_all(&[1u8; 100]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        guarded.shutdown().await.unwrap();
+        drop(guarded);
+        assert_eq!(reader.await.unwrap(), 2000);
+    }
+}

@@ -23,8 +23,11 @@ struct Inner {
     stats: Arc<Stats>,
     interval: Duration,
     max_readings: usize,
-    pending: Mutex<HashMap<Arc<str>, (Arc<Unit>, Vec<Arc<SensorReading>>)>>,
+    pending: Mutex<HashMap<Arc<str>, PendingBatch>>,
 }
+
+/// A unit and its readings since the last flush.
+type PendingBatch = (Arc<Unit>, Vec<Arc<SensorReading>>);
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]

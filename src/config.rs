@@ -297,6 +297,9 @@ pub struct RealtimeConfig {
     /// A socket whose queue stays full (or whose writes make no progress) this long is cut off.
     #[serde(with = "duration_str")]
     pub stall_timeout: Duration,
+    /// Kernel send buffer (SO_SNDBUF) per client connection, bytes; 0 = kernel autotuning.
+    /// Bounds what a stalled client can pin (autotuning grows it to megabytes).
+    pub socket_send_buffer: usize,
     /// How often deliveries pending for slow sockets are retried.
     #[serde(with = "duration_str")]
     pub drain_interval: Duration,
@@ -319,6 +322,7 @@ impl Default for RealtimeConfig {
             history_readings: 100,
             history_age: Duration::from_secs(15 * 60),
             stall_timeout: Duration::from_secs(30),
+            socket_send_buffer: 64 * 1024,
             drain_interval: Duration::from_millis(100),
             ping_interval: Duration::from_secs(25),
             ping_timeout: Duration::from_secs(20),

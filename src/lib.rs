@@ -162,7 +162,7 @@ pub async fn run(
 
     let addr = listeners.http.local_addr()?;
     let server_stop = CancellationToken::new();
-    let listener = GuardedListener::new(listeners.http, rt.stall_timeout);
+    let listener = GuardedListener::new(listeners.http, rt.stall_timeout, rt.socket_send_buffer);
     let stop = server_stop.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, router)

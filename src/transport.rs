@@ -1,14 +1,16 @@
 //! The HTTP listener's connections, wrapped so that a client which stops reading cannot hold a
 //! connection (and its socket's queue) forever. socketioxide cannot disconnect a socket whose
 //! outgoing queue is full (the disconnect packet has nowhere to go), so the cut happens one
-//! layer down: a write that makes no progress for `write_timeout` fails, the websocket transport
-//! errors out, and socketioxide closes the socket as it would for a dropped network.
-//! Also sets `TCP_NODELAY` (axum does not; without it small frames wait for Nagle).
+//! layer down: once a write has made no progress for `write_timeout`, the connection is dead:
+//! writes and reads fail from then on (engineioxide ignores write errors but closes the socket
+//! when its reader fails), and socketioxide closes the socket as it would for a dropped network.
+//! Also sets `TCP_NODELAY` (axum does not; without it small frames wait for Nagle) and a bounded
+//! send buffer.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -17,13 +19,17 @@ use tokio::time::{Instant, Sleep};
 pub struct GuardedListener {
     inner: TcpListener,
     write_timeout: Duration,
+    send_buffer: usize,
 }
 
 impl GuardedListener {
-    pub fn new(inner: TcpListener, write_timeout: Duration) -> Self {
+    /// `send_buffer`: SO_SNDBUF for accepted sockets in bytes (0 keeps the kernel's
+    /// autotuning, which lets one stalled client pin megabytes of kernel memory).
+    pub fn new(inner: TcpListener, write_timeout: Duration, send_buffer: usize) -> Self {
         GuardedListener {
             inner,
             write_timeout,
+            send_buffer,
         }
     }
 }
@@ -37,6 +43,9 @@ impl axum::serve::Listener for GuardedListener {
             match self.inner.accept().await {
                 Ok((tcp, addr)) => {
                     let _ = tcp.set_nodelay(true);
+                    if self.send_buffer > 0 {
+                        let _ = socket2::SockRef::from(&tcp).set_send_buffer_size(self.send_buffer);
+                    }
                     return (StallGuard::new(tcp, self.write_timeout), addr);
                 }
                 Err(e) => {
@@ -59,6 +68,10 @@ pub struct StallGuard<T> {
     timeout: Duration,
     /// Armed while a write is pending; reset by any progress.
     deadline: Option<Pin<Box<Sleep>>>,
+    /// Set once the deadline passed: everything fails from then on.
+    dead: bool,
+    /// The reader waiting for data, woken when the connection is declared dead.
+    read_waker: Option<Waker>,
 }
 
 impl<T> StallGuard<T> {
@@ -67,20 +80,35 @@ impl<T> StallGuard<T> {
             inner,
             timeout,
             deadline: None,
+            dead: false,
+            read_waker: None,
         }
+    }
+
+    fn dead_error() -> io::Error {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            "client stopped reading: write stalled",
+        )
     }
 
     /// Called when the inner write is pending: arm the deadline, and fail once it passed.
     fn pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.dead {
+            return Poll::Ready(Err(Self::dead_error()));
+        }
         let timeout = self.timeout;
         let deadline = self
             .deadline
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + timeout)));
         match deadline.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "client stopped reading: write stalled",
-            ))),
+            Poll::Ready(()) => {
+                self.dead = true;
+                if let Some(w) = self.read_waker.take() {
+                    w.wake();
+                }
+                Poll::Ready(Err(Self::dead_error()))
+            }
             Poll::Pending => Poll::Pending,
         }
     }
@@ -92,7 +120,14 @@ impl<T: AsyncRead + Unpin> AsyncRead for StallGuard<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        if self.dead {
+            return Poll::Ready(Err(Self::dead_error()));
+        }
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if polled.is_pending() {
+            self.read_waker = Some(cx.waker().clone());
+        }
+        polled
     }
 }
 
@@ -164,6 +199,13 @@ mod tests {
         };
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert!(started.elapsed() >= Duration::from_millis(200));
+        let mut buf = [0u8; 8];
+        let read = tokio::io::AsyncReadExt::read(&mut guarded, &mut buf).await;
+        assert_eq!(
+            read.unwrap_err().kind(),
+            io::ErrorKind::TimedOut,
+            "reads fail too"
+        );
 
         let (a, mut b) = tokio::io::duplex(64);
         let mut guarded = StallGuard::new(a, Duration::from_millis(200));

@@ -89,8 +89,9 @@ async fn authenticate(
         app.hub.stats().client_error("too_many_for_subject");
         return Err(ConnectError::TooManyForSubject);
     }
-    *per += 1; // released in on_disconnect, or below if the connect does not complete
+    *per += 1; // released in on_disconnect
     drop(per);
+    app.connections.fetch_add(1, Relaxed);
     let ctx = Arc::new(SocketCtx {
         bucket: Mutex::new(TokenBucket::new(
             app.limits.event_rate,
@@ -100,9 +101,44 @@ async fn authenticate(
         expiry: CancellationToken::new(),
         principal: principal.clone(),
     });
+    // Rooms and handlers are set up here, not in on_connect: socketioxide sends the CONNECT
+    // reply before it runs the connect handler, so a client's first event can arrive before
+    // on_connect has run; anything registered there would miss it.
+    join_own_rooms(&s, &principal);
+    register_handlers(&s);
+    if let Some(exp) = principal.expires_at {
+        spawn_expiry(&s, &app, exp, ctx.expiry.clone());
+    }
     s.extensions.insert(ctx);
     s.extensions.insert(principal);
     Ok(())
+}
+
+/// The organization room, or, for a socket limited to some sites, one events room per site
+/// (it must not hear organization-wide events of other sites).
+fn join_own_rooms(s: &SocketRef, p: &Principal) {
+    match &p.sites {
+        None => s.join(route::org_room(&p.org)),
+        Some(sites) => s.join(
+            sites
+                .iter()
+                .map(|site| route::site_events_room(&p.org, site))
+                .collect::<Vec<_>>(),
+        ),
+    }
+}
+
+fn register_handlers(s: &SocketRef) {
+    s.on("subscribe:unit", subscribe::subscribe_unit);
+    s.on("subscribe:site", subscribe::subscribe_site);
+    s.on("subscribe:organization", subscribe::subscribe_org);
+    s.on("unsubscribe:unit", subscribe::unsubscribe_unit);
+    s.on("unsubscribe:site", subscribe::unsubscribe_site);
+    s.on("unsubscribe:organization", subscribe::unsubscribe_org);
+    s.on("get:latest", subscribe::get_latest);
+    s.on("ping", ping);
+    s.on_fallback(unknown_event);
+    s.on_disconnect(on_disconnect);
 }
 
 fn release_subject(app: &AppState, subject: &Arc<str>) {
@@ -127,18 +163,7 @@ async fn on_connect(
     State(app): State<AppState>,
     Extension(ctx): Extension<Arc<SocketCtx>>,
 ) {
-    app.connections.fetch_add(1, Relaxed);
     let p = &ctx.principal;
-    // A socket limited to some sites must not hear organization-wide events of other sites.
-    match &p.sites {
-        None => s.join(route::org_room(&p.org)),
-        Some(sites) => s.join(
-            sites
-                .iter()
-                .map(|site| route::site_events_room(&p.org, site))
-                .collect::<Vec<_>>(),
-        ),
-    }
     let ack = ConnectionAck {
         socket_id: s.id.to_string(),
         timestamp: now_rfc3339(),
@@ -150,21 +175,6 @@ async fn on_connect(
         warn!(sid = %s.id, error = %e, "connection:ack not sent");
     }
     info!(sid = %s.id, org = %p.org, role = %p.role, sub = %p.subject, "socket connected");
-
-    s.on("subscribe:unit", subscribe::subscribe_unit);
-    s.on("subscribe:site", subscribe::subscribe_site);
-    s.on("subscribe:organization", subscribe::subscribe_org);
-    s.on("unsubscribe:unit", subscribe::unsubscribe_unit);
-    s.on("unsubscribe:site", subscribe::unsubscribe_site);
-    s.on("unsubscribe:organization", subscribe::unsubscribe_org);
-    s.on("get:latest", subscribe::get_latest);
-    s.on("ping", ping);
-    s.on_fallback(unknown_event);
-
-    if let Some(exp) = p.expires_at {
-        spawn_expiry(&s, &app, exp, ctx.expiry.clone());
-    }
-    s.on_disconnect(on_disconnect);
 }
 
 async fn on_disconnect(

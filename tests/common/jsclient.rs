@@ -70,7 +70,7 @@ struct Queues {
     connects: VecDeque<Result<String, String>>,
     disconnects: VecDeque<String>,
     closed: usize,
-    events: VecDeque<(String, Vec<Value>)>,
+    events: VecDeque<(String, Vec<Value>, u64)>,
 }
 
 enum AckOutcome {
@@ -98,6 +98,9 @@ enum Report {
         client: String,
         event: String,
         args: Vec<Value>,
+        /// When the driver received it, epoch ms (`Date.now()`).
+        #[serde(default)]
+        at: u64,
     },
     Ack {
         req: u64,
@@ -266,6 +269,17 @@ impl JsClient {
             .await
     }
 
+    /// Like [`JsClient::next_event`], with the driver's receive time (epoch ms).
+    pub async fn next_event_timed(&self, name: &str) -> (Vec<Value>, u64) {
+        match self
+            .try_wait(DEFAULT_TIMEOUT, |q| take_timed_event(&mut q.events, name))
+            .await
+        {
+            Some(v) => v,
+            None => self.panic_waiting(&format!("event {name:?}")),
+        }
+    }
+
     /// Panics if an event called `name` is buffered or arrives within `within`.
     pub async fn assert_no_event(&self, name: &str, within: Duration) {
         if let Some(args) = self.next_event_timeout(name, within).await {
@@ -282,9 +296,9 @@ impl JsClient {
         let (matched, rest) = q
             .events
             .drain(..)
-            .partition::<VecDeque<_>, _>(|(e, _)| e == name);
+            .partition::<VecDeque<_>, _>(|(e, _, _)| e == name);
         q.events = rest;
-        matched.into_iter().map(|(_, args)| args).collect()
+        matched.into_iter().map(|(_, args, _)| args).collect()
     }
 
     /// Waits for the socket's next disconnect and returns its reason
@@ -370,7 +384,7 @@ impl JsClient {
     fn panic_waiting(&self, what: &str) -> ! {
         let buffered: Vec<String> = {
             let q = self.inbox.queues.lock().unwrap();
-            q.events.iter().map(|(e, _)| e.clone()).collect()
+            q.events.iter().map(|(e, _, _)| e.clone()).collect()
         };
         let errors = self.shared.errors.lock().unwrap().clone();
         panic!(
@@ -381,9 +395,16 @@ impl JsClient {
 }
 
 /// Removes the first event called `name`, leaving the others in order.
-fn take_event(events: &mut VecDeque<(String, Vec<Value>)>, name: &str) -> Option<Vec<Value>> {
-    let at = events.iter().position(|(e, _)| e == name)?;
-    events.remove(at).map(|(_, args)| args)
+fn take_event(events: &mut VecDeque<(String, Vec<Value>, u64)>, name: &str) -> Option<Vec<Value>> {
+    take_timed_event(events, name).map(|(args, _)| args)
+}
+
+fn take_timed_event(
+    events: &mut VecDeque<(String, Vec<Value>, u64)>,
+    name: &str,
+) -> Option<(Vec<Value>, u64)> {
+    let at = events.iter().position(|(e, _, _)| e == name)?;
+    events.remove(at).map(|(_, args, t)| (args, t))
 }
 
 /// Reads the driver's stdout until it closes, filing every report.
@@ -428,7 +449,8 @@ fn file_report(shared: &Shared, report: Report) {
             client,
             event,
             args,
-        } => file_into(shared, &client, |q| q.events.push_back((event, args))),
+            at,
+        } => file_into(shared, &client, |q| q.events.push_back((event, args, at))),
     }
 }
 

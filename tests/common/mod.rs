@@ -4,4 +4,5 @@
 
 pub mod broker;
 pub mod jsclient;
+pub mod rawws;
 pub mod service;

@@ -50,7 +50,7 @@ function wireReports(client, socket) {
     report({ client, kind: "connect_error", message: err.message, data: err.data ?? null }),
   );
   socket.on("disconnect", (reason) => report({ client, kind: "disconnect", reason }));
-  socket.onAny((event, ...args) => report({ client, kind: "event", event, args }));
+  socket.onAny((event, ...args) => report({ client, kind: "event", event, args, at: Date.now() }));
 }
 
 function opConnect(cmd) {

@@ -1,0 +1,424 @@
+//! Subscriber guarantees with real sockets: resume after reconnect (no gap, no duplicate),
+//! slow-client isolation, batching, and limits. The official socket.io-client plays the
+//! well-behaved dashboards; a raw websocket plays the stalled or hostile one.
+
+mod common;
+
+use common::broker::{Broker, Publisher};
+use common::jsclient::{JsClient, JsDriver};
+use common::rawws::RawSocket;
+use common::service::{auth, config_text, token, Service};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+async fn service_with(broker: &Broker, extra: &str) -> Service {
+    Service::start_config(&format!("{}\n{extra}", config_text(&broker.url())), true).await
+}
+
+async fn client(driver: &JsDriver, service: &Service, auth: Value) -> JsClient {
+    let c = driver.connect(&service.url(), Some(auth)).await;
+    c.wait_connect().await.expect("connect");
+    c
+}
+
+/// A json reading; the temperature is `i % 100` (within the physical range).
+fn reading(i: u64) -> String {
+    format!(
+        r#"{{"temperature": {}, "ts": {}}}"#,
+        i % 100,
+        chrono_now_ms()
+    )
+}
+
+fn chrono_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// A dashboard that drops off and comes back with `since: { epoch, seq }` gets every reading it
+/// missed, in order, then live ones, with no gap and no duplicate, although readings keep
+/// arriving while it resubscribes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_replays_what_was_missed_then_continues_live() {
+    let broker = Broker::start().await;
+    let service = Service::start(&broker).await;
+    let driver = JsDriver::spawn().await;
+    let c = client(&driver, &service, auth("o1", "viewer")).await;
+    let ack = c
+        .emit_ack("subscribe:unit", vec![json!("u1")])
+        .await
+        .remove(0);
+    let epoch = ack["epoch"].as_str().unwrap().to_string();
+    let publisher = Publisher::connect(&broker).await;
+    for i in 1..=5 {
+        publisher.publish("sensors/probe-1", reading(i), 1).await;
+    }
+    for want in 1..=5 {
+        assert_eq!(c.next_event("sensor:reading").await[0]["seq"], want);
+    }
+    c.close().await;
+
+    let background = tokio::spawn(async move {
+        for i in 6..=300 {
+            publisher
+                .publish_nowait("sensors/probe-1", reading(i), 0)
+                .await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        publisher
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    c.reconnect().await;
+    c.wait_connect().await.expect("reconnect");
+    let since = json!({ "unitId": "u1", "since": { "epoch": epoch, "seq": 5 } });
+    let ack = c.emit_ack("subscribe:unit", vec![since]).await.remove(0);
+    assert_eq!(ack["ok"], true);
+    assert_eq!(ack["recovered"], true, "{ack}");
+    let _publisher = background.await.unwrap();
+    let mut seqs = Vec::new();
+    while seqs.last() != Some(&300) {
+        let r = c.next_event("sensor:reading").await.remove(0);
+        seqs.push(r["seq"].as_u64().unwrap());
+    }
+    assert_eq!(seqs, (6..=300).collect::<Vec<_>>(), "no gap, no duplicate");
+    service.stop().await;
+}
+
+/// When the gap is older than the history, or the service restarted (other epoch), the ack
+/// says `recovered: false` and carries the latest reading; nothing is replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_reports_a_gap_it_cannot_fill() {
+    let broker = Broker::start().await;
+    let service = service_with(&broker, "[realtime]\nhistory_readings = 3\n").await;
+    let driver = JsDriver::spawn().await;
+    let publisher = Publisher::connect(&broker).await;
+    for i in 1..=10 {
+        publisher.publish("sensors/probe-1", reading(i), 1).await;
+    }
+    let c = client(&driver, &service, auth("o1", "viewer")).await;
+    let epoch = c.next_event("connection:ack").await[0]["epoch"].clone();
+    // Wait until the tenth reading is in (published QoS 1, so it is on its way).
+    for _ in 0..50 {
+        let l = c.emit_ack("get:latest", vec![json!("u1")]).await.remove(0);
+        if l["seq"] == 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let old = json!({ "unitId": "u1", "since": { "epoch": epoch, "seq": 2 } });
+    let ack = c.emit_ack("subscribe:unit", vec![old]).await.remove(0);
+    assert_eq!(
+        (ack["ok"].as_bool(), ack["recovered"].as_bool()),
+        (Some(true), Some(false))
+    );
+    assert_eq!(ack["latest"]["seq"], 10);
+    let recent = json!({ "unitId": "u1", "since": { "epoch": epoch, "seq": 8 } });
+    let ack = c.emit_ack("subscribe:unit", vec![recent]).await.remove(0);
+    assert_eq!(ack["recovered"], true);
+    let replayed: Vec<u64> = c
+        .drain_events("sensor:reading")
+        .iter()
+        .map(|r| r[0]["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(replayed, vec![9, 10], "only the recent resume replays");
+    let other = json!({ "unitId": "u1", "since": { "epoch": "not-this-run", "seq": 9 } });
+    let ack = c.emit_ack("subscribe:unit", vec![other]).await.remove(0);
+    assert_eq!(ack["recovered"], false);
+    // A site resume takes a seq per unit.
+    let site = json!({ "siteId": "s1", "since": { "epoch": epoch, "seqs": { "u1": 9 } } });
+    let ack = c.emit_ack("subscribe:site", vec![site]).await.remove(0);
+    assert_eq!(ack["recovered"], true);
+    assert_eq!(c.next_event("sensor:reading").await[0]["seq"], 10);
+    let bad = json!({ "unitId": "u1", "since": { "seq": 1 } });
+    let ack = c.emit_ack("subscribe:unit", vec![bad]).await.remove(0);
+    assert_eq!(ack["ok"], false);
+    service.stop().await;
+}
+
+/// One client stops reading its socket while 100 others keep up: the others receive every
+/// reading promptly, the stalled one has its readings coalesced (counted) and is cut off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_client_costs_the_others_nothing_and_is_cut_off() {
+    let broker = Broker::start().await;
+    let extra = "[realtime]\nstall_timeout = \"2s\"\ndrain_interval = \"50ms\"\n";
+    let config =
+        config_text(&broker.url()).replace("[state]", "[limits]\nsocket_buffer = 64\n[state]");
+    let service = Service::start_config(&format!("{config}\n{extra}"), true).await;
+    let driver = JsDriver::spawn().await;
+    let mut healthy = Vec::new();
+    for i in 0..100 {
+        let a = json!({ "token": token(json!({ "org_id": "o1", "sub": format!("dash-{i}") })) });
+        let c = client(&driver, &service, a).await;
+        assert_eq!(
+            c.emit_ack("subscribe:unit", vec![json!("u1")]).await[0]["ok"],
+            true
+        );
+        healthy.push(c);
+    }
+    let mut stalled = RawSocket::connect(service.addr, &auth("o1", "viewer"), Some(2048)).await;
+    assert_eq!(
+        stalled.emit_ack(1, "subscribe:unit", &[json!("u1")]).await[0]["ok"],
+        true
+    );
+    assert_eq!(
+        stalled.emit_ack(2, "subscribe:unit", &[json!("u2")]).await[0]["ok"],
+        true
+    );
+    // From here on, `stalled` is never read. Unit u2, which only it follows, gets ten times the
+    // traffic, so its buffers fill quickly without loading the 100 healthy clients' driver.
+    let publisher = Publisher::connect(&broker).await;
+    const N: u64 = 300;
+    for i in 1..=N {
+        publisher
+            .publish_nowait("sensors/probe-1", reading(i), 0)
+            .await;
+        for j in 0..10 {
+            publisher
+                .publish_nowait("sensors/probe-2", reading(i * 10 + j), 0)
+                .await;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut latencies = Vec::new();
+    for c in &healthy {
+        for want in 1..=N {
+            let (args, at) = c.next_event_timed("sensor:reading").await;
+            assert_eq!(
+                args[0]["seq"],
+                want,
+                "client {} got every reading in order",
+                c.name()
+            );
+            let sent = chrono_parse_ms(args[0]["recordedAt"].as_str().unwrap());
+            latencies.push(at.saturating_sub(sent));
+        }
+    }
+    latencies.sort_unstable();
+    let p99 = latencies[latencies.len() * 99 / 100];
+    assert!(
+        p99 < 1000,
+        "p99 delivery latency {p99} ms with a stalled client present"
+    );
+
+    let admin = token(json!({ "org_id": "o1", "role": "admin" }));
+    let mut cut = false;
+    for _ in 0..100 {
+        let (_, rt) = service.get("/health/realtime", None).await;
+        if rt["websocket"]["connections"] == 100 {
+            cut = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, stats) = service.get("/api/stats", Some(&admin)).await;
+    assert!(cut, "the stalled socket is disconnected; stats {stats}");
+    assert!(stats["slowSocketsMarked"].as_u64().unwrap() >= 1, "{stats}");
+    assert!(
+        stats["deliveriesDropped"]["coalesced"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{stats}"
+    );
+    assert!(
+        stalled.closed_within(Duration::from_secs(10)).await,
+        "server closed the stalled connection"
+    );
+    eprintln!("p99 {p99} ms; stats {stats}");
+    service.stop().await;
+}
+
+fn chrono_parse_ms(rfc3339: &str) -> u64 {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .unwrap()
+        .timestamp_millis() as u64
+}
+
+/// Garbage frames, unknown events and oversized arguments from one raw client get an error or
+/// a disconnect for that client only; a dashboard next to it keeps receiving readings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_from_one_client_never_affects_another() {
+    let broker = Broker::start().await;
+    let service = Service::start(&broker).await;
+    let driver = JsDriver::spawn().await;
+    let good = client(&driver, &service, auth("o1", "viewer")).await;
+    assert_eq!(
+        good.emit_ack("subscribe:unit", vec![json!("u1")]).await[0]["ok"],
+        true
+    );
+
+    let mut raw = RawSocket::connect(service.addr, &auth("o1", "viewer"), None).await;
+    let unknown = raw
+        .emit_ack(7, "definitely:not:an:event", &[json!({ "x": 1 })])
+        .await;
+    assert_eq!(unknown[0], json!({ "ok": false, "error": "Unknown event" }));
+    let bad = raw.emit_ack(8, "subscribe:unit", &[json!([[[[1]]]])]).await;
+    assert_eq!(bad[0]["ok"], false);
+    for frame in ["42garbage", "4", "99999", "42[", "4{}", "\u{0}\u{1}"] {
+        if !raw.try_send(frame).await {
+            break;
+        }
+    }
+    // Over limits.max_client_payload: the transport refuses it.
+    let huge = format!("42[\"subscribe:unit\",\"{}\"]", "x".repeat(64 * 1024));
+    let _ = raw.try_send(&huge).await;
+    assert!(
+        raw.closed_within(Duration::from_secs(5)).await,
+        "the garbage sender is cut off"
+    );
+
+    // A handshake that never sends CONNECT is closed by the handshake timeout... eventually;
+    // meanwhile the good client is fine.
+    broker.publish("sensors/probe-1", reading(42), 1).await;
+    assert_eq!(
+        good.next_event("sensor:reading").await[0]["temperature"],
+        42.0
+    );
+    let (code, _) = service.get("/health/live", None).await;
+    assert_eq!(code, 200);
+    service.stop().await;
+}
+
+/// Connection, subscription and event-rate limits answer with clear messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_refuse_with_clear_messages() {
+    let broker = Broker::start().await;
+    let limits = "[limits]\nmax_connections = 3\nmax_connections_per_subject = 2\nmax_subscriptions_per_socket = 2\nevent_rate = 5.0\nevent_burst = 5.0\n";
+    let config = config_text(&broker.url()).replace("[state]", &format!("{limits}[state]"));
+    let service = Service::start_config(&config, true).await;
+    let driver = JsDriver::spawn().await;
+    let same = json!({ "token": token(json!({ "org_id": "o1", "sub": "same-user" })) });
+    let a = client(&driver, &service, same.clone()).await;
+    let _b = client(&driver, &service, same.clone()).await;
+    let c = driver.connect(&service.url(), Some(same)).await;
+    assert_eq!(
+        c.wait_connect().await,
+        Err("Too many connections for this user".to_string())
+    );
+    let _d = client(&driver, &service, auth("o1", "viewer")).await;
+    let e = driver
+        .connect(&service.url(), Some(auth("o1", "viewer")))
+        .await;
+    assert_eq!(
+        e.wait_connect().await,
+        Err("Too many connections".to_string())
+    );
+
+    assert_eq!(
+        a.emit_ack("subscribe:unit", vec![json!("u1")]).await[0]["ok"],
+        true
+    );
+    assert_eq!(
+        a.emit_ack("subscribe:unit", vec![json!("u2")]).await[0]["ok"],
+        true
+    );
+    let third = a
+        .emit_ack("subscribe:site", vec![json!("s1")])
+        .await
+        .remove(0);
+    assert_eq!(
+        third,
+        json!({ "ok": false, "error": "Too many subscriptions" })
+    );
+    let mut limited = 0;
+    for _ in 0..20 {
+        let r = a.emit_ack("ping", vec![]).await.remove(0);
+        if r == json!({ "ok": false, "error": "Rate limited" }) {
+            limited += 1;
+        }
+    }
+    assert!(
+        limited >= 10,
+        "most of a 20-event burst over a 5/s bucket is refused: {limited}"
+    );
+    // Leaving frees the slot for another subscription.
+    a.close().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let again = driver
+        .connect(
+            &service.url(),
+            Some(json!({ "token": token(json!({ "org_id": "o1", "sub": "same-user" })) })),
+        )
+        .await;
+    assert!(
+        again.wait_connect().await.is_ok(),
+        "a closed socket frees its per-user slot"
+    );
+    service.stop().await;
+}
+
+/// Compatibility batching: `sensor:readings:batch` per unit each interval, once per socket,
+/// and the pending batch is flushed at shutdown rather than dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_per_unit_and_flushes_on_shutdown() {
+    let broker = Broker::start().await;
+    let service = service_with(
+        &broker,
+        "[realtime]\nbatch = true\nbatch_interval = \"300ms\"\n",
+    )
+    .await;
+    let driver = JsDriver::spawn().await;
+    let c = client(&driver, &service, auth("o1", "viewer")).await;
+    assert_eq!(
+        c.emit_ack("subscribe:unit", vec![json!("u1")]).await[0]["ok"],
+        true
+    );
+    assert_eq!(
+        c.emit_ack("subscribe:site", vec![json!("s1")]).await[0]["ok"],
+        true
+    );
+    for i in 1..=3 {
+        broker.publish("sensors/probe-1", reading(i), 1).await;
+    }
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let b = c.next_event("sensor:readings:batch").await.remove(0);
+        assert_eq!(b["unitId"], "u1");
+        assert_eq!(
+            b["count"].as_u64().unwrap() as usize,
+            b["readings"].as_array().unwrap().len()
+        );
+        got.extend(
+            b["readings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["seq"].as_u64().unwrap()),
+        );
+    }
+    assert_eq!(
+        got,
+        vec![1, 2, 3],
+        "each reading once, although the socket is in two rooms"
+    );
+    assert_eq!(
+        c.drain_events("sensor:reading").len(),
+        3,
+        "per-reading events stay primary"
+    );
+    service.stop().await;
+
+    let service = service_with(
+        &broker,
+        "[realtime]\nbatch = true\nbatch_interval = \"1h\"\n",
+    )
+    .await;
+    let c = client(&driver, &service, auth("o1", "viewer")).await;
+    assert_eq!(
+        c.emit_ack("subscribe:unit", vec![json!("u1")]).await[0]["ok"],
+        true
+    );
+    broker.publish("sensors/probe-1", reading(7), 1).await;
+    c.next_event("sensor:reading").await;
+    service.stop().await;
+    let b = c.next_event("sensor:readings:batch").await.remove(0);
+    assert_eq!(
+        (
+            b["count"].as_u64(),
+            b["readings"][0]["temperature"].as_f64()
+        ),
+        (Some(1), Some(7.0))
+    );
+}

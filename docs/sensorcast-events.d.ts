@@ -33,8 +33,12 @@ export interface SubscriptionError {
 }
 
 export type Failure = { ok: false; error: string };
-export type UnitSubscribeAck = { ok: true; latest: SensorReading | null; epoch: string } | Failure;
-export type ManySubscribeAck = { ok: true; latest: SensorReading[]; epoch: string } | Failure;
+export type UnitSubscribeAck =
+  | { ok: true; latest: SensorReading | null; epoch: string; recovered?: boolean }
+  | Failure;
+export type ManySubscribeAck =
+  | { ok: true; latest: SensorReading[]; epoch: string; recovered?: boolean }
+  | Failure;
 export type OkAck = { ok: true } | Failure;
 
 export interface ServerToClientEvents {
@@ -42,11 +46,22 @@ export interface ServerToClientEvents {
   "sensor:reading": (reading: SensorReading) => void;
   "subscription:error": (err: SubscriptionError) => void;
   "auth:expired": (info: { message: "Token expired" }) => void;
+  "sensor:readings:batch": (batch: { unitId: string; readings: SensorReading[]; count: number }) => void;
 }
 
+/** Where a client left off, for resuming (docs/protocol.md). */
+export type UnitSince = { epoch: string; seq: number };
+export type SiteSince = { epoch: string; seqs: Record<string, number> };
+
 export interface ClientToServerEvents {
-  "subscribe:unit": (unit: string | { unitId: string }, ack?: (a: UnitSubscribeAck) => void) => void;
-  "subscribe:site": (site: string | { siteId: string }, ack?: (a: ManySubscribeAck) => void) => void;
+  "subscribe:unit": (
+    unit: string | { unitId: string; since?: UnitSince },
+    ack?: (a: UnitSubscribeAck) => void,
+  ) => void;
+  "subscribe:site": (
+    site: string | { siteId: string; since?: SiteSince },
+    ack?: (a: ManySubscribeAck) => void,
+  ) => void;
   "subscribe:organization": (ack?: (a: ManySubscribeAck) => void) => void;
   "unsubscribe:unit": (unit: string | { unitId: string }, ack?: (a: OkAck) => void) => void;
   "unsubscribe:site": (site: string | { siteId: string }, ack?: (a: OkAck) => void) => void;

@@ -87,7 +87,11 @@ async fn health(State(app): State<AppState>) -> Response {
                 "reconnects": app.mqtt.reconnects.load(std::sync::atomic::Ordering::Relaxed),
                 "error": problem,
             },
-            "socketio": { "status": "ok", "connections": app.connections() },
+            "socketio": {
+                "status": "ok",
+                "connections": app.connections(),
+                "slowSockets": app.fanout.slow_sockets(),
+            },
             "registry": { "orgs": orgs, "sites": sites, "units": units, "sensors": sensors },
         },
         "pipeline": stats,

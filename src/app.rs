@@ -13,6 +13,7 @@ use crate::config::LimitsConfig;
 use crate::fanout::Fanout;
 use crate::hub::Hub;
 use crate::ingest::MqttHealth;
+use crate::reload::Reloader;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -25,6 +26,7 @@ pub struct Inner {
     pub limits: LimitsConfig,
     /// Sockets per token subject, for `limits.max_connections_per_subject`.
     pub per_subject: DashMap<Arc<str>, usize>,
+    pub reloader: Arc<Reloader>,
     /// Sockets connected to the default namespace right now.
     pub connections: AtomicUsize,
     /// Set when shutdown starts: new sockets are refused from then on.
@@ -48,6 +50,7 @@ impl AppState {
         mqtt: Arc<MqttHealth>,
         fanout: Fanout,
         limits: LimitsConfig,
+        reloader: Arc<Reloader>,
         shutdown: CancellationToken,
     ) -> Self {
         AppState(Arc::new(Inner {
@@ -57,6 +60,7 @@ impl AppState {
             fanout,
             limits,
             per_subject: DashMap::new(),
+            reloader,
             connections: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
             shutdown,

@@ -71,6 +71,9 @@ pub struct Config {
     /// The directory of the config file; relative paths inside it resolve against this.
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// The file this was loaded from (re-read on reload).
+    #[serde(skip)]
+    pub path: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -82,6 +85,9 @@ pub struct HttpConfig {
     /// How long shutdown waits for sockets and in-flight work before exiting anyway.
     #[serde(with = "duration_str")]
     pub shutdown_timeout: Duration,
+    /// systemd READY=1 is sent once MQTT is subscribed, or after this long (degraded).
+    #[serde(with = "duration_str")]
+    pub ready_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -90,6 +96,7 @@ impl Default for HttpConfig {
             listen: "0.0.0.0:3000".parse().expect("static address"),
             cors_origins: Vec::new(),
             shutdown_timeout: Duration::from_secs(10),
+            ready_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -369,6 +376,7 @@ impl Config {
         })?;
         let mut config = Self::parse(&text, path)?;
         config.apply_env(env)?;
+        config.path = path.to_owned();
         config.base_dir = path
             .parent()
             .map(Path::to_path_buf)

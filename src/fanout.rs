@@ -155,6 +155,20 @@ impl Fanout {
         }
     }
 
+    /// Tells every socket in `room` with `subscription:error` (`json`) and makes it leave the
+    /// room. Returns how many sockets there were.
+    pub fn evict_room(&self, room: String, json: &Json) -> usize {
+        let Some(ns) = self.namespace() else {
+            return 0;
+        };
+        let sockets = ns.to(room.clone()).sockets();
+        for s in &sockets {
+            self.send(s, "subscription:error", json, Kind::Event);
+            s.leave(room.clone());
+        }
+        sockets.len()
+    }
+
     /// Whether the socket is currently slow (tests and health).
     pub fn slow_sockets(&self) -> usize {
         self.0.slow.len()

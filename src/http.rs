@@ -93,6 +93,7 @@ async fn health(State(app): State<AppState>) -> Response {
                 "slowSockets": app.fanout.slow_sockets(),
             },
             "registry": { "orgs": orgs, "sites": sites, "units": units, "sensors": sensors },
+            "reload": app.reloader.status(),
         },
         "pipeline": stats,
     });

@@ -125,6 +125,17 @@ impl Hub {
         self.0.registry.read().expect("registry lock").clone()
     }
 
+    /// Puts a new registry in force and forgets the feeds of units it no longer has.
+    /// Returns the previous one.
+    pub fn set_registry(&self, registry: Arc<Registry>) -> Arc<Registry> {
+        let old = std::mem::replace(
+            &mut *self.0.registry.write().expect("registry lock"),
+            registry.clone(),
+        );
+        self.0.units.retain(|id, _| registry.unit(id).is_some());
+        old
+    }
+
     pub fn history_limits(&self) -> HistoryLimits {
         self.0.history
     }

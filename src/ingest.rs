@@ -10,12 +10,13 @@ use rumqttc::{
 };
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::config::MqttConfig;
+use crate::config::{MqttConfig, Subscription};
 use crate::pipeline::Pipeline;
 
 /// Requests (acks, subscribes, disconnect) the client may queue for the event loop. The loop
@@ -59,16 +60,42 @@ pub fn parse_broker_url(url: &str) -> Result<(bool, String, u16), BrokerUrlError
 }
 
 /// What the rest of the service may ask about the broker connection.
-#[derive(Default)]
 pub struct MqttHealth {
     pub connected: AtomicBool,
     /// Every configured subscription is acknowledged in the current session.
     pub subscribed: AtomicBool,
     pub reconnects: AtomicU64,
     last_error: Mutex<Option<String>>,
+    created: Instant,
+    /// Milliseconds after `created` when the ingest loop last went round.
+    last_beat_ms: AtomicU64,
+}
+
+impl Default for MqttHealth {
+    fn default() -> Self {
+        MqttHealth {
+            connected: AtomicBool::new(false),
+            subscribed: AtomicBool::new(false),
+            reconnects: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            created: Instant::now(),
+            last_beat_ms: AtomicU64::new(0),
+        }
+    }
 }
 
 impl MqttHealth {
+    fn beat(&self) {
+        let ms = self.created.elapsed().as_millis() as u64;
+        self.last_beat_ms.store(ms, Relaxed);
+    }
+
+    /// How long ago the ingest loop last went round.
+    pub fn since_beat(&self) -> Duration {
+        let now = self.created.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_beat_ms.load(Relaxed)))
+    }
+
     pub fn ready(&self) -> bool {
         self.connected.load(Relaxed) && self.subscribed.load(Relaxed)
     }
@@ -141,12 +168,14 @@ impl Backoff {
     }
 }
 
-/// Runs until `shutdown` is cancelled, then sends DISCONNECT and returns.
+/// Runs until `shutdown` is cancelled, then sends DISCONNECT and returns. `updates` carries
+/// reloaded subscription lists.
 pub async fn run(
     cfg: MqttConfig,
     options: MqttOptions,
     pipeline: Pipeline,
-    health: std::sync::Arc<MqttHealth>,
+    health: Arc<MqttHealth>,
+    mut updates: watch::Receiver<Arc<[Subscription]>>,
     shutdown: CancellationToken,
 ) {
     let (client, mut eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
@@ -155,12 +184,22 @@ pub async fn run(
     net.set_tcp_nodelay(true);
     eventloop.set_network_options(net);
     let mut backoff = Backoff::new(cfg.reconnect_min, cfg.reconnect_max);
-    let mut session = Session::new(&cfg, &client);
+    let mut session = Session::new(updates.borrow_and_update().clone(), &client);
+    // Proves to the watchdog that this loop is being polled (not stuck in the pipeline).
+    let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
     info!(url = %cfg.url, client_id = %cfg.client_id, "mqtt ingest starting");
     loop {
+        health.beat();
         let event = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
+            _ = heartbeat.tick() => continue,
+            Ok(()) = updates.changed() => {
+                let new = updates.borrow_and_update().clone();
+                pipeline.set_subscriptions(new.clone());
+                session.update(new, health.connected.load(Relaxed));
+                continue;
+            }
             ev = eventloop.poll() => ev,
         };
         match event {
@@ -231,20 +270,32 @@ async fn disconnect(
     }
 }
 
-/// Per-connection bookkeeping: what to subscribe, which subscriptions are acknowledged,
-/// and acks that did not fit in the request channel yet.
+/// Per-connection bookkeeping: what to subscribe, which SUBSCRIBEs await their SUBACK, and acks
+/// that did not fit in the request channel yet.
 struct Session<'a> {
-    cfg: &'a MqttConfig,
     client: &'a AsyncClient,
+    subscriptions: Arc<[Subscription]>,
+    /// Topics of each SUBSCRIBE sent and not yet acknowledged, oldest first.
+    awaiting: VecDeque<Vec<String>>,
     first_connect: bool,
     pending_acks: VecDeque<rumqttc::Publish>,
 }
 
+fn filter(s: &Subscription) -> rumqttc::SubscribeFilter {
+    let qos = if s.qos == 0 {
+        QoS::AtMostOnce
+    } else {
+        QoS::AtLeastOnce
+    };
+    rumqttc::SubscribeFilter::new(s.topic.clone(), qos)
+}
+
 impl<'a> Session<'a> {
-    fn new(cfg: &'a MqttConfig, client: &'a AsyncClient) -> Self {
+    fn new(subscriptions: Arc<[Subscription]>, client: &'a AsyncClient) -> Self {
         Session {
-            cfg,
             client,
+            subscriptions,
+            awaiting: VecDeque::new(),
             first_connect: true,
             pending_acks: VecDeque::new(),
         }
@@ -255,35 +306,81 @@ impl<'a> Session<'a> {
     fn connected(&mut self, session_present: bool, health: &MqttHealth) {
         let must_subscribe = self.first_connect || !session_present;
         self.first_connect = false;
+        self.awaiting.clear();
         if !must_subscribe {
             info!("mqtt reconnected, broker kept the session and its subscriptions");
             health.subscribed.store(true, Relaxed);
             return;
         }
-        let filters = self.cfg.subscriptions.iter().map(|s| {
-            let qos = if s.qos == 0 {
-                QoS::AtMostOnce
-            } else {
-                QoS::AtLeastOnce
-            };
-            rumqttc::SubscribeFilter::new(s.topic.clone(), qos)
-        });
-        match self.client.try_subscribe_many(filters) {
-            Ok(()) => info!(
+        let all: Vec<Subscription> = self.subscriptions.to_vec();
+        if self.subscribe(&all) {
+            info!(
                 session_present,
-                count = self.cfg.subscriptions.len(),
+                count = all.len(),
                 "mqtt connected, subscribing"
-            ),
-            Err(e) => error!(error = %e, "could not queue the MQTT SUBSCRIBE"),
+            );
         }
     }
 
+    fn subscribe(&mut self, subs: &[Subscription]) -> bool {
+        if subs.is_empty() {
+            return true;
+        }
+        match self.client.try_subscribe_many(subs.iter().map(filter)) {
+            Ok(()) => {
+                self.awaiting
+                    .push_back(subs.iter().map(|s| s.topic.clone()).collect());
+                true
+            }
+            Err(e) => {
+                error!(error = %e, "could not queue the MQTT SUBSCRIBE");
+                false
+            }
+        }
+    }
+
+    /// A reloaded subscription list: unsubscribe what went, subscribe what is new or changed.
+    fn update(&mut self, new: Arc<[Subscription]>, connected: bool) {
+        let gone: Vec<String> = self
+            .subscriptions
+            .iter()
+            .filter(|o| !new.iter().any(|n| n.topic == o.topic))
+            .map(|o| o.topic.clone())
+            .collect();
+        let added: Vec<Subscription> = new
+            .iter()
+            .filter(|n| {
+                !self
+                    .subscriptions
+                    .iter()
+                    .any(|o| o.topic == n.topic && o.qos == n.qos)
+            })
+            .cloned()
+            .collect();
+        self.subscriptions = new;
+        info!(
+            removed = gone.len(),
+            added = added.len(),
+            "mqtt subscriptions reloaded"
+        );
+        if !connected {
+            return; // the next ConnAck subscribes to the new list
+        }
+        for topic in gone {
+            if let Err(e) = self.client.try_unsubscribe(topic.clone()) {
+                warn!(%topic, error = %e, "could not queue the MQTT UNSUBSCRIBE");
+            }
+        }
+        self.subscribe(&added);
+    }
+
     fn suback(&mut self, codes: &[SubscribeReasonCode], health: &MqttHealth) {
+        let topics = self.awaiting.pop_front().unwrap_or_default();
         let refused: Vec<&str> = codes
             .iter()
-            .zip(&self.cfg.subscriptions)
+            .zip(&topics)
             .filter(|(c, _)| matches!(c, SubscribeReasonCode::Failure))
-            .map(|(_, s)| s.topic.as_str())
+            .map(|(_, t)| t.as_str())
             .collect();
         if refused.is_empty() {
             info!("mqtt subscriptions acknowledged");

@@ -12,6 +12,8 @@
 //! - [`fanout`]: per-socket delivery and the slow-client policy (coalesce, drain, cut off).
 //! - [`batch`]: optional `sensor:readings:batch` compatibility events.
 //! - [`transport`]: the HTTP listener; cuts connections whose writes stall.
+//! - [`reload`]: SIGHUP: registry, log level and subscriptions without a restart.
+//! - [`systemd`]: the notify protocol (READY, WATCHDOG, STATUS, RELOADING, STOPPING).
 //! - [`realtime`]: Socket.io handshake auth and client events.
 //! - [`auth`]: JWT verification shared by sockets and HTTP.
 //! - [`http`]: health and `/api/` routes.
@@ -31,8 +33,10 @@ pub mod pipeline;
 pub mod reading;
 pub mod realtime;
 pub mod registry;
+pub mod reload;
 pub mod route;
 pub mod stats;
+pub mod systemd;
 pub mod transport;
 
 use socketioxide::SocketIo;
@@ -72,7 +76,37 @@ pub enum RunError {
     Http(#[from] std::io::Error),
 }
 
-/// Runs the service until `shutdown` is cancelled, then shuts down in this order:
+/// How the caller steers a running service.
+pub struct Control {
+    /// Cancel to shut down.
+    pub shutdown: CancellationToken,
+    /// Notify to reload the config file and registry (SIGHUP).
+    pub reload: Arc<tokio::sync::Notify>,
+    /// Changes the log filter on reload (main has the tracing handle; tests pass `None`).
+    pub log_level: Option<reload::LogLevelSetter>,
+}
+
+impl Control {
+    pub fn new(shutdown: CancellationToken) -> Self {
+        Control {
+            shutdown,
+            reload: Arc::new(tokio::sync::Notify::new()),
+            log_level: None,
+        }
+    }
+}
+
+/// [`run_with`] with only a shutdown token.
+pub async fn run(
+    config: Config,
+    registry: Registry,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    run_with(config, registry, listeners, Control::new(shutdown)).await
+}
+
+/// Runs the service until `control.shutdown` is cancelled, then shuts down in this order:
 /// 1. refuse new sockets and stop accepting connections;
 /// 2. stop MQTT ingest (the message in hand is emitted first) and send DISCONNECT;
 /// 3. flush pending batches and what slow sockets still have pending;
@@ -80,12 +114,13 @@ pub enum RunError {
 /// 5. let the HTTP server finish.
 ///
 /// Steps 2-5 are bounded by `http.shutdown_timeout` each.
-pub async fn run(
+pub async fn run_with(
     config: Config,
     registry: Registry,
     listeners: Listeners,
-    shutdown: CancellationToken,
+    mut control: Control,
 ) -> Result<(), RunError> {
+    let shutdown = control.shutdown.clone();
     let auth = Authenticator::from_config(&config.auth)?;
     if auth.mode() == AuthMode::None {
         warn!(org = ?config.auth.dev_org, "AUTH IS OFF (auth.mode = \"none\"): every socket is trusted as this organization. Development only.");
@@ -111,6 +146,7 @@ pub async fn run(
         mqtt_health.clone(),
         fanout.clone(),
         config.limits.clone(),
+        Arc::new(reload::Reloader::new(control.log_level.take())),
         app_shutdown.clone(),
     );
     let (io_layer, io) = SocketIo::builder()
@@ -146,11 +182,13 @@ pub async fn run(
         config.mqtt.subscriptions.clone(),
         config.limits.max_payload_bytes,
     );
+    let (subs_tx, subs_rx) = tokio::sync::watch::channel(config.mqtt.subscriptions.clone().into());
     tasks.spawn(ingest::run(
         config.mqtt.clone(),
         options,
         pipeline,
-        mqtt_health,
+        mqtt_health.clone(),
+        subs_rx,
         ingest_stop.clone(),
     ));
     let delivery = TaskTracker::new();
@@ -170,9 +208,26 @@ pub async fn run(
             .await
     });
     info!(%addr, version = env!("CARGO_PKG_VERSION"), "sensorcast listening");
+    let side = TaskTracker::new();
+    let side_stop = CancellationToken::new();
+    side.spawn(systemd::supervise(
+        app.clone(),
+        mqtt_health,
+        config.http.ready_timeout,
+        side_stop.clone(),
+    ));
+    side.spawn(reload_loop(
+        config.clone(),
+        app.clone(),
+        control,
+        subs_tx,
+        side_stop.clone(),
+    ));
 
     shutdown.cancelled().await;
     info!("shutting down");
+    systemd::notify(&[sd_notify::NotifyState::Stopping]);
+    side_stop.cancel();
     let limit = config.http.shutdown_timeout;
     app.shutting_down
         .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -196,6 +251,39 @@ pub async fn run(
     }
     info!("shutdown complete");
     Ok(())
+}
+
+/// Waits for reload requests and applies them (see `reload`).
+async fn reload_loop(
+    mut config: Config,
+    app: AppState,
+    control: Control,
+    subscriptions: tokio::sync::watch::Sender<Arc<[config::Subscription]>>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = control.reload.notified() => {}
+        }
+        systemd::notify(&[sd_notify::NotifyState::Reloading]);
+        match app.reloader.reload(&config, &app.hub, &app.fanout) {
+            Ok(applied) => {
+                if let Some(subs) = applied.subscriptions {
+                    subscriptions.send_replace(subs);
+                }
+                config = applied.config;
+            }
+            Err(e) => {
+                error!(error = %e, "reload rejected; the previous config and registry stay in force")
+            }
+        }
+        let status = systemd::status_line(&app, 0);
+        systemd::notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&status),
+        ]);
+    }
 }
 
 async fn bounded(what: &str, limit: Duration, f: impl std::future::Future<Output = ()>) {

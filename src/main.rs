@@ -62,12 +62,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    init_tracing(&config);
+    let log_level = init_tracing(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match runtime.block_on(serve(config, registry)) {
+    match runtime.block_on(serve(config, registry, log_level)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -83,34 +83,50 @@ fn load(path: &Path) -> anyhow::Result<(Config, Registry)> {
     Ok((config, registry))
 }
 
-async fn serve(config: Config, registry: Registry) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    registry: Registry,
+    log_level: sensorcast::reload::LogLevelSetter,
+) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.http.listen))?;
-    let shutdown = CancellationToken::new();
-    tokio::spawn(watch_signals(shutdown.clone()));
-    sensorcast::run(
+    let mut control = sensorcast::Control::new(CancellationToken::new());
+    control.log_level = Some(log_level);
+    tokio::spawn(watch_signals(
+        control.shutdown.clone(),
+        control.reload.clone(),
+    ));
+    sensorcast::run_with(
         config,
         registry,
         sensorcast::Listeners { http: listener },
-        shutdown,
+        control,
     )
     .await?;
     Ok(())
 }
 
-/// First SIGTERM/SIGINT: graceful shutdown. Second: exit at once.
-async fn watch_signals(shutdown: CancellationToken) {
+/// First SIGTERM/SIGINT: graceful shutdown. Second: exit at once. SIGHUP: reload.
+async fn watch_signals(shutdown: CancellationToken, reload: std::sync::Arc<tokio::sync::Notify>) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    for n in 0.. {
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    let mut n = 0;
+    loop {
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading config and registry");
+                reload.notify_one();
+                continue;
+            }
         }
-        if n == 0 {
+        n += 1;
+        if n == 1 {
             tracing::info!("signal received, shutting down (send again to exit at once)");
             shutdown.cancel();
         } else {
@@ -120,19 +136,29 @@ async fn watch_signals(shutdown: CancellationToken) {
     }
 }
 
-fn init_tracing(config: &Config) {
-    use tracing_subscriber::EnvFilter;
-    // RUST_LOG, when set, wins over the config's level.
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+/// Sets up logging; returns the setter a reload uses to change the level. RUST_LOG, when set,
+/// wins over the config's level (and then a reload leaves it alone).
+fn init_tracing(config: &Config) -> sensorcast::reload::LogLevelSetter {
+    use tracing_subscriber::{prelude::*, reload, EnvFilter};
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let env_wins = from_env.is_some();
+    let filter = from_env.unwrap_or_else(|| EnvFilter::new(&config.log.level));
+    let (filter, handle) = reload::Layer::new(filter);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
+    let registry = tracing_subscriber::registry().with(filter);
     if config.log.format == "json" {
-        builder.json().init();
+        registry.with(fmt.json()).init();
     } else {
-        builder.init();
+        registry.with(fmt).init();
     }
+    Box::new(move |level: &str| {
+        if env_wins {
+            return Err("RUST_LOG is set and wins over log.level".into());
+        }
+        let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    })
 }

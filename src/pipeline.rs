@@ -27,7 +27,8 @@ pub struct Pipeline {
     io: SocketIo,
     fanout: Fanout,
     batcher: Option<Batcher>,
-    subscriptions: std::sync::Arc<[Subscription]>,
+    /// Replaced on reload (the MQTT task also re-subscribes).
+    subscriptions: std::sync::Arc<std::sync::RwLock<std::sync::Arc<[Subscription]>>>,
     max_payload: usize,
     last_logged: std::sync::Arc<DashMap<String, Instant>>,
 }
@@ -46,22 +47,29 @@ impl Pipeline {
             io,
             fanout,
             batcher,
-            subscriptions: subscriptions.into(),
+            subscriptions: std::sync::Arc::new(std::sync::RwLock::new(subscriptions.into())),
             max_payload,
             last_logged: Default::default(),
         }
     }
 
-    pub fn subscriptions(&self) -> &[Subscription] {
-        &self.subscriptions
+    pub fn subscriptions(&self) -> std::sync::Arc<[Subscription]> {
+        self.subscriptions
+            .read()
+            .expect("subscriptions lock")
+            .clone()
+    }
+
+    pub fn set_subscriptions(&self, subscriptions: std::sync::Arc<[Subscription]>) {
+        *self.subscriptions.write().expect("subscriptions lock") = subscriptions;
     }
 
     /// Handles one MQTT publish end to end.
     pub async fn handle(&self, topic: &str, payload: &[u8]) {
         let stats = self.hub.stats();
         stats.messages.fetch_add(1, Relaxed);
-        let Some(sub) = self
-            .subscriptions
+        let subscriptions = self.subscriptions();
+        let Some(sub) = subscriptions
             .iter()
             .find(|s| topic_matches(&s.topic, topic))
         else {

@@ -209,6 +209,11 @@ impl Registry {
         self.orgs.get(id)
     }
 
+    /// Site ids with their organization.
+    pub fn sites_with_org(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.sites.values().map(|s| (&*s.id, &*s.org))
+    }
+
     pub fn units(&self) -> impl Iterator<Item = &Arc<Unit>> {
         self.units.values()
     }

@@ -243,3 +243,60 @@ pub fn ttn_uplink(dev_eui: &str, temperature: f64) -> String {
     })
     .to_string()
 }
+
+/// The real `sensorcast` binary on a free port, for tests that need real signals.
+pub struct Binary {
+    pub child: tokio::process::Child,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+impl Binary {
+    /// Starts the binary on `config` (its `127.0.0.1:0` replaced by a free port) with `env`.
+    pub async fn spawn(config: &str, env: &[(&str, &str)]) -> Binary {
+        let port = super::broker::free_port();
+        let config = config.replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+        let dir = write_config_dir(&config);
+        let child = tokio::process::Command::new(binary())
+            .arg("--config")
+            .arg(dir.path().join("sensorcast.toml"))
+            .env_remove("SENSORCAST_CONFIG")
+            .envs(env.iter().copied())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn sensorcast");
+        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        Binary { child, addr, dir }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Waits (bounded) until `/health/ready` answers 200.
+    pub async fn wait_ready(&self) {
+        for _ in 0..150 {
+            if http_get(self.addr, "/health/ready", None).await.0 == 200 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("binary at {} not ready after 15 s", self.addr);
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.id().expect("running").to_string();
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} {pid}");
+    }
+
+    /// Rewrites a file in the config directory (the registry, the config).
+    pub fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.dir.path().join(name), text).unwrap();
+    }
+}

@@ -1,0 +1,211 @@
+//! The service under systemd, with real signals and a real notify socket: the sd_notify
+//! protocol (READY, WATCHDOG, STATUS, RELOADING, STOPPING) read from a datagram socket passed as
+//! NOTIFY_SOCKET, and SIGHUP reloading the registry and subscriptions while sockets stay up.
+
+mod common;
+
+use common::broker::Broker;
+use common::jsclient::JsDriver;
+use common::service::{auth, config_text, http_get, Binary, REGISTRY};
+use serde_json::json;
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+/// Reads notify datagrams until one contains `want` (bounded), returning everything read.
+fn read_until(sock: &UnixDatagram, want: &str, within: Duration) -> Vec<String> {
+    let deadline = Instant::now() + within;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        sock.set_read_timeout(Some(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1)),
+        ))
+        .unwrap();
+        match sock.recv(&mut buf) {
+            Ok(n) => {
+                let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+                let done = msg.lines().any(|l| l == want);
+                seen.push(msg);
+                if done {
+                    return seen;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    panic!("no {want:?} within {within:?}; got {seen:?}");
+}
+
+/// READY only once MQTT is subscribed, with a STATUS; WATCHDOG while the ingest loop runs;
+/// RELOADING then READY around SIGHUP; STOPPING at SIGTERM, then a clean exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speaks_the_notify_protocol() {
+    let broker = Broker::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    let mut bin = Binary::spawn(
+        &config_text(&broker.url()),
+        &[
+            ("NOTIFY_SOCKET", path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "1000000"),
+        ],
+    )
+    .await;
+    let seen =
+        tokio::task::block_in_place(|| read_until(&sock, "READY=1", Duration::from_secs(15)));
+    let ready = seen.last().unwrap();
+    assert!(ready.contains("STATUS=broker: connected"), "{ready}");
+    assert_eq!(
+        http_get(bin.addr, "/health/ready", None).await.0,
+        200,
+        "READY means ready"
+    );
+    tokio::task::block_in_place(|| read_until(&sock, "WATCHDOG=1", Duration::from_secs(3)));
+    tokio::task::block_in_place(|| read_until(&sock, "WATCHDOG=1", Duration::from_secs(3)));
+
+    bin.signal("HUP");
+    let seen =
+        tokio::task::block_in_place(|| read_until(&sock, "RELOADING=1", Duration::from_secs(5)));
+    assert!(seen.iter().any(|m| m.contains("RELOADING=1")));
+    tokio::task::block_in_place(|| read_until(&sock, "READY=1", Duration::from_secs(5)));
+
+    bin.signal("TERM");
+    tokio::task::block_in_place(|| read_until(&sock, "STOPPING=1", Duration::from_secs(5)));
+    let status = tokio::time::timeout(Duration::from_secs(10), bin.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+/// Without a broker, READY still comes after `http.ready_timeout`, with a STATUS saying why the
+/// service is degraded (so systemd does not kill a box whose broker is down at boot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_after_the_timeout_when_the_broker_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    let port = common::broker::free_port();
+    let config = config_text(&format!("mqtt://127.0.0.1:{port}")).replace(
+        "shutdown_timeout = \"3s\"",
+        "shutdown_timeout = \"3s\"\nready_timeout = \"1s\"",
+    );
+    let _bin = Binary::spawn(&config, &[("NOTIFY_SOCKET", path.to_str().unwrap())]).await;
+    let seen =
+        tokio::task::block_in_place(|| read_until(&sock, "READY=1", Duration::from_secs(10)));
+    assert!(
+        seen.last()
+            .unwrap()
+            .contains("STATUS=DEGRADED: MQTT not ready"),
+        "{seen:?}"
+    );
+}
+
+/// SIGHUP applies a new registry and subscription list without dropping sockets or the MQTT
+/// session: a removed unit's subscribers are told and unsubscribed, a new sensor and a new
+/// topic work at once; an invalid registry is refused, reported in /health, and the previous
+/// one stays in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_registry_and_subscriptions() {
+    let broker = Broker::start().await;
+    let config = config_text(&broker.url());
+    let mut bin = Binary::spawn(&config, &[]).await;
+    bin.wait_ready().await;
+    let driver = JsDriver::spawn().await;
+    let c = driver.connect(&bin.url(), Some(auth("o1", "owner"))).await;
+    c.wait_connect().await.unwrap();
+    assert_eq!(
+        c.emit_ack("subscribe:unit", vec![json!("u1")]).await[0]["ok"],
+        true
+    );
+    assert_eq!(
+        c.emit_ack("subscribe:unit", vec![json!("u2")]).await[0]["ok"],
+        true
+    );
+
+    // u2 goes (and its sensor), probe-9 joins u1, a new topic is subscribed.
+    let registry = REGISTRY
+        .replace("[[unit]]\nid = \"u2\"\nsite = \"s2\"\n", "")
+        .replace(
+            "[[sensor]]\nid = \"probe-2\"\nunit = \"u2\"\n",
+            "[[sensor]]\nid = \"probe-9\"\nunit = \"u1\"\n",
+        );
+    bin.write("registry.toml", &registry);
+    let more = "[[mqtt.subscriptions]]\ntopic = \"more/+\"\nformat = \"json\"\nqos = 1\n[auth]";
+    bin.write(
+        "sensorcast.toml",
+        &config
+            .replace("127.0.0.1:0", &bin.addr.to_string())
+            .replacen("[auth]", more, 1),
+    );
+    bin.signal("HUP");
+    let err = c.next_event("subscription:error").await.remove(0);
+    assert_eq!(
+        (err["entity"].as_str(), err["entityId"].as_str()),
+        (Some("unit"), Some("u2"))
+    );
+    broker
+        .publish("sensors/probe-9", r#"{"temperature": 4.5}"#, 1)
+        .await;
+    let r = c.next_event("sensor:reading").await.remove(0);
+    assert_eq!(
+        (r["unitId"].as_str(), r["deviceId"].as_str()),
+        (Some("u1"), Some("probe-9"))
+    );
+    // The new subscription is live (poll: the SUBSCRIBE goes out right after the reload).
+    let mut arrived = false;
+    for _ in 0..50 {
+        broker
+            .publish("more/probe-1", r#"{"temperature": 5.5}"#, 1)
+            .await;
+        if c.next_event_timeout("sensor:reading", Duration::from_millis(100))
+            .await
+            .is_some()
+        {
+            arrived = true;
+            break;
+        }
+    }
+    assert!(arrived, "a reading on the newly subscribed topic arrives");
+    let (_, health) = http_get(bin.addr, "/health", None).await;
+    assert_eq!(health["checks"]["reload"]["ok"], true, "{health}");
+
+    // A broken registry is refused; the one in force keeps working.
+    bin.write(
+        "registry.toml",
+        "[[unit]]\nid = \"x\"\nsite = \"nowhere\"\n",
+    );
+    bin.signal("HUP");
+    let mut refused = serde_json::Value::Null;
+    for _ in 0..50 {
+        refused = http_get(bin.addr, "/health", None).await.1;
+        if refused["checks"]["reload"]["ok"] == false {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(refused["checks"]["reload"]["ok"], false, "{refused}");
+    assert!(refused["checks"]["reload"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("nowhere"));
+    while c
+        .next_event_timeout("sensor:reading", Duration::from_millis(200))
+        .await
+        .is_some()
+    {}
+    broker
+        .publish("sensors/probe-9", r#"{"temperature": 6.5}"#, 1)
+        .await;
+    assert_eq!(c.next_event("sensor:reading").await[0]["temperature"], 6.5);
+    let (_, rt) = http_get(bin.addr, "/health/realtime", None).await;
+    assert_eq!(
+        rt["websocket"]["connections"], 1,
+        "the socket stayed up through both reloads"
+    );
+    bin.signal("TERM");
+    assert!(bin.child.wait().await.unwrap().success());
+}

@@ -209,3 +209,45 @@ async fn sighup_reloads_registry_and_subscriptions() {
     bin.signal("TERM");
     assert!(bin.child.wait().await.unwrap().success());
 }
+
+/// A second SIGTERM exits at once, even while the graceful shutdown is still waiting (here for
+/// a client that does not answer the close).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once() {
+    let broker = Broker::start().await;
+    let config = config_text(&broker.url())
+        .replace("shutdown_timeout = \"3s\"", "shutdown_timeout = \"30s\"");
+    let mut bin = Binary::spawn(&config, &[]).await;
+    bin.wait_ready().await;
+    // A client that stopped reading with full buffers: closing its transport waits.
+    let mut silent =
+        common::rawws::RawSocket::connect(bin.addr, &auth("o1", "viewer"), Some(2048)).await;
+    assert_eq!(
+        silent.emit_ack(1, "subscribe:unit", &[json!("u1")]).await[0]["ok"],
+        true
+    );
+    let publisher = common::broker::Publisher::connect(&broker).await;
+    for i in 0..3000 {
+        publisher
+            .publish_nowait(
+                "sensors/probe-1",
+                format!(r#"{{"temperature": {}}}"#, i % 50),
+                0,
+            )
+            .await;
+    }
+    publisher
+        .publish("sensors/probe-1", r#"{"temperature": 1}"#, 1)
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    bin.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    bin.signal("TERM");
+    let status = tokio::time::timeout(Duration::from_secs(5), bin.child.wait())
+        .await
+        .expect("exited")
+        .unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+}

@@ -241,13 +241,32 @@ async fn a_second_signal_exits_at_once() {
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     bin.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Signals that arrive before the first is handled are coalesced: wait until shutdown began.
+    for _ in 0..100 {
+        if http_get(bin.addr, "/health/ready", None).await.0 != 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
     bin.signal("TERM");
-    let status = tokio::time::timeout(Duration::from_secs(5), bin.child.wait())
-        .await
-        .expect("exited")
-        .unwrap();
+    let status = match tokio::time::timeout(Duration::from_secs(5), bin.child.wait()).await {
+        Ok(s) => s.unwrap(),
+        Err(_) => {
+            bin.signal("KILL");
+            let mut err = String::new();
+            use tokio::io::AsyncReadExt;
+            bin.child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .await
+                .unwrap();
+            panic!("still running 5 s after the second SIGTERM; log:\n{err}");
+        }
+    };
     assert_eq!(status.code(), Some(130), "{status:?}");
     assert!(started.elapsed() < Duration::from_secs(2));
 }

@@ -219,11 +219,17 @@ pub async fn run(
             Err(e) => {
                 let was_connected = health.connected.swap(false, Relaxed);
                 health.subscribed.store(false, Relaxed);
-                health.set_error(Some(e.to_string()));
+                let message = e.to_string();
+                // Say each new kind of failure once at warn (a bad certificate, a refused
+                // login); repeats of the same one only at debug.
+                let repeated = health.last_error().as_deref() == Some(message.as_str());
+                health.set_error(Some(message));
                 let wait = backoff.next();
                 if was_connected {
                     health.reconnects.fetch_add(1, Relaxed);
                     warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "mqtt connection lost");
+                } else if !repeated {
+                    warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "mqtt connect failed");
                 } else {
                     debug!(error = %e, retry_in_ms = wait.as_millis() as u64, "mqtt connect failed");
                 }

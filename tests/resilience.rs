@@ -3,9 +3,11 @@
 
 mod common;
 
-use common::broker::{free_port, Broker, Publisher};
+use common::broker::{Broker, Publisher};
 use common::jsclient::{JsClient, JsDriver};
-use common::service::{auth, binary, config_text, http_get, repo_path, write_config_dir, Service};
+use common::service::{
+    auth, binary, config_text, http_get, repo_path, write_config_dir, Binary, Service,
+};
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -120,37 +122,19 @@ async fn resubscribes_when_the_broker_lost_the_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_shuts_down_gracefully() {
     let broker = Broker::start().await;
-    let port = free_port();
-    let cfg = config_text(&broker.url()).replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    let cfg = config_text(&broker.url());
     let client_id = cfg
         .lines()
         .find_map(|l| l.strip_prefix("client_id = "))
         .unwrap()
         .trim_matches('"')
         .to_string();
-    let dir = write_config_dir(&cfg);
-    let mut child = tokio::process::Command::new(binary())
-        .arg("--config")
-        .arg(dir.path().join("sensorcast.toml"))
-        .env("RUST_LOG", "info")
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn sensorcast");
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut ready = false;
-    for _ in 0..100 {
-        if http_get(addr, "/health/ready", None).await.0 == 200 {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "binary became ready");
+    let mut bin = Binary::spawn(&cfg, &[("RUST_LOG", "info")]).await;
+    bin.wait_ready().await;
+    let addr = bin.addr;
 
     let driver = JsDriver::spawn().await;
-    let url = format!("http://127.0.0.1:{port}");
-    let c = subscribed(&driver, &url, "u1").await;
+    let c = subscribed(&driver, &bin.url(), "u1").await;
     let publisher = Publisher::connect(&broker).await;
     for i in 0..50 {
         publisher
@@ -160,14 +144,9 @@ async fn sigterm_shuts_down_gracefully() {
     // At least the first reading is there before the signal.
     let first = c.next_event("sensor:reading").await.remove(0);
     let seqs = vec![first["seq"].as_u64().unwrap()];
-    let pid = child.id().unwrap().to_string();
     let started = std::time::Instant::now();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+    bin.signal("TERM");
+    let status = tokio::time::timeout(Duration::from_secs(10), bin.child.wait())
         .await
         .expect("exited within 10 s")
         .unwrap();
@@ -196,7 +175,7 @@ async fn sigterm_shuts_down_gracefully() {
 
     let mut stderr = String::new();
     use tokio::io::AsyncReadExt;
-    child
+    bin.child
         .stderr
         .take()
         .unwrap()

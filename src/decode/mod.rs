@@ -67,7 +67,10 @@ pub enum Decoded {
     /// A message on a subscribed topic that is not a reading (a join, a downlink event).
     Ignored(&'static str),
     /// The device says it went online or offline (Tasmota LWT, Zigbee2MQTT availability).
-    Availability { sensor_id: String, online: bool },
+    Availability {
+        sensor_id: String,
+        online: bool,
+    },
 }
 
 /// Why a payload was rejected. `Display` is the message for logs; `reason()` the metric label.

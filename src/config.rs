@@ -66,6 +66,9 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Alert rule defaults (the last level of inheritance) and the alert engine's knobs.
+    #[serde(default)]
+    pub alerts: crate::alerts::rules::AlertsConfig,
     /// The directory of the config file; relative paths inside it resolve against this.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -485,6 +488,9 @@ impl Config {
         if self.limits.unmapped_capacity == 0 || self.limits.socket_buffer == 0 {
             return Err(invalid("limits", "capacities must be above 0".into()));
         }
+        self.alerts
+            .validate()
+            .map_err(|(key, m)| invalid(&format!("alerts.{key}"), m))?;
         Ok(())
     }
 }

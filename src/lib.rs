@@ -9,12 +9,14 @@
 //! - [`route`]: sensor → unit and the rooms a reading goes to (pure).
 //! - [`hub`]: per-unit `seq` and latest reading, the unmapped-sensor list, the epoch.
 //! - [`reading`]: the `sensor:reading` wire type.
+//! - [`alerts`]: the alert engine: rules, unit states, alerts, persistence, webhooks.
 //! - [`realtime`]: Socket.io handshake auth and client events.
 //! - [`auth`]: JWT verification shared by sockets and HTTP.
 //! - [`http`]: health and `/api/` routes.
 //! - [`stats`]: counters for everything accepted, rejected or dropped.
 //! - [`app`]: the cheap-clone handle the handlers share.
 
+pub mod alerts;
 pub mod app;
 pub mod auth;
 pub mod config;

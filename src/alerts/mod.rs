@@ -17,8 +17,11 @@
 //! engine's input queue plus a read-only view of the open alerts, replaced by the engine after
 //! every change so that `get:alerts` never waits behind readings.
 
+pub mod machine;
 pub mod model;
 pub mod rules;
+mod unit;
 
+pub use machine::AckError;
 pub use model::{Alert, AlertType, Event, Severity, UnitState};
 pub use rules::{AlertsConfig, RuleBook, RuleError, RuleSet};

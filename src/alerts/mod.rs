@@ -20,6 +20,7 @@
 pub mod machine;
 pub mod model;
 pub mod rules;
+pub mod store;
 mod unit;
 
 pub use machine::AckError;

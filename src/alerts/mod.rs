@@ -22,6 +22,7 @@ pub mod model;
 pub mod rules;
 pub mod store;
 mod unit;
+pub mod webhook;
 
 pub use machine::AckError;
 pub use model::{Alert, AlertType, Event, Severity, UnitState};

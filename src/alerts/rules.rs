@@ -199,6 +199,9 @@ impl AlertsConfig {
         self.defaults()
             .check()
             .map_err(|(k, m)| (k.to_string(), m))?;
+        for (i, url) in self.webhooks.iter().enumerate() {
+            super::webhook::HttpUrl::parse(url).map_err(|m| (format!("webhooks[{i}]"), m))?;
+        }
         if self.webhook_queue == 0 || self.webhook_max_attempts == 0 {
             return Err((
                 "webhook_queue".into(),
@@ -473,6 +476,9 @@ unit = "freezer"
     fn the_alerts_table_is_validated() {
         let mut c = AlertsConfig::default();
         assert!(c.validate().is_ok());
+        c.webhooks = vec!["https://example.com/hook".into()];
+        assert_eq!(c.validate().unwrap_err().0, "webhooks[0]");
+        c.webhooks.clear();
         c.hysteresis = f64::NAN;
         assert_eq!(c.validate().unwrap_err().0, "hysteresis");
     }

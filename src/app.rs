@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::alerts::Alerts;
 use crate::auth::Authenticator;
 use crate::hub::Hub;
 use crate::ingest::MqttHealth;
@@ -17,6 +18,8 @@ pub struct Inner {
     pub hub: Hub,
     pub auth: Authenticator,
     pub mqtt: Arc<MqttHealth>,
+    /// The alert engine's handle (open alerts, acknowledgements).
+    pub alerts: Alerts,
     /// Sockets connected to the default namespace right now.
     pub connections: AtomicUsize,
     /// Set when shutdown starts: new sockets are refused from then on.
@@ -38,12 +41,14 @@ impl AppState {
         hub: Hub,
         auth: Authenticator,
         mqtt: Arc<MqttHealth>,
+        alerts: Alerts,
         shutdown: CancellationToken,
     ) -> Self {
         AppState(Arc::new(Inner {
             hub,
             auth,
             mqtt,
+            alerts,
             connections: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
             shutdown,

@@ -91,6 +91,7 @@ async fn health(State(app): State<AppState>) -> Response {
             "registry": { "orgs": orgs, "sites": sites, "units": units, "sensors": sensors },
         },
         "pipeline": stats,
+        "alerts": app.alerts.health(),
     });
     let code = if problem.is_none() {
         StatusCode::OK

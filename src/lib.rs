@@ -41,6 +41,7 @@ use tokio_util::task::TaskTracker;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tracing::{error, info, warn};
 
+use crate::alerts::{Alerts, Clock, Outlets};
 use crate::app::AppState;
 use crate::auth::Authenticator;
 use crate::config::{AuthMode, Config};
@@ -60,6 +61,8 @@ pub enum RunError {
     Auth(#[from] auth::KeyError),
     #[error("mqtt: {0}")]
     Mqtt(String),
+    #[error("alert rules: {0}")]
+    Rules(#[from] alerts::RuleError),
     #[error("cors: bad origin {0:?}")]
     Cors(String),
     #[error("http server: {0}")]
@@ -68,11 +71,14 @@ pub enum RunError {
 
 /// Runs the service until `shutdown` is cancelled, then shuts down in this order:
 /// 1. refuse new sockets and stop accepting connections;
-/// 2. stop MQTT ingest (the message in hand is emitted first) and send DISCONNECT;
-/// 3. disconnect sockets;
-/// 4. let the HTTP server finish.
+/// 2. stop MQTT ingest (the message in hand is emitted and handed to the alert engine first)
+///    and send DISCONNECT;
+/// 3. stop the alert engine: it judges what is queued, announces it while sockets are still
+///    connected, and writes its state; webhooks get one last attempt at what they hold;
+/// 4. disconnect sockets;
+/// 5. let the HTTP server finish.
 ///
-/// Steps 2-4 are bounded by `http.shutdown_timeout` each.
+/// Steps 2-5 are bounded by `http.shutdown_timeout` each.
 pub async fn run(
     config: Config,
     registry: Registry,
@@ -84,10 +90,18 @@ pub async fn run(
         warn!(org = ?config.auth.dev_org, "AUTH IS OFF (auth.mode = \"none\"): every socket is trusted as this organization. Development only.");
     }
     let options = ingest::mqtt_options(&config.mqtt).map_err(RunError::Mqtt)?;
+    let (alerts, alert_engine) =
+        Alerts::new(&config.alerts, &config.state.dir, &registry, Clock::System)?;
     let hub = Hub::new(registry, config.limits.unmapped_capacity);
     let mqtt_health = Arc::new(MqttHealth::default());
     let app_shutdown = CancellationToken::new();
-    let app = AppState::new(hub.clone(), auth, mqtt_health.clone(), app_shutdown.clone());
+    let app = AppState::new(
+        hub.clone(),
+        auth,
+        mqtt_health.clone(),
+        alerts.clone(),
+        app_shutdown.clone(),
+    );
 
     let (io_layer, io) = SocketIo::builder()
         .with_state(app.clone())
@@ -98,6 +112,16 @@ pub async fn run(
     let cors = cors_layer(&config.http.cors_origins)?;
     let router = http::router(app.clone()).layer(io_layer).layer(cors);
 
+    // The alert engine has its own tracker: it must stop after ingest and before sockets.
+    let alert_tasks = TaskTracker::new();
+    let alerts_stop = CancellationToken::new();
+    let outlets = Outlets {
+        io: Some(io.clone()),
+        hub: hub.clone(),
+        tap: None,
+    };
+    alert_tasks.spawn(alert_engine.run(outlets, alert_tasks.clone(), alerts_stop.clone()));
+
     let tasks = TaskTracker::new();
     let ingest_stop = CancellationToken::new();
     let pipeline = Pipeline::new(
@@ -105,7 +129,8 @@ pub async fn run(
         io.clone(),
         config.mqtt.subscriptions.clone(),
         config.limits.max_payload_bytes,
-    );
+    )
+    .with_alerts(alerts);
     tasks.spawn(ingest::run(
         config.mqtt.clone(),
         options,
@@ -137,6 +162,9 @@ pub async fn run(
     ingest_stop.cancel();
     tasks.close();
     bounded("mqtt ingest", limit, tasks.wait()).await;
+    alerts_stop.cancel();
+    alert_tasks.close();
+    bounded("alert engine", limit, alert_tasks.wait()).await;
     app_shutdown.cancel();
     // io.close() waits for every transport; a client that stopped reading would hold it forever.
     bounded("socket.io", limit, io.close()).await;

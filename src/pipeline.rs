@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
+use crate::alerts::Alerts;
 use crate::config::Subscription;
 use crate::decode::{self, Decoded};
 use crate::hub::{Accepted, Hub};
@@ -26,6 +27,8 @@ pub struct Pipeline {
     subscriptions: std::sync::Arc<[Subscription]>,
     max_payload: usize,
     last_logged: std::sync::Arc<DashMap<String, Instant>>,
+    /// The alert engine, fed after each emit (none in pipelines built without it).
+    alerts: Option<Alerts>,
 }
 
 impl Pipeline {
@@ -41,7 +44,14 @@ impl Pipeline {
             subscriptions: subscriptions.into(),
             max_payload,
             last_logged: Default::default(),
+            alerts: None,
         }
+    }
+
+    /// Feeds every mapped reading and availability report to the alert engine.
+    pub fn with_alerts(mut self, alerts: Alerts) -> Self {
+        self.alerts = Some(alerts);
+        self
     }
 
     pub fn subscriptions(&self) -> &[Subscription] {
@@ -73,6 +83,13 @@ impl Pipeline {
                 stats.ignored.fetch_add(1, Relaxed);
                 let known = self.hub.set_availability(&sensor_id, online, received_at);
                 debug!(topic, sensor_id, online, known, "availability");
+                if let Some(alerts) = &self.alerts {
+                    if let Some(unit) = route::route(&self.hub.registry(), &sensor_id) {
+                        alerts
+                            .availability(unit.id.clone(), &sensor_id, online)
+                            .await;
+                    }
+                }
             }
             Ok(Decoded::Ignored(why)) => {
                 stats.ignored.fetch_add(1, Relaxed);
@@ -102,6 +119,11 @@ impl Pipeline {
                 self.emit("sensor:reading", route::reading_rooms(&unit), &*wire)
                     .await;
                 self.hub.stats().emitted.fetch_add(1, Relaxed);
+                // Waits when the engine's queue is full (see alerts::INPUT_QUEUE): holding
+                // ingest back is better than an alert judged without this reading.
+                if let Some(alerts) = &self.alerts {
+                    alerts.reading(&wire).await;
+                }
             }
         }
     }

@@ -103,6 +103,8 @@ async fn on_connect(s: SocketRef, State(app): State<AppState>, Extension(p): Ext
     s.on("unsubscribe:organization", unsubscribe_org);
     s.on("get:latest", get_latest);
     s.on("ping", ping);
+    s.on("alert:ack", crate::alerts::socket::alert_ack);
+    s.on("get:alerts", crate::alerts::socket::get_alerts);
     s.on_fallback(unknown_event);
 
     let expiry = CancellationToken::new();

@@ -9,7 +9,7 @@ mod common;
 
 use common::broker::{Broker, Publisher};
 use common::jsclient::{JsClient, JsDriver};
-use common::service::{auth, config_text, token, Service};
+use common::service::{auth, binary, config_text, token, write_config_dir, Service};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -303,6 +303,66 @@ async fn webhooks_receive_alert_events_and_health_counts_them() {
     assert_eq!(alerts["webhooks"]["delivered"], 2);
     assert_eq!(alerts["webhooks"]["dropped"], 0);
     service.stop().await;
+}
+
+/// `check-config` refuses broken alert settings with the file and key (or unit) at fault, and
+/// accepts rules that inherit into a valid combination.
+#[test]
+fn check_config_names_broken_alert_rules() {
+    let base = config_text("mqtt://127.0.0.1:1");
+    let org = "[[org]]\nid = \"o\"\ntemp_max = 4\n[[site]]\nid = \"s\"\norg = \"o\"\n";
+    let unit = |keys: &str| format!("{org}[[unit]]\nid = \"u1\"\nsite = \"s\"\n{keys}\n");
+    let cases: Vec<(String, String, Vec<&str>)> = vec![
+        (
+            format!("{base}[alerts]\nwebhooks = [\"https://hooks.example.com/x\"]\n"),
+            unit(""),
+            vec!["sensorcast.toml", "alerts.webhooks[0]", "not supported"],
+        ),
+        (
+            format!("{base}[alerts]\nconfirm_after = \"soon\"\n"),
+            unit(""),
+            vec!["sensorcast.toml", "line ", "\"soon\""],
+        ),
+        (
+            base.clone(),
+            unit("temp_min = 9\ntemp_max = 2"),
+            vec!["registry.toml", "unit[0].temp_min", "below temp_max"],
+        ),
+        (
+            base.clone(),
+            unit("restore_after = 0"),
+            vec!["registry.toml", "line 10", "1 or more"],
+        ),
+        (
+            base.clone(),
+            unit("temp_min = 3.8"),
+            vec!["registry.toml", "\"u1\"", "hysteresis"],
+        ),
+    ];
+    let check = |dir: &std::path::Path| {
+        let out = std::process::Command::new(binary())
+            .args(["check-config", "--config"])
+            .arg(dir.join("sensorcast.toml"))
+            .env_remove("SENSORCAST_CONFIG")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text)
+    };
+    for (config, registry, wants) in cases {
+        let dir = write_config_dir(&config);
+        std::fs::write(dir.path().join("registry.toml"), registry).unwrap();
+        let (code, out) = check(dir.path());
+        assert_eq!(code, Some(1), "{out}");
+        for want in wants {
+            assert!(out.contains(want), "{out:?} should contain {want:?}");
+        }
+    }
+    let dir = write_config_dir(&base);
+    std::fs::write(dir.path().join("registry.toml"), unit("temp_min = 1")).unwrap();
+    let (code, out) = check(dir.path());
+    assert_eq!(code, Some(0), "{out}");
 }
 
 /// A minimal HTTP server on 127.0.0.1 that answers 204 and hands each POSTed JSON body over.

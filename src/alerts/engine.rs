@@ -192,7 +192,10 @@ impl Engine {
 
     /// Announces `out` (rooms, webhooks, tap), then hands the state to the writer if it changed.
     async fn publish(&mut self, sinks: &mut Sinks, out: Vec<Out>) {
-        let announced = !out.is_empty();
+        // The view first: a client that acts on an event at once (alert:ack) must find it.
+        if !out.is_empty() {
+            self.refresh_view();
+        }
         for o in out {
             debug!(event = o.event.name(), unit = %o.event.unit_id(), "alert event");
             self.shared.count(&o.event);
@@ -214,9 +217,6 @@ impl Engine {
         }
         if self.machine.needs_save() {
             sinks.writer.write(&self.machine.save(self.clock.now()));
-        }
-        if announced {
-            self.refresh_view();
         }
     }
 

@@ -8,7 +8,8 @@
 //! Layout (docs/alerts.md has the behaviour):
 //! - [`rules`]: rule keys on registry entries and `[alerts]`, inheritance, validation.
 //! - [`model`]: states, alert types, the open [`Alert`], event payloads, alert ids.
-//! - `unit`: one unit's state and transitions (pure).
+//! - `unit`: one unit's state and transitions (pure), with `judge` (a reading's temperature
+//!   and battery) and `lifecycle` (opening, escalating, resolving its alerts).
 //! - [`machine`]: every unit plus the deadline queue (pure: time is an argument).
 //! - [`engine`]: the task that owns the machine; [`store`] and [`webhook`] are its outputs.
 //! - [`socket`]: `alert:ack` and `get:alerts`.
@@ -18,6 +19,8 @@
 //! every change so that `get:alerts` never waits behind readings.
 
 pub mod engine;
+mod judge;
+mod lifecycle;
 pub mod machine;
 pub mod model;
 pub mod rules;

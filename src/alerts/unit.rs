@@ -7,7 +7,7 @@
 //! - connectivity: silent for `offline_after`, or every sensor reported offline → `offline`
 //!   (`monitoring_interrupted`), resolved by the next reading;
 //! - battery: at or below `battery_low` → `low_battery` (info), cleared
-//!   [`BATTERY_HYSTERESIS`] points above it.
+//!   [`BATTERY_HYSTERESIS`](super::rules::BATTERY_HYSTERESIS) points above it.
 //!
 //! The state shown to dashboards is `offline` while offline, else the temperature state.
 //! Everything here is serialisable: it is what the state file keeps.
@@ -19,10 +19,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::model::{
-    millis, new_alert_id, opt_millis, Alert, AlertAcknowledged, AlertEscalated, AlertResolved,
-    AlertType, Event, Severity, Side, UnitState, UnitStateChanged,
+    millis, opt_millis, Alert, AlertAcknowledged, AlertType, Event, Severity, Side, UnitState,
+    UnitStateChanged,
 };
-use super::rules::{RestoreAfter, TempRule, UnitBook, UnitRules, BATTERY_HYSTERESIS};
+use super::rules::{RestoreAfter, TempRule, UnitBook, UnitRules};
 
 /// The temperature part of a unit's state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,7 +102,8 @@ pub struct Cx<'a> {
     pub out: &'a mut Vec<Out>,
     /// Set when anything worth persisting changed (not for `last_seen` alone).
     pub changed: bool,
-    reason: String,
+    /// Why the shown state is changing (the `reason` of `unit:state:changed`).
+    pub(super) reason: String,
 }
 
 impl<'a> Cx<'a> {
@@ -124,33 +125,12 @@ impl<'a> Cx<'a> {
         }
     }
 
-    fn held(&self) -> bool {
+    pub(super) fn held(&self) -> bool {
         self.hold_until.is_some_and(|h| self.now < h)
     }
 
-    fn label(&self) -> &str {
+    pub(super) fn label(&self) -> &str {
         self.book.label()
-    }
-}
-
-/// Where a temperature falls relative to an excursion on `side`.
-#[derive(Debug, PartialEq)]
-enum Band {
-    Out,
-    /// In range but not yet past the hysteresis: does not count towards restoring.
-    Dead,
-    In,
-}
-
-fn band(t: f64, r: &TempRule, side: Side) -> Band {
-    if t > r.max || t < r.min {
-        Band::Out
-    } else if (side == Side::Max && t > r.max - r.hysteresis)
-        || (side == Side::Min && t < r.min + r.hysteresis)
-    {
-        Band::Dead
-    } else {
-        Band::In
     }
 }
 
@@ -364,208 +344,7 @@ impl Track {
     /// Resolves every open alert (the unit left the registry).
     pub fn resolve_all(&mut self, out: &mut Vec<Out>, now: DateTime<Utc>) {
         for a in self.alerts.drain(..) {
-            out.push(resolved(&a, now));
+            out.push(super::lifecycle::resolved(&a, now));
         }
-    }
-
-    fn temperature(&mut self, cx: &mut Cx, t: f64) {
-        let Some(r) = cx.book.rules.temp else {
-            return;
-        };
-        match self.temp.clone() {
-            Temp::Ok => {
-                let side = if t > r.max {
-                    Side::Max
-                } else if t < r.min {
-                    Side::Min
-                } else {
-                    return;
-                };
-                self.temp = Temp::Excursion {
-                    side,
-                    since: cx.now,
-                };
-                let (limit, word) = match side {
-                    Side::Max => (r.max, "above the maximum"),
-                    Side::Min => (r.min, "below the minimum"),
-                };
-                cx.reason = format!("temperature {t} °C {word} {limit} °C");
-                let message = format!("{}: temperature {t} °C is {word} {limit} °C", cx.label());
-                let mut alert = self.alert(
-                    cx,
-                    AlertType::TemperatureExcursion,
-                    Severity::Warning,
-                    message,
-                );
-                alert.value = Some(t);
-                alert.threshold = Some(limit);
-                alert.threshold_violated = Some(side);
-                self.trigger(cx, alert);
-            }
-            Temp::Excursion { side, since } | Temp::Alarm { side, since } => {
-                if band(t, &r, side) == Band::In {
-                    self.temp = Temp::Restoring {
-                        side,
-                        since,
-                        escalated: matches!(self.temp, Temp::Alarm { .. }),
-                        in_band_since: None,
-                        readings: 0,
-                    };
-                    cx.reason = format!("temperature back in range ({t} °C)");
-                    cx.changed = true;
-                    self.in_band(cx, &r);
-                }
-            }
-            Temp::Restoring {
-                side,
-                since,
-                escalated,
-                ..
-            } => match band(t, &r, side) {
-                Band::Out => {
-                    self.temp = if escalated {
-                        Temp::Alarm { side, since }
-                    } else {
-                        Temp::Excursion { side, since }
-                    };
-                    cx.reason = format!("temperature out of range again ({t} °C)");
-                    cx.changed = true;
-                }
-                Band::Dead => {
-                    if let Temp::Restoring {
-                        in_band_since,
-                        readings,
-                        ..
-                    } = &mut self.temp
-                    {
-                        cx.changed |= in_band_since.take().is_some() || *readings > 0;
-                        *readings = 0;
-                    }
-                }
-                Band::In => self.in_band(cx, &r),
-            },
-        }
-    }
-
-    /// One more reading inside the band while restoring.
-    fn in_band(&mut self, cx: &mut Cx, r: &TempRule) {
-        let Temp::Restoring {
-            in_band_since,
-            readings,
-            ..
-        } = &mut self.temp
-        else {
-            return;
-        };
-        in_band_since.get_or_insert(cx.now);
-        *readings += 1;
-        cx.changed = true;
-        if let RestoreAfter::Readings(n) = r.restore_after {
-            if *readings >= n {
-                self.restored(cx, &format!("back in range for {n} readings"));
-            }
-        }
-    }
-
-    fn restored(&mut self, cx: &mut Cx, why: &str) {
-        self.temp = Temp::Ok;
-        cx.reason = why.to_string();
-        cx.changed = true;
-        self.resolve(cx, AlertType::TemperatureExcursion);
-    }
-
-    fn battery(&mut self, cx: &mut Cx, b: f64) {
-        let low = cx.book.rules.battery_low;
-        if !self.battery_low && b <= low {
-            self.battery_low = true;
-            cx.changed = true;
-            let message = format!("{}: battery at {b} % (low at {low} %)", cx.label());
-            let mut alert = self.alert(cx, AlertType::LowBattery, Severity::Info, message);
-            alert.value = Some(b);
-            alert.threshold = Some(low);
-            alert.threshold_violated = Some(Side::Min);
-            self.trigger(cx, alert);
-        } else if self.battery_low && b >= low + BATTERY_HYSTERESIS {
-            self.battery_low = false;
-            cx.changed = true;
-            self.resolve(cx, AlertType::LowBattery);
-        }
-    }
-
-    fn alert(&self, cx: &mut Cx, ty: AlertType, severity: Severity, message: String) -> Alert {
-        let unit = &cx.book.unit;
-        Alert {
-            alert_id: new_alert_id(cx.now, cx.rng),
-            unit_id: unit.id.clone(),
-            site_id: unit.site.clone(),
-            organization_id: unit.org.clone(),
-            alert_type: ty,
-            severity,
-            message,
-            value: None,
-            threshold: None,
-            threshold_violated: None,
-            triggered_at: cx.now,
-            escalation_level: 0,
-            escalated_at: None,
-            acknowledged_by: None,
-            acknowledged_at: None,
-        }
-    }
-
-    /// Opens `alert` unless one of its type is already open for this unit.
-    fn trigger(&mut self, cx: &mut Cx, alert: Alert) {
-        cx.changed = true;
-        if self.alerts.iter().any(|a| a.alert_type == alert.alert_type) {
-            return;
-        }
-        cx.out.push(Out {
-            event: Event::Triggered((&alert).into()),
-            org: alert.organization_id.clone(),
-            site: alert.site_id.clone(),
-        });
-        self.alerts.push(alert);
-    }
-
-    fn escalate(&mut self, cx: &mut Cx) {
-        cx.changed = true;
-        let ty = AlertType::TemperatureExcursion;
-        let Some(a) = self.alerts.iter_mut().find(|a| a.alert_type == ty) else {
-            return;
-        };
-        a.severity = Severity::Critical;
-        a.escalation_level += 1;
-        a.escalated_at = Some(cx.now);
-        cx.out.push(Out {
-            event: Event::Escalated(AlertEscalated {
-                alert_id: a.alert_id.clone(),
-                unit_id: a.unit_id.clone(),
-                severity: a.severity,
-                escalation_level: a.escalation_level,
-                escalated_at: cx.now,
-            }),
-            org: a.organization_id.clone(),
-            site: a.site_id.clone(),
-        });
-    }
-
-    fn resolve(&mut self, cx: &mut Cx, ty: AlertType) {
-        cx.changed = true;
-        if let Some(i) = self.alerts.iter().position(|a| a.alert_type == ty) {
-            let a = self.alerts.remove(i);
-            cx.out.push(resolved(&a, cx.now));
-        }
-    }
-}
-
-fn resolved(a: &Alert, now: DateTime<Utc>) -> Out {
-    Out {
-        event: Event::Resolved(AlertResolved {
-            alert_id: a.alert_id.clone(),
-            unit_id: a.unit_id.clone(),
-            resolved_at: now,
-        }),
-        org: a.organization_id.clone(),
-        site: a.site_id.clone(),
     }
 }

@@ -32,6 +32,64 @@ export interface SubscriptionError {
   message: "Access denied";
 }
 
+export type UnitState = "ok" | "excursion" | "alarm" | "restoring" | "offline";
+export type AlertType = "temperature_excursion" | "monitoring_interrupted" | "low_battery";
+export type Severity = "info" | "warning" | "critical";
+
+export interface UnitStateChanged {
+  unitId: string;
+  siteId: string;
+  organizationId: string;
+  previousState: UnitState;
+  newState: UnitState;
+  timestamp: string;
+  reason: string;
+}
+
+export interface AlertTriggered {
+  alertId: string;
+  unitId: string;
+  siteId: string;
+  organizationId: string;
+  alertType: AlertType;
+  severity: Severity;
+  message: string;
+  /** The reading (°C) or battery (%); null for monitoring_interrupted. */
+  value: number | null;
+  threshold: number | null;
+  thresholdViolated: "min" | "max" | null;
+  triggeredAt: string;
+}
+
+export interface AlertEscalated {
+  alertId: string;
+  unitId: string;
+  severity: Severity;
+  escalationLevel: number;
+  escalatedAt: string;
+}
+
+export interface AlertResolved {
+  alertId: string;
+  unitId: string;
+  resolvedAt: string;
+}
+
+export interface AlertAcknowledged {
+  alertId: string;
+  unitId: string;
+  acknowledgedBy: string;
+  acknowledgedAt: string;
+}
+
+/** An open alert as `get:alerts` and `alert:ack` return it. */
+export interface Alert extends AlertTriggered {
+  escalationLevel: number;
+  escalatedAt: string | null;
+  acknowledgedBy: string | null;
+  acknowledgedAt: string | null;
+}
+
 export type Failure = { ok: false; error: string };
 export type UnitSubscribeAck =
   | { ok: true; latest: SensorReading | null; epoch: string; recovered?: boolean }
@@ -40,6 +98,8 @@ export type ManySubscribeAck =
   | { ok: true; latest: SensorReading[]; epoch: string; recovered?: boolean }
   | Failure;
 export type OkAck = { ok: true } | Failure;
+export type AlertAckAnswer = { ok: true; alert: Alert } | Failure;
+export type AlertsAnswer = { ok: true; alerts: Alert[] } | Failure;
 
 export interface ServerToClientEvents {
   "connection:ack": (ack: ConnectionAck) => void;
@@ -47,6 +107,11 @@ export interface ServerToClientEvents {
   "subscription:error": (err: SubscriptionError) => void;
   "auth:expired": (info: { message: "Token expired" }) => void;
   "sensor:readings:batch": (batch: { unitId: string; readings: SensorReading[]; count: number }) => void;
+  "unit:state:changed": (e: UnitStateChanged) => void;
+  "alert:triggered": (e: AlertTriggered) => void;
+  "alert:escalated": (e: AlertEscalated) => void;
+  "alert:resolved": (e: AlertResolved) => void;
+  "alert:acknowledged": (e: AlertAcknowledged) => void;
 }
 
 /** Where a client left off, for resuming (docs/protocol.md). */
@@ -68,4 +133,6 @@ export interface ClientToServerEvents {
   "unsubscribe:organization": (ack?: (a: OkAck) => void) => void;
   "get:latest": (unitId: string, ack: (r: SensorReading | null | Failure) => void) => void;
   ping: (ack: (serverTimeMs: number) => void) => void;
+  "alert:ack": (alert: { alertId: string } | string, ack?: (a: AlertAckAnswer) => void) => void;
+  "get:alerts": (ack: (a: AlertsAnswer) => void) => void;
 }

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use dashmap::DashMap;
 
+use crate::alerts::Alerts;
 use crate::auth::Authenticator;
 use crate::config::LimitsConfig;
 use crate::fanout::Fanout;
@@ -27,6 +28,8 @@ pub struct Inner {
     /// Sockets per token subject, for `limits.max_connections_per_subject`.
     pub per_subject: DashMap<Arc<str>, usize>,
     pub reloader: Arc<Reloader>,
+    /// The alert engine's handle (open alerts, acknowledgements).
+    pub alerts: Alerts,
     /// Sockets connected to the default namespace right now.
     pub connections: AtomicUsize,
     /// Set when shutdown starts: new sockets are refused from then on.
@@ -43,27 +46,32 @@ impl std::ops::Deref for AppState {
     }
 }
 
+/// What [`AppState::new`] is built from (the rest is runtime bookkeeping it creates).
+pub struct Parts {
+    pub hub: Hub,
+    pub auth: Authenticator,
+    pub mqtt: Arc<MqttHealth>,
+    pub fanout: Fanout,
+    pub limits: LimitsConfig,
+    pub reloader: Arc<Reloader>,
+    pub alerts: Alerts,
+    pub shutdown: CancellationToken,
+}
+
 impl AppState {
-    pub fn new(
-        hub: Hub,
-        auth: Authenticator,
-        mqtt: Arc<MqttHealth>,
-        fanout: Fanout,
-        limits: LimitsConfig,
-        reloader: Arc<Reloader>,
-        shutdown: CancellationToken,
-    ) -> Self {
+    pub fn new(p: Parts) -> Self {
         AppState(Arc::new(Inner {
-            hub,
-            auth,
-            mqtt,
-            fanout,
-            limits,
+            hub: p.hub,
+            auth: p.auth,
+            mqtt: p.mqtt,
+            fanout: p.fanout,
+            limits: p.limits,
             per_subject: DashMap::new(),
-            reloader,
+            reloader: p.reloader,
+            alerts: p.alerts,
             connections: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
-            shutdown,
+            shutdown: p.shutdown,
             started: Instant::now(),
         }))
     }

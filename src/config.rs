@@ -68,6 +68,9 @@ pub struct Config {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub realtime: RealtimeConfig,
+    /// Alert rule defaults (the last level of inheritance) and the alert engine's knobs.
+    #[serde(default)]
+    pub alerts: crate::alerts::rules::AlertsConfig,
     /// The directory of the config file; relative paths inside it resolve against this.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -575,6 +578,9 @@ impl Config {
                 "drain_interval, batch_interval and stall_timeout must be above 0".into(),
             ));
         }
+        self.alerts
+            .validate()
+            .map_err(|(key, m)| invalid(&format!("alerts.{key}"), m))?;
         Ok(())
     }
 }

@@ -96,6 +96,7 @@ async fn health(State(app): State<AppState>) -> Response {
             "reload": app.reloader.status(),
         },
         "pipeline": stats,
+        "alerts": app.alerts.health(),
     });
     let code = if problem.is_none() {
         StatusCode::OK

@@ -14,12 +14,14 @@
 //! - [`transport`]: the HTTP listener; cuts connections whose writes stall.
 //! - [`reload`]: SIGHUP: registry, log level and subscriptions without a restart.
 //! - [`systemd`]: the notify protocol (READY, WATCHDOG, STATUS, RELOADING, STOPPING).
+//! - [`alerts`]: the alert engine: rules, unit states, alerts, persistence, webhooks.
 //! - [`realtime`]: Socket.io handshake auth and client events.
 //! - [`auth`]: JWT verification shared by sockets and HTTP.
 //! - [`http`]: health and `/api/` routes.
 //! - [`stats`]: counters for everything accepted, rejected or dropped.
 //! - [`app`]: the cheap-clone handle the handlers share.
 
+pub mod alerts;
 pub mod app;
 pub mod auth;
 pub mod batch;
@@ -48,6 +50,7 @@ use tokio_util::task::TaskTracker;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tracing::{error, info, warn};
 
+use crate::alerts::{Alerts, Clock, Outlets};
 use crate::app::AppState;
 use crate::auth::Authenticator;
 use crate::batch::Batcher;
@@ -70,6 +73,8 @@ pub enum RunError {
     Auth(#[from] auth::KeyError),
     #[error("mqtt: {0}")]
     Mqtt(String),
+    #[error("alert rules: {0}")]
+    Rules(#[from] alerts::RuleError),
     #[error("cors: bad origin {0:?}")]
     Cors(String),
     #[error("http server: {0}")]
@@ -108,12 +113,15 @@ pub async fn run(
 
 /// Runs the service until `control.shutdown` is cancelled, then shuts down in this order:
 /// 1. refuse new sockets and stop accepting connections;
-/// 2. stop MQTT ingest (the message in hand is emitted first) and send DISCONNECT;
-/// 3. flush pending batches and what slow sockets still have pending;
-/// 4. disconnect sockets;
-/// 5. let the HTTP server finish.
+/// 2. stop MQTT ingest (the message in hand is emitted and handed to the alert engine first)
+///    and send DISCONNECT;
+/// 3. stop the alert engine: it judges what is queued, announces it while sockets are still
+///    connected, and writes its state; webhooks get one last attempt at what they hold;
+/// 4. flush pending batches and what slow sockets still have pending;
+/// 5. disconnect sockets;
+/// 6. let the HTTP server finish.
 ///
-/// Steps 2-5 are bounded by `http.shutdown_timeout` each.
+/// Steps 2-6 are bounded by `http.shutdown_timeout` each.
 pub async fn run_with(
     config: Config,
     registry: Registry,
@@ -126,6 +134,8 @@ pub async fn run_with(
         warn!(org = ?config.auth.dev_org, "AUTH IS OFF (auth.mode = \"none\"): every socket is trusted as this organization. Development only.");
     }
     let options = ingest::mqtt_options(&config.mqtt).map_err(RunError::Mqtt)?;
+    let (alerts, alert_engine) =
+        Alerts::new(&config.alerts, &config.state.dir, &registry, Clock::System)?;
     let history = HistoryLimits {
         max_readings: config.realtime.history_readings,
         max_age: config.realtime.history_age,
@@ -140,15 +150,16 @@ pub async fn run_with(
         drain_interval: rt.drain_interval,
     };
     let fanout = Fanout::new(hub.stats_handle(), policy);
-    let app = AppState::new(
-        hub.clone(),
+    let app = AppState::new(app::Parts {
+        hub: hub.clone(),
         auth,
-        mqtt_health.clone(),
-        fanout.clone(),
-        config.limits.clone(),
-        Arc::new(reload::Reloader::new(control.log_level.take())),
-        app_shutdown.clone(),
-    );
+        mqtt: mqtt_health.clone(),
+        fanout: fanout.clone(),
+        limits: config.limits.clone(),
+        reloader: Arc::new(reload::Reloader::new(control.log_level.take())),
+        alerts: alerts.clone(),
+        shutdown: app_shutdown.clone(),
+    });
     let (io_layer, io) = SocketIo::builder()
         .with_state(app.clone())
         .max_buffer_size(config.limits.socket_buffer)
@@ -172,6 +183,16 @@ pub async fn run_with(
     let cors = cors_layer(&config.http.cors_origins)?;
     let router = http::router(app.clone()).layer(io_layer).layer(cors);
 
+    // The alert engine has its own tracker: it must stop after ingest and before sockets.
+    let alert_tasks = TaskTracker::new();
+    let alerts_stop = CancellationToken::new();
+    let outlets = Outlets {
+        fanout: Some(fanout.clone()),
+        hub: hub.clone(),
+        tap: None,
+    };
+    alert_tasks.spawn(alert_engine.run(outlets, alert_tasks.clone(), alerts_stop.clone()));
+
     let tasks = TaskTracker::new();
     let ingest_stop = CancellationToken::new();
     let pipeline = Pipeline::new(
@@ -181,7 +202,8 @@ pub async fn run_with(
         batcher.clone(),
         config.mqtt.subscriptions.clone(),
         config.limits.max_payload_bytes,
-    );
+    )
+    .with_alerts(alerts.clone());
     let (subs_tx, subs_rx) = tokio::sync::watch::channel(config.mqtt.subscriptions.clone().into());
     tasks.spawn(ingest::run(
         config.mqtt.clone(),
@@ -235,6 +257,9 @@ pub async fn run_with(
     ingest_stop.cancel();
     tasks.close();
     bounded("mqtt ingest", limit, tasks.wait()).await;
+    alerts_stop.cancel();
+    alert_tasks.close();
+    bounded("alert engine", limit, alert_tasks.wait()).await;
     // Pending batches are flushed, slow sockets get one last drain.
     delivery_stop.cancel();
     delivery.close();
@@ -269,6 +294,10 @@ async fn reload_loop(
         systemd::notify(&[sd_notify::NotifyState::Reloading]);
         match app.reloader.reload(&config, &app.hub, &app.fanout) {
             Ok(applied) => {
+                // New thresholds apply to running state; open alerts stay open.
+                if let Err(e) = app.alerts.reload(&applied.registry).await {
+                    error!(error = %e, "alert rules of the new registry refused; previous rules stay");
+                }
                 if let Some(subs) = applied.subscriptions {
                     subscriptions.send_replace(subs);
                 }

@@ -80,6 +80,9 @@ fn main() -> ExitCode {
 fn load(path: &Path) -> anyhow::Result<(Config, Registry)> {
     let config = Config::load(path)?;
     let registry = Registry::load(&config.registry.file)?;
+    // The alert rules are valid only in combination with [alerts]: check them together.
+    sensorcast::alerts::RuleBook::build(&registry, &config.alerts.defaults())
+        .with_context(|| format!("{}", config.registry.file.display()))?;
     Ok((config, registry))
 }
 

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
+use crate::alerts::Alerts;
 use crate::batch::Batcher;
 use crate::config::Subscription;
 use crate::decode::{self, Decoded};
@@ -31,6 +32,8 @@ pub struct Pipeline {
     subscriptions: std::sync::Arc<std::sync::RwLock<std::sync::Arc<[Subscription]>>>,
     max_payload: usize,
     last_logged: std::sync::Arc<DashMap<String, Instant>>,
+    /// The alert engine, fed after each emit (none in pipelines built without it).
+    alerts: Option<Alerts>,
 }
 
 impl Pipeline {
@@ -50,6 +53,7 @@ impl Pipeline {
             subscriptions: std::sync::Arc::new(std::sync::RwLock::new(subscriptions.into())),
             max_payload,
             last_logged: Default::default(),
+            alerts: None,
         }
     }
 
@@ -62,6 +66,12 @@ impl Pipeline {
 
     pub fn set_subscriptions(&self, subscriptions: std::sync::Arc<[Subscription]>) {
         *self.subscriptions.write().expect("subscriptions lock") = subscriptions;
+    }
+
+    /// Feeds every mapped reading and availability report to the alert engine.
+    pub fn with_alerts(mut self, alerts: Alerts) -> Self {
+        self.alerts = Some(alerts);
+        self
     }
 
     /// Handles one MQTT publish end to end.
@@ -89,6 +99,13 @@ impl Pipeline {
                 stats.ignored.fetch_add(1, Relaxed);
                 let known = self.hub.set_availability(&sensor_id, online, received_at);
                 debug!(topic, sensor_id, online, known, "availability");
+                if let Some(alerts) = &self.alerts {
+                    if let Some(unit) = route::route(&self.hub.registry(), &sensor_id) {
+                        alerts
+                            .availability(unit.id.clone(), &sensor_id, online)
+                            .await;
+                    }
+                }
             }
             Ok(Decoded::Ignored(why)) => {
                 stats.ignored.fetch_add(1, Relaxed);
@@ -129,6 +146,11 @@ impl Pipeline {
                 self.hub.stats().emitted.fetch_add(1, Relaxed);
                 if let Some(b) = &self.batcher {
                     b.push(&unit, &wire);
+                }
+                // Waits when the engine's queue is full (see alerts::INPUT_QUEUE): holding
+                // ingest back is better than an alert judged without this reading.
+                if let Some(alerts) = &self.alerts {
+                    alerts.reading(&wire).await;
                 }
             }
         }

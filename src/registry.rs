@@ -8,7 +8,23 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::alerts::rules::{HumanDuration, RestoreAfter, RuleSet};
 use crate::config::{toml_error_message, ConfigError};
+
+/// The alert rule keys of a registry entry, as a [`RuleSet`] (the same keys on every level).
+macro_rules! rule_set {
+    ($e:expr) => {
+        RuleSet {
+            temp_min: $e.temp_min,
+            temp_max: $e.temp_max,
+            hysteresis: $e.hysteresis,
+            confirm_after: $e.confirm_after.map(|d| d.0),
+            restore_after: $e.restore_after,
+            offline_after: $e.offline_after.map(|d| d.0),
+            battery_low: $e.battery_low,
+        }
+    };
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +44,14 @@ struct RegistryFile {
 struct OrgEntry {
     id: String,
     name: Option<String>,
+    // Alert rule keys (see crate::alerts::rules); unset keys inherit from the level above.
+    temp_min: Option<f64>,
+    temp_max: Option<f64>,
+    hysteresis: Option<f64>,
+    confirm_after: Option<HumanDuration>,
+    restore_after: Option<RestoreAfter>,
+    offline_after: Option<HumanDuration>,
+    battery_low: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -36,6 +60,14 @@ struct SiteEntry {
     id: String,
     org: String,
     name: Option<String>,
+    // Alert rule keys (see crate::alerts::rules); unset keys inherit from the level above.
+    temp_min: Option<f64>,
+    temp_max: Option<f64>,
+    hysteresis: Option<f64>,
+    confirm_after: Option<HumanDuration>,
+    restore_after: Option<RestoreAfter>,
+    offline_after: Option<HumanDuration>,
+    battery_low: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -44,6 +76,14 @@ struct UnitEntry {
     id: String,
     site: String,
     name: Option<String>,
+    // Alert rule keys (see crate::alerts::rules); unset keys inherit from the level above.
+    temp_min: Option<f64>,
+    temp_max: Option<f64>,
+    hysteresis: Option<f64>,
+    confirm_after: Option<HumanDuration>,
+    restore_after: Option<RestoreAfter>,
+    offline_after: Option<HumanDuration>,
+    battery_low: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,6 +123,10 @@ pub struct Registry {
     units: HashMap<Arc<str>, Arc<Unit>>,
     /// normalised sensor id → unit
     sensors: HashMap<String, Arc<Unit>>,
+    /// Alert rule keys set on entries, by entry id (entries that set none are absent).
+    org_rules: HashMap<Arc<str>, RuleSet>,
+    site_rules: HashMap<Arc<str>, RuleSet>,
+    unit_rules: HashMap<Arc<str>, RuleSet>,
 }
 
 impl Registry {
@@ -118,6 +162,7 @@ impl Registry {
                     format!("duplicate org id {id:?}"),
                 ));
             }
+            check_rules(&mut reg.org_rules, &id, rule_set!(o), "org", i, path)?;
             reg.orgs.insert(id.clone(), Org { id, name: o.name });
         }
         for (i, s) in file.site.into_iter().enumerate() {
@@ -135,6 +180,7 @@ impl Registry {
                     format!("duplicate site id {id:?}"),
                 ));
             }
+            check_rules(&mut reg.site_rules, &id, rule_set!(s), "site", i, path)?;
             let site = Site {
                 id: id.clone(),
                 org: org.id.clone(),
@@ -157,6 +203,7 @@ impl Registry {
                     format!("duplicate unit id {id:?}"),
                 ));
             }
+            check_rules(&mut reg.unit_rules, &id, rule_set!(u), "unit", i, path)?;
             let unit = Arc::new(Unit {
                 id: id.clone(),
                 site: site.id.clone(),
@@ -223,6 +270,19 @@ impl Registry {
         self.sensors.iter().map(|(k, v)| (k.as_str(), v))
     }
 
+    /// Alert rule keys set on the `[[org]]` entry `id`, if it sets any.
+    pub fn org_rules(&self, id: &str) -> Option<&RuleSet> {
+        self.org_rules.get(id)
+    }
+
+    pub fn site_rules(&self, id: &str) -> Option<&RuleSet> {
+        self.site_rules.get(id)
+    }
+
+    pub fn unit_rules(&self, id: &str) -> Option<&RuleSet> {
+        self.unit_rules.get(id)
+    }
+
     pub fn counts(&self) -> (usize, usize, usize, usize) {
         (
             self.orgs.len(),
@@ -231,6 +291,28 @@ impl Registry {
             self.sensors.len(),
         )
     }
+}
+
+/// Validates the rule keys of entry `kind[i]` on their own and keeps them when any is set.
+fn check_rules(
+    into: &mut HashMap<Arc<str>, RuleSet>,
+    id: &Arc<str>,
+    rules: RuleSet,
+    kind: &str,
+    i: usize,
+    path: &Path,
+) -> Result<(), ConfigError> {
+    rules
+        .check()
+        .map_err(|(key, message)| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: format!("{kind}[{i}].{key}"),
+            message,
+        })?;
+    if rules != RuleSet::default() {
+        into.insert(id.clone(), rules);
+    }
+    Ok(())
 }
 
 /// Ids are room-name parts: non-empty, printable, no `:` (the room separator), bounded.

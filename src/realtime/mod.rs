@@ -137,6 +137,8 @@ fn register_handlers(s: &SocketRef) {
     s.on("unsubscribe:organization", subscribe::unsubscribe_org);
     s.on("get:latest", subscribe::get_latest);
     s.on("ping", ping);
+    s.on("alert:ack", crate::alerts::socket::alert_ack);
+    s.on("get:alerts", crate::alerts::socket::get_alerts);
     s.on_fallback(unknown_event);
     s.on_disconnect(on_disconnect);
 }

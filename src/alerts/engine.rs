@@ -1,0 +1,227 @@
+//! The engine task: the only owner of the [`Machine`]. It takes commands from the bounded input
+//! queue, sleeps until the machine's next deadline when there is nothing to do, and sends what
+//! the machine decides to the outlets in this order: Socket.io rooms first (latency matters),
+//! then webhooks (queued, never waited for), then the state file (handed to the writer task).
+//!
+//! Emitting before the write is deliberate: a slow SD card must not delay an alert. The price
+//! is a window of one write: if the process dies between an emit and the write that follows it,
+//! the restart does not know that alert. A graceful stop always writes the final state.
+
+use chrono::{DateTime, Utc};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, info_span, Instrument};
+
+use super::machine::Machine;
+use super::model::Event;
+use super::rules::AlertsConfig;
+use super::store::Writer;
+use super::unit::Out;
+use super::webhook::Webhooks;
+use super::{Command, Shared};
+use crate::fanout::{to_json, Fanout, Kind};
+use crate::hub::Hub;
+use crate::registry::Unit;
+use crate::route;
+
+/// Longest single sleep: a step of the wall clock (NTP at boot) is noticed within this.
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+/// Where the engine's time comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum Clock {
+    /// The system's wall clock (the service).
+    System,
+    /// Wall time that advances with tokio's clock from an anchor, so a test with paused time
+    /// moves it with `tokio::time::advance` or auto-advance.
+    Tokio {
+        wall: DateTime<Utc>,
+        start: tokio::time::Instant,
+    },
+}
+
+impl Clock {
+    /// A [`Clock::Tokio`] anchored now.
+    pub fn tokio() -> Clock {
+        Clock::Tokio {
+            wall: Utc::now(),
+            start: tokio::time::Instant::now(),
+        }
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        match self {
+            Clock::System => Utc::now(),
+            Clock::Tokio { wall, start } => {
+                *wall + chrono::Duration::from_std(start.elapsed()).unwrap_or_default()
+            }
+        }
+    }
+
+    fn until(&self, at: DateTime<Utc>) -> Duration {
+        (at - self.now()).to_std().unwrap_or(Duration::ZERO)
+    }
+}
+
+/// Where events go besides the webhooks.
+pub struct Outlets {
+    /// Delivery to sockets (alerts are queued, never coalesced, for slow sockets); `None` in
+    /// tests that only watch the `tap`.
+    pub fanout: Option<Fanout>,
+    /// Its stats count deliveries that failed per socket.
+    pub hub: Hub,
+    /// A copy of every event, in order (tests, embedding).
+    pub tap: Option<mpsc::UnboundedSender<Event>>,
+}
+
+/// The engine, built by [`super::Alerts::new`] and started with [`Engine::run`].
+pub struct Engine {
+    pub(super) machine: Machine,
+    pub(super) rx: mpsc::Receiver<Command>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) clock: Clock,
+    pub(super) config: AlertsConfig,
+    pub(super) state_dir: PathBuf,
+    /// Events decided while loading (alerts of units that left the registry).
+    pub(super) pending: Vec<Out>,
+}
+
+struct Sinks {
+    outlets: Outlets,
+    hooks: Webhooks,
+    writer: Writer,
+}
+
+impl Engine {
+    /// Runs until `stop` is cancelled, then handles what is still queued, writes the state if
+    /// anything is unwritten, and returns; the writer and webhook tasks it started on `tasks`
+    /// finish after it (webhooks without retry waits).
+    pub async fn run(mut self, outlets: Outlets, tasks: TaskTracker, stop: CancellationToken) {
+        let span = info_span!("alerts");
+        async move {
+            let writer = Writer::spawn(self.state_dir.clone(), self.shared.store.clone(), &tasks);
+            let hooks = Webhooks::spawn(
+                &self.config,
+                self.shared.webhooks.clone(),
+                &tasks,
+                stop.clone(),
+            );
+            let mut sinks = Sinks {
+                outlets,
+                hooks,
+                writer,
+            };
+            let pending = std::mem::take(&mut self.pending);
+            self.publish(&mut sinks, pending).await;
+            loop {
+                let deadline = self.machine.next_deadline();
+                let wait = deadline.map_or(MAX_SLEEP, |d| self.clock.until(d).min(MAX_SLEEP));
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => break,
+                    cmd = self.rx.recv() => match cmd {
+                        Some(cmd) => self.handle(&mut sinks, cmd).await,
+                        None => break,
+                    },
+                    _ = tokio::time::sleep(wait) => {
+                        let out = self.machine.advance(self.clock.now());
+                        self.publish(&mut sinks, out).await;
+                    }
+                }
+            }
+            // Readings handed over before ingest stopped are still judged and announced.
+            self.rx.close();
+            while let Some(cmd) = self.rx.recv().await {
+                self.handle(&mut sinks, cmd).await;
+            }
+            if self.machine.has_unsaved() {
+                sinks.writer.write(&self.machine.save(self.clock.now()));
+            }
+            info!("alert engine stopped");
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn handle(&mut self, sinks: &mut Sinks, cmd: Command) {
+        let now = self.clock.now();
+        let out = match cmd {
+            Command::Reading {
+                unit,
+                sensor,
+                temperature,
+                battery,
+            } => self
+                .machine
+                .reading(now, &unit, &sensor, temperature, battery),
+            Command::Availability {
+                unit,
+                sensor,
+                online,
+            } => self.machine.availability(now, &unit, &sensor, online),
+            Command::Ack {
+                alert_id,
+                by,
+                reply,
+            } => match self.machine.acknowledge(now, &alert_id, &by) {
+                Ok((alert, out)) => {
+                    self.publish(sinks, out).await;
+                    let _ = reply.send(Ok(alert));
+                    return;
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            },
+            Command::Reload { book, reply } => {
+                let out = self.machine.reload(book, now);
+                info!(events = out.len(), "alert rules reloaded");
+                self.publish(sinks, out).await;
+                self.refresh_view();
+                let _ = reply.send(());
+                return;
+            }
+        };
+        self.publish(sinks, out).await;
+    }
+
+    /// Announces `out` (rooms, webhooks, tap), then hands the state to the writer if it changed.
+    async fn publish(&mut self, sinks: &mut Sinks, out: Vec<Out>) {
+        // The view first: a client that acts on an event at once (alert:ack) must find it.
+        if !out.is_empty() {
+            self.refresh_view();
+        }
+        for o in out {
+            debug!(event = o.event.name(), unit = %o.event.unit_id(), "alert event");
+            self.shared.count(&o.event);
+            if let Some(fanout) = &sinks.outlets.fanout {
+                let unit = Unit {
+                    id: o.event.unit_id().clone(),
+                    site: o.site.clone(),
+                    org: o.org.clone(),
+                    name: None,
+                };
+                let rooms = route::org_event_rooms(&unit);
+                let json = to_json(&o.event.payload());
+                fanout.deliver(rooms, o.event.name(), &json, Kind::Event);
+            }
+            sinks.hooks.send(&o.event);
+            if let Some(tap) = &sinks.outlets.tap {
+                let _ = tap.send(o.event);
+            }
+        }
+        if self.machine.needs_save() {
+            sinks.writer.write(&self.machine.save(self.clock.now()));
+        }
+    }
+
+    fn refresh_view(&self) {
+        self.shared
+            .set_view(self.machine.open_alerts(), self.machine.states());
+    }
+}

@@ -1,0 +1,278 @@
+//! The alert engine: turns readings, device availability and the passing of time into unit
+//! states and alerts (`temperature_excursion`, `monitoring_interrupted`, `low_battery`), announces
+//! them to the organization's Socket.io rooms and to webhooks, and keeps them across restarts.
+//! A freezer drifting warm is why the product exists: the alert must reach every dashboard of
+//! the organization within a second, escalate even if the sensor then goes quiet, not flap on a
+//! noisy reading, and neither be forgotten nor fired twice because the box rebooted.
+//!
+//! Layout (docs/alerts.md has the behaviour):
+//! - [`rules`]: rule keys on registry entries and `[alerts]`, inheritance, validation.
+//! - [`model`]: states, alert types, the open [`Alert`], event payloads, alert ids.
+//! - `unit`: one unit's state and transitions (pure), with `judge` (a reading's temperature
+//!   and battery) and `lifecycle` (opening, escalating, resolving its alerts).
+//! - [`machine`]: every unit plus the deadline queue (pure: time is an argument).
+//! - [`engine`]: the task that owns the machine; [`store`] and [`webhook`] are its outputs.
+//! - [`socket`]: `alert:ack` and `get:alerts`.
+//!
+//! [`Alerts`] is the cheap-clone handle the pipeline and socket handlers hold: a sender into the
+//! engine's input queue plus a read-only view of the open alerts, replaced by the engine after
+//! every change so that `get:alerts` never waits behind readings.
+
+pub mod engine;
+mod judge;
+mod lifecycle;
+pub mod machine;
+pub mod model;
+pub mod rules;
+pub mod socket;
+pub mod store;
+mod unit;
+pub mod webhook;
+
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+pub use engine::{Clock, Engine, Outlets};
+pub use machine::AckError;
+pub use model::{Alert, AlertType, Event, Severity, UnitState};
+pub use rules::{AlertsConfig, RuleBook, RuleError, RuleSet};
+
+use crate::reading::SensorReading;
+use crate::registry::Registry;
+use machine::Machine;
+use store::StoreHealth;
+use webhook::WebhookStats;
+
+/// Commands waiting for the engine. When the queue is full, senders wait: the MQTT pipeline
+/// is then held back (and with it the broker's QoS 1 acks), which is better than judging
+/// temperatures without some of the readings, or losing the one that crossed the line.
+pub const INPUT_QUEUE: usize = 1024;
+
+/// Cheap to clone: one `Arc`.
+#[derive(Clone)]
+pub struct Alerts(Arc<Shared>);
+
+pub(crate) enum Command {
+    Reading {
+        unit: Arc<str>,
+        sensor: String,
+        temperature: f64,
+        battery: Option<f64>,
+    },
+    Availability {
+        unit: Arc<str>,
+        sensor: String,
+        online: bool,
+    },
+    Ack {
+        alert_id: String,
+        by: String,
+        reply: oneshot::Sender<Result<Alert, AckError>>,
+    },
+    Reload {
+        book: RuleBook,
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// What the handle shares with the engine task.
+pub(crate) struct Shared {
+    tx: mpsc::Sender<Command>,
+    defaults: RuleSet,
+    /// Open alerts and unit states as of the engine's last change. A std lock, held only to
+    /// swap or clone the `Arc`, never across an await.
+    view: RwLock<Arc<View>>,
+    store: Arc<StoreHealth>,
+    webhooks: Arc<WebhookStats>,
+    triggered: AtomicU64,
+    escalated: AtomicU64,
+    resolved: AtomicU64,
+    acknowledged: AtomicU64,
+    state_changes: AtomicU64,
+}
+
+/// A snapshot of the engine's state for readers.
+#[derive(Debug, Default)]
+pub struct View {
+    pub alerts: Vec<Alert>,
+    pub states: BTreeMap<Arc<str>, UnitState>,
+}
+
+impl Shared {
+    fn set_view(&self, alerts: Vec<Alert>, states: BTreeMap<Arc<str>, UnitState>) {
+        *self.view.write().expect("alert view") = Arc::new(View { alerts, states });
+    }
+
+    fn count(&self, event: &Event) {
+        let c = match event {
+            Event::StateChanged(_) => &self.state_changes,
+            Event::Triggered(_) => &self.triggered,
+            Event::Escalated(_) => &self.escalated,
+            Event::Resolved(_) => &self.resolved,
+            Event::Acknowledged(_) => &self.acknowledged,
+        };
+        c.fetch_add(1, Relaxed);
+    }
+}
+
+impl Alerts {
+    /// Builds the engine from the rules of `registry` and the state file in `state_dir` (a
+    /// small synchronous read, once at start). Start it with [`Engine::run`].
+    pub fn new(
+        config: &AlertsConfig,
+        state_dir: &Path,
+        registry: &Registry,
+        clock: Clock,
+    ) -> Result<(Alerts, Engine), RuleError> {
+        let defaults = config.defaults();
+        let book = RuleBook::build(registry, &defaults)?;
+        let store = Arc::new(StoreHealth::default());
+        let saved = store::load(state_dir, &store);
+        let resumed = saved.is_some();
+        let grace = if resumed {
+            config.resume_grace
+        } else {
+            Duration::ZERO
+        };
+        let now = clock.now();
+        let (machine, pending) = Machine::resume(book, saved, now, grace, fastrand::Rng::new());
+        let (tx, rx) = mpsc::channel(INPUT_QUEUE);
+        let shared = Arc::new(Shared {
+            tx,
+            defaults,
+            view: RwLock::default(),
+            store,
+            webhooks: Arc::default(),
+            triggered: AtomicU64::new(0),
+            escalated: AtomicU64::new(0),
+            resolved: AtomicU64::new(0),
+            acknowledged: AtomicU64::new(0),
+            state_changes: AtomicU64::new(0),
+        });
+        shared.set_view(machine.open_alerts(), machine.states());
+        info!(
+            resumed,
+            open_alerts = machine.open_alerts().len(),
+            dir = %state_dir.display(),
+            "alert engine ready"
+        );
+        let engine = Engine {
+            machine,
+            rx,
+            shared: shared.clone(),
+            clock,
+            config: config.clone(),
+            state_dir: state_dir.to_path_buf(),
+            pending,
+        };
+        Ok((Alerts(shared), engine))
+    }
+
+    /// Hands a mapped reading to the engine; waits while the input queue is full.
+    pub async fn reading(&self, r: &SensorReading) {
+        self.send(Command::Reading {
+            unit: r.unit_id.clone(),
+            sensor: r.device_id.clone(),
+            temperature: r.temperature,
+            battery: r.battery,
+        })
+        .await
+    }
+
+    /// Hands a device's availability report (for a sensor of `unit`) to the engine.
+    pub async fn availability(&self, unit: Arc<str>, sensor: &str, online: bool) {
+        self.send(Command::Availability {
+            unit,
+            sensor: sensor.to_string(),
+            online,
+        })
+        .await
+    }
+
+    /// Records an acknowledgement by `by` (a token subject) and announces it.
+    pub async fn acknowledge(&self, alert_id: &str, by: &str) -> Result<Alert, AckError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Ack {
+            alert_id: alert_id.to_string(),
+            by: by.to_string(),
+            reply,
+        })
+        .await;
+        answer.await.unwrap_or(Err(AckError::NotFound))
+    }
+
+    /// Applies the rules of a new registry to the running state without losing open alerts.
+    /// Invalid rules are refused and the old ones stay in force.
+    pub async fn reload(&self, registry: &Registry) -> Result<(), RuleError> {
+        let book = RuleBook::build(registry, &self.0.defaults)?;
+        let (reply, done) = oneshot::channel();
+        self.send(Command::Reload { book, reply }).await;
+        let _ = done.await;
+        Ok(())
+    }
+
+    async fn send(&self, cmd: Command) {
+        if self.0.tx.send(cmd).await.is_err() {
+            warn!("alert engine stopped: input not judged");
+        }
+    }
+
+    /// Open alerts and unit states as of the engine's last change.
+    pub fn view(&self) -> Arc<View> {
+        self.0.view.read().expect("alert view").clone()
+    }
+
+    /// The `alerts` section of `/health`.
+    pub fn health(&self) -> Value {
+        let view = self.view();
+        let mut by_type: BTreeMap<&str, u64> =
+            AlertType::ALL.iter().map(|t| (t.name(), 0)).collect();
+        let mut by_severity: BTreeMap<&str, u64> =
+            Severity::ALL.iter().map(|s| (s.name(), 0)).collect();
+        for a in &view.alerts {
+            *by_type.entry(a.alert_type.name()).or_default() += 1;
+            *by_severity.entry(a.severity.name()).or_default() += 1;
+        }
+        let mut units: BTreeMap<&str, u64> = BTreeMap::new();
+        for s in view.states.values() {
+            *units.entry(s.name()).or_default() += 1;
+        }
+        let s = &self.0;
+        let store = &s.store;
+        let problem = store.problem();
+        let w = &s.webhooks;
+        json!({
+            "status": if problem.is_none() { "ok" } else { "error" },
+            "open": { "total": view.alerts.len(), "byType": by_type, "bySeverity": by_severity },
+            "units": units,
+            "events": {
+                "triggered": s.triggered.load(Relaxed),
+                "escalated": s.escalated.load(Relaxed),
+                "resolved": s.resolved.load(Relaxed),
+                "acknowledged": s.acknowledged.load(Relaxed),
+                "stateChanges": s.state_changes.load(Relaxed),
+            },
+            "inputQueue": { "capacity": INPUT_QUEUE, "queued": INPUT_QUEUE - s.tx.capacity() },
+            "store": {
+                "writes": store.writes.load(Relaxed),
+                "writeErrors": store.write_errors.load(Relaxed),
+                "problem": problem,
+            },
+            "webhooks": {
+                "delivered": w.delivered.load(Relaxed),
+                "failed": w.failed.load(Relaxed),
+                "dropped": w.dropped.load(Relaxed),
+                "retries": w.retries.load(Relaxed),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

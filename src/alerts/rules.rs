@@ -1,0 +1,485 @@
+//! Alert rules: the keys an installer writes on `[[org]]`, `[[site]]` and `[[unit]]` registry
+//! entries and in the service config's `[alerts]` table, and how they combine. Each key is
+//! inherited on its own, unit > site > org > `[alerts]`, so a site can set `temp_max` for all its
+//! freezers while one unit overrides only `confirm_after`. The result, one [`UnitRules`] per unit,
+//! is computed once per registry (load or reload) and validated as a whole: a bad combination is
+//! a load error naming the unit, never a surprise at 3 a.m.
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::warn;
+
+use crate::config::duration_str;
+use crate::registry::{Registry, Unit};
+
+pub const DEFAULT_HYSTERESIS: f64 = 0.5;
+pub const DEFAULT_CONFIRM_AFTER: Duration = Duration::from_secs(5 * 60);
+pub const DEFAULT_RESTORE_AFTER: RestoreAfter = RestoreAfter::Time(Duration::from_secs(2 * 60));
+pub const DEFAULT_OFFLINE_AFTER: Duration = Duration::from_secs(15 * 60);
+pub const DEFAULT_BATTERY_LOW: f64 = 20.0;
+/// A low-battery alert clears only once the battery is this many points above `battery_low`.
+pub const BATTERY_HYSTERESIS: f64 = 5.0;
+
+/// How long a unit must stay back in range (inside the hysteresis band) before it is `ok`:
+/// `restore_after = "2m"` (time) or `restore_after = 3` (consecutive readings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreAfter {
+    Time(Duration),
+    Readings(u32),
+}
+
+impl<'de> Deserialize<'de> for RestoreAfter {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RestoreAfter;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration such as \"2m\" or a number of readings such as 3")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<RestoreAfter, E> {
+                duration_str::parse(s)
+                    .map(RestoreAfter::Time)
+                    .map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<RestoreAfter, E> {
+                match u32::try_from(n) {
+                    Ok(n) if n >= 1 => Ok(RestoreAfter::Readings(n)),
+                    _ => Err(E::custom("a number of readings must be 1 or more")),
+                }
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<RestoreAfter, E> {
+                self.visit_i64(i64::try_from(n).unwrap_or(-1))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A duration written as a string (`"90s"`, `"5m"`), for `Option` fields of registry entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        duration_str::deserialize(d).map(HumanDuration)
+    }
+}
+
+/// The rule keys one level sets; `None` inherits from the level above.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RuleSet {
+    pub temp_min: Option<f64>,
+    pub temp_max: Option<f64>,
+    pub hysteresis: Option<f64>,
+    pub confirm_after: Option<Duration>,
+    pub restore_after: Option<RestoreAfter>,
+    pub offline_after: Option<Duration>,
+    pub battery_low: Option<f64>,
+}
+
+impl RuleSet {
+    /// Each key set here, else the one from `parent`.
+    pub fn over(&self, parent: &RuleSet) -> RuleSet {
+        RuleSet {
+            temp_min: self.temp_min.or(parent.temp_min),
+            temp_max: self.temp_max.or(parent.temp_max),
+            hysteresis: self.hysteresis.or(parent.hysteresis),
+            confirm_after: self.confirm_after.or(parent.confirm_after),
+            restore_after: self.restore_after.or(parent.restore_after),
+            offline_after: self.offline_after.or(parent.offline_after),
+            battery_low: self.battery_low.or(parent.battery_low),
+        }
+    }
+
+    /// Checks the values of one level on their own: `Err((key, message))`.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        for (key, v) in [("temp_min", self.temp_min), ("temp_max", self.temp_max)] {
+            if v.is_some_and(|v| !v.is_finite()) {
+                return Err((key, "must be a finite number (°C)".into()));
+            }
+        }
+        if let (Some(min), Some(max)) = (self.temp_min, self.temp_max) {
+            if min >= max {
+                return Err(("temp_min", format!("{min} must be below temp_max {max}")));
+            }
+        }
+        if self
+            .hysteresis
+            .is_some_and(|h| !(h.is_finite() && h >= 0.0))
+        {
+            return Err(("hysteresis", "must be 0 or more (°C)".into()));
+        }
+        if self
+            .battery_low
+            .is_some_and(|b| !(b.is_finite() && (0.0..=100.0).contains(&b)))
+        {
+            return Err(("battery_low", "must be a percentage, 0 to 100".into()));
+        }
+        if self
+            .offline_after
+            .is_some_and(|d| d < Duration::from_secs(1))
+        {
+            return Err(("offline_after", "must be at least 1s".into()));
+        }
+        Ok(())
+    }
+}
+
+/// The `[alerts]` table of the service config: the last level of rule inheritance, plus the
+/// engine's own knobs (webhooks, resume grace).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    pub temp_min: Option<f64>,
+    pub temp_max: Option<f64>,
+    pub hysteresis: f64,
+    #[serde(with = "duration_str")]
+    pub confirm_after: Duration,
+    pub restore_after: RestoreAfter,
+    #[serde(with = "duration_str")]
+    pub offline_after: Duration,
+    pub battery_low: f64,
+    /// After a restart, no time-driven transition fires before this much time has passed, so
+    /// readings the broker queued while sensorcast was away are seen first.
+    #[serde(with = "duration_str")]
+    pub resume_grace: Duration,
+    /// `http://` URLs that receive every alert event as a JSON POST.
+    pub webhooks: Vec<String>,
+    /// Events waiting per webhook; when full, new events for that webhook are dropped (counted).
+    pub webhook_queue: usize,
+    #[serde(with = "duration_str")]
+    pub webhook_timeout: Duration,
+    /// Attempts per event (first try included) before it is given up (counted as failed).
+    pub webhook_max_attempts: u32,
+    /// Retry backoff doubles from 500ms up to this.
+    #[serde(with = "duration_str")]
+    pub webhook_backoff_max: Duration,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            temp_min: None,
+            temp_max: None,
+            hysteresis: DEFAULT_HYSTERESIS,
+            confirm_after: DEFAULT_CONFIRM_AFTER,
+            restore_after: DEFAULT_RESTORE_AFTER,
+            offline_after: DEFAULT_OFFLINE_AFTER,
+            battery_low: DEFAULT_BATTERY_LOW,
+            resume_grace: Duration::from_secs(60),
+            webhooks: Vec::new(),
+            webhook_queue: 256,
+            webhook_timeout: Duration::from_secs(5),
+            webhook_max_attempts: 8,
+            webhook_backoff_max: Duration::from_secs(60),
+        }
+    }
+}
+
+impl AlertsConfig {
+    /// The defaults level of inheritance.
+    pub fn defaults(&self) -> RuleSet {
+        RuleSet {
+            temp_min: self.temp_min,
+            temp_max: self.temp_max,
+            hysteresis: Some(self.hysteresis),
+            confirm_after: Some(self.confirm_after),
+            restore_after: Some(self.restore_after),
+            offline_after: Some(self.offline_after),
+            battery_low: Some(self.battery_low),
+        }
+    }
+
+    /// `Err((key under alerts., message))`.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        self.defaults()
+            .check()
+            .map_err(|(k, m)| (k.to_string(), m))?;
+        for (i, url) in self.webhooks.iter().enumerate() {
+            super::webhook::HttpUrl::parse(url).map_err(|m| (format!("webhooks[{i}]"), m))?;
+        }
+        if self.webhook_queue == 0 || self.webhook_max_attempts == 0 {
+            return Err((
+                "webhook_queue".into(),
+                "webhook_queue and webhook_max_attempts must be above 0".into(),
+            ));
+        }
+        if self.webhook_timeout.is_zero() {
+            return Err(("webhook_timeout".into(), "must be above 0".into()));
+        }
+        Ok(())
+    }
+}
+
+/// The temperature rule of a unit: both limits are known.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TempRule {
+    pub min: f64,
+    pub max: f64,
+    pub hysteresis: f64,
+    pub confirm_after: Duration,
+    pub restore_after: RestoreAfter,
+}
+
+/// The effective rules of one unit, after inheritance.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UnitRules {
+    /// `None` when the unit (with what it inherits) lacks `temp_min` or `temp_max`.
+    pub temp: Option<TempRule>,
+    pub offline_after: Duration,
+    pub battery_low: f64,
+}
+
+/// One unit as the engine sees it: where it is, its rules, how many sensors report for it.
+#[derive(Debug, Clone)]
+pub struct UnitBook {
+    pub unit: Arc<Unit>,
+    pub rules: UnitRules,
+    pub sensors: usize,
+}
+
+impl UnitBook {
+    /// The unit's name for alert messages, else its id.
+    pub fn label(&self) -> &str {
+        self.unit.name.as_deref().unwrap_or(&self.unit.id)
+    }
+}
+
+/// Why a registry's rules, combined, are not usable.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RuleError {
+    #[error("unit {unit:?}: temp_min {min} + hysteresis {hysteresis} must be below temp_max {max} (keys inherit unit > site > org > [alerts])")]
+    Band {
+        unit: String,
+        min: f64,
+        max: f64,
+        hysteresis: f64,
+    },
+}
+
+/// The effective rules of every unit of a registry.
+#[derive(Debug, Clone, Default)]
+pub struct RuleBook {
+    units: HashMap<Arc<str>, UnitBook>,
+}
+
+impl RuleBook {
+    pub fn build(registry: &Registry, defaults: &RuleSet) -> Result<RuleBook, RuleError> {
+        let mut sensors: HashMap<&str, usize> = HashMap::new();
+        for (_, unit) in registry.sensors() {
+            *sensors.entry(&unit.id).or_default() += 1;
+        }
+        let none = RuleSet::default();
+        let mut units = HashMap::new();
+        for unit in registry.units() {
+            let set = registry
+                .unit_rules(&unit.id)
+                .unwrap_or(&none)
+                .over(registry.site_rules(&unit.site).unwrap_or(&none))
+                .over(registry.org_rules(&unit.org).unwrap_or(&none))
+                .over(defaults);
+            let rules = effective(&unit.id, &set)?;
+            let book = UnitBook {
+                unit: unit.clone(),
+                rules,
+                sensors: sensors.get(&*unit.id).copied().unwrap_or(0),
+            };
+            units.insert(unit.id.clone(), book);
+        }
+        Ok(RuleBook { units })
+    }
+
+    pub fn get(&self, unit: &str) -> Option<&UnitBook> {
+        self.units.get(unit)
+    }
+
+    pub fn units(&self) -> impl Iterator<Item = &UnitBook> {
+        self.units.values()
+    }
+}
+
+fn effective(unit: &str, set: &RuleSet) -> Result<UnitRules, RuleError> {
+    let hysteresis = set.hysteresis.unwrap_or(DEFAULT_HYSTERESIS);
+    let temp = match (set.temp_min, set.temp_max) {
+        (Some(min), Some(max)) => {
+            if min + hysteresis >= max {
+                return Err(RuleError::Band {
+                    unit: unit.to_string(),
+                    min,
+                    max,
+                    hysteresis,
+                });
+            }
+            Some(TempRule {
+                min,
+                max,
+                hysteresis,
+                confirm_after: set.confirm_after.unwrap_or(DEFAULT_CONFIRM_AFTER),
+                restore_after: set.restore_after.unwrap_or(DEFAULT_RESTORE_AFTER),
+            })
+        }
+        (None, None) => None,
+        (min, max) => {
+            warn!(
+                unit,
+                ?min,
+                ?max,
+                "unit has only one of temp_min/temp_max: no temperature rule (set both)"
+            );
+            None
+        }
+    };
+    Ok(UnitRules {
+        temp,
+        offline_after: set.offline_after.unwrap_or(DEFAULT_OFFLINE_AFTER),
+        battery_low: set.battery_low.unwrap_or(DEFAULT_BATTERY_LOW),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const REG: &str = r#"
+[[org]]
+id = "o1"
+temp_min = 0
+temp_max = 8
+offline_after = "30m"
+[[site]]
+id = "s1"
+org = "o1"
+temp_max = 5.5
+restore_after = 3
+[[site]]
+id = "s2"
+org = "o1"
+[[unit]]
+id = "freezer"
+site = "s1"
+temp_min = -25
+temp_max = -15
+confirm_after = "90s"
+[[unit]]
+id = "fridge"
+site = "s1"
+[[unit]]
+id = "plain"
+site = "s2"
+hysteresis = 1
+[[sensor]]
+id = "a"
+unit = "freezer"
+[[sensor]]
+id = "b"
+unit = "freezer"
+"#;
+
+    fn book(text: &str, defaults: &AlertsConfig) -> Result<RuleBook, RuleError> {
+        let reg = Registry::parse(text, Path::new("r.toml")).expect("registry parses");
+        RuleBook::build(&reg, &defaults.defaults())
+    }
+
+    #[test]
+    fn each_key_inherits_unit_over_site_over_org_over_defaults() {
+        let b = book(REG, &AlertsConfig::default()).unwrap();
+        let freezer = b.get("freezer").unwrap();
+        let t = freezer.rules.temp.unwrap();
+        assert_eq!((t.min, t.max, t.hysteresis), (-25.0, -15.0, 0.5));
+        assert_eq!(t.confirm_after, Duration::from_secs(90));
+        assert_eq!(t.restore_after, RestoreAfter::Readings(3), "from the site");
+        assert_eq!(freezer.rules.offline_after, Duration::from_secs(1800));
+        assert_eq!(freezer.rules.battery_low, 20.0);
+        assert_eq!(freezer.sensors, 2);
+
+        let fridge = b.get("fridge").unwrap().rules.temp.unwrap();
+        assert_eq!(
+            (fridge.min, fridge.max),
+            (0.0, 5.5),
+            "min from org, max from site"
+        );
+        assert_eq!(fridge.confirm_after, DEFAULT_CONFIRM_AFTER);
+        let plain = b.get("plain").unwrap().rules.temp.unwrap();
+        assert_eq!((plain.min, plain.max, plain.hysteresis), (0.0, 8.0, 1.0));
+    }
+
+    #[test]
+    fn a_unit_needs_both_limits_and_defaults_can_supply_them() {
+        let text = "[[org]]\nid = \"o\"\ntemp_max = 4\n[[site]]\nid = \"s\"\norg = \"o\"\n[[unit]]\nid = \"u\"\nsite = \"s\"\n";
+        let b = book(text, &AlertsConfig::default()).unwrap();
+        assert_eq!(b.get("u").unwrap().rules.temp, None);
+        let defaults = AlertsConfig {
+            temp_min: Some(0.0),
+            ..AlertsConfig::default()
+        };
+        let b = book(text, &defaults).unwrap();
+        assert_eq!(b.get("u").unwrap().rules.temp.unwrap().max, 4.0);
+    }
+
+    #[test]
+    fn inherited_limits_that_leave_no_band_are_an_error_naming_the_unit() {
+        // The org's temp_max 8 with the unit's temp_min 7.8 and hysteresis 0.5: no room.
+        let text = REG.replace(
+            "id = \"plain\"\nsite = \"s2\"\nhysteresis = 1",
+            "id = \"plain\"\nsite = \"s2\"\ntemp_min = 7.8",
+        );
+        let err = book(&text, &AlertsConfig::default()).unwrap_err();
+        assert_eq!(
+            err,
+            RuleError::Band {
+                unit: "plain".into(),
+                min: 7.8,
+                max: 8.0,
+                hysteresis: 0.5
+            }
+        );
+        assert!(err.to_string().contains("\"plain\""), "{err}");
+    }
+
+    #[test]
+    fn restore_after_is_a_duration_or_a_count_and_keys_are_checked_per_entry() {
+        #[derive(Deserialize)]
+        struct T {
+            r: RestoreAfter,
+        }
+        let parse = |s: &str| toml::from_str::<T>(&format!("r = {s}")).map(|t| t.r);
+        assert_eq!(
+            parse("\"90s\"").unwrap(),
+            RestoreAfter::Time(Duration::from_secs(90))
+        );
+        assert_eq!(parse("3").unwrap(), RestoreAfter::Readings(3));
+        assert!(parse("0").unwrap_err().to_string().contains("1 or more"));
+        assert!(parse("true")
+            .unwrap_err()
+            .to_string()
+            .contains("number of readings"));
+
+        let bad = |key: &str, v: &str| {
+            let text = REG.replace("hysteresis = 1", &format!("{key} = {v}"));
+            let err = Registry::parse(&text, Path::new("r.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("unit[2].{key}")), "{err}");
+        };
+        bad("hysteresis", "-1");
+        bad("battery_low", "120");
+        bad("offline_after", "\"0s\"");
+        bad("temp_min", "9\ntemp_max = 2");
+    }
+
+    #[test]
+    fn the_alerts_table_is_validated() {
+        let mut c = AlertsConfig::default();
+        assert!(c.validate().is_ok());
+        c.webhooks = vec!["https://example.com/hook".into()];
+        assert_eq!(c.validate().unwrap_err().0, "webhooks[0]");
+        c.webhooks.clear();
+        c.hysteresis = f64::NAN;
+        assert_eq!(c.validate().unwrap_err().0, "hysteresis");
+    }
+}

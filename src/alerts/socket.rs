@@ -1,0 +1,97 @@
+//! The client → server alert events: `alert:ack({ alertId }, ack)` and `get:alerts(ack)`.
+//! Registered by [`crate::realtime`] on every socket. Visibility follows the socket's token:
+//! its organization's alerts only, and for a token limited to some sites, only alerts of units
+//! on those sites. An alert the socket may not see is answered exactly like an id that does
+//! not exist, so probing reveals nothing.
+
+use serde_json::{json, Value};
+use socketioxide::extract::{AckSender, Extension, State, TryData};
+use socketioxide::ParserError;
+use tracing::info;
+
+use super::model::Alert;
+use crate::app::AppState;
+use crate::auth::Principal;
+
+/// Longest alert id accepted (ours are 26 characters).
+const MAX_ALERT_ID: usize = 64;
+
+/// Roles that may acknowledge an alert.
+pub fn may_acknowledge(p: &Principal) -> bool {
+    matches!(&*p.role, "owner" | "admin" | "manager" | "staff")
+}
+
+/// Whether `p` may see `alert`.
+pub fn visible(p: &Principal, alert: &Alert) -> bool {
+    alert.organization_id == p.org && p.may_see_site(&alert.site_id)
+}
+
+/// Reads an alert id from `{ alertId }`, `"id"` or `[{ alertId }]`.
+fn alert_id(data: &Result<Value, ParserError>) -> Option<String> {
+    let v = data.as_ref().ok()?;
+    let v = match v {
+        Value::Array(a) => a.first()?,
+        other => other,
+    };
+    let id = match v {
+        Value::String(s) => s.as_str(),
+        Value::Object(o) => o.get("alertId")?.as_str()?,
+        _ => return None,
+    };
+    (!id.is_empty() && id.len() <= MAX_ALERT_ID).then(|| id.to_string())
+}
+
+fn refuse(app: &AppState, ack: AckSender, reason: &'static str, error: &str) {
+    app.hub.stats().client_error(reason);
+    let _ = ack.send(&json!({ "ok": false, "error": error }));
+}
+
+/// `alert:ack({ alertId }, ack)` → `{ ok: true, alert }`, and `alert:acknowledged` to the
+/// organization. `{ ok: false, error }` with "Access denied" (role), "Alert not found"
+/// (unknown, resolved or not visible) or "Invalid arguments...".
+pub async fn alert_ack(
+    TryData(d): TryData<Value>,
+    ack: AckSender,
+    State(app): State<AppState>,
+    Extension(p): Extension<Principal>,
+) {
+    let Some(id) = alert_id(&d) else {
+        return refuse(
+            &app,
+            ack,
+            "bad_arguments",
+            "Invalid arguments: expected { alertId }",
+        );
+    };
+    if !may_acknowledge(&p) {
+        return refuse(&app, ack, "access_denied", "Access denied");
+    }
+    let view = app.alerts.view();
+    if !view
+        .alerts
+        .iter()
+        .any(|a| a.alert_id == id && visible(&p, a))
+    {
+        return refuse(&app, ack, "alert_not_found", "Alert not found");
+    }
+    match app.alerts.acknowledge(&id, &p.subject).await {
+        Ok(alert) => {
+            info!(alert = %id, by = %p.subject, "alert acknowledged");
+            let _ = ack.send(&json!({ "ok": true, "alert": alert }));
+        }
+        // Resolved between the check and the engine's turn.
+        Err(_) => refuse(&app, ack, "alert_not_found", "Alert not found"),
+    }
+}
+
+/// `get:alerts(ack)` → `{ ok: true, alerts: Alert[] }`: the open alerts the socket may see,
+/// oldest first.
+pub async fn get_alerts(
+    ack: AckSender,
+    State(app): State<AppState>,
+    Extension(p): Extension<Principal>,
+) {
+    let view = app.alerts.view();
+    let alerts: Vec<&Alert> = view.alerts.iter().filter(|a| visible(&p, a)).collect();
+    let _ = ack.send(&json!({ "ok": true, "alerts": alerts }));
+}

@@ -1,0 +1,418 @@
+//! The alert engine end to end through real peers: a private mosquitto, sensorcast on an
+//! ephemeral port, the official `socket.io-client`, and a tiny HTTP server as webhook receiver.
+//! These prove docs/protocol.md's alert events: an excursion reaches every dashboard of its
+//! organization (subscribed or not) within a second and nothing of another tenant or of a
+//! site the token does not allow; acknowledgements need a role that allows them; `get:alerts`
+//! tells a reconnecting dashboard what is open; a restart neither forgets nor re-sends.
+
+mod common;
+
+use common::broker::{Broker, Publisher};
+use common::jsclient::{JsClient, JsDriver};
+use common::service::{auth, binary, config_text, token, write_config_dir, Service};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+const QUIET: Duration = Duration::from_millis(600);
+
+/// The test config with a fridge rule (0..8 °C) for every unit, and `extra` [alerts] keys.
+fn alerts_config(broker: &Broker, extra: &str) -> String {
+    format!(
+        "{}\n[alerts]\ntemp_min = 0\ntemp_max = 8\n{extra}\n",
+        config_text(&broker.url())
+    )
+}
+
+async fn connected(driver: &JsDriver, service: &Service, auth: Value) -> JsClient {
+    let c = driver.connect(&service.url(), Some(auth)).await;
+    c.wait_connect().await.expect("socket connects");
+    c
+}
+
+fn site_limited(org: &str, role: &str, sites: &[&str]) -> Value {
+    json!({ "token": token(json!({ "org_id": org, "role": role, "site_ids": sites })) })
+}
+
+fn keys(v: &Value) -> BTreeSet<String> {
+    v.as_object().unwrap().keys().cloned().collect()
+}
+
+/// A temperature for probe-1 (unit u1, site s1, org o1), published with QoS 1.
+async fn publish(p: &Publisher, temperature: f64) {
+    let body = json!({ "temperature": temperature }).to_string();
+    p.publish("sensors/probe-1", body, 1).await;
+}
+
+/// An excursion published to MQTT reaches, within a second, a socket subscribed to the unit,
+/// a socket of the organization with no subscription at all, and a socket limited to the
+/// unit's site; not another organization's socket, nor one limited to another site. Without
+/// any further reading it escalates after confirm_after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_excursion_reaches_the_whole_org_within_a_second_and_no_one_else() {
+    let broker = Broker::start().await;
+    let config = alerts_config(&broker, "confirm_after = \"1500ms\"");
+    let service = Service::start_config(&config, true).await;
+    let driver = JsDriver::spawn().await;
+
+    let unit = connected(&driver, &service, auth("o1", "viewer")).await;
+    let ack = unit.emit_ack("subscribe:unit", vec![json!("u1")]).await;
+    assert_eq!(ack[0]["ok"], true);
+    let org = connected(&driver, &service, auth("o1", "viewer")).await;
+    let same_site = connected(&driver, &service, site_limited("o1", "staff", &["s1"])).await;
+    let other_site = connected(&driver, &service, site_limited("o1", "owner", &["s2"])).await;
+    let tenant = connected(&driver, &service, auth("o2", "owner")).await;
+    let sub = tenant
+        .emit_ack("subscribe:organization", vec![])
+        .await
+        .remove(0);
+    assert_eq!(sub["ok"], true);
+
+    let publisher = Publisher::connect(&broker).await;
+    let sent = Instant::now();
+    publish(&publisher, 12.5).await;
+    let alert = unit.next_event("alert:triggered").await.remove(0);
+    let latency = sent.elapsed();
+    eprintln!("MQTT publish -> alert:triggered: {latency:?}");
+    assert!(latency < Duration::from_secs(1), "{latency:?}");
+
+    let want: BTreeSet<String> = [
+        "alertId",
+        "unitId",
+        "siteId",
+        "organizationId",
+        "alertType",
+        "severity",
+        "message",
+        "value",
+        "threshold",
+        "thresholdViolated",
+        "triggeredAt",
+    ]
+    .map(String::from)
+    .into();
+    assert_eq!(keys(&alert), want);
+    assert_eq!(alert["unitId"], "u1");
+    assert_eq!(alert["siteId"], "s1");
+    assert_eq!(alert["organizationId"], "o1");
+    assert_eq!(alert["alertType"], "temperature_excursion");
+    assert_eq!(alert["severity"], "warning");
+    assert_eq!(alert["value"], 12.5);
+    assert_eq!(alert["threshold"], 8.0);
+    assert_eq!(alert["thresholdViolated"], "max");
+    assert!(alert["triggeredAt"].as_str().unwrap().ends_with('Z'));
+    let id = alert["alertId"].as_str().unwrap().to_string();
+
+    for c in [&org, &same_site] {
+        assert_eq!(c.next_event("alert:triggered").await[0]["alertId"], id);
+        let s = c.next_event("unit:state:changed").await.remove(0);
+        assert_eq!(
+            (&s["unitId"], &s["previousState"], &s["newState"]),
+            (&json!("u1"), &json!("ok"), &json!("excursion"))
+        );
+        assert_eq!(keys(&s).len(), 7, "{s}");
+    }
+
+    // No further reading: the escalation comes on time.
+    let esc = unit.next_event("alert:escalated").await.remove(0);
+    assert_eq!(esc["alertId"], id);
+    assert_eq!(esc["severity"], "critical");
+    assert_eq!(esc["escalationLevel"], 1);
+    assert_eq!(
+        keys(&esc),
+        [
+            "alertId",
+            "unitId",
+            "severity",
+            "escalationLevel",
+            "escalatedAt"
+        ]
+        .map(String::from)
+        .into()
+    );
+    assert_eq!(org.next_event("alert:escalated").await[0]["alertId"], id);
+    unit.assert_no_event("alert:triggered", QUIET).await;
+
+    for c in [&tenant, &other_site] {
+        for event in ["alert:triggered", "alert:escalated", "unit:state:changed"] {
+            c.assert_no_event(event, Duration::ZERO).await;
+        }
+    }
+    service.stop().await;
+}
+
+/// A viewer cannot acknowledge, another organization cannot even see the alert, staff can and
+/// every dashboard of the organization hears it; `get:alerts` after a reconnect lists the open
+/// alert with its acknowledgement, and resolving is announced on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledgements_follow_roles_and_get_alerts_after_a_reconnect() {
+    let broker = Broker::start().await;
+    let config = alerts_config(&broker, "restore_after = \"300ms\"");
+    let service = Service::start_config(&config, true).await;
+    let driver = JsDriver::spawn().await;
+    let viewer = connected(&driver, &service, auth("o1", "viewer")).await;
+    let staff_token = token(json!({ "org_id": "o1", "role": "staff", "sub": "staff-7" }));
+    let staff = connected(&driver, &service, json!({ "token": staff_token })).await;
+    let tenant = connected(&driver, &service, auth("o2", "owner")).await;
+    let other_site = connected(&driver, &service, site_limited("o1", "owner", &["s2"])).await;
+
+    let publisher = Publisher::connect(&broker).await;
+    publish(&publisher, 9.0).await;
+    let id = viewer.next_event("alert:triggered").await[0]["alertId"].clone();
+
+    let refused = viewer
+        .emit_ack("alert:ack", vec![json!({ "alertId": id })])
+        .await;
+    assert_eq!(refused[0], json!({ "ok": false, "error": "Access denied" }));
+    for c in [&tenant, &other_site] {
+        let hidden = c
+            .emit_ack("alert:ack", vec![json!({ "alertId": id })])
+            .await;
+        assert_eq!(
+            hidden[0],
+            json!({ "ok": false, "error": "Alert not found" })
+        );
+    }
+    let bad = staff.emit_ack("alert:ack", vec![json!(42)]).await;
+    assert_eq!(bad[0]["ok"], false);
+
+    let ok = staff
+        .emit_ack("alert:ack", vec![json!({ "alertId": id })])
+        .await
+        .remove(0);
+    assert_eq!(ok["ok"], true);
+    assert_eq!(ok["alert"]["acknowledgedBy"], "staff-7");
+    let heard = viewer.next_event("alert:acknowledged").await.remove(0);
+    assert_eq!(
+        keys(&heard),
+        ["alertId", "unitId", "acknowledgedBy", "acknowledgedAt"]
+            .map(String::from)
+            .into()
+    );
+    assert_eq!(
+        (&heard["alertId"], &heard["acknowledgedBy"]),
+        (&id, &json!("staff-7"))
+    );
+    assert_eq!(
+        staff.next_event("alert:acknowledged").await[0]["alertId"],
+        id
+    );
+    tenant
+        .assert_no_event("alert:acknowledged", Duration::ZERO)
+        .await;
+
+    viewer.close().await;
+    viewer.reconnect().await;
+    viewer.wait_connect().await.expect("reconnects");
+    let open = viewer.emit_ack("get:alerts", vec![]).await.remove(0);
+    assert_eq!(open["ok"], true);
+    let alerts = open["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), 1, "{open}");
+    assert_eq!(alerts[0]["alertId"], id);
+    assert_eq!(alerts[0]["acknowledgedBy"], "staff-7");
+    assert_eq!(alerts[0]["severity"], "warning");
+    for c in [&tenant, &other_site] {
+        let none = c.emit_ack("get:alerts", vec![]).await.remove(0);
+        assert_eq!(none, json!({ "ok": true, "alerts": [] }));
+    }
+
+    // Back in range past the hysteresis band; restored after restore_after without a reading.
+    publish(&publisher, 4.0).await;
+    let resolved = viewer.next_event("alert:resolved").await.remove(0);
+    assert_eq!(
+        keys(&resolved),
+        ["alertId", "unitId", "resolvedAt"].map(String::from).into()
+    );
+    assert_eq!(resolved["alertId"], id);
+    let open = viewer.emit_ack("get:alerts", vec![]).await.remove(0);
+    assert_eq!(open["alerts"], json!([]));
+    service.stop().await;
+}
+
+/// Stopping and starting sensorcast with an open alert: the alert is still open afterwards
+/// (same id, from the state file) and a reading that is still out of range does not send
+/// `alert:triggered` again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_the_open_alert_and_does_not_trigger_it_again() {
+    let broker = Broker::start().await;
+    let state = tempfile::tempdir().unwrap();
+    let config = alerts_config(&broker, "confirm_after = \"10m\"").replace(
+        "dir = \"state\"",
+        &format!("dir = {:?}", state.path().display().to_string()),
+    );
+    let publisher = Publisher::connect(&broker).await;
+
+    let service = Service::start_config(&config, true).await;
+    let driver = JsDriver::spawn().await;
+    let c = connected(&driver, &service, auth("o1", "viewer")).await;
+    publish(&publisher, 11.0).await;
+    let id = c.next_event("alert:triggered").await[0]["alertId"].clone();
+    service.stop().await;
+    assert!(state.path().join("alerts.json").exists());
+
+    let service = Service::start_config(&config, true).await;
+    let c = connected(&driver, &service, auth("o1", "viewer")).await;
+    let ack = c.emit_ack("subscribe:unit", vec![json!("u1")]).await;
+    assert_eq!(ack[0]["ok"], true);
+    let open = c.emit_ack("get:alerts", vec![]).await.remove(0);
+    assert_eq!(open["alerts"][0]["alertId"], id, "{open}");
+    publish(&publisher, 11.5).await;
+    assert_eq!(c.next_event("sensor:reading").await[0]["temperature"], 11.5);
+    c.assert_no_event("alert:triggered", QUIET).await;
+    c.assert_no_event("unit:state:changed", Duration::ZERO)
+        .await;
+    service.stop().await;
+}
+
+/// Every alert event is POSTed as JSON to the configured webhook, and /health counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_receive_alert_events_and_health_counts_them() {
+    let (url, mut posts) = webhook_receiver().await;
+    let broker = Broker::start().await;
+    let config = alerts_config(&broker, &format!("webhooks = [{url:?}]"));
+    let service = Service::start_config(&config, true).await;
+    let publisher = Publisher::connect(&broker).await;
+    publish(&publisher, -3.0).await;
+
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let body = tokio::time::timeout(Duration::from_secs(10), posts.recv())
+            .await
+            .expect("webhook POST within 10 s")
+            .unwrap();
+        got.push(body);
+    }
+    let names: BTreeSet<&str> = got.iter().map(|v| v["event"].as_str().unwrap()).collect();
+    assert_eq!(names, ["alert:triggered", "unit:state:changed"].into());
+    let triggered = got
+        .iter()
+        .find(|v| v["event"] == "alert:triggered")
+        .unwrap();
+    assert_eq!(triggered["data"]["thresholdViolated"], "min");
+    assert_eq!(triggered["data"]["organizationId"], "o1");
+
+    // The receiver hands a body over before the sender has read the 204 and counted it.
+    let mut health = Value::Null;
+    for _ in 0..100 {
+        health = service.get("/health", None).await.1;
+        if health["alerts"]["webhooks"]["delivered"] == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let alerts = &health["alerts"];
+    assert_eq!(alerts["status"], "ok", "{alerts}");
+    assert_eq!(alerts["open"]["total"], 1);
+    assert_eq!(alerts["open"]["byType"]["temperature_excursion"], 1);
+    assert_eq!(alerts["open"]["bySeverity"]["warning"], 1);
+    assert_eq!(alerts["units"]["excursion"], 1);
+    assert_eq!(alerts["webhooks"]["delivered"], 2);
+    assert_eq!(alerts["webhooks"]["dropped"], 0);
+    service.stop().await;
+}
+
+/// `check-config` refuses broken alert settings with the file and key (or unit) at fault, and
+/// accepts rules that inherit into a valid combination.
+#[test]
+fn check_config_names_broken_alert_rules() {
+    let base = config_text("mqtt://127.0.0.1:1");
+    let org = "[[org]]\nid = \"o\"\ntemp_max = 4\n[[site]]\nid = \"s\"\norg = \"o\"\n";
+    let unit = |keys: &str| format!("{org}[[unit]]\nid = \"u1\"\nsite = \"s\"\n{keys}\n");
+    let cases: Vec<(String, String, Vec<&str>)> = vec![
+        (
+            format!("{base}[alerts]\nwebhooks = [\"https://hooks.example.com/x\"]\n"),
+            unit(""),
+            vec!["sensorcast.toml", "alerts.webhooks[0]", "not supported"],
+        ),
+        (
+            format!("{base}[alerts]\nconfirm_after = \"soon\"\n"),
+            unit(""),
+            vec!["sensorcast.toml", "line ", "\"soon\""],
+        ),
+        (
+            base.clone(),
+            unit("temp_min = 9\ntemp_max = 2"),
+            vec!["registry.toml", "unit[0].temp_min", "below temp_max"],
+        ),
+        (
+            base.clone(),
+            unit("restore_after = 0"),
+            vec!["registry.toml", "line 10", "1 or more"],
+        ),
+        (
+            base.clone(),
+            unit("temp_min = 3.8"),
+            vec!["registry.toml", "\"u1\"", "hysteresis"],
+        ),
+    ];
+    let check = |dir: &std::path::Path| {
+        let out = std::process::Command::new(binary())
+            .args(["check-config", "--config"])
+            .arg(dir.join("sensorcast.toml"))
+            .env_remove("SENSORCAST_CONFIG")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text)
+    };
+    for (config, registry, wants) in cases {
+        let dir = write_config_dir(&config);
+        std::fs::write(dir.path().join("registry.toml"), registry).unwrap();
+        let (code, out) = check(dir.path());
+        assert_eq!(code, Some(1), "{out}");
+        for want in wants {
+            assert!(out.contains(want), "{out:?} should contain {want:?}");
+        }
+    }
+    let dir = write_config_dir(&base);
+    std::fs::write(dir.path().join("registry.toml"), unit("temp_min = 1")).unwrap();
+    let (code, out) = check(dir.path());
+    assert_eq!(code, Some(0), "{out}");
+}
+
+/// A minimal HTTP server on 127.0.0.1 that answers 204 and hands each POSTed JSON body over.
+async fn webhook_receiver() -> (String, mpsc::UnboundedReceiver<Value>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks/sensorcast", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = tcp.read(&mut chunk).await {
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                        continue;
+                    };
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Content-Length: "))
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(0);
+                    if body.len() < len {
+                        continue;
+                    }
+                    assert!(
+                        head.starts_with("POST /hooks/sensorcast HTTP/1.1"),
+                        "{head}"
+                    );
+                    let _ = tx.send(serde_json::from_str(body).unwrap_or(Value::Null));
+                    let _ = tcp
+                        .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+                        .await;
+                    return;
+                }
+            });
+        }
+    });
+    (url, rx)
+}

@@ -111,7 +111,7 @@ impl Pipeline {
     pub async fn emit<T: serde::Serialize + ?Sized>(
         &self,
         event: &str,
-        rooms: [String; 3],
+        rooms: Vec<String>,
         data: &T,
     ) {
         emit_to_rooms(&self.io, self.hub.stats(), event, rooms, data).await

@@ -31,4 +31,4 @@ cargo build --release --manifest-path benches/loadgen/Cargo.toml >&2
 mkdir -p target/bench
 exec taskset -c 0 benches/loadgen/target/release/loadgen compare \
   --sensorcast-bin target/release/sensorcast --node-dir "$NODE_REF" \
-  --out target/bench/results.md "$@"
+  --rt --out target/bench/results.md "$@"

@@ -67,6 +67,10 @@ enum Cmd {
         /// Core for the server under test; the harness and broker use the other one.
         #[arg(long, default_value_t = 1)]
         server_cpu: usize,
+        /// Run the harness and mosquitto as SCHED_FIFO 10 (root only; servers stay SCHED_OTHER):
+        /// on a machine where other work runs, it keeps that work from delaying the harness.
+        #[arg(long)]
+        rt: bool,
         /// Also write the table (markdown) here.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -85,6 +89,7 @@ fn main() -> anyhow::Result<()> {
         time_scale,
         qos,
         server_cpu,
+        rt,
         out,
     } = cli.command;
     let harness_cpu = 1 - server_cpu.min(1);
@@ -92,6 +97,12 @@ fn main() -> anyhow::Result<()> {
     // subscriber and the kernel-floor writer re-pin themselves to the server core).
     procstat::pin_current_thread(harness_cpu);
     procstat::raise_nofile();
+    if rt {
+        let param = libc::sched_param { sched_priority: 10 };
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
+            anyhow::bail!("--rt: sched_setscheduler failed (needs root)");
+        }
+    }
     let dir = std::env::temp_dir().join(format!("sensorcast-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let sensorcast_bin = std::fs::canonicalize(&sensorcast_bin).with_context(|| {

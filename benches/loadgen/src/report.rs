@@ -460,6 +460,9 @@ pub fn render(i: &Inputs) -> String {
     if let Some(f) = i.floor {
         let _ = writeln!(out, "\nKernel floor: {:.2} µs of CPU per {}-byte websocket frame written with one send (writer pinned to the server core, {} writes).", f.us_per_write, f.frame_bytes, f.writes);
     }
+    for note in crate::scenario::NOTES.lock().expect("notes").iter() {
+        let _ = writeln!(out, "\nNote: {note}");
+    }
     for (name, r) in [("sensorcast", sc), ("node-ref", node)] {
         for e in &r.errors {
             let _ = writeln!(out, "\n{name} error: {e}");

@@ -14,6 +14,9 @@ use crate::procstat::{self, Sample};
 use crate::servers::{self, Paths, Server, Stack, Topology, JWT_SECRET, ORG};
 use crate::sio::{self, ClientEnd, ClientSpec};
 
+/// Things the table must mention (clients that failed to connect), in the order they happened.
+pub static NOTES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
 /// What every scenario needs: the broker, where servers come from, and the cores.
 pub struct Env {
     pub paths: Paths,
@@ -73,6 +76,9 @@ pub struct Session {
     pub server: Server,
     pub feed: Feed,
     pub connect_time: Duration,
+    /// Clients whose handshake or subscribe failed (timed out or refused); also in [`NOTES`].
+    #[allow(dead_code)]
+    pub connect_failures: usize,
     pub rss_before_clients_kib: u64,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<ClientEnd>>,
@@ -129,7 +135,25 @@ impl Env {
                 }
             })
             .collect();
-        let (connect_time, tasks) = sio::connect_all(specs, 256, ledger.clone(), stop_rx).await?;
+        let unit_lists: Vec<Vec<String>> = specs.iter().map(|s| s.units.clone()).collect();
+        let connected = sio::connect_all(specs, 256, ledger.clone(), stop_rx).await?;
+        // A client that failed is not expecting anything: take its units out of `subs`.
+        for &i in &connected.failed {
+            for u in &unit_lists[i] {
+                subs[u[1..].parse::<usize>()?] -= 1;
+            }
+        }
+        if let Some(e) = &connected.first_error {
+            let note = format!(
+                "{}: {} of {clients} clients failed to connect; first: {e}",
+                stack.name(),
+                connected.failed.len()
+            );
+            eprintln!("[{note}]");
+            NOTES.lock().expect("notes").push(note);
+        }
+        let (connect_time, tasks) = (connected.took, connected.tasks);
+        let connect_failures = connected.failed.len();
         let pid = Some(server.proc.pid());
         Ok(Session {
             server,
@@ -141,6 +165,7 @@ impl Env {
                 pid,
             },
             connect_time,
+            connect_failures,
             rss_before_clients_kib,
             stop,
             tasks,

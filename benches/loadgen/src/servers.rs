@@ -64,6 +64,18 @@ fn pinned(cpu: usize, program: &Path) -> Command {
     c
 }
 
+/// A server under test: pinned, and always under the normal scheduler, even when the harness
+/// runs SCHED_FIFO (`--rt`, inherited by mosquitto). Servers under SCHED_FIFO were tried and
+/// rejected: on one core, Node's helper threads (GC, libuv) then cannot time-slice with its
+/// main thread, and its CPU per delivery doubled.
+fn server_command(cpu: usize, program: &Path) -> Command {
+    let mut c = Command::new("chrt");
+    c.args(["-o", "0", "taskset", "-c"])
+        .arg(cpu.to_string())
+        .arg(program);
+    c
+}
+
 fn log_file(dir: &Path, name: &str) -> anyhow::Result<Stdio> {
     Ok(std::fs::File::create(dir.join(name))?.into())
 }
@@ -135,13 +147,13 @@ pub fn start_server(
     let (mut cmd, ready_path) = match stack {
         Stack::Sensorcast => {
             write_sensorcast_config(&dir, topo, port, mqtt_port)?;
-            let mut c = pinned(cpu, &paths.sensorcast_bin);
+            let mut c = server_command(cpu, &paths.sensorcast_bin);
             c.arg("--config").arg(dir.join("sensorcast.toml"));
             (c, "/health/ready")
         }
         Stack::Node => {
             std::fs::write(dir.join("mapping.json"), node_mapping(topo).to_string())?;
-            let mut c = pinned(cpu, Path::new("node"));
+            let mut c = server_command(cpu, Path::new("node"));
             c.arg(paths.node_dir.join("node-ref.js"))
                 .current_dir(&paths.node_dir)
                 .env("PORT", port.to_string())

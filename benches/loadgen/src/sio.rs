@@ -175,14 +175,24 @@ fn alert_latency_ms(text: &str) -> Option<f64> {
     Some((now.timestamp_millis() - ts) as f64)
 }
 
+/// Clients that are connected and reading, and the handshakes that failed.
+pub struct Connected {
+    /// Until every handshake and subscribe finished (or failed).
+    pub took: Duration,
+    pub tasks: Vec<tokio::task::JoinHandle<ClientEnd>>,
+    /// Index in `specs` of each client that failed, with the first error text.
+    pub failed: Vec<usize>,
+    pub first_error: Option<String>,
+}
+
 /// Connects `specs` with at most `parallel` handshakes in flight, then leaves each client
-/// reading on its own task. Returns the time until every client was subscribed, and the tasks.
+/// reading on its own task. A client that fails is reported, not fatal (unless all fail).
 pub async fn connect_all(
     specs: Vec<ClientSpec>,
     parallel: usize,
     ledger: Arc<Ledger>,
     stop: watch::Receiver<bool>,
-) -> anyhow::Result<(Duration, Vec<tokio::task::JoinHandle<ClientEnd>>)> {
+) -> anyhow::Result<Connected> {
     let start = Instant::now();
     let sem = Arc::new(tokio::sync::Semaphore::new(parallel));
     let mut pending = Vec::with_capacity(specs.len());
@@ -194,24 +204,29 @@ pub async fn connect_all(
         }));
     }
     let mut sockets = Vec::with_capacity(pending.len());
-    let mut failures = 0;
+    let mut failed = Vec::new();
     let mut first_error = None;
-    for p in pending {
+    for (i, p) in pending.into_iter().enumerate() {
         match p.await.expect("connect task") {
             Ok(ws) => sockets.push(ws),
             Err(e) => {
-                failures += 1;
-                first_error.get_or_insert(e);
+                failed.push(i);
+                first_error.get_or_insert(format!("{e:#}"));
             }
         }
     }
     let took = start.elapsed();
-    if let Some(e) = first_error {
-        bail!("{failures} clients failed to connect; first: {e:#}");
+    if sockets.is_empty() {
+        bail!("no client connected: {}", first_error.unwrap_or_default());
     }
     let tasks = sockets
         .into_iter()
         .map(|ws| tokio::spawn(run(ws, ledger.clone(), stop.clone())))
         .collect();
-    Ok((took, tasks))
+    Ok(Connected {
+        took,
+        tasks,
+        failed,
+        first_error,
+    })
 }

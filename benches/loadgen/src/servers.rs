@@ -1,0 +1,284 @@
+//! The processes under test and around them: a private mosquitto (Nagle off, on the harness
+//! core) and the two servers, each pinned to the measured core with `taskset`, each given a
+//! registry/mapping for the scenario's topology (sensor i → unit i%U → site → org).
+
+use anyhow::{bail, Context};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const JWT_SECRET: &str = "bench-secret-0123456789abcdef";
+pub const ORG: &str = "o0";
+
+/// sensor i → unit i % units → site (unit % sites) → one organization.
+#[derive(Debug, Clone, Copy)]
+pub struct Topology {
+    pub sensors: u64,
+    pub units: u64,
+}
+
+impl Topology {
+    pub fn sites(&self) -> u64 {
+        self.units.min(10)
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// A child process that is stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Proc {
+    pub child: Child,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pinned(cpu: usize, program: &Path) -> Command {
+    let mut c = Command::new("taskset");
+    c.arg("-c").arg(cpu.to_string()).arg(program);
+    c
+}
+
+/// A server under test: pinned, and always under the normal scheduler, even when the harness
+/// runs SCHED_FIFO (`--rt`, inherited by mosquitto). Servers under SCHED_FIFO were tried and
+/// rejected: on one core, Node's helper threads (GC, libuv) then cannot time-slice with its
+/// main thread, and its CPU per delivery doubled.
+fn server_command(cpu: usize, program: &Path) -> Command {
+    let mut c = Command::new("chrt");
+    c.args(["-o", "0", "taskset", "-c"])
+        .arg(cpu.to_string())
+        .arg(program);
+    c
+}
+
+fn log_file(dir: &Path, name: &str) -> anyhow::Result<Stdio> {
+    Ok(std::fs::File::create(dir.join(name))?.into())
+}
+
+pub fn start_mosquitto(dir: &Path, cpu: usize) -> anyhow::Result<(Proc, u16)> {
+    let port = free_port();
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+             set_tcp_nodelay true\nmax_queued_messages 0\nlog_dest stderr\nlog_type error\n\
+             log_type warning\n"
+        ),
+    )?;
+    let child = pinned(cpu, Path::new("/usr/sbin/mosquitto"))
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(log_file(dir, "mosquitto.log")?)
+        .spawn()
+        .context("start mosquitto")?;
+    let p = Proc { child };
+    wait_for(Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+    .context("mosquitto did not start listening")?;
+    Ok((p, port))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stack {
+    Sensorcast,
+    Node,
+}
+
+impl Stack {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stack::Sensorcast => "sensorcast",
+            Stack::Node => "node-ref",
+        }
+    }
+}
+
+pub struct Server {
+    pub proc: Proc,
+    pub port: u16,
+    /// From spawn to ready (sensorcast: `/health/ready` 200; node: `/health/realtime` 200).
+    pub cold_start: Duration,
+}
+
+pub struct Paths {
+    pub sensorcast_bin: PathBuf,
+    pub node_dir: PathBuf,
+}
+
+pub fn start_server(
+    stack: Stack,
+    paths: &Paths,
+    topo: Topology,
+    mqtt_port: u16,
+    dir: &Path,
+    cpu: usize,
+) -> anyhow::Result<Server> {
+    let dir = dir.join(format!("{}-{}", stack.name(), free_port()));
+    std::fs::create_dir_all(&dir)?;
+    let port = free_port();
+    let (mut cmd, ready_path) = match stack {
+        Stack::Sensorcast => {
+            write_sensorcast_config(&dir, topo, port, mqtt_port)?;
+            let mut c = server_command(cpu, &paths.sensorcast_bin);
+            c.arg("--config").arg(dir.join("sensorcast.toml"));
+            (c, "/health/ready")
+        }
+        Stack::Node => {
+            std::fs::write(dir.join("mapping.json"), node_mapping(topo).to_string())?;
+            let mut c = server_command(cpu, Path::new("node"));
+            c.arg(paths.node_dir.join("node-ref.js"))
+                .current_dir(&paths.node_dir)
+                .env("PORT", port.to_string())
+                .env("MQTT_URL", format!("mqtt://127.0.0.1:{mqtt_port}"))
+                .env("MAPPING", dir.join("mapping.json"))
+                .env("JWT_SECRET", JWT_SECRET);
+            (c, "/health/realtime")
+        }
+    };
+    let started = Instant::now();
+    let child = cmd
+        .stdout(log_file(&dir, "stdout.log")?)
+        .stderr(log_file(&dir, "stderr.log")?)
+        .spawn()
+        .with_context(|| format!("start {}", stack.name()))?;
+    let mut proc = Proc { child };
+    let ok = wait_for(Duration::from_secs(30), || {
+        matches!(proc.child.try_wait(), Ok(None)) && http_status(port, ready_path) == Some(200)
+    });
+    if ok.is_err() {
+        let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
+        bail!("{} did not become ready: {}", stack.name(), log.trim());
+    }
+    let cold_start = started.elapsed();
+    Ok(Server {
+        proc,
+        port,
+        cold_start,
+    })
+}
+
+fn write_sensorcast_config(dir: &Path, t: Topology, port: u16, mqtt: u16) -> anyhow::Result<()> {
+    std::fs::write(dir.join("jwt.secret"), JWT_SECRET)?;
+    let mut reg = format!("[[org]]\nid = \"{ORG}\"\n");
+    for s in 0..t.sites() {
+        reg += &format!("[[site]]\nid = \"st{s}\"\norg = \"{ORG}\"\n");
+    }
+    for u in 0..t.units {
+        reg += &format!("[[unit]]\nid = \"u{u}\"\nsite = \"st{}\"\n", u % t.sites());
+    }
+    for s in 0..t.sensors {
+        reg += &format!("[[sensor]]\nid = \"s{s}\"\nunit = \"u{}\"\n", s % t.units);
+    }
+    std::fs::write(dir.join("registry.toml"), reg)?;
+    std::fs::write(
+        dir.join("sensorcast.toml"),
+        format!(
+            r#"# Written by the load generator for one scenario.
+[http]
+listen = "127.0.0.1:{port}"
+cors_origins = []
+shutdown_timeout = "2s"
+
+[mqtt]
+url = "mqtt://127.0.0.1:{mqtt}"
+client_id = "sensorcast-bench-{port}"
+clean_session = true
+
+[[mqtt.subscriptions]]
+topic = "bench/+"
+format = "json"
+qos = 0
+
+[auth]
+mode = "jwt"
+jwt_secret_file = "jwt.secret"
+org_claim = "org_id"
+role_claim = "role"
+
+[registry]
+file = "registry.toml"
+
+[state]
+dir = "state"
+
+[log]
+# The Node reference logs nothing; sensorcast's default (info) logs every socket connect.
+level = "warn"
+"#
+        ),
+    )?;
+    Ok(())
+}
+
+fn node_mapping(t: Topology) -> serde_json::Value {
+    let sensors: serde_json::Map<String, serde_json::Value> = (0..t.sensors)
+        .map(|s| {
+            let u = s % t.units;
+            (
+                format!("s{s}"),
+                serde_json::json!({"unit": format!("u{u}"), "site": format!("st{}", u % t.sites()), "org": ORG}),
+            )
+        })
+        .collect();
+    serde_json::json!({ "sensors": sensors })
+}
+
+/// Status code of `GET path` on 127.0.0.1:port, or `None` if nothing answers.
+pub fn http_status(port: u16, path: &str) -> Option<u16> {
+    let mut s =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+            .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).ok()?;
+    std::str::from_utf8(&buf[..n])
+        .ok()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+pub fn wait_for(limit: Duration, mut ok: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    bail!("timed out after {limit:?}")
+}

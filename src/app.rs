@@ -14,6 +14,7 @@ use crate::config::LimitsConfig;
 use crate::fanout::Fanout;
 use crate::hub::Hub;
 use crate::ingest::MqttHealth;
+use crate::realtime::expiry::Expiries;
 use crate::reload::Reloader;
 
 #[derive(Clone)]
@@ -37,6 +38,8 @@ pub struct Inner {
     /// Cancelled at shutdown; per-socket tasks (token expiry) hang off it.
     pub shutdown: CancellationToken,
     pub started: Instant,
+    /// Token expiry of connected sockets (one task for all).
+    pub expiries: Expiries,
 }
 
 impl std::ops::Deref for AppState {
@@ -73,6 +76,7 @@ impl AppState {
             shutting_down: AtomicBool::new(false),
             shutdown: p.shutdown,
             started: Instant::now(),
+            expiries: Expiries::default(),
         }))
     }
 

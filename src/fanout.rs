@@ -103,6 +103,11 @@ impl Fanout {
         self.0.io.get()?.of("/")
     }
 
+    /// A connected socket by id.
+    pub fn socket(&self, sid: Sid) -> Option<SocketRef> {
+        self.namespace()?.get_socket(sid)
+    }
+
     /// Delivers `event` once to every socket in any of `rooms`.
     pub fn deliver(&self, rooms: Vec<String>, event: &'static str, json: &Json, kind: Kind<'_>) {
         let Some(ns) = self.namespace() else {

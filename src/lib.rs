@@ -166,6 +166,8 @@ pub async fn run_with(
         .max_payload(config.limits.max_client_payload)
         .ws_max_message_size(config.limits.max_client_payload as usize)
         .ws_max_frame_size(config.limits.max_client_payload as usize)
+        // Client frames are small; the default 4 KiB read buffer per socket is mostly idle.
+        .ws_read_buffer_size(512)
         .connect_timeout(config.limits.handshake_timeout)
         .ping_interval(rt.ping_interval)
         .ping_timeout(rt.ping_timeout)
@@ -181,7 +183,10 @@ pub async fn run_with(
     });
     realtime::register(&io);
     let cors = cors_layer(&config.http.cors_origins)?;
-    let router = http::router(app.clone()).layer(io_layer).layer(cors);
+    let router = http::router(app.clone())
+        .layer(io_layer)
+        .layer(cors)
+        .layer(axum::middleware::map_request(transport::detach_request));
 
     // The alert engine has its own tracker: it must stop after ingest and before sockets.
     let alert_tasks = TaskTracker::new();
@@ -238,6 +243,7 @@ pub async fn run_with(
         config.http.ready_timeout,
         side_stop.clone(),
     ));
+    side.spawn(realtime::expiry::run(app.clone(), side_stop.clone()));
     side.spawn(reload_loop(
         config.clone(),
         app.clone(),

@@ -16,6 +16,28 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
 
+/// Rebuilds a request's URI and headers as owned copies. engineioxide keeps the handshake
+/// request's parts for the socket's whole life; as parsed by hyper they point into the
+/// connection's 16 KiB read buffer and keep it alive. Copies cost a few hundred bytes instead.
+pub async fn detach_request(req: axum::extract::Request) -> axum::extract::Request {
+    use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri};
+    let (mut parts, body) = req.into_parts();
+    if let Ok(uri) = parts.uri.to_string().parse::<Uri>() {
+        parts.uri = uri;
+    }
+    let mut headers = HeaderMap::with_capacity(parts.headers.len());
+    for (name, value) in parts.headers.iter() {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_str().as_bytes()),
+            HeaderValue::from_bytes(value.as_bytes()),
+        ) {
+            headers.append(n, v);
+        }
+    }
+    parts.headers = headers;
+    axum::extract::Request::from_parts(parts, body)
+}
+
 pub struct GuardedListener {
     inner: TcpListener,
     write_timeout: Duration,

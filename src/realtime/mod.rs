@@ -3,6 +3,7 @@
 //! organization (and allowed sites), and every room name is built from the socket's verified
 //! organization, never from client input alone. Subscriptions and resume live in `subscribe`.
 
+pub mod expiry;
 mod limits;
 mod subscribe;
 
@@ -14,8 +15,7 @@ use socketioxide::socket::DisconnectReason;
 use socketioxide::SocketIo;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
+use std::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::app::AppState;
@@ -46,7 +46,6 @@ pub struct SocketCtx {
     pub principal: Principal,
     bucket: Mutex<TokenBucket>,
     subscriptions: Subscriptions,
-    expiry: CancellationToken,
 }
 
 impl SocketCtx {
@@ -98,7 +97,6 @@ async fn authenticate(
             app.limits.event_burst,
         )),
         subscriptions: Subscriptions::default(),
-        expiry: CancellationToken::new(),
         principal: principal.clone(),
     });
     // Rooms and handlers are set up here, not in on_connect: socketioxide sends the CONNECT
@@ -107,7 +105,7 @@ async fn authenticate(
     join_own_rooms(&s, &principal);
     register_handlers(&s);
     if let Some(exp) = principal.expires_at {
-        spawn_expiry(&s, &app, exp, ctx.expiry.clone());
+        app.expiries.add(exp, s.id);
     }
     s.extensions.insert(ctx);
     s.extensions.insert(principal);
@@ -187,29 +185,8 @@ async fn on_disconnect(
 ) {
     app.connections.fetch_sub(1, Relaxed);
     release_subject(&app, &ctx.principal.subject);
-    ctx.expiry.cancel();
     app.fanout.forget(s.id);
     debug!(sid = %s.id, ?reason, "socket disconnected");
-}
-
-/// Disconnects the socket when its token expires (the handshake's leeway does not apply here:
-/// a dashboard is expected to reconnect with a fresh token before then).
-fn spawn_expiry(s: &SocketRef, app: &AppState, exp: u64, cancel: CancellationToken) {
-    let now = jsonwebtoken::get_current_timestamp();
-    let wait = Duration::from_secs(exp.saturating_sub(now));
-    let socket = s.clone();
-    let shutdown = app.shutdown.clone();
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = cancel.cancelled() => {}
-            _ = shutdown.cancelled() => {}
-            _ = tokio::time::sleep(wait) => {
-                info!(sid = %socket.id, "token expired, disconnecting socket");
-                let _ = socket.emit("auth:expired", &json!({ "message": "Token expired" }));
-                let _ = socket.disconnect();
-            }
-        }
-    });
 }
 
 /// The rate-limit gate every client event passes: `Some(ack)` to go on, `None` when the event

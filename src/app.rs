@@ -2,12 +2,13 @@
 //! `Arc`, so a clone is one reference-count increment. Built once in [`crate::run`].
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use dashmap::DashMap;
 
+use crate::alerts_hook::OpenAlerts;
 use crate::auth::Authenticator;
 use crate::config::LimitsConfig;
 use crate::fanout::Fanout;
@@ -32,6 +33,8 @@ pub struct Inner {
     /// Cancelled at shutdown; per-socket tasks (token expiry) hang off it.
     pub shutdown: CancellationToken,
     pub started: Instant,
+    /// The alert engine's view for `/metrics` and the status page; unset without an engine.
+    pub open_alerts: OnceLock<Arc<dyn OpenAlerts>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -61,10 +64,16 @@ impl AppState {
             shutting_down: AtomicBool::new(false),
             shutdown,
             started: Instant::now(),
+            open_alerts: OnceLock::new(),
         }))
     }
 
     pub fn connections(&self) -> usize {
         self.connections.load(Relaxed)
+    }
+
+    /// Attaches the alert engine's view (once; later calls are ignored).
+    pub fn set_open_alerts(&self, view: Arc<dyn OpenAlerts>) {
+        let _ = self.open_alerts.set(view);
     }
 }

@@ -15,9 +15,13 @@
 //! - [`realtime`]: Socket.io handshake auth and client events.
 //! - [`auth`]: JWT verification shared by sockets and HTTP.
 //! - [`http`]: health and `/api/` routes.
+//! - [`status`]: the status page (`GET /`), server-rendered HTML, token cookie.
+//! - [`metrics`]: `GET /metrics` (Prometheus text) on its own listener; the emit histogram.
+//! - [`alerts_hook`]: what the status page and metrics need from an alert engine.
 //! - [`stats`]: counters for everything accepted, rejected or dropped.
 //! - [`app`]: the cheap-clone handle the handlers share.
 
+pub mod alerts_hook;
 pub mod app;
 pub mod auth;
 pub mod batch;
@@ -27,12 +31,14 @@ pub mod fanout;
 pub mod http;
 pub mod hub;
 pub mod ingest;
+pub mod metrics;
 pub mod pipeline;
 pub mod reading;
 pub mod realtime;
 pub mod registry;
 pub mod route;
 pub mod stats;
+pub mod status;
 pub mod transport;
 
 use socketioxide::SocketIo;
@@ -58,6 +64,8 @@ use crate::transport::GuardedListener;
 /// The sockets the service serves on, bound by the caller (main, or a test on port 0).
 pub struct Listeners {
     pub http: TcpListener,
+    /// `GET /metrics` (see [`metrics`]); `None` serves no metrics.
+    pub metrics: Option<TcpListener>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,7 +142,10 @@ pub async fn run(
     });
     realtime::register(&io);
     let cors = cors_layer(&config.http.cors_origins)?;
-    let router = http::router(app.clone()).layer(io_layer).layer(cors);
+    let router = http::router(app.clone())
+        .merge(status::router(app.clone(), &config))
+        .layer(io_layer)
+        .layer(cors);
 
     let tasks = TaskTracker::new();
     let ingest_stop = CancellationToken::new();
@@ -170,6 +181,9 @@ pub async fn run(
             .await
     });
     info!(%addr, version = env!("CARGO_PKG_VERSION"), "sensorcast listening");
+    let metrics_server = listeners
+        .metrics
+        .map(|l| metrics::spawn_server(l, app.clone(), server_stop.clone()));
 
     shutdown.cancelled().await;
     info!("shutting down");
@@ -193,6 +207,12 @@ pub async fn run(
         Ok(Ok(Err(e))) => return Err(RunError::Http(e)),
         Ok(Err(e)) => error!(error = %e, "http server task failed"),
         Err(_) => warn!("http server did not finish in time"),
+    }
+    if let Some(m) = metrics_server {
+        bounded("metrics listener", limit, async {
+            let _ = m.await;
+        })
+        .await;
     }
     info!("shutdown complete");
     Ok(())

@@ -1,4 +1,4 @@
-//! The `sensorcast` binary: parses arguments, sets up logging, binds the listener, turns
+//! The `sensorcast` binary: parses arguments, sets up logging, binds the listeners, turns
 //! SIGTERM/SIGINT into a cancellation, and calls [`sensorcast::run`]. Nothing else lives here.
 
 use anyhow::Context;
@@ -88,16 +88,36 @@ async fn serve(config: Config, registry: Registry) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.http.listen))?;
+    let metrics = bind_metrics(&config).await;
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
     sensorcast::run(
         config,
         registry,
-        sensorcast::Listeners { http: listener },
+        sensorcast::Listeners {
+            http: listener,
+            metrics,
+        },
         shutdown,
     )
     .await?;
     Ok(())
+}
+
+/// The metrics listener, when enabled. A failure to bind is logged, not fatal: readings and
+/// alerts matter more than their metrics, and Prometheus shows the target as down.
+async fn bind_metrics(config: &Config) -> Option<tokio::net::TcpListener> {
+    let m = &config.metrics;
+    if !m.enabled {
+        return None;
+    }
+    match tokio::net::TcpListener::bind(m.listen).await {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::error!(addr = %m.listen, error = %e, "cannot listen for /metrics; serving without metrics");
+            None
+        }
+    }
 }
 
 /// First SIGTERM/SIGINT: graceful shutdown. Second: exit at once.

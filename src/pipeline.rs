@@ -58,6 +58,8 @@ impl Pipeline {
 
     /// Handles one MQTT publish end to end.
     pub async fn handle(&self, topic: &str, payload: &[u8]) {
+        // MQTT receipt, for the receipt-to-emit histogram (`/metrics`).
+        let received = Instant::now();
         let stats = self.hub.stats();
         stats.messages.fetch_add(1, Relaxed);
         let Some(sub) = self
@@ -74,7 +76,7 @@ impl Pipeline {
             Ok(Decoded::Readings(readings)) => {
                 for reading in readings {
                     stats.decoded.fetch_add(1, Relaxed);
-                    self.dispatch(reading, topic, received_at).await;
+                    self.dispatch(reading, topic, received_at, received).await;
                 }
             }
             Ok(Decoded::Availability { sensor_id, online }) => {
@@ -98,6 +100,7 @@ impl Pipeline {
         reading: decode::Reading,
         topic: &str,
         received_at: chrono::DateTime<Utc>,
+        received: Instant,
     ) {
         let sensor = reading.sensor_id.clone();
         // Serialised once, delivered to each socket while the unit's lock is held, so that a
@@ -118,7 +121,10 @@ impl Pipeline {
                 "sensor is not in the registry (see /api/sensors/unmapped)",
             ),
             Accepted::Mapped(wire, unit) => {
-                self.hub.stats().emitted.fetch_add(1, Relaxed);
+                // Handed to every socket (or its slow queue) by now.
+                let stats = self.hub.stats();
+                stats.emit_latency.observe(received.elapsed());
+                stats.emitted.fetch_add(1, Relaxed);
                 if let Some(b) = &self.batcher {
                     b.push(&unit, &wire);
                 }

@@ -18,6 +18,7 @@
 //! - [`status`]: the status page (`GET /`), server-rendered HTML, token cookie.
 //! - [`metrics`]: `GET /metrics` (Prometheus text) on its own listener; the emit histogram.
 //! - [`alerts_hook`]: what the status page and metrics need from an alert engine.
+//! - [`simulate`]: `sensorcast simulate`: realistic readings for every registered sensor.
 //! - [`stats`]: counters for everything accepted, rejected or dropped.
 //! - [`app`]: the cheap-clone handle the handlers share.
 
@@ -37,6 +38,7 @@ pub mod reading;
 pub mod realtime;
 pub mod registry;
 pub mod route;
+pub mod simulate;
 pub mod stats;
 pub mod status;
 pub mod transport;

@@ -1,5 +1,6 @@
 //! The `sensorcast` binary: parses arguments, sets up logging, binds the listeners, turns
-//! SIGTERM/SIGINT into a cancellation, and calls [`sensorcast::run`]. Nothing else lives here.
+//! SIGTERM/SIGINT into a cancellation, and calls [`sensorcast::run`] (or, for `simulate`,
+//! [`sensorcast::simulate::run`]). Nothing else lives here.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -33,6 +34,15 @@ struct Cli {
 enum Command {
     /// Validate the config and the registry it points to, then exit 0 (valid) or 1.
     CheckConfig,
+    /// Publish realistic readings for every registered sensor to the configured broker.
+    Simulate {
+        /// Time between two readings of one sensor ("500ms", "5s", "1m").
+        #[arg(long, default_value = "5s", value_parser = sensorcast::config::duration_str::parse)]
+        interval: std::time::Duration,
+        /// Publish one reading per sensor, wait for the broker's acks, and exit.
+        #[arg(long)]
+        once: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -67,6 +77,17 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    if let Some(Command::Simulate { interval, once }) = cli.command {
+        let opts = sensorcast::simulate::Options { interval, once };
+        return match runtime.block_on(simulate(config, registry, opts)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match runtime.block_on(serve(config, registry)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -118,6 +139,18 @@ async fn bind_metrics(config: &Config) -> Option<tokio::net::TcpListener> {
             None
         }
     }
+}
+
+async fn simulate(
+    config: Config,
+    registry: Registry,
+    opts: sensorcast::simulate::Options,
+) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(watch_signals(shutdown.clone()));
+    sensorcast::simulate::run(&config, &registry, opts, shutdown).await?;
+    Ok(())
 }
 
 /// First SIGTERM/SIGINT: graceful shutdown. Second: exit at once.

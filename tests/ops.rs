@@ -1,6 +1,7 @@
 //! Edge operations end to end, through real peers (a private mosquitto, sensorcast in-process or
 //! as the real binary, the official `socket.io-client`): `/metrics` in the Prometheus text
-//! format on its own listener, the status page and its token cookie.
+//! format on its own listener, the status page and its token cookie, and `sensorcast simulate`
+//! feeding every registered sensor to the dashboards of its organization.
 
 mod common;
 
@@ -256,6 +257,99 @@ async fn status_page_is_open_without_auth() {
     assert!(open.body.contains("<td>u3</td>") && !open.body.contains("<td>u1</td>"));
     assert_eq!(page(&service, "/?token=x", &[]).await.status, 303);
     service.stop().await;
+}
+
+/// `sensorcast simulate --once` publishes one reading for every registered sensor, in the
+/// format of the subscription that carries it: each organization's socket receives exactly its
+/// own sensors' readings. Without `--once` it keeps publishing and exits 0 on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulator_feeds_every_registered_sensor() {
+    let broker = Broker::start().await;
+    let service = Service::start(&broker).await;
+    let driver = JsDriver::spawn().await;
+    let o1 = connected(&driver, &service, auth("o1", "admin")).await;
+    let o2 = connected(&driver, &service, auth("o2", "owner")).await;
+    for c in [&o1, &o2] {
+        let ack = c.emit_ack("subscribe:organization", vec![]).await.remove(0);
+        assert_eq!(ack["ok"], true);
+    }
+    let config = service.dir.path().join("sensorcast.toml");
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        simulator(&config, &["--once"]).output(),
+    )
+    .await
+    .expect("simulate --once exits")
+    .expect("run simulate");
+    assert!(
+        out.status.success(),
+        "simulate --once: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut seen = BTreeMap::new();
+    for _ in 0..3 {
+        let r = o1.next_event("sensor:reading").await.remove(0);
+        seen.insert(
+            r["deviceId"].as_str().unwrap().to_string(),
+            (
+                r["unitId"].clone(),
+                r["source"].clone(),
+                r["temperature"].clone(),
+            ),
+        );
+    }
+    let ids: BTreeSet<&str> = seen.keys().map(String::as_str).collect();
+    assert_eq!(
+        ids,
+        BTreeSet::from(["AC1F09FFFE01454E", "probe-1", "probe-2"])
+    );
+    assert_eq!(seen["AC1F09FFFE01454E"].1, "ttn-v3");
+    assert_eq!(seen["probe-1"].1, "json");
+    assert_eq!(seen["probe-2"].0, "u2");
+    for (id, (_, _, t)) in &seen {
+        let t = t.as_f64().unwrap();
+        assert!((-25.0..30.0).contains(&t), "{id}: {t}");
+    }
+    let r = o2.next_event("sensor:reading").await.remove(0);
+    assert_eq!(r["deviceId"], "probe-3");
+    o1.assert_no_event("sensor:reading", Duration::from_millis(500))
+        .await;
+    o2.assert_no_event("sensor:reading", Duration::ZERO).await;
+
+    // Continuous mode: readings keep coming; SIGTERM ends it cleanly.
+    let mut child = simulator(&config, &["--interval", "300ms"])
+        .spawn()
+        .expect("spawn simulate");
+    for _ in 0..4 {
+        o1.next_event("sensor:reading").await;
+    }
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("simulate exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    service.stop().await;
+}
+
+fn simulator(config: &std::path::Path, args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(common::service::binary());
+    cmd.arg("simulate")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("SENSORCAST_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    cmd
 }
 
 async fn page(service: &Service, path: &str, headers: &[(&str, &str)]) -> RawResponse {

@@ -284,8 +284,13 @@ pub struct SimSensor {
     pub model: SensorModel,
 }
 
-/// The sensors to play, in id order, and one line per sensor that cannot be played.
-pub fn plan(registry: &Registry, subscriptions: &[Subscription]) -> (Vec<SimSensor>, Vec<String>) {
+/// The sensors to play, in id order, and one line per sensor that cannot be played. `run_seed`
+/// varies the sensors' randomness from run to run (tests fix it).
+pub fn plan(
+    registry: &Registry,
+    subscriptions: &[Subscription],
+    run_seed: u64,
+) -> (Vec<SimSensor>, Vec<String>) {
     let mut sensors: Vec<_> = registry.sensors().collect();
     sensors.sort_by(|a, b| a.0.cmp(b.0));
     let mut out = Vec::new();
@@ -298,7 +303,7 @@ pub fn plan(registry: &Registry, subscriptions: &[Subscription]) -> (Vec<SimSens
                     sensor_id: id.to_string(),
                     unit_id: unit.id.to_string(),
                     route,
-                    model: SensorModel::new(kind, seed(id, i)),
+                    model: SensorModel::new(kind, seed(id, i) ^ run_seed),
                 });
             }
             None => skipped.push(format!(
@@ -489,7 +494,8 @@ pub async fn run(
     opts: Options,
     shutdown: CancellationToken,
 ) -> Result<(), SimulateError> {
-    let (mut sensors, skipped) = plan(registry, &config.mqtt.subscriptions);
+    let run_seed = Utc::now().timestamp_nanos_opt().unwrap_or_default() as u64;
+    let (mut sensors, skipped) = plan(registry, &config.mqtt.subscriptions, run_seed);
     for s in &skipped {
         warn!("{s}; skipped");
     }
@@ -861,7 +867,7 @@ unit = "u"
             Path::new("r.toml"),
         )
         .unwrap();
-        let (sensors, skipped) = plan(&reg, &[sub("sensors/+", Format::Json)]);
+        let (sensors, skipped) = plan(&reg, &[sub("sensors/+", Format::Json)], 42);
         let ids: Vec<_> = sensors.iter().map(|s| s.sensor_id.as_str()).collect();
         assert_eq!(ids, ["AC1F09FFFE01454E", "probe-1"]);
         assert_eq!(sensors[0].model.kind, UnitKind::Freezer);

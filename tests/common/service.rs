@@ -80,6 +80,10 @@ jwt_secret_file = "jwt.secret"
 file = "registry.toml"
 [state]
 dir = "state"
+# Binaries started by tests must not contend for the default 127.0.0.1:9464; an in-process
+# service gets a metrics listener of its own from `Service::start_config` regardless.
+[metrics]
+enabled = false
 "#,
         id = fastrand::u64(..)
     )

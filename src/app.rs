@@ -2,13 +2,14 @@
 //! `Arc`, so a clone is one reference-count increment. Built once in [`crate::run`].
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use dashmap::DashMap;
 
 use crate::alerts::Alerts;
+use crate::alerts_hook::OpenAlerts;
 use crate::auth::Authenticator;
 use crate::config::LimitsConfig;
 use crate::fanout::Fanout;
@@ -40,6 +41,8 @@ pub struct Inner {
     pub started: Instant,
     /// Token expiry of connected sockets (one task for all).
     pub expiries: Expiries,
+    /// The alert engine's view for `/metrics` and the status page; unset without an engine.
+    pub open_alerts: OnceLock<Arc<dyn OpenAlerts>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -77,10 +80,16 @@ impl AppState {
             shutdown: p.shutdown,
             started: Instant::now(),
             expiries: Expiries::default(),
+            open_alerts: OnceLock::new(),
         }))
     }
 
     pub fn connections(&self) -> usize {
         self.connections.load(Relaxed)
+    }
+
+    /// Attaches the alert engine's view (once; later calls are ignored).
+    pub fn set_open_alerts(&self, view: Arc<dyn OpenAlerts>) {
+        let _ = self.open_alerts.set(view);
     }
 }

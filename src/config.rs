@@ -71,6 +71,10 @@ pub struct Config {
     /// Alert rule defaults (the last level of inheritance) and the alert engine's knobs.
     #[serde(default)]
     pub alerts: crate::alerts::rules::AlertsConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub status: StatusConfig,
     /// The directory of the config file; relative paths inside it resolve against this.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -343,6 +347,42 @@ impl Default for RealtimeConfig {
     }
 }
 
+/// `GET /metrics` (Prometheus text) on a listener of its own, loopback by default: no token,
+/// and not reachable from outside the box unless the installer says so.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            listen: "127.0.0.1:9464".parse().expect("static address"),
+        }
+    }
+}
+
+/// The status page (`GET /`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatusConfig {
+    /// A unit whose last reading is older than this is shown as `stale` (while no alert engine
+    /// says otherwise).
+    #[serde(with = "duration_str")]
+    pub stale_after: Duration,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        StatusConfig {
+            stale_after: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
 /// The environment variables that override file values, and the key each one sets.
 pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("SENSORCAST_HTTP__LISTEN", "http.listen"),
@@ -362,6 +402,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("SENSORCAST_STATE__DIR", "state.dir"),
     ("SENSORCAST_LOG__LEVEL", "log.level"),
     ("SENSORCAST_LOG__FORMAT", "log.format"),
+    ("SENSORCAST_METRICS__LISTEN", "metrics.listen"),
 ];
 
 impl Config {
@@ -429,6 +470,11 @@ impl Config {
                 "SENSORCAST_STATE__DIR" => self.state.dir = PathBuf::from(value),
                 "SENSORCAST_LOG__LEVEL" => self.log.level = value.clone(),
                 "SENSORCAST_LOG__FORMAT" => self.log.format = value.clone(),
+                "SENSORCAST_METRICS__LISTEN" => {
+                    self.metrics.listen = value
+                        .parse()
+                        .map_err(|e| bad(format!("not an address: {e}")))?
+                }
                 // The config file path itself is read by main, not here.
                 "SENSORCAST_CONFIG" => {}
                 _ => {

@@ -99,7 +99,7 @@ impl Fanout {
 
     /// The default namespace, or `None` before start and after `io.close()` (when `io.to`
     /// would panic).
-    fn namespace(&self) -> Option<socketioxide::operators::BroadcastOperators> {
+    pub fn namespace(&self) -> Option<socketioxide::operators::BroadcastOperators> {
         self.0.io.get()?.of("/")
     }
 

@@ -1,5 +1,6 @@
 //! HTTP routes beside Socket.io: health probes for systemd, load balancers and dashboards, and
-//! the small `/api/` an installer uses (unmapped sensors, counters). Health is open; `/api/`
+//! the small `/api/` an installer uses (unmapped sensors, counters). The status page (`/`) is in
+//! [`crate::status`], `/metrics` in [`crate::metrics`] (on its own listener). Health is open; `/api/`
 //! takes `Authorization: Bearer <JWT>` verified exactly like the socket handshake, and needs the
 //! `owner` or `admin` role (unless `auth.mode = "none"`).
 
@@ -117,15 +118,7 @@ async fn stats(State(app): State<AppState>) -> Json<crate::stats::StatsSnapshot>
 
 /// 401 without a valid token, 403 for roles other than owner/admin.
 async fn require_admin(State(app): State<AppState>, req: Request, next: Next) -> Response {
-    let token = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        });
-    match app.auth.verify(token) {
+    match app.auth.verify(bearer(req.headers())) {
         Ok(p) if p.is_admin() => next.run(req).await,
         Ok(_) => (
             StatusCode::FORBIDDEN,
@@ -146,4 +139,15 @@ async fn require_admin(State(app): State<AppState>, req: Request, next: Next) ->
             r
         }
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header (also used by the status page).
+pub(crate) fn bearer(headers: &header::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
 }

@@ -227,6 +227,7 @@ pub async fn run(
                 let wait = backoff.next();
                 if was_connected {
                     health.reconnects.fetch_add(1, Relaxed);
+                    pipeline.count_reconnect();
                     warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "mqtt connection lost");
                 } else if !repeated {
                     warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "mqtt connect failed");

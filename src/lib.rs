@@ -18,10 +18,15 @@
 //! - [`realtime`]: Socket.io handshake auth and client events.
 //! - [`auth`]: JWT verification shared by sockets and HTTP.
 //! - [`http`]: health and `/api/` routes.
+//! - [`status`]: the status page (`GET /`), server-rendered HTML, token cookie.
+//! - [`metrics`]: `GET /metrics` (Prometheus text) on its own listener; the emit histogram.
+//! - [`alerts_hook`]: what the status page and metrics need from an alert engine.
+//! - [`simulate`]: `sensorcast simulate`: realistic readings for every registered sensor.
 //! - [`stats`]: counters for everything accepted, rejected or dropped.
 //! - [`app`]: the cheap-clone handle the handlers share.
 
 pub mod alerts;
+pub mod alerts_hook;
 pub mod app;
 pub mod auth;
 pub mod batch;
@@ -31,13 +36,16 @@ pub mod fanout;
 pub mod http;
 pub mod hub;
 pub mod ingest;
+pub mod metrics;
 pub mod pipeline;
 pub mod reading;
 pub mod realtime;
 pub mod registry;
 pub mod reload;
 pub mod route;
+pub mod simulate;
 pub mod stats;
+pub mod status;
 pub mod systemd;
 pub mod transport;
 
@@ -65,6 +73,8 @@ use crate::transport::GuardedListener;
 /// The sockets the service serves on, bound by the caller (main, or a test on port 0).
 pub struct Listeners {
     pub http: TcpListener,
+    /// `GET /metrics` (see [`metrics`]); `None` serves no metrics.
+    pub metrics: Option<TcpListener>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +170,7 @@ pub async fn run_with(
         alerts: alerts.clone(),
         shutdown: app_shutdown.clone(),
     });
+    app.set_open_alerts(Arc::new(alerts.clone()));
     let (io_layer, io) = SocketIo::builder()
         .with_state(app.clone())
         .max_buffer_size(config.limits.socket_buffer)
@@ -184,6 +195,7 @@ pub async fn run_with(
     realtime::register(&io);
     let cors = cors_layer(&config.http.cors_origins)?;
     let router = http::router(app.clone())
+        .merge(status::router(app.clone(), &config))
         .layer(io_layer)
         .layer(cors)
         .layer(axum::middleware::map_request(transport::detach_request));
@@ -251,6 +263,9 @@ pub async fn run_with(
         subs_tx,
         side_stop.clone(),
     ));
+    let metrics_server = listeners
+        .metrics
+        .map(|l| metrics::spawn_server(l, app.clone(), server_stop.clone()));
 
     shutdown.cancelled().await;
     info!("shutting down");
@@ -279,6 +294,12 @@ pub async fn run_with(
         Ok(Ok(Err(e))) => return Err(RunError::Http(e)),
         Ok(Err(e)) => error!(error = %e, "http server task failed"),
         Err(_) => warn!("http server did not finish in time"),
+    }
+    if let Some(m) = metrics_server {
+        bounded("metrics listener", limit, async {
+            let _ = m.await;
+        })
+        .await;
     }
     info!("shutdown complete");
     Ok(())

@@ -1,5 +1,6 @@
-//! The `sensorcast` binary: parses arguments, sets up logging, binds the listener, turns
-//! SIGTERM/SIGINT into a cancellation, and calls [`sensorcast::run`]. Nothing else lives here.
+//! The `sensorcast` binary: parses arguments, sets up logging, binds the listeners, turns
+//! SIGTERM/SIGINT into a cancellation, and calls [`sensorcast::run`] (or, for `simulate`,
+//! [`sensorcast::simulate::run`]). Nothing else lives here.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -33,6 +34,15 @@ struct Cli {
 enum Command {
     /// Validate the config and the registry it points to, then exit 0 (valid) or 1.
     CheckConfig,
+    /// Publish realistic readings for every registered sensor to the configured broker.
+    Simulate {
+        /// Time between two readings of one sensor ("500ms", "5s", "1m").
+        #[arg(long, default_value = "5s", value_parser = sensorcast::config::duration_str::parse)]
+        interval: std::time::Duration,
+        /// Publish one reading per sensor, wait for the broker's acks, and exit.
+        #[arg(long)]
+        once: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -67,6 +77,17 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    if let Some(Command::Simulate { interval, once }) = cli.command {
+        let opts = sensorcast::simulate::Options { interval, once };
+        return match runtime.block_on(simulate(config, registry, opts)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match runtime.block_on(serve(config, registry, log_level)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -95,6 +116,7 @@ async fn serve(
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.http.listen))?;
+    let metrics = bind_metrics(&config).await;
     let mut control = sensorcast::Control::new(CancellationToken::new());
     control.log_level = Some(log_level);
     tokio::spawn(watch_signals(
@@ -104,10 +126,43 @@ async fn serve(
     sensorcast::run_with(
         config,
         registry,
-        sensorcast::Listeners { http: listener },
+        sensorcast::Listeners {
+            http: listener,
+            metrics,
+        },
         control,
     )
     .await?;
+    Ok(())
+}
+
+/// The metrics listener, when enabled. A failure to bind is logged, not fatal: readings and
+/// alerts matter more than their metrics, and Prometheus shows the target as down.
+async fn bind_metrics(config: &Config) -> Option<tokio::net::TcpListener> {
+    let m = &config.metrics;
+    if !m.enabled {
+        return None;
+    }
+    match tokio::net::TcpListener::bind(m.listen).await {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::error!(addr = %m.listen, error = %e, "cannot listen for /metrics; serving without metrics");
+            None
+        }
+    }
+}
+
+async fn simulate(
+    config: Config,
+    registry: Registry,
+    opts: sensorcast::simulate::Options,
+) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let shutdown = CancellationToken::new();
+    // SIGHUP means nothing to the simulator: restart it to pick up a new registry.
+    let reload = std::sync::Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(watch_signals(shutdown.clone(), reload));
+    sensorcast::simulate::run(&config, &registry, opts, shutdown).await?;
     Ok(())
 }
 

@@ -74,8 +74,15 @@ impl Pipeline {
         self
     }
 
+    /// Counts a lost broker connection (shown in `/api/stats`).
+    pub fn count_reconnect(&self) {
+        self.hub.stats().mqtt_reconnects.fetch_add(1, Relaxed);
+    }
+
     /// Handles one MQTT publish end to end.
     pub async fn handle(&self, topic: &str, payload: &[u8]) {
+        // MQTT receipt, for the receipt-to-emit histogram (`/metrics`).
+        let received = Instant::now();
         let stats = self.hub.stats();
         stats.messages.fetch_add(1, Relaxed);
         let subscriptions = self.subscriptions();
@@ -92,7 +99,7 @@ impl Pipeline {
             Ok(Decoded::Readings(readings)) => {
                 for reading in readings {
                     stats.decoded.fetch_add(1, Relaxed);
-                    self.dispatch(reading, topic, received_at).await;
+                    self.dispatch(reading, topic, received_at, received).await;
                 }
             }
             Ok(Decoded::Availability { sensor_id, online }) => {
@@ -123,6 +130,7 @@ impl Pipeline {
         reading: decode::Reading,
         topic: &str,
         received_at: chrono::DateTime<Utc>,
+        received: Instant,
     ) {
         let sensor = reading.sensor_id.clone();
         // Serialised once, delivered to each socket while the unit's lock is held, so that a
@@ -143,7 +151,10 @@ impl Pipeline {
                 "sensor is not in the registry (see /api/sensors/unmapped)",
             ),
             Accepted::Mapped(wire, unit) => {
-                self.hub.stats().emitted.fetch_add(1, Relaxed);
+                // Handed to every socket (or its slow queue) by now.
+                let stats = self.hub.stats();
+                stats.emit_latency.observe(received.elapsed());
+                stats.emitted.fetch_add(1, Relaxed);
                 if let Some(b) = &self.batcher {
                     b.push(&unit, &wire);
                 }

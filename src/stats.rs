@@ -28,6 +28,8 @@ pub struct Stats {
     pub mqtt_reconnects: AtomicU64,
     /// Times a socket's queue was found full and the socket was marked slow.
     slow_marked: AtomicU64,
+    /// Time from MQTT receipt to the reading being handed to its sockets (`/metrics`).
+    pub emit_latency: crate::metrics::Histogram,
 }
 
 fn bump<K: Eq + std::hash::Hash>(map: &DashMap<K, AtomicU64>, key: K, n: u64) {

@@ -276,3 +276,26 @@ impl Alerts {
 
 #[cfg(test)]
 mod tests;
+
+/// The engine as seen by `/metrics` and the status page.
+impl crate::alerts_hook::OpenAlerts for Alerts {
+    fn open_alerts(&self) -> Vec<crate::alerts_hook::OpenAlert> {
+        let view = self.0.view.read().expect("alert view").clone();
+        view.alerts
+            .iter()
+            .map(|a| crate::alerts_hook::OpenAlert {
+                unit_id: a.unit_id.clone(),
+                organization_id: a.organization_id.clone(),
+                alert_type: a.alert_type.name(),
+                severity: a.severity.name(),
+                message: a.message.clone(),
+                triggered_at: a.triggered_at,
+            })
+            .collect()
+    }
+
+    fn unit_state(&self, unit_id: &str) -> Option<&'static str> {
+        let view = self.0.view.read().expect("alert view").clone();
+        view.states.get(unit_id).map(|s| s.name())
+    }
+}

@@ -59,8 +59,7 @@ impl Subscriptions {
         self.0.lock().expect("subscriptions lock").remove(room);
     }
 
-    #[cfg(test)]
-    fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.0.lock().expect("subscriptions lock").len()
     }
 }

@@ -56,6 +56,11 @@ impl SocketCtx {
             .expect("bucket lock")
             .take(Instant::now())
     }
+
+    /// Rooms this socket joined through subscribe events (`/metrics`).
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.len()
+    }
 }
 
 async fn authenticate(

@@ -80,6 +80,10 @@ jwt_secret_file = "jwt.secret"
 file = "registry.toml"
 [state]
 dir = "state"
+# Binaries started by tests must not contend for the default 127.0.0.1:9464; an in-process
+# service gets a metrics listener of its own from `Service::start_config` regardless.
+[metrics]
+enabled = false
 "#,
         id = fastrand::u64(..)
     )
@@ -96,6 +100,8 @@ pub fn write_config_dir(config: &str) -> tempfile::TempDir {
 
 pub struct Service {
     pub addr: SocketAddr,
+    /// The metrics listener (`GET /metrics`).
+    pub metrics_addr: SocketAddr,
     pub dir: tempfile::TempDir,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), sensorcast::RunError>>,
@@ -116,15 +122,21 @@ impl Service {
             sensorcast::registry::Registry::load(&config.registry.file).expect("registry");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics_addr = metrics.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(sensorcast::run(
             config,
             registry,
-            sensorcast::Listeners { http: listener },
+            sensorcast::Listeners {
+                http: listener,
+                metrics: Some(metrics),
+            },
             shutdown.clone(),
         ));
         let service = Service {
             addr,
+            metrics_addr,
             dir,
             shutdown,
             task,
@@ -298,5 +310,59 @@ impl Binary {
     /// Rewrites a file in the config directory (the registry, the config).
     pub fn write(&self, name: &str, text: &str) {
         std::fs::write(self.dir.path().join(name), text).unwrap();
+    }
+}
+
+/// An HTTP response as text: status, headers (names lower-case), body.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl RawResponse {
+    /// The first header of that (lower-case) name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Minimal HTTP/1.1 GET with extra request headers, returning the raw text (for HTML and the
+/// Prometheus format, and to see `Set-Cookie`).
+pub async fn http_get_raw(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> RawResponse {
+    let mut tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n");
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut buf))
+        .await
+        .expect("http response in 5 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    RawResponse {
+        status,
+        headers,
+        body: body.to_string(),
     }
 }

@@ -1,0 +1,236 @@
+//! The status page (`GET /`): one server-rendered HTML page for the person with an SSH session
+//! or a browser on the edge box. It shows the broker connection, every unit of the viewer's
+//! organization with its state, last reading and its age, open alerts, unregistered sensors
+//! and connected sockets. No script and no external asset: it works offline, refreshes itself
+//! every 10 s (`<meta http-equiv="refresh">`), and every piece of text in it is escaped, since
+//! ids come from config files and from sensors.
+//!
+//! Access is the same as `/api/` (an owner or admin JWT, unless `auth.mode = "none"`). A browser
+//! cannot send an `Authorization` header by itself, so it presents the token once as
+//! `/?token=<JWT>`: the token is verified, kept in an `HttpOnly; SameSite=Strict; Path=/` cookie
+//! that expires with the token (`Max-Age`), and the browser is redirected to `/` so the token
+//! leaves the address bar. `Secure` is not set: the service speaks plain HTTP, and a browser
+//! would not send a `Secure` cookie back over it. `Authorization: Bearer` works too (curl).
+//!
+//! This file is the HTTP side (routes, token, cookie, headers); `page` gathers what the page
+//! shows and renders it (pure).
+
+mod page;
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use chrono::Utc;
+use serde::Deserialize;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::app::AppState;
+use crate::auth::AuthError;
+use crate::config::{AuthMode, Config};
+
+use page::small_page;
+pub use page::{age_state, escape, gather, render, PageData};
+
+/// The cookie that carries the token after `/?token=`.
+pub const COOKIE: &str = "sensorcast_token";
+
+#[derive(Clone)]
+struct PageState {
+    app: AppState,
+    stale_after: Duration,
+}
+
+pub fn router(app: AppState, config: &Config) -> Router {
+    let state = PageState {
+        app,
+        stale_after: config.status.stale_after,
+    };
+    Router::new().route("/", get(page)).with_state(state)
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+async fn page(
+    State(s): State<PageState>,
+    Query(q): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let app = &s.app;
+    if let Some(token) = q.token {
+        return sign_in(app, &token);
+    }
+    let from_cookie = cookie(&headers, COOKIE);
+    let token = crate::http::bearer(&headers).or(from_cookie);
+    match app.auth.verify(token) {
+        Ok(p) if p.is_admin() => {
+            let data = gather(app, &p, s.stale_after, Utc::now());
+            html(StatusCode::OK, render(&data))
+        }
+        Ok(_) => forbidden(),
+        Err(e) => {
+            app.hub.stats().client_error(e.reason());
+            let mut r = unauthorized(e);
+            if from_cookie.is_some() {
+                // A stale cookie would keep failing: let the browser forget it.
+                set_cookie(
+                    &mut r,
+                    &format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+                );
+            }
+            r
+        }
+    }
+}
+
+/// `/?token=`: verify, keep the token in a cookie that expires with it, redirect to `/`.
+fn sign_in(app: &AppState, token: &str) -> Response {
+    if app.auth.mode() == AuthMode::None {
+        return redirect_home();
+    }
+    match app.auth.verify(Some(token)) {
+        Ok(p) if p.is_admin() => {
+            let mut r = redirect_home();
+            set_cookie(&mut r, &session_cookie(token, p.expires_at, now_secs()));
+            r
+        }
+        Ok(_) => forbidden(),
+        Err(e) => {
+            app.hub.stats().client_error(e.reason());
+            unauthorized(e)
+        }
+    }
+}
+
+/// The `Set-Cookie` value for `token`: gone no later than the token's `exp` (a token without
+/// `exp` gets a cookie that lasts as long as the browser session).
+pub fn session_cookie(token: &str, expires_at: Option<u64>, now: u64) -> String {
+    let mut c = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
+    if let Some(exp) = expires_at {
+        let _ = write!(c, "; Max-Age={}", exp.saturating_sub(now));
+    }
+    c
+}
+
+fn now_secs() -> u64 {
+    jsonwebtoken::get_current_timestamp()
+}
+
+/// A cookie's value from the request's `Cookie` headers.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+        .filter(|v| !v.is_empty())
+}
+
+fn set_cookie(r: &mut Response, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+fn redirect_home() -> Response {
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    r.headers_mut()
+        .insert(header::LOCATION, HeaderValue::from_static("/"));
+    secure_headers(&mut r);
+    r
+}
+
+fn unauthorized(e: AuthError) -> Response {
+    let body = small_page(
+        "Sign-in needed",
+        &format!(
+            "<p>This page needs the JWT of an <b>owner</b> or <b>admin</b> \
+             ({reason}).</p>\
+             <p>Open it once as <code>/?token=&lt;JWT&gt;</code>: the token is checked, kept in \
+             an HttpOnly cookie until it expires, and removed from the address.</p>\
+             <p>From a shell: <code>curl -H 'Authorization: Bearer &lt;JWT&gt;' …/</code>.</p>",
+            reason = escape(&e.to_string())
+        ),
+    );
+    let mut r = html(StatusCode::UNAUTHORIZED, body);
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    r
+}
+
+fn forbidden() -> Response {
+    html(
+        StatusCode::FORBIDDEN,
+        small_page(
+            "Forbidden",
+            "<p>The status page needs the <b>owner</b> or <b>admin</b> role.</p>",
+        ),
+    )
+}
+
+fn html(code: StatusCode, body: String) -> Response {
+    let mut r = (
+        code,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        body,
+    )
+        .into_response();
+    secure_headers(&mut r);
+    r
+}
+
+/// No caching (the page carries live data), no framing, no referrer (the first request had a
+/// token in its URL), and a policy that would stop any script even if escaping ever failed.
+fn secure_headers(r: &mut Response) {
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; \
+             form-action 'none'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookie_expires_with_the_token() {
+        assert_eq!(
+            session_cookie("a.b.c", Some(1_000_600), 1_000_000),
+            "sensorcast_token=a.b.c; Path=/; HttpOnly; SameSite=Strict; Max-Age=600"
+        );
+        assert!(session_cookie("a.b.c", Some(5), 10).ends_with("Max-Age=0"));
+        assert!(!session_cookie("a.b.c", None, 10).contains("Max-Age"));
+    }
+
+    #[test]
+    fn cookies_are_found_among_others() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; sensorcast_token=tok; b=2"),
+        );
+        assert_eq!(cookie(&h, COOKIE), Some("tok"));
+        assert_eq!(cookie(&h, "sensorcast"), None);
+    }
+}

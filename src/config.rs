@@ -7,9 +7,10 @@ use serde::Deserialize;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use crate::decode::Format;
+use crate::decode::{self, DecodeState, Format};
 
 /// Why a configuration could not be loaded. Every variant says which file (or variable) is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -154,21 +155,123 @@ impl Default for MqttConfig {
     }
 }
 
-/// One MQTT subscription and how to decode what arrives on it.
+/// One MQTT subscription and how to decode what arrives on it. The decoder options are checked
+/// against the format while parsing, so an option the format does not use is an error naming
+/// it rather than something silently ignored (docs/decoders.md lists them per format).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "SubscriptionFile")]
 pub struct Subscription {
     pub topic: String,
     pub format: Format,
-    #[serde(default = "default_qos")]
     pub qos: u8,
-    /// `json` format: which topic segment (0-based, negative counts from the end) holds the
-    /// sensor id. Default: the last segment.
-    #[serde(default)]
-    pub sensor_id_segment: Option<i32>,
-    /// `json` format: a payload field holding the sensor id (wins over the topic).
-    #[serde(default)]
-    pub sensor_id_field: Option<String>,
+    /// How the decoder reads this subscription's payloads.
+    pub decoder: decode::Options,
+    /// The decoder's memory for this subscription (Shelly's last status per device, bounded).
+    /// Clones share it, as clones of the pipeline share their subscriptions.
+    state: Arc<Mutex<DecodeState>>,
+}
+
+impl Subscription {
+    /// A subscription with its format's defaults (tests, benches, fuzzers).
+    pub fn new(topic: impl Into<String>, format: Format) -> Self {
+        Subscription {
+            topic: topic.into(),
+            format,
+            qos: default_qos(),
+            decoder: decode::Options::default(),
+            state: Default::default(),
+        }
+    }
+
+    /// The decoder memory, locked for one `decode::decode` call. Only the MQTT task decodes, so
+    /// the lock is uncontended; a lock poisoned by a panic is taken over, since the memory is a
+    /// cache of what devices last said and holds nothing that must stay consistent.
+    pub fn decode_state(&self) -> MutexGuard<'_, DecodeState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A `[[mqtt.subscriptions]]` table as written; [`Subscription`] is it checked.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubscriptionFile {
+    topic: String,
+    format: Format,
+    #[serde(default = "default_qos")]
+    qos: u8,
+    /// Sensor id from topic levels: `"{3}"`, `"{-1}"`, `"{1..}"` (json, value, tasmota).
+    sensor_id: Option<decode::TopicTemplate>,
+    /// json: a payload field (dotted path) holding the sensor id.
+    sensor_id_field: Option<decode::FieldPath>,
+    /// json: dotted paths to the values.
+    fields: Option<decode::JsonFields>,
+    /// json, value: "C" (default) or "F".
+    unit: Option<decode::TempUnit>,
+    /// value: the quantity the number is.
+    metric: Option<decode::Metric>,
+    /// ttn-v3: battery `[[volts, percent], ...]`.
+    battery_curve: Option<decode::BatteryCurve>,
+    /// zigbee2mqtt: Zigbee2MQTT's `base_topic` (default "zigbee2mqtt").
+    base_topic: Option<String>,
+}
+
+impl TryFrom<SubscriptionFile> for Subscription {
+    type Error = String;
+
+    fn try_from(f: SubscriptionFile) -> Result<Self, String> {
+        use Format::*;
+        let format = f.format;
+        let only = |key: &str, set: bool, formats: &[Format]| {
+            if !set || formats.contains(&format) {
+                return Ok(());
+            }
+            let names: Vec<&str> = formats.iter().map(|f| f.name()).collect();
+            Err(format!(
+                "{key} does not apply to format \"{}\" (only to {})",
+                format.name(),
+                names.join(", ")
+            ))
+        };
+        only("sensor_id", f.sensor_id.is_some(), &[Json, Value, Tasmota])?;
+        only("sensor_id_field", f.sensor_id_field.is_some(), &[Json])?;
+        only("fields", f.fields.is_some(), &[Json])?;
+        only("unit", f.unit.is_some(), &[Json, Value])?;
+        only("metric", f.metric.is_some(), &[Value])?;
+        only("battery_curve", f.battery_curve.is_some(), &[TtnV3])?;
+        only("base_topic", f.base_topic.is_some(), &[Zigbee2Mqtt])?;
+        if f.sensor_id.is_some() && f.sensor_id_field.is_some() {
+            return Err(
+                "set sensor_id (from the topic) or sensor_id_field (from the payload), not both"
+                    .into(),
+            );
+        }
+        let metric = f.metric.unwrap_or_default();
+        if metric != decode::Metric::Temperature {
+            return Err("metric: only \"temperature\" is supported for now; every reading needs a temperature, so a value subscription cannot carry a humidity or battery level alone".into());
+        }
+        if let Some(base) = &f.base_topic {
+            if base.is_empty() || base.ends_with('/') || base.contains(['+', '#']) {
+                return Err(format!(
+                    "base_topic {base:?} must be a topic without wildcards or a trailing '/'"
+                ));
+            }
+        }
+        Ok(Subscription {
+            topic: f.topic,
+            format,
+            qos: f.qos,
+            decoder: decode::Options {
+                sensor_id: f.sensor_id,
+                sensor_id_field: f.sensor_id_field,
+                fields: f.fields.unwrap_or_default(),
+                unit: f.unit.unwrap_or_default(),
+                metric,
+                battery_curve: f.battery_curve,
+                base_topic: f.base_topic,
+            },
+            state: Default::default(),
+        })
+    }
 }
 
 fn default_qos() -> u8 {
@@ -477,6 +580,8 @@ impl Config {
                 }
                 // The config file path itself is read by main, not here.
                 "SENSORCAST_CONFIG" => {}
+                // Read by the test suite (fixture folder), not by the service.
+                "SENSORCAST_FIXTURES" => {}
                 _ => {
                     return Err(bad(
                         "unknown override; see ENV_OVERRIDES in the README".into()

@@ -158,7 +158,12 @@ impl Hub {
         emit: impl FnOnce(&Arc<SensorReading>, &Arc<Unit>),
     ) -> Accepted {
         let registry = self.registry();
-        let Some(unit) = route::route(&registry, &reading.sensor_id) else {
+        // A multi-probe device (Tasmota) may be registered as a whole: try its device id too.
+        let unit = route::route(&registry, &reading.sensor_id).or_else(|| {
+            let fallback = reading.fallback_sensor_id.as_deref()?;
+            route::route(&registry, fallback)
+        });
+        let Some(unit) = unit else {
             self.0
                 .stats
                 .unmapped
@@ -295,6 +300,43 @@ impl Unmapped {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    /// A probe of a multi-probe device maps through the device id when only the device is
+    /// registered; a registered probe id wins.
+    #[test]
+    fn readings_fall_back_to_the_device_id() {
+        let registry = Registry::parse(
+            "[[org]]\nid = \"o\"\n[[site]]\nid = \"s\"\norg = \"o\"\n\
+             [[unit]]\nid = \"u1\"\nsite = \"s\"\n[[unit]]\nid = \"u2\"\nsite = \"s\"\n\
+             [[sensor]]\nid = \"tasmota_dev\"\nunit = \"u1\"\n\
+             [[sensor]]\nid = \"tasmota_dev/SI7021\"\nunit = \"u2\"\n",
+            std::path::Path::new("r.toml"),
+        )
+        .unwrap();
+        let limits = HistoryLimits {
+            max_readings: 4,
+            max_age: std::time::Duration::from_secs(60),
+        };
+        let hub = Hub::new(registry, 4, limits);
+        let reading = |id: &str| Reading {
+            sensor_id: id.into(),
+            fallback_sensor_id: Some("tasmota_dev".into()),
+            temperature: 4.0,
+            humidity: None,
+            battery: None,
+            signal_strength: None,
+            recorded_at: Utc::now(),
+            source: crate::decode::Format::Tasmota,
+            extra: Vec::new(),
+        };
+        let unit_of =
+            |id: &str| match hub.accept(reading(id), "tele/x/SENSOR", Utc::now(), |_, _| {}) {
+                Accepted::Mapped(_, unit) => Some(unit.id.to_string()),
+                Accepted::Unmapped => None,
+            };
+        assert_eq!(unit_of("tasmota_dev/DS18B20-1").as_deref(), Some("u1"));
+        assert_eq!(unit_of("tasmota_dev/SI7021").as_deref(), Some("u2"));
+    }
 
     #[test]
     fn unmapped_list_is_bounded_and_forgets_the_stalest() {

@@ -95,7 +95,16 @@ impl Pipeline {
             return;
         };
         let received_at = Utc::now();
-        match decode::decode(sub, topic, payload, received_at, self.max_payload) {
+        // The state guard is a temporary of this statement: released before any `.await` below.
+        let decoded = decode::decode(
+            sub,
+            &mut sub.decode_state(),
+            topic,
+            payload,
+            received_at,
+            self.max_payload,
+        );
+        match decoded {
             Ok(Decoded::Readings(readings)) => {
                 for reading in readings {
                     stats.decoded.fetch_add(1, Relaxed);

@@ -4,7 +4,8 @@
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::Value;
 
-use super::DecodeError;
+use super::options::TempUnit;
+use super::{DecodeError, Extra, MAX_DEPTH, MAX_EXTRA};
 
 /// Physical ranges outside which a value is a sensor fault, not a measurement
 /// (a DS18B20 reports -127 °C when its probe is disconnected).
@@ -53,6 +54,25 @@ pub fn fahrenheit_to_celsius(f: f64) -> f64 {
     (((f - 32.0) * 5.0 / 9.0) * 1e6).round() / 1e6
 }
 
+/// A temperature published in `unit`, in °C and range-checked; `Ok(None)` when absent or null.
+pub fn temperature(
+    field: &'static str,
+    v: Option<&Value>,
+    unit: TempUnit,
+) -> Result<Option<f64>, DecodeError> {
+    number(field, v)?
+        .map(|t| check_temperature(to_celsius(t, unit)))
+        .transpose()
+}
+
+/// `t` in °C.
+pub fn to_celsius(t: f64, unit: TempUnit) -> f64 {
+    match unit {
+        TempUnit::Celsius => t,
+        TempUnit::Fahrenheit => fahrenheit_to_celsius(t),
+    }
+}
+
 /// Checks a Celsius temperature against the physical range.
 pub fn check_temperature(t: f64) -> Result<f64, DecodeError> {
     let (min, max) = TEMPERATURE;
@@ -71,33 +91,50 @@ pub fn check_temperature(t: f64) -> Result<f64, DecodeError> {
 /// A timestamp as epoch seconds, epoch milliseconds (numbers or numeric strings; values above
 /// 1e11 are taken as milliseconds) or RFC 3339 text.
 pub fn parse_timestamp(v: &Value) -> Result<DateTime<Utc>, DecodeError> {
-    let bad = || DecodeError::BadTimestamp(short(v));
-    let epoch = match v {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => match DateTime::parse_from_rfc3339(s.trim()) {
-            Ok(t) => return Ok(t.with_timezone(&Utc)),
-            Err(_) => s.trim().parse::<f64>().ok(),
-        },
-        _ => None,
+    match v {
+        Value::String(s) => parse_timestamp_str(s),
+        Value::Number(n) => n
+            .as_f64()
+            .and_then(from_epoch)
+            .ok_or_else(|| DecodeError::BadTimestamp(short(v))),
+        _ => Err(DecodeError::BadTimestamp(short(v))),
     }
-    .ok_or_else(bad)?;
+}
+
+/// [`parse_timestamp`] for text (RFC 3339 or a number), without building a JSON value.
+pub fn parse_timestamp_str(s: &str) -> Result<DateTime<Utc>, DecodeError> {
+    let t = s.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(t) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    t.parse::<f64>()
+        .ok()
+        .and_then(from_epoch)
+        .ok_or_else(|| DecodeError::BadTimestamp(short(&Value::String(s.to_owned()))))
+}
+
+/// Epoch seconds or milliseconds (above 1e11) to a time; `None` when negative or absurd.
+fn from_epoch(epoch: f64) -> Option<DateTime<Utc>> {
     if !epoch.is_finite() || epoch < 0.0 {
-        return Err(bad());
+        return None;
     }
     let millis = if epoch >= 1e11 { epoch } else { epoch * 1000.0 };
     if millis > 1e14 {
-        return Err(bad());
+        return None;
     }
-    Utc.timestamp_millis_opt(millis.round() as i64)
-        .single()
-        .ok_or_else(bad)
+    Utc.timestamp_millis_opt(millis.round() as i64).single()
 }
 
 /// A short rendering of a value for error messages (never the whole payload).
 pub fn short(v: &Value) -> String {
-    let mut s = v.to_string();
-    if s.len() > 40 {
-        let mut cut = 40;
+    clip(v.to_string(), 40)
+}
+
+/// `s` cut to at most `max` bytes (at a character boundary), marked with `…` when cut: parser
+/// messages quote the offending string, which may be most of the payload.
+pub fn clip(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
         while !s.is_char_boundary(cut) {
             cut -= 1;
         }
@@ -107,14 +144,101 @@ pub fn short(v: &Value) -> String {
     s
 }
 
-/// Parses a payload as a JSON object.
+/// Longest parser message kept in an error.
+const MAX_PARSER_MESSAGE: usize = 160;
+
+/// A JSON parser error as [`DecodeError::NotJson`], clipped.
+pub fn not_json(e: &serde_json::Error) -> DecodeError {
+    DecodeError::NotJson(clip(e.to_string(), MAX_PARSER_MESSAGE))
+}
+
+/// A JSON shape error (valid JSON, wrong types) as [`DecodeError::Malformed`], clipped.
+pub fn malformed(what: &str, e: &serde_json::Error) -> DecodeError {
+    DecodeError::Malformed(clip(format!("{what}: {e}"), MAX_PARSER_MESSAGE))
+}
+
+/// Rejects a payload whose `[`/`{` nesting goes deeper than [`MAX_DEPTH`], before it is parsed:
+/// one pass over the bytes, no recursion, no allocation. Brackets inside strings do not count.
+/// Invalid JSON passes through here and is rejected by the parser.
+pub fn check_depth(payload: &[u8]) -> Result<(), DecodeError> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in payload {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(DecodeError::TooDeep { limit: MAX_DEPTH });
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Parses a payload as JSON after the depth check.
+pub fn json_value(payload: &[u8]) -> Result<Value, DecodeError> {
+    check_depth(payload)?;
+    serde_json::from_slice(payload).map_err(|e| not_json(&e))
+}
+
+/// Parses a payload as a JSON object (after the depth check).
 pub fn json_object(payload: &[u8]) -> Result<serde_json::Map<String, Value>, DecodeError> {
-    match serde_json::from_slice::<Value>(payload) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(other) => Err(DecodeError::NotJson(format!(
+    match json_value(payload)? {
+        Value::Object(map) => Ok(map),
+        other => Err(DecodeError::NotJson(format!(
             "expected a json object, got {}",
             short(&other)
         ))),
-        Err(e) => Err(DecodeError::NotJson(e.to_string())),
+    }
+}
+
+/// Longest name kept in `extra` (longer ones are skipped: a name is a label, not data).
+pub const MAX_EXTRA_NAME: usize = 64;
+
+/// Keeps `name = v` in `extra` when `v` is a finite number or a boolean (1/0), the name is short
+/// printable text, and [`MAX_EXTRA`] is not reached. Anything else is not a measurement.
+pub fn push_extra(extra: &mut Extra, name: &str, v: &Value) {
+    if extra.len() >= MAX_EXTRA
+        || name.is_empty()
+        || name.len() > MAX_EXTRA_NAME
+        || name.chars().any(char::is_control)
+    {
+        return;
+    }
+    let n = match v {
+        Value::Number(n) => n.as_f64(),
+        Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
+        _ => None,
+    };
+    if let Some(n) = n.filter(|n| n.is_finite()) {
+        extra.push((name.to_owned(), n));
+    }
+}
+
+/// `true` for `online`, `false` for `offline` (any case, surrounding blanks allowed), as Tasmota
+/// LWT, Zigbee2MQTT availability and Shelly `online` topics say it.
+pub fn online_word(text: &str) -> Option<bool> {
+    let t = text.trim();
+    if t.eq_ignore_ascii_case("online") || t == "true" {
+        Some(true)
+    } else if t.eq_ignore_ascii_case("offline") || t == "false" {
+        Some(false)
+    } else {
+        None
     }
 }

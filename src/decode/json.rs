@@ -1,64 +1,110 @@
-//! The generic `json` format: a flat object with `temperature`, `humidity`, `battery`,
-//! `signalStrength` and a timestamp under `ts`, `timestamp` or `time`. The sensor id comes from a
-//! topic segment (the last by default) or a payload field, as the subscription says.
+//! The generic `json` format: an object with `temperature`, `humidity`, `battery`,
+//! `signalStrength` (or `rssi`) and a timestamp under `ts`, `timestamp` or `time`, unless the
+//! subscription's `fields` point elsewhere (`data.temp`). Numbers may be quoted. Temperatures are
+//! in the subscription's `unit`. The sensor id comes from a payload field (`sensor_id_field`) or
+//! the topic (`sensor_id` template; default: the last level). Other top-level numbers and
+//! booleans are kept in `extra`.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::fields::{self, number, ranged};
+use super::fields::{self, ranged};
+use super::options::{FieldPath, Options};
 use super::{sensor_id, DecodeError, Decoded, Format, Reading};
-use crate::config::Subscription;
+
+const TIMESTAMP_KEYS: [&str; 3] = ["ts", "timestamp", "time"];
+const SIGNAL_KEYS: [&str; 2] = ["signalStrength", "rssi"];
 
 pub fn decode(
-    sub: &Subscription,
+    opts: &Options,
     topic: &str,
     payload: &[u8],
     received_at: DateTime<Utc>,
 ) -> Result<Decoded, DecodeError> {
-    let obj = fields::json_object(payload)?;
-    let sensor = match &sub.sensor_id_field {
-        Some(field) => match obj.get(field) {
+    let root = fields::json_value(payload)?;
+    let Value::Object(obj) = &root else {
+        return Err(DecodeError::NotJson(format!(
+            "expected a json object, got {}",
+            fields::short(&root)
+        )));
+    };
+    let f = &opts.fields;
+    // A configured path, or the default top-level key(s).
+    let pick = |path: &Option<FieldPath>, keys: &[&str]| match path {
+        Some(p) => p.get(&root),
+        None => keys.iter().find_map(|k| obj.get(*k)),
+    };
+    let sensor = match &opts.sensor_id_field {
+        Some(path) => match path.get(&root) {
             Some(Value::String(s)) => sensor_id(s)?,
             Some(Value::Number(n)) => sensor_id(&n.to_string())?,
             _ => return Err(DecodeError::NoSensorId("payload field missing")),
         },
-        None => sensor_id(topic_segment(topic, sub.sensor_id_segment.unwrap_or(-1))?)?,
+        None => match &opts.sensor_id {
+            Some(t) => sensor_id(&t.render(topic)?)?,
+            None => sensor_id(last_level(topic)?)?,
+        },
     };
-    let temperature = number("temperature", obj.get("temperature"))?
-        .ok_or(DecodeError::NoTemperature)
-        .and_then(fields::check_temperature)?;
-    let recorded_at = match ["ts", "timestamp", "time"].iter().find_map(|k| obj.get(*k)) {
+    let temperature = fields::temperature(
+        "temperature",
+        pick(&f.temperature, &["temperature"]),
+        opts.unit,
+    )?
+    .ok_or(DecodeError::NoTemperature)?;
+    let recorded_at = match pick(&f.timestamp, &TIMESTAMP_KEYS) {
         Some(v) => fields::parse_timestamp(v)?,
         None => received_at,
     };
+    let humidity = ranged(
+        "humidity",
+        pick(&f.humidity, &["humidity"]),
+        fields::HUMIDITY,
+    )?;
+    let battery = ranged("battery", pick(&f.battery, &["battery"]), fields::BATTERY)?;
+    let signal_strength = ranged(
+        "signalStrength",
+        pick(&f.signal_strength, &SIGNAL_KEYS),
+        fields::SIGNAL,
+    )?;
+
+    // Everything the reading already uses (by its top-level key) stays out of `extra`.
+    let used = |key: &str| {
+        let by_path = |p: &Option<FieldPath>, defaults: &[&str]| match p {
+            Some(p) => p.first() == key,
+            None => defaults.contains(&key),
+        };
+        by_path(&f.temperature, &["temperature"])
+            || by_path(&f.humidity, &["humidity"])
+            || by_path(&f.battery, &["battery"])
+            || by_path(&f.signal_strength, &SIGNAL_KEYS)
+            || by_path(&f.timestamp, &TIMESTAMP_KEYS)
+            || opts
+                .sensor_id_field
+                .as_ref()
+                .is_some_and(|p| p.first() == key)
+    };
+    let mut extra = Vec::new();
+    for (k, v) in obj.iter().filter(|(k, _)| !used(k)) {
+        fields::push_extra(&mut extra, k, v);
+    }
     Ok(Decoded::Readings(vec![Reading {
         sensor_id: sensor,
+        fallback_sensor_id: None,
         temperature,
-        humidity: ranged("humidity", obj.get("humidity"), fields::HUMIDITY)?,
-        battery: ranged("battery", obj.get("battery"), fields::BATTERY)?,
-        signal_strength: ranged(
-            "signalStrength",
-            obj.get("signalStrength").or_else(|| obj.get("rssi")),
-            fields::SIGNAL,
-        )?,
+        humidity,
+        battery,
+        signal_strength,
         recorded_at,
-        extra: Vec::new(),
+        extra,
         source: Format::Json,
     }]))
 }
 
-/// The topic level at `index` (negative counts from the end: -1 is the last).
-fn topic_segment(topic: &str, index: i32) -> Result<&str, DecodeError> {
-    let levels: Vec<&str> = topic.split('/').collect();
-    let i = if index < 0 {
-        levels.len() as i64 + index as i64
-    } else {
-        index as i64
-    };
-    usize::try_from(i)
-        .ok()
-        .and_then(|i| levels.get(i))
+/// The last topic level, which must not be empty.
+fn last_level(topic: &str) -> Result<&str, DecodeError> {
+    topic
+        .rsplit('/')
+        .next()
         .filter(|s| !s.is_empty())
-        .copied()
-        .ok_or(DecodeError::NoSensorId("topic has no such segment"))
+        .ok_or(DecodeError::NoSensorId("topic has no such level"))
 }

@@ -1,11 +1,25 @@
 //! Payload decoders: bytes from one MQTT topic in, zero or more readings out. Every decoder is a
-//! pure function of (subscription, topic, payload, receive time) so that it can be tested against
-//! real fixtures and fuzzed without a broker. A payload is either decoded or rejected with a
-//! [`DecodeError`] whose [`reason`](DecodeError::reason) is a stable label for metrics.
+//! function of (subscription options, topic, payload, receive time) so that it can be tested
+//! against real fixtures and fuzzed without a broker; the one exception, Shelly's partial
+//! status, reads and updates a bounded [`DecodeState`] passed in by the caller. A payload is
+//! either decoded, ignored (not a reading) or rejected with a [`DecodeError`] whose
+//! [`reason`](DecodeError::reason) is a stable label for metrics. docs/decoders.md describes
+//! each format for installers.
+//!
+//! Limits, applied before any work a hostile payload could inflate: the payload size (the
+//! caller's `max_bytes`), JSON nesting ([`MAX_DEPTH`], checked by a flat scan before parsing),
+//! sensor ids (128 bytes of printable text, `registry::normalize_sensor_id`), and extra
+//! measurements ([`MAX_EXTRA`], names of at most 64 bytes).
 
 mod fields;
 mod json;
+mod options;
+mod shelly;
+mod state;
+mod tasmota;
 mod ttn;
+mod value;
+mod zigbee2mqtt;
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -13,7 +27,9 @@ use serde::Deserialize;
 use crate::config::Subscription;
 use crate::registry::{normalize_sensor_id, SensorIdError};
 
-pub use fields::parse_timestamp;
+pub use fields::{fahrenheit_to_celsius, parse_timestamp};
+pub use options::{BatteryCurve, FieldPath, JsonFields, Metric, Options, TempUnit, TopicTemplate};
+pub use state::{DecodeState, MAX_DEVICES};
 
 /// Payload formats a subscription can name (`format = "..."`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -22,6 +38,14 @@ pub enum Format {
     Json,
     #[serde(rename = "ttn-v3")]
     TtnV3,
+    #[serde(rename = "tasmota")]
+    Tasmota,
+    #[serde(rename = "zigbee2mqtt")]
+    Zigbee2Mqtt,
+    #[serde(rename = "shelly-gen2")]
+    ShellyGen2,
+    #[serde(rename = "value")]
+    Value,
 }
 
 impl Format {
@@ -30,7 +54,32 @@ impl Format {
         match self {
             Format::Json => "json",
             Format::TtnV3 => "ttn-v3",
+            Format::Tasmota => "tasmota",
+            Format::Zigbee2Mqtt => "zigbee2mqtt",
+            Format::ShellyGen2 => "shelly-gen2",
+            Format::Value => "value",
         }
+    }
+
+    /// Every format, in the order the docs list them.
+    pub const ALL: [Format; 6] = [
+        Format::TtnV3,
+        Format::Tasmota,
+        Format::Zigbee2Mqtt,
+        Format::ShellyGen2,
+        Format::Value,
+        Format::Json,
+    ];
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    /// The config name (`"ttn-v3"`) back to the format.
+    fn from_str(s: &str) -> Result<Self, String> {
+        Format::ALL
+            .into_iter()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| format!("unknown format {s:?}"))
     }
 }
 
@@ -39,6 +88,9 @@ impl Format {
 pub struct Reading {
     /// The device id as the decoder reports it (normalised hex for hex device ids).
     pub sensor_id: String,
+    /// A second id to route by when `sensor_id` is not registered: a Tasmota device with several
+    /// probes names each reading `<topic>/<probe>`, and its first probe also answers to `<topic>`.
+    pub fallback_sensor_id: Option<String>,
     /// °C, as the sensor gave it (converted only when the sensor reports °F).
     pub temperature: f64,
     pub humidity: Option<f64>,
@@ -60,6 +112,9 @@ pub type Extra = Vec<(String, f64)>;
 /// At most this many extra measurements are kept per reading (the rest are not emitted).
 pub const MAX_EXTRA: usize = 16;
 
+/// Deepest `[`/`{` nesting accepted in a JSON payload (real sensors stay under 6).
+pub const MAX_DEPTH: usize = 32;
+
 /// What a message decoded to.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decoded {
@@ -80,11 +135,14 @@ pub enum DecodeError {
     TooLarge { size: usize, limit: usize },
     #[error("payload is not valid json: {0}")]
     NotJson(String),
+    #[error("json nesting deeper than {limit} levels")]
+    TooDeep { limit: usize },
     #[error("payload has no temperature")]
     NoTemperature,
     #[error("{field}: not a number ({value})")]
     NotANumber { field: &'static str, value: String },
-    #[error("{field}: {value} is outside the physical range {min}..={max}")]
+    // `{value:?}` switches to exponent form for tiny and huge values, so the message stays short.
+    #[error("{field}: {value:?} is outside the physical range {min}..={max}")]
     OutOfRange {
         field: &'static str,
         value: f64,
@@ -109,6 +167,7 @@ impl DecodeError {
         match self {
             DecodeError::TooLarge { .. } => "too_large",
             DecodeError::NotJson(_) => "not_json",
+            DecodeError::TooDeep { .. } => "too_deep",
             DecodeError::NoTemperature => "no_temperature",
             DecodeError::NotANumber { .. } => "not_a_number",
             DecodeError::OutOfRange { .. } => "out_of_range",
@@ -121,9 +180,33 @@ impl DecodeError {
     }
 }
 
-/// Decodes one MQTT message. `max_bytes` caps the payload before any parsing.
+/// Decodes one MQTT message. `max_bytes` caps the payload before any parsing; `state` is the
+/// subscription's decoder memory (only Shelly Gen2 uses it). An empty payload is how MQTT clears
+/// a retained message, never a reading, so it is ignored for every format.
 pub fn decode(
     sub: &Subscription,
+    state: &mut DecodeState,
+    topic: &str,
+    payload: &[u8],
+    received_at: DateTime<Utc>,
+    max_bytes: usize,
+) -> Result<Decoded, DecodeError> {
+    decode_with(
+        sub.format,
+        &sub.decoder,
+        state,
+        topic,
+        payload,
+        received_at,
+        max_bytes,
+    )
+}
+
+/// [`decode`] from a format and its options, for callers without a `Subscription`.
+pub fn decode_with(
+    format: Format,
+    options: &Options,
+    state: &mut DecodeState,
     topic: &str,
     payload: &[u8],
     received_at: DateTime<Utc>,
@@ -135,9 +218,18 @@ pub fn decode(
             limit: max_bytes,
         });
     }
-    match sub.format {
-        Format::Json => json::decode(sub, topic, payload, received_at),
-        Format::TtnV3 => ttn::decode(topic, payload, received_at),
+    if payload.is_empty() {
+        return Ok(Decoded::Ignored(
+            "empty payload (a retained message cleared)",
+        ));
+    }
+    match format {
+        Format::Json => json::decode(options, topic, payload, received_at),
+        Format::TtnV3 => ttn::decode(options, topic, payload, received_at),
+        Format::Tasmota => tasmota::decode(options, topic, payload, received_at),
+        Format::Zigbee2Mqtt => zigbee2mqtt::decode(options, topic, payload, received_at),
+        Format::ShellyGen2 => shelly::decode(state, topic, payload, received_at),
+        Format::Value => value::decode(options, topic, payload, received_at),
     }
 }
 
@@ -146,5 +238,7 @@ fn sensor_id(raw: &str) -> Result<String, DecodeError> {
     normalize_sensor_id(raw).map_err(DecodeError::BadSensorId)
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;

@@ -1,35 +1,47 @@
 //! The Things Stack v3 uplinks (`v3/{app}@{tenant}/devices/{device}/up`). The device is its
 //! `dev_eui` (normalised hex); values come from `uplink_message.decoded_payload`, which only
 //! exists when the application has a payload formatter. TTS omits fields whose value is 0, "" or
-//! false, so every field is optional here.
+//! false, so every field is optional here. A battery voltage (V, or mV when >= 100) becomes a
+//! percentage only through the subscription's `battery_curve`; other numeric fields of the
+//! decoded payload are kept in `extra`.
+//!
+//! The envelope is parsed into borrowed structs: unknown parts (correlation ids, settings,
+//! locations) are skipped by the parser without being built, and ids and times are not copied.
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 
 use super::fields::{self, number, ranged};
+use super::options::Options;
 use super::{sensor_id, DecodeError, Decoded, Format, Reading};
 
 #[derive(Deserialize)]
-struct Uplink {
-    #[serde(default)]
-    end_device_ids: DeviceIds,
-    uplink_message: Option<UplinkMessage>,
-    received_at: Option<String>,
+struct Uplink<'a> {
+    #[serde(default, borrow)]
+    end_device_ids: DeviceIds<'a>,
+    #[serde(borrow)]
+    uplink_message: Option<UplinkMessage<'a>>,
+    #[serde(borrow)]
+    received_at: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize, Default)]
-struct DeviceIds {
-    dev_eui: Option<String>,
-    device_id: Option<String>,
+struct DeviceIds<'a> {
+    #[serde(borrow)]
+    dev_eui: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    device_id: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
-struct UplinkMessage {
+struct UplinkMessage<'a> {
     decoded_payload: Option<Map<String, Value>>,
     #[serde(default)]
     rx_metadata: Vec<RxMetadata>,
-    received_at: Option<String>,
+    #[serde(borrow)]
+    received_at: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -50,8 +62,10 @@ const TEMPERATURE_C: &[&str] = &[
 const TEMPERATURE_F: &[&str] = &["temperature_f", "TempF"];
 const HUMIDITY: &[&str] = &["humidity", "Hum_SHT", "rh", "relative_humidity"];
 const BATTERY: &[&str] = &["battery", "battery_percent", "batteryLevel", "BatP"];
+const BATTERY_VOLTAGE: &[&str] = &["battery_voltage", "BatV", "batV", "battery_v", "vbat"];
 
 pub fn decode(
+    opts: &Options,
     topic: &str,
     payload: &[u8],
     received_at: DateTime<Utc>,
@@ -60,9 +74,10 @@ pub fn decode(
         // joins, downlink acks and the like share the subscription but are not readings.
         return Ok(Decoded::Ignored("not an uplink"));
     }
+    fields::check_depth(payload)?;
     let uplink: Uplink = serde_json::from_slice(payload).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => DecodeError::Malformed(format!("ttn-v3 uplink: {e}")),
-        _ => DecodeError::NotJson(e.to_string()),
+        serde_json::error::Category::Data => fields::malformed("ttn-v3 uplink", &e),
+        _ => fields::not_json(&e),
     })?;
     let ids = &uplink.end_device_ids;
     let raw_id = ids
@@ -76,27 +91,67 @@ pub fn decode(
         .decoded_payload
         .as_ref()
         .ok_or(DecodeError::NoDecodedPayload)?;
-    let pick = |names: &[&str]| names.iter().find_map(|n| decoded.get(*n));
+    // The first alias present, as (name, value).
+    let pick = |names: &[&'static str]| names.iter().find_map(|n| decoded.get(*n).map(|v| (*n, v)));
+    let mut used: [Option<&str>; 4] = [None; 4];
 
-    let temperature = match number("temperature", pick(TEMPERATURE_C))? {
+    let temperature = match pick(TEMPERATURE_C) {
+        Some((name, v)) => {
+            used[0] = Some(name);
+            number("temperature", Some(v))?
+        }
+        None => None,
+    };
+    let temperature = match temperature {
         Some(c) => c,
-        None => match number("temperature_f", pick(TEMPERATURE_F))? {
-            Some(f) => fields::fahrenheit_to_celsius(f),
+        None => match pick(TEMPERATURE_F) {
+            Some((name, v)) => {
+                used[0] = Some(name);
+                number("temperature_f", Some(v))?
+                    .map(fields::fahrenheit_to_celsius)
+                    .ok_or(DecodeError::NoTemperature)?
+            }
             None => return Err(DecodeError::NoTemperature),
         },
     };
-    let recorded_at = match msg.received_at.or(uplink.received_at) {
-        Some(t) => fields::parse_timestamp(&Value::String(t))?,
+    let humidity = pick(HUMIDITY);
+    used[1] = humidity.map(|(n, _)| n);
+    let humidity = ranged("humidity", humidity.map(|(_, v)| v), fields::HUMIDITY)?;
+    let battery_field = pick(BATTERY);
+    used[2] = battery_field.map(|(n, _)| n);
+    let mut battery = ranged("battery", battery_field.map(|(_, v)| v), fields::BATTERY)?;
+    if let (None, Some(curve)) = (battery, &opts.battery_curve) {
+        if let Some((name, v)) = pick(BATTERY_VOLTAGE) {
+            if let Some(volts) = ranged("battery_voltage", Some(v), (0.0, 100_000.0))? {
+                let volts = if volts >= 100.0 {
+                    volts / 1000.0
+                } else {
+                    volts
+                };
+                battery = Some(curve.percent(volts));
+                used[3] = Some(name);
+            }
+        }
+    }
+    let recorded_at = match msg.received_at.as_deref().or(uplink.received_at.as_deref()) {
+        Some(t) => fields::parse_timestamp_str(t)?,
         None => received_at,
     };
+    let mut extra = Vec::new();
+    for (k, v) in decoded {
+        if !used.contains(&Some(k.as_str())) {
+            fields::push_extra(&mut extra, k, v);
+        }
+    }
     Ok(Decoded::Readings(vec![Reading {
         sensor_id: sensor,
+        fallback_sensor_id: None,
         temperature: fields::check_temperature(temperature)?,
-        humidity: ranged("humidity", pick(HUMIDITY), fields::HUMIDITY)?,
-        battery: ranged("battery", pick(BATTERY), fields::BATTERY)?,
+        humidity,
+        battery,
         signal_strength: best_rssi(&msg.rx_metadata),
         recorded_at,
-        extra: Vec::new(),
+        extra,
         source: Format::TtnV3,
     }]))
 }

@@ -50,7 +50,11 @@ pub fn route_for(sensor_id: &str, subscriptions: &[Subscription]) -> Option<Rout
                 topic,
                 format: sub.format,
                 qos: sub.qos,
-                id_field: sub.sensor_id_field.clone(),
+                id_field: sub
+                    .decoder
+                    .sensor_id_field
+                    .as_ref()
+                    .map(|f| f.as_str().to_string()),
             });
         }
     }
@@ -86,31 +90,47 @@ pub fn fill_topic(sub: &Subscription, sensor_id: &str) -> Option<String> {
             topic
         }
         Format::Json => {
-            let target = match (&sub.sensor_id_field, sub.sensor_id_segment) {
-                (Some(_), _) => None,
-                (None, seg) => {
-                    let seg = i64::from(seg.unwrap_or(-1));
-                    let i = if seg < 0 {
-                        levels.len() as i64 + seg
-                    } else {
-                        seg
-                    };
-                    let i = usize::try_from(i).ok().filter(|i| *i < levels.len())?;
-                    if !matches!(levels[i], "+" | "#") || !topic_safe {
-                        return None;
-                    }
-                    Some(i)
-                }
+            let fill = |target: Option<usize>| -> Vec<String> {
+                levels
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| match *l {
+                        "+" | "#" if Some(i) == target => sensor_id.to_string(),
+                        "+" | "#" => "sim".to_string(),
+                        lit => lit.to_string(),
+                    })
+                    .collect()
             };
-            levels
-                .iter()
-                .enumerate()
-                .map(|(i, l)| match *l {
-                    "+" | "#" if Some(i) == target => sensor_id.to_string(),
-                    "+" | "#" => "sim".to_string(),
-                    lit => lit.to_string(),
-                })
-                .collect()
+            if let Some(field) = &sub.decoder.sensor_id_field {
+                // The id rides in the payload; only a top-level field is written there.
+                if field.as_str() != field.first() {
+                    return None;
+                }
+                fill(None)
+            } else {
+                // Put the id in each wildcard level in turn (last first) and keep the first
+                // topic the decoder reads back as this sensor.
+                if !topic_safe {
+                    return None;
+                }
+                let wildcards = (0..levels.len())
+                    .rev()
+                    .filter(|i| matches!(levels[*i], "+" | "#"));
+                let mut found = None;
+                for i in wildcards {
+                    let topic = fill(Some(i));
+                    let joined = topic.join("/");
+                    let read_back = match &sub.decoder.sensor_id {
+                        Some(template) => template.render(&joined).ok(),
+                        None => topic.last().cloned(),
+                    };
+                    if read_back.as_deref() == Some(sensor_id) {
+                        found = Some(topic);
+                        break;
+                    }
+                }
+                found?
+            }
         }
         _ => return None,
     };
@@ -190,15 +210,10 @@ pub fn payload(
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+    use crate::decode::{FieldPath, TopicTemplate};
 
     pub(in crate::simulate) fn sub(topic: &str, format: Format) -> Subscription {
-        Subscription {
-            topic: topic.into(),
-            format,
-            qos: 1,
-            sensor_id_segment: None,
-            sensor_id_field: None,
-        }
+        Subscription::new(topic, format)
     }
 
     fn default_subs() -> Vec<Subscription> {
@@ -228,16 +243,16 @@ pub(super) mod tests {
         );
         // Segment and payload-field ids, `#` and shared subscriptions.
         let mut seg = sub("site/+/probe/+/data", Format::Json);
-        seg.sensor_id_segment = Some(1);
+        seg.decoder.sensor_id = Some(TopicTemplate::try_from("{1}".to_string()).unwrap());
         assert_eq!(fill_topic(&seg, "p1").unwrap(), "site/p1/probe/sim/data");
-        seg.sensor_id_segment = Some(2);
+        seg.decoder.sensor_id = Some(TopicTemplate::try_from("{2}".to_string()).unwrap());
         assert_eq!(
             fill_topic(&seg, "p1"),
             None,
             "a literal level cannot hold the id"
         );
         let mut field = sub("$share/g/readings/#", Format::Json);
-        field.sensor_id_field = Some("device".into());
+        field.decoder.sensor_id_field = Some(FieldPath::try_from("device".to_string()).unwrap());
         assert_eq!(fill_topic(&field, "p1").unwrap(), "readings/sim");
         assert_eq!(
             fill_topic(&sub("v3/#", Format::TtnV3), "AC1F09FFFE01454E").unwrap(),
@@ -263,7 +278,7 @@ pub(super) mod tests {
     #[test]
     fn payloads_decode_to_the_sample() {
         let mut field = sub("readings/+", Format::Json);
-        field.sensor_id_field = Some("device".into());
+        field.decoder.sensor_id_field = Some(FieldPath::try_from("device".to_string()).unwrap());
         let sample = Sample {
             temperature: -18.37,
             humidity: 71.5,
@@ -279,7 +294,9 @@ pub(super) mod tests {
         ] {
             let route = route_for(id, std::slice::from_ref(&s)).unwrap();
             let bytes = payload(&route, id, &sample, now, 3).unwrap();
-            let decoded = crate::decode::decode(&s, &route.topic, &bytes, now, 65536).unwrap();
+            let decoded =
+                crate::decode::decode(&s, &mut s.decode_state(), &route.topic, &bytes, now, 65536)
+                    .unwrap();
             let crate::decode::Decoded::Readings(r) = decoded else {
                 panic!("{id}: not a reading");
             };

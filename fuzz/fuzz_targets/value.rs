@@ -1,0 +1,7 @@
+//! Fuzzes the `value` decoder: see common.rs for how input bytes become messages.
+#![no_main]
+
+#[path = "common.rs"]
+mod common;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| common::run(sensorcast::decode::Format::Value, data));

@@ -1,0 +1,132 @@
+//! Tasmota telemetry: `tele/<topic>/SENSOR` carries one object per attached sensor
+//! (`"DS18B20": {"Temperature": 4.1}`, `"DHT22": {...}`, `"DS18B20-1"`, ...) and `TempUnit`;
+//! `tele/<topic>/LWT` says `Online` or `Offline`. Every other Tasmota topic (`STATE`, `INFO1`,
+//! `stat/...`) is not a reading.
+//!
+//! Sensor ids: the device is `<topic>` (every level between the prefix and the last, or the
+//! subscription's `sensor_id` template). A device with one probe reports as `<topic>`; one with
+//! several reports each probe as `<topic>/<SensorName>`, and the first probe (in name order) also
+//! carries `<topic>` as its fallback id, so a device registered as a whole keeps one series.
+//!
+//! `Time` is the device's local time with no offset, so it cannot be placed on the time line:
+//! `recorded_at` is the receive time (Tasmota publishes as it measures). The chip's own sensor
+//! (`ESP32`) is not a probe. `null` values are skipped; a value out of range rejects the message.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use super::fields::{self, ranged};
+use super::options::{Options, TempUnit};
+use super::{sensor_id, DecodeError, Decoded, Format, Reading};
+
+/// Objects that carry a temperature but are not a probe: the ESP32's die temperature.
+const NOT_PROBES: &[&str] = &["ESP32"];
+
+pub fn decode(
+    opts: &Options,
+    topic: &str,
+    payload: &[u8],
+    received_at: DateTime<Utc>,
+) -> Result<Decoded, DecodeError> {
+    match topic.rsplit('/').next() {
+        Some("SENSOR") => sensor(opts, topic, payload, received_at),
+        Some("LWT") => lwt(opts, topic, payload),
+        _ => Ok(Decoded::Ignored("not a tasmota SENSOR or LWT message")),
+    }
+}
+
+fn sensor(
+    opts: &Options,
+    topic: &str,
+    payload: &[u8],
+    received_at: DateTime<Utc>,
+) -> Result<Decoded, DecodeError> {
+    let obj = fields::json_object(payload)?;
+    let unit = match obj.get("TempUnit") {
+        Some(Value::String(u)) if u.eq_ignore_ascii_case("F") => TempUnit::Fahrenheit,
+        _ => TempUnit::Celsius,
+    };
+    // A probe is an object with a `Temperature` key, even when it is null this time: the count
+    // decides the id scheme, so it must not change when one probe fails to read.
+    let probes: Vec<(&String, &Map<String, Value>)> = obj
+        .iter()
+        .filter_map(|(name, v)| match v {
+            Value::Object(m) if m.contains_key("Temperature") => Some((name, m)),
+            _ => None,
+        })
+        .filter(|(name, _)| !NOT_PROBES.contains(&name.as_str()))
+        .collect();
+    if probes.is_empty() {
+        return Ok(Decoded::Ignored("no temperature in this SENSOR message"));
+    }
+    let device = device_id(opts, topic)?;
+    let several = probes.len() > 1;
+    let mut readings = Vec::with_capacity(probes.len());
+    for (i, (name, probe)) in probes.into_iter().enumerate() {
+        let Some(temperature) = fields::temperature("temperature", probe.get("Temperature"), unit)?
+        else {
+            continue;
+        };
+        let (id, fallback) = if several {
+            let fallback = if i == 0 {
+                Some(sensor_id(&device)?)
+            } else {
+                None
+            };
+            (sensor_id(&format!("{device}/{name}"))?, fallback)
+        } else {
+            (sensor_id(&device)?, None)
+        };
+        let mut extra = Vec::new();
+        for (k, v) in probe {
+            if k != "Temperature" && k != "Humidity" {
+                fields::push_extra(&mut extra, k, v);
+            }
+        }
+        readings.push(Reading {
+            sensor_id: id,
+            fallback_sensor_id: fallback,
+            temperature,
+            humidity: ranged("humidity", probe.get("Humidity"), fields::HUMIDITY)?,
+            battery: None,
+            signal_strength: None,
+            recorded_at: received_at,
+            extra,
+            source: Format::Tasmota,
+        });
+    }
+    if readings.is_empty() {
+        return Ok(Decoded::Ignored("every probe reported null"));
+    }
+    Ok(Decoded::Readings(readings))
+}
+
+fn lwt(opts: &Options, topic: &str, payload: &[u8]) -> Result<Decoded, DecodeError> {
+    let text = String::from_utf8_lossy(payload);
+    let online = fields::online_word(&text).ok_or_else(|| {
+        DecodeError::Malformed(format!(
+            "LWT payload {} is neither Online nor Offline",
+            fields::short(&Value::String(text.into_owned()))
+        ))
+    })?;
+    Ok(Decoded::Availability {
+        sensor_id: sensor_id(&device_id(opts, topic)?)?,
+        online,
+    })
+}
+
+/// The device's topic: the template's, or every level between the prefix and the last.
+fn device_id(opts: &Options, topic: &str) -> Result<String, DecodeError> {
+    if let Some(t) = &opts.sensor_id {
+        return t.render(topic);
+    }
+    topic
+        .split_once('/')
+        .and_then(|(_, rest)| rest.rsplit_once('/'))
+        .map(|(device, _)| device)
+        .filter(|d| !d.split('/').any(str::is_empty))
+        .map(str::to_owned)
+        .ok_or(DecodeError::NoSensorId(
+            "topic is not <prefix>/<topic>/SENSOR",
+        ))
+}

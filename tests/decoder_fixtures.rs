@@ -1,0 +1,165 @@
+/// Proves every shared payload fixture decodes to what its `expect` says, or is rejected with a
+/// message containing its `expect_error` word, through the same `decode::decode` call the
+/// pipeline makes.
+///
+/// The fixtures are read where they live, `../shared/fixtures/payloads/` beside the repository
+/// (or `$SENSORCAST_FIXTURES`), never copied; a missing or empty folder fails the test, so a
+/// broken checkout cannot pass by testing nothing. Format of a fixture: that folder's README.
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, TimeZone, Utc};
+use sensorcast::config::Subscription;
+use sensorcast::decode::{self, Decoded, Format, Reading};
+use serde_json::Value;
+
+/// Absolute tolerance for numbers (°C, %, dBm).
+const TOLERANCE: f64 = 1e-9;
+const MAX_PAYLOAD: usize = 64 * 1024;
+
+fn fixtures_dir() -> PathBuf {
+    match std::env::var_os("SENSORCAST_FIXTURES") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/payloads"),
+    }
+}
+
+#[test]
+fn every_payload_fixture_decodes_as_expected() {
+    let dir = fixtures_dir();
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| {
+        panic!(
+            "fixtures folder {} cannot be read ({e}); set SENSORCAST_FIXTURES",
+            dir.display()
+        )
+    });
+    let mut files: Vec<PathBuf> = entries
+        .map(|e| e.expect("fixtures folder entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no *.json fixtures in {}", dir.display());
+
+    let failures: Vec<String> = files
+        .iter()
+        .filter_map(|path| {
+            let name = path.file_name().unwrap().to_string_lossy();
+            check_fixture(path)
+                .err()
+                .map(|why| format!("{name}: {why}"))
+        })
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} fixtures failed:\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n")
+    );
+}
+
+fn check_fixture(path: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("unreadable: {e}"))?;
+    let fixture: Value = serde_json::from_str(&text).map_err(|e| format!("not json: {e}"))?;
+    let obj = fixture.as_object().ok_or("not a json object")?;
+    for key in obj.keys() {
+        if !["format", "topic", "payload", "expect", "expect_error"].contains(&key.as_str()) {
+            return Err(format!("unknown fixture key {key:?}"));
+        }
+    }
+    let text_of = |key: &str| {
+        obj.get(key)
+            .and_then(Value::as_str)
+            .ok_or(format!("{key} must be a string"))
+    };
+    let format: Format = text_of("format")?.parse()?;
+    let topic = text_of("topic")?;
+    let payload = text_of("payload")?;
+
+    let sub = Subscription::new("#", format);
+    let received_at = Utc.with_ymd_and_hms(2030, 6, 1, 12, 0, 0).unwrap();
+    let outcome = decode::decode(
+        &sub,
+        &mut sub.decode_state(),
+        topic,
+        payload.as_bytes(),
+        received_at,
+        MAX_PAYLOAD,
+    );
+    match (obj.get("expect"), obj.get("expect_error")) {
+        (Some(expect), None) => {
+            let readings = match outcome {
+                Ok(Decoded::Readings(r)) => r,
+                other => return Err(format!("expected a reading, got {other:?}")),
+            };
+            // One object for one reading; a list for a message that carries several.
+            let expects: Vec<&Value> = match expect {
+                Value::Array(list) => list.iter().collect(),
+                one => vec![one],
+            };
+            if expects.len() != readings.len() {
+                return Err(format!(
+                    "expected {} reading(s), got {readings:?}",
+                    expects.len()
+                ));
+            }
+            for (want, got) in expects.into_iter().zip(&readings) {
+                check_reading(want, got).map_err(|e| format!("{e}\n  reading: {got:?}"))?;
+            }
+            Ok(())
+        }
+        (None, Some(Value::String(word))) => match outcome {
+            Err(e) if e.to_string().contains(word.as_str()) => Ok(()),
+            Err(e) => Err(format!("rejected, but {:?} lacks {word:?}", e.to_string())),
+            Ok(other) => Err(format!("expected a rejection ({word:?}), got {other:?}")),
+        },
+        _ => Err("needs exactly one of expect (object or list) and expect_error (text)".into()),
+    }
+}
+
+/// Checks the fields `want` lists; `null` means the reading must not have the field.
+fn check_reading(want: &Value, r: &Reading) -> Result<(), String> {
+    let want = want.as_object().ok_or("expect must be an object")?;
+    for (key, value) in want {
+        match key.as_str() {
+            "temperature" => number(key, value, Some(r.temperature))?,
+            "humidity" => number(key, value, r.humidity)?,
+            "battery" => number(key, value, r.battery)?,
+            "signalStrength" => number(key, value, r.signal_strength)?,
+            "sensorId" => {
+                if value.as_str() != Some(r.sensor_id.as_str()) {
+                    return Err(format!("sensorId: expected {value}, got {:?}", r.sensor_id));
+                }
+            }
+            "recordedAt" => {
+                let text = value.as_str().ok_or("recordedAt must be text")?;
+                let at = DateTime::parse_from_rfc3339(text)
+                    .map_err(|e| format!("recordedAt {text:?}: {e}"))?;
+                if at != r.recorded_at {
+                    return Err(format!(
+                        "recordedAt: expected {text}, got {}",
+                        r.recorded_at.to_rfc3339()
+                    ));
+                }
+            }
+            "extra" => {
+                let names = value.as_object().ok_or("extra must be an object")?;
+                for (name, v) in names {
+                    let got = r.extra.iter().find(|(k, _)| k == name).map(|(_, n)| *n);
+                    number(&format!("extra.{name}"), v, got)?;
+                }
+            }
+            other => return Err(format!("unknown expectation {other:?}")),
+        }
+    }
+    Ok(())
+}
+
+fn number(key: &str, want: &Value, got: Option<f64>) -> Result<(), String> {
+    match (want, got) {
+        (Value::Null, None) => Ok(()),
+        (Value::Number(n), Some(g)) if n.as_f64().is_some_and(|n| (n - g).abs() <= TOLERANCE) => {
+            Ok(())
+        }
+        _ => Err(format!("{key}: expected {want}, got {got:?}")),
+    }
+}

@@ -223,7 +223,7 @@ async fn a_stalled_client_costs_the_others_nothing_and_is_cut_off() {
         "{stats}"
     );
     assert!(
-        stalled.closed_within(Duration::from_secs(10)).await,
+        stalled.closed_within(Duration::from_secs(30)).await,
         "server closed the stalled connection"
     );
     eprintln!("p99 {p99} ms; stats {stats}");

@@ -153,13 +153,7 @@ impl Service {
 
     /// Waits (bounded) until `/health/ready` answers 200.
     pub async fn wait_ready(&self) {
-        for _ in 0..200 {
-            if http_get(self.addr, "/health/ready", None).await.0 == 200 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("sensorcast at {} not ready after 10 s", self.addr);
+        wait_ready(self.addr, Duration::from_secs(10)).await
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
@@ -288,13 +282,7 @@ impl Binary {
 
     /// Waits (bounded) until `/health/ready` answers 200.
     pub async fn wait_ready(&self) {
-        for _ in 0..150 {
-            if http_get(self.addr, "/health/ready", None).await.0 == 200 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("binary at {} not ready after 15 s", self.addr);
+        wait_ready(self.addr, Duration::from_secs(15)).await
     }
 
     pub fn signal(&self, sig: &str) {
@@ -365,4 +353,16 @@ pub async fn http_get_raw(addr: SocketAddr, path: &str, headers: &[(&str, &str)]
         headers,
         body: body.to_string(),
     }
+}
+
+/// Polls `/health/ready` at `addr` until it answers 200; panics after `limit`.
+pub async fn wait_ready(addr: SocketAddr, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if http_get(addr, "/health/ready", None).await.0 == 200 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("sensorcast at {addr} not ready after {limit:?}");
 }

@@ -67,8 +67,9 @@ pub struct MqttHealth {
     pub reconnects: AtomicU64,
     last_error: Mutex<Option<String>>,
     created: Instant,
-    /// Milliseconds after `created` when the ingest loop last went round.
-    last_beat_ms: AtomicU64,
+    /// Milliseconds after `created` when the message being handled entered the pipeline;
+    /// 0 while the loop waits for the broker.
+    busy_since_ms: AtomicU64,
 }
 
 impl Default for MqttHealth {
@@ -79,21 +80,31 @@ impl Default for MqttHealth {
             reconnects: AtomicU64::new(0),
             last_error: Mutex::new(None),
             created: Instant::now(),
-            last_beat_ms: AtomicU64::new(0),
+            busy_since_ms: AtomicU64::new(0),
         }
     }
 }
 
 impl MqttHealth {
-    fn beat(&self) {
-        let ms = self.created.elapsed().as_millis() as u64;
-        self.last_beat_ms.store(ms, Relaxed);
+    fn busy(&self, busy: bool) {
+        let ms = if busy {
+            self.created.elapsed().as_millis() as u64 + 1
+        } else {
+            0
+        };
+        self.busy_since_ms.store(ms, Relaxed);
     }
 
-    /// How long ago the ingest loop last went round.
-    pub fn since_beat(&self) -> Duration {
-        let now = self.created.elapsed().as_millis() as u64;
-        Duration::from_millis(now.saturating_sub(self.last_beat_ms.load(Relaxed)))
+    /// How long the message in hand has been in the pipeline (zero while the loop waits for
+    /// the broker): a pipeline stuck on one message is what the watchdog must catch.
+    pub fn stuck_for(&self) -> Duration {
+        match self.busy_since_ms.load(Relaxed) {
+            0 => Duration::ZERO,
+            since => {
+                let now = self.created.elapsed().as_millis() as u64 + 1;
+                Duration::from_millis(now.saturating_sub(since))
+            }
+        }
     }
 
     pub fn ready(&self) -> bool {
@@ -185,15 +196,12 @@ pub async fn run(
     eventloop.set_network_options(net);
     let mut backoff = Backoff::new(cfg.reconnect_min, cfg.reconnect_max);
     let mut session = Session::new(updates.borrow_and_update().clone(), &client);
-    // Proves to the watchdog that this loop is being polled (not stuck in the pipeline).
-    let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
     info!(url = %cfg.url, client_id = %cfg.client_id, "mqtt ingest starting");
     loop {
-        health.beat();
+        // No timer arm here: dropping `poll` mid-connect loses the connection attempt.
         let event = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            _ = heartbeat.tick() => continue,
             Ok(()) = updates.changed() => {
                 let new = updates.borrow_and_update().clone();
                 pipeline.set_subscriptions(new.clone());
@@ -204,7 +212,9 @@ pub async fn run(
         };
         match event {
             Ok(Event::Incoming(Packet::Publish(p))) => {
+                health.busy(true);
                 pipeline.handle(&p.topic, &p.payload).await;
+                health.busy(false);
                 session.ack(p);
             }
             Ok(Event::Incoming(Packet::ConnAck(ack))) if ack.code == ConnectReturnCode::Success => {
@@ -261,13 +271,10 @@ async fn disconnect(
         warn!("could not queue the MQTT DISCONNECT");
         return;
     }
+    // Poll until the broker closes the connection: the DISCONNECT is then surely on the wire
+    // (rumqttc reports Outgoing::Disconnect before it has flushed it).
     let sent = tokio::time::timeout(DISCONNECT_TIMEOUT, async {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
+        while eventloop.poll().await.is_ok() {}
     })
     .await;
     health.connected.store(false, Relaxed);

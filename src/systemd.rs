@@ -1,6 +1,6 @@
 //! systemd integration through the notify protocol: `READY=1` once the HTTP listener is bound and
 //! MQTT is subscribed (or after `ready_timeout`, with a STATUS saying why it is degraded),
-//! `WATCHDOG=1` only while the MQTT ingest loop is actually going round (a stuck pipeline gets
+//! `WATCHDOG=1` only while no MQTT message is stuck in the pipeline (a stuck pipeline gets
 //! the service restarted), `STATUS=` lines an operator can read in `systemctl status`,
 //! `RELOADING=1`/`READY=1` around a reload and `STOPPING=1` at shutdown. Every call is a no-op
 //! without `NOTIFY_SOCKET`, so tests and foreground runs need nothing.
@@ -77,7 +77,7 @@ pub async fn supervise(
             _ = interval.tick() => {}
         }
         if let Some(w) = watchdog {
-            let stalled = mqtt.since_beat();
+            let stalled = mqtt.stuck_for();
             if stalled < w / 2 {
                 notify(&[NotifyState::Watchdog]);
             } else {

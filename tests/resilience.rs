@@ -185,6 +185,9 @@ async fn sigterm_shuts_down_gracefully() {
     assert!(stderr.contains("shutdown complete"), "{stderr}");
     assert!(stderr.contains("mqtt disconnected"), "{stderr}");
     let log = broker.log();
+    // One session from start to stop: nothing interrupted the connect (a cancelled poll did).
+    let sessions = log.matches(&format!("as {client_id} (")).count();
+    assert_eq!(sessions, 1, "sensorcast connected {sessions} times:\n{log}");
     assert!(
         log.contains(&format!("Client {client_id} disconnected.")),
         "broker saw a clean DISCONNECT from {client_id}:\n{log}"

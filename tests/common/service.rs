@@ -204,19 +204,24 @@ pub fn auth(org: &str, role: &str) -> Value {
     json!({ "token": token(json!({ "org_id": org, "role": role })) })
 }
 
-/// Minimal HTTP/1.1 GET: (status, JSON body or Null).
+/// Minimal HTTP/1.1 GET: (status, JSON body or Null). Status 0: no answer (nothing listens,
+/// or the connection was reset, as while the service shuts down).
 pub async fn http_get(addr: SocketAddr, path: &str, bearer: Option<&str>) -> (u16, Value) {
     let Ok(mut tcp) = tokio::net::TcpStream::connect(addr).await else {
         return (0, Value::Null);
     };
     let auth = bearer.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
-    tcp.write_all(req.as_bytes()).await.unwrap();
+    if tcp.write_all(req.as_bytes()).await.is_err() {
+        return (0, Value::Null);
+    }
     let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut buf))
+    let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut buf))
         .await
-        .expect("http response in 5 s")
-        .unwrap();
+        .expect("http response in 5 s");
+    if read.is_err() {
+        return (0, Value::Null);
+    }
     let text = String::from_utf8_lossy(&buf);
     let status = text
         .split(' ')

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::ledger::Ledger;
+use crate::ledger::{self, Ledger};
 use crate::mqtt;
 use crate::scenario::{Env, Feed, Window};
 use crate::servers::{Stack, Topology};
@@ -241,7 +241,11 @@ async fn idle(
 /// opens and closes), every other reading is 4 °C: a few threshold crossings per window.
 fn s0_hot_every_other_second(seq: u64) -> Option<f64> {
     let hot = seq.is_multiple_of(100) && (seq / 1000) % 2 == 1;
-    Some(if hot { 40.0 } else { 4.0 })
+    Some(if hot {
+        ledger::HOT_BASE + seq as f64 * ledger::T_STEP
+    } else {
+        4.0
+    })
 }
 
 async fn alert(env: &Env, stack: Stack, starts: &mut Vec<f64>) -> anyhow::Result<Alert> {

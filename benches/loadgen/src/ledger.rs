@@ -11,6 +11,9 @@ use std::time::Instant;
 
 pub const T_BASE: f64 = 20.0;
 pub const T_STEP: f64 = 1e-7;
+/// The alert scenario's hot readings: `HOT_BASE + seq * T_STEP` °C (above every unit's
+/// `temp_max` of 30 °C, which the seq-encoded 20 °C readings never reach).
+pub const HOT_BASE: f64 = 40.0;
 
 pub fn temperature_for(seq: u64) -> String {
     format!("{:.7}", T_BASE + seq as f64 * T_STEP)
@@ -67,6 +70,17 @@ impl Ledger {
             .expect("ledger lock")
             .push((seq as u32, us));
         true
+    }
+
+    /// µs since `seq` was published, without counting a delivery (alert events); `None` if the
+    /// seq is unknown or was not published yet.
+    pub fn since_sent_us(&self, seq: u64) -> Option<f64> {
+        let sent = self.sent.get(seq as usize)?.load(Ordering::Acquire);
+        if sent == 0 {
+            return None;
+        }
+        let now = self.base.elapsed().as_nanos() as u64 + 1;
+        Some(now.saturating_sub(sent) as f64 / 1000.0)
     }
 
     /// Deliveries of seqs in `lo..hi`.

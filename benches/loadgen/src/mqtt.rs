@@ -103,7 +103,7 @@ async fn publish_loop(plan: PublishPlan, ledger: Arc<Ledger>) -> anyhow::Result<
         let seq = plan.first_seq + k;
         let sensor = seq % plan.sensors;
         let temperature = match plan.fixed_temperature.and_then(|f| f(seq)) {
-            Some(t) => format!("{t:.1}"),
+            Some(t) => format!("{t:.7}"),
             None => ledger::temperature_for(seq),
         };
         let payload = format!(

@@ -187,7 +187,11 @@ pub fn start_server(
 
 fn write_sensorcast_config(dir: &Path, t: Topology, port: u16, mqtt: u16) -> anyhow::Result<()> {
     std::fs::write(dir.join("jwt.secret"), JWT_SECRET)?;
-    let mut reg = format!("[[org]]\nid = \"{ORG}\"\n");
+    // Every unit has alert rules, as in production; no scenario but `alert` leaves the range
+    // (its seq-encoded readings are 20.0-20.2 °C). `restore_after = 1`: one reading back in
+    // range resolves, so each hot reading of the alert scenario triggers a new alert.
+    let mut reg =
+        format!("[[org]]\nid = \"{ORG}\"\ntemp_min = -50\ntemp_max = 30\nrestore_after = 1\n");
     for s in 0..t.sites() {
         reg += &format!("[[site]]\nid = \"st{s}\"\norg = \"{ORG}\"\n");
     }

@@ -138,7 +138,7 @@ pub async fn run(mut ws: Ws, ledger: Arc<Ledger>, mut stop: watch::Receiver<bool
                         end.unmatched += 1;
                     }
                 } else if t.starts_with(r#"42["alert:triggered""#) {
-                    if let Some(ms) = alert_latency_ms(t) {
+                    if let Some(ms) = alert_latency_ms(t, &ledger) {
                         end.alerts_ms.push(ms);
                     }
                 }
@@ -159,20 +159,17 @@ pub async fn run(mut ws: Ws, ledger: Arc<Ledger>, mut stop: watch::Receiver<bool
 }
 
 /// Milliseconds from the alert's reading time (`recordedAt` RFC 3339, or `ts` epoch ms) to now.
-fn alert_latency_ms(text: &str) -> Option<f64> {
-    let now = chrono::Utc::now();
-    let field = |key: &str| {
-        let at = text.find(key)? + key.len();
-        let rest = &text[at..];
-        let end = rest.find(['"', ',', '}'])?;
-        Some(rest[..end].to_owned())
-    };
-    if let Some(s) = field(r#""recordedAt":""#) {
-        let t = chrono::DateTime::parse_from_rfc3339(&s).ok()?;
-        return Some((now - t.with_timezone(&chrono::Utc)).num_microseconds()? as f64 / 1000.0);
+fn alert_latency_ms(text: &str, ledger: &Ledger) -> Option<f64> {
+    // The hot reading's temperature carries its seq (`HOT_BASE + seq * 1e-7`, see compare.rs);
+    // `alert:triggered` passes it through as `value`, so the latency is on the ledger's clock.
+    let at = text.find(r#""value":"#)? + r#""value":"#.len();
+    let rest = &text[at..];
+    let value: f64 = rest[..rest.find([',', '}'])?].trim().parse().ok()?;
+    let seq = ((value - ledger::HOT_BASE) / ledger::T_STEP).round();
+    if seq.is_nan() || seq < 0.0 {
+        return None;
     }
-    let ts: i64 = field(r#""ts":"#)?.trim().parse().ok()?;
-    Some((now.timestamp_millis() - ts) as f64)
+    Some(ledger.since_sent_us(seq as u64)? / 1000.0)
 }
 
 /// Clients that are connected and reading, and the handshakes that failed.

@@ -55,6 +55,9 @@ enum Cmd {
         /// Skip the broker-ceiling and kernel-floor baselines.
         #[arg(long)]
         no_baselines: bool,
+        /// Skip only the broker-ceiling baseline (it takes a minute; the floor takes seconds).
+        #[arg(long)]
+        no_broker_ceiling: bool,
         /// Skip the fan-out run under `strace -c`.
         #[arg(long)]
         no_strace: bool,
@@ -85,6 +88,7 @@ fn main() -> anyhow::Result<()> {
         scenarios,
         stacks,
         no_baselines,
+        no_broker_ceiling,
         no_strace,
         time_scale,
         qos,
@@ -136,7 +140,7 @@ fn main() -> anyhow::Result<()> {
     let (sc, node, broker, floor) = rt.block_on(async {
         let mut broker = Vec::new();
         let mut floor = None;
-        if !no_baselines {
+        if !no_baselines && !no_broker_ceiling {
             eprintln!(
                 "[broker] ceiling: publisher -> mosquitto -> subscriber on core {server_cpu}"
             );

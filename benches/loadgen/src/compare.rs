@@ -22,6 +22,7 @@ pub const P99_LIMIT_MS: f64 = 10.0;
 pub struct Idle {
     pub clients: usize,
     pub rss_no_clients_kib: u64,
+    pub rss_anon_no_clients_kib: u64,
     pub rss_with_clients_kib: u64,
     pub connect_s: f64,
 }
@@ -230,6 +231,7 @@ async fn idle(
     let idle = Idle {
         clients,
         rss_no_clients_kib: s.rss_before_clients_kib,
+        rss_anon_no_clients_kib: s.rss_anon_before_clients_kib,
         rss_with_clients_kib: s.server_sample().rss_kib,
         connect_s: s.connect_time.as_secs_f64(),
     };

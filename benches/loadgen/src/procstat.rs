@@ -13,6 +13,9 @@ pub struct Sample {
     pub sched_s: f64,
     /// Resident set size, KiB.
     pub rss_kib: u64,
+    /// The anonymous part of it (heap, stacks: `RssAnon`), KiB; the rest is file pages
+    /// (the binary's and the libraries' code, clean and shared) and shared memory.
+    pub rss_anon_kib: u64,
 }
 
 impl Sample {
@@ -54,19 +57,20 @@ pub fn sample(pid: u32) -> Sample {
             }
         }
     }
-    let rss_kib = fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0);
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |key: &str| -> u64 {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
     Sample {
         cpu_s,
         sched_s: sched_ns as f64 / 1e9,
-        rss_kib,
+        rss_kib: kib("VmRSS:"),
+        rss_anon_kib: kib("RssAnon:"),
     }
 }
 

@@ -341,6 +341,14 @@ pub fn render(i: &Inputs) -> String {
         );
         t.row(
             id,
+            "… of which anonymous (RssAnon: heap, stacks)",
+            Some(a.rss_anon_no_clients_kib as f64 / 1024.0),
+            Some(b.rss_anon_no_clients_kib as f64 / 1024.0),
+            "MB",
+            "",
+        );
+        t.row(
+            id,
             "RSS, 2000 clients",
             Some(a.rss_with_clients_kib as f64 / 1024.0),
             Some(b.rss_with_clients_kib as f64 / 1024.0),

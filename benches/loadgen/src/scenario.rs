@@ -80,6 +80,7 @@ pub struct Session {
     #[allow(dead_code)]
     pub connect_failures: usize,
     pub rss_before_clients_kib: u64,
+    pub rss_anon_before_clients_kib: u64,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<ClientEnd>>,
 }
@@ -117,7 +118,9 @@ impl Env {
         self.probe(&server, &ledger, probe_base, stop_rx.clone())
             .await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let rss_before_clients_kib = procstat::sample(server.proc.pid()).rss_kib;
+        let before_clients = procstat::sample(server.proc.pid());
+        let rss_before_clients_kib = before_clients.rss_kib;
+        let rss_anon_before_clients_kib = before_clients.rss_anon_kib;
         let mut subs = vec![0u64; topo.units as usize];
         let specs: Vec<ClientSpec> = (0..clients)
             .map(|k| {
@@ -167,6 +170,7 @@ impl Env {
             connect_time,
             connect_failures,
             rss_before_clients_kib,
+            rss_anon_before_clients_kib,
             stop,
             tasks,
         })

@@ -227,3 +227,33 @@ pub async fn connect_all(
         first_error,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alert_latency_comes_from_the_seq_in_value() {
+        let ledger = Ledger::new(1000);
+        ledger.mark_sent(700);
+        let value = ledger::HOT_BASE + 700.0 * ledger::T_STEP;
+        let text = format!(
+            r#"42["alert:triggered",{{"alertId":"a1","unitId":"u0","value":{},"threshold":30.0}}]"#,
+            serde_json::to_string(&value).unwrap()
+        );
+        let ms = alert_latency_ms(&text, &ledger).expect("a published seq");
+        assert!((0.0..1000.0).contains(&ms), "{ms}");
+        // Not published yet, a value below the hot base, or no value at all: no sample.
+        let unsent = text.replace("40.00007", "40.00008");
+        assert_ne!(unsent, text);
+        assert_eq!(alert_latency_ms(&unsent, &ledger), None);
+        assert_eq!(
+            alert_latency_ms(r#"42["alert:triggered",{"value":4.0}]"#, &ledger),
+            None
+        );
+        assert_eq!(
+            alert_latency_ms(r#"42["alert:triggered",{"value":null}]"#, &ledger),
+            None
+        );
+    }
+}

@@ -422,3 +422,44 @@ async fn batches_per_unit_and_flushes_on_shutdown() {
         (Some(1), Some(7.0))
     );
 }
+
+/// A client that sends its CONNECT and hangs up at once: socketioxide runs the connect
+/// middleware (which takes the connection slots) in a task of its own, finds the transport
+/// closed when it tries to send the CONNECT reply, and drops the socket without any
+/// disconnect handler. The slots must come back anyway, or enough such clients lock a user
+/// (and, through `max_connections`, everybody) out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_hanging_up_mid_handshake_give_their_slots_back() {
+    let broker = Broker::start().await;
+    let limits = "[limits]\nmax_connections = 5\nmax_connections_per_subject = 2\n";
+    let config = config_text(&broker.url()).replace("[state]", &format!("{limits}[state]"));
+    let service = Service::start_config(&config, true).await;
+    let same = json!({ "token": token(json!({ "org_id": "o1", "sub": "flaky-user" })) });
+    for _ in 0..30 {
+        let mut raw = RawSocket::open(service.addr, None).await;
+        raw.send(&format!("40{same}")).await;
+        drop(raw);
+    }
+    // Every one of them is gone: the server holds no slot for this user or anybody.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, stats) = service.get("/health/realtime", None).await;
+        assert_eq!(code, 200);
+        if stats["websocket"]["connections"] == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "connection slots still held after every client hung up: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let driver = JsDriver::spawn().await;
+    let a = client(&driver, &service, same.clone()).await;
+    let b = client(&driver, &service, same).await;
+    assert_eq!(
+        a.emit_ack("ping", vec![]).await.len() + b.emit_ack("ping", vec![]).await.len(),
+        2
+    );
+    service.stop().await;
+}

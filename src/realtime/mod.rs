@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler;
-use socketioxide::socket::DisconnectReason;
+use socketioxide::socket::{DisconnectReason, Sid};
 use socketioxide::SocketIo;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
@@ -46,6 +46,25 @@ pub struct SocketCtx {
     pub principal: Principal,
     bucket: Mutex<TokenBucket>,
     subscriptions: Subscriptions,
+    _slot: ConnectionSlot,
+}
+
+/// The socket's place in `max_connections` and `max_connections_per_subject`, taken by the
+/// connect middleware and given back when socketioxide drops the socket. Not in a disconnect
+/// handler: when the client hangs up between its CONNECT and the reply, socketioxide drops
+/// the socket without running any handler.
+struct ConnectionSlot {
+    app: AppState,
+    subject: Arc<str>,
+    sid: Sid,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.app.connections.fetch_sub(1, Relaxed);
+        release_subject(&self.app, &self.subject);
+        self.app.fanout.forget(self.sid);
+    }
 }
 
 impl SocketCtx {
@@ -93,9 +112,15 @@ async fn authenticate(
         app.hub.stats().client_error("too_many_for_subject");
         return Err(ConnectError::TooManyForSubject);
     }
-    *per += 1; // released in on_disconnect
+    *per += 1;
     drop(per);
     app.connections.fetch_add(1, Relaxed);
+    // From here on the slot is released when the socket goes, however it goes.
+    let slot = ConnectionSlot {
+        app: app.clone(),
+        subject: principal.subject.clone(),
+        sid: s.id,
+    };
     let ctx = Arc::new(SocketCtx {
         bucket: Mutex::new(TokenBucket::new(
             app.limits.event_rate,
@@ -103,6 +128,7 @@ async fn authenticate(
         )),
         subscriptions: Subscriptions::default(),
         principal: principal.clone(),
+        _slot: slot,
     });
     // Rooms and handlers are set up here, not in on_connect: socketioxide sends the CONNECT
     // reply before it runs the connect handler, so a client's first event can arrive before
@@ -188,10 +214,10 @@ async fn on_disconnect(
     State(app): State<AppState>,
     Extension(ctx): Extension<Arc<SocketCtx>>,
 ) {
-    app.connections.fetch_sub(1, Relaxed);
-    release_subject(&app, &ctx.principal.subject);
+    // The connection slots come back when the socket is dropped (`ConnectionSlot`); what it
+    // still had pending goes now.
     app.fanout.forget(s.id);
-    debug!(sid = %s.id, ?reason, "socket disconnected");
+    debug!(sid = %s.id, sub = %ctx.principal.subject, ?reason, "socket disconnected");
 }
 
 /// The rate-limit gate every client event passes: `Some(ack)` to go on, `None` when the event

@@ -110,6 +110,11 @@ impl Reloader {
 fn load(path: &std::path::Path) -> Result<(Config, Registry), String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
     let registry = Registry::load(&config.registry.file).map_err(|e| e.to_string())?;
+    // The checks `check-config` makes on alert rules after inheritance (a unit left without a
+    // band between its limits): a registry that fails them is refused as a whole, rather than
+    // routing by the new registry while alerts keep judging by the old one.
+    crate::alerts::RuleBook::build(&registry, &config.alerts.defaults())
+        .map_err(|e| e.to_string())?;
     Ok((config, registry))
 }
 

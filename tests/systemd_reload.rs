@@ -210,6 +210,62 @@ async fn sighup_reloads_registry_and_subscriptions() {
     assert!(bin.child.wait().await.unwrap().success());
 }
 
+/// A registry whose alert rules fail only after inheritance (here u2 inherits `temp_max = 5`
+/// from its org and sets `temp_min = 4.8`: with the default hysteresis there is no band left)
+/// is refused as a whole by SIGHUP, as `check-config` refuses it: routing and alerts both stay
+/// on the registry in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_refuses_a_registry_whose_inherited_rules_leave_no_band() {
+    let broker = Broker::start().await;
+    let config = config_text(&broker.url());
+    let mut bin = Binary::spawn(&config, &[]).await;
+    bin.wait_ready().await;
+    let driver = JsDriver::spawn().await;
+    let c = driver.connect(&bin.url(), Some(auth("o1", "owner"))).await;
+    c.wait_connect().await.unwrap();
+    assert_eq!(
+        c.emit_ack("subscribe:unit", vec![json!("u2")]).await[0]["ok"],
+        true
+    );
+    // Were it applied, u2 would get a temperature rule and 9.5 °C would raise an alert.
+    let registry = REGISTRY
+        .replacen(
+            "[[org]]\nid = \"o1\"\n",
+            "[[org]]\nid = \"o1\"\ntemp_min = 0\ntemp_max = 5\n",
+            1,
+        )
+        .replace(
+            "[[unit]]\nid = \"u2\"\nsite = \"s2\"\n",
+            "[[unit]]\nid = \"u2\"\nsite = \"s2\"\ntemp_min = 4.8\n",
+        );
+    assert_ne!(registry, REGISTRY);
+    bin.write("registry.toml", &registry);
+    bin.signal("HUP");
+    let mut refused = serde_json::Value::Null;
+    for _ in 0..50 {
+        refused = http_get(bin.addr, "/health", None).await.1;
+        if refused["checks"]["reload"]["ok"] == false {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(refused["checks"]["reload"]["ok"], false, "{refused}");
+    let error = refused["checks"]["reload"]["error"].as_str().unwrap();
+    assert!(error.contains("u2"), "the error names the unit: {error}");
+    // The registry in force still routes probe-2 to u2, and u2 has no rules: no alert.
+    broker
+        .publish("sensors/probe-2", r#"{"temperature": 9.5}"#, 1)
+        .await;
+    let r = c.next_event("sensor:reading").await.remove(0);
+    assert_eq!(r["unitId"], "u2");
+    assert!(c
+        .next_event_timeout("alert:triggered", Duration::from_millis(500))
+        .await
+        .is_none());
+    bin.signal("TERM");
+    assert!(bin.child.wait().await.unwrap().success());
+}
+
 /// A second SIGTERM exits at once, even while the graceful shutdown is still waiting (here for
 /// a client that does not answer the close).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

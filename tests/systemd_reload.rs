@@ -179,14 +179,7 @@ async fn sighup_reloads_registry_and_subscriptions() {
         "[[unit]]\nid = \"x\"\nsite = \"nowhere\"\n",
     );
     bin.signal("HUP");
-    let mut refused = serde_json::Value::Null;
-    for _ in 0..50 {
-        refused = http_get(bin.addr, "/health", None).await.1;
-        if refused["checks"]["reload"]["ok"] == false {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let refused = health_once_reload_refused(&bin).await;
     assert_eq!(refused["checks"]["reload"]["ok"], false, "{refused}");
     assert!(refused["checks"]["reload"]["error"]
         .as_str()
@@ -241,14 +234,7 @@ async fn sighup_refuses_a_registry_whose_inherited_rules_leave_no_band() {
     assert_ne!(registry, REGISTRY);
     bin.write("registry.toml", &registry);
     bin.signal("HUP");
-    let mut refused = serde_json::Value::Null;
-    for _ in 0..50 {
-        refused = http_get(bin.addr, "/health", None).await.1;
-        if refused["checks"]["reload"]["ok"] == false {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let refused = health_once_reload_refused(&bin).await;
     assert_eq!(refused["checks"]["reload"]["ok"], false, "{refused}");
     let error = refused["checks"]["reload"]["error"].as_str().unwrap();
     assert!(error.contains("u2"), "the error names the unit: {error}");
@@ -264,6 +250,19 @@ async fn sighup_refuses_a_registry_whose_inherited_rules_leave_no_band() {
         .is_none());
     bin.signal("TERM");
     assert!(bin.child.wait().await.unwrap().success());
+}
+
+/// `/health` once it reports a refused reload (or after 5 s, for the caller's assertion).
+async fn health_once_reload_refused(bin: &Binary) -> serde_json::Value {
+    let mut health = serde_json::Value::Null;
+    for _ in 0..50 {
+        health = http_get(bin.addr, "/health", None).await.1;
+        if health["checks"]["reload"]["ok"] == false {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    health
 }
 
 /// A second SIGTERM exits at once, even while the graceful shutdown is still waiting (here for

@@ -5,7 +5,7 @@
 mod common;
 
 use common::broker::Broker;
-use common::jsclient::JsDriver;
+use common::jsclient::{JsClient, JsDriver};
 use common::service::{auth, config_text, http_get, Binary, REGISTRY};
 use serde_json::json;
 use std::os::unix::net::UnixDatagram;
@@ -113,21 +113,7 @@ async fn ready_after_the_timeout_when_the_broker_is_down() {
 /// one stays in force.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_registry_and_subscriptions() {
-    let broker = Broker::start().await;
-    let config = config_text(&broker.url());
-    let mut bin = Binary::spawn(&config, &[]).await;
-    bin.wait_ready().await;
-    let driver = JsDriver::spawn().await;
-    let c = driver.connect(&bin.url(), Some(auth("o1", "owner"))).await;
-    c.wait_connect().await.unwrap();
-    assert_eq!(
-        c.emit_ack("subscribe:unit", vec![json!("u1")]).await[0]["ok"],
-        true
-    );
-    assert_eq!(
-        c.emit_ack("subscribe:unit", vec![json!("u2")]).await[0]["ok"],
-        true
-    );
+    let (broker, config, mut bin, _driver, c) = binary_with_owner_on(&["u1", "u2"]).await;
 
     // u2 goes (and its sensor), probe-9 joins u1, a new topic is subscribed.
     let registry = REGISTRY
@@ -212,17 +198,7 @@ async fn sighup_reloads_registry_and_subscriptions() {
 /// on the registry in force.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_refuses_a_registry_whose_inherited_rules_leave_no_band() {
-    let broker = Broker::start().await;
-    let config = config_text(&broker.url());
-    let mut bin = Binary::spawn(&config, &[]).await;
-    bin.wait_ready().await;
-    let driver = JsDriver::spawn().await;
-    let c = driver.connect(&bin.url(), Some(auth("o1", "owner"))).await;
-    c.wait_connect().await.unwrap();
-    assert_eq!(
-        c.emit_ack("subscribe:unit", vec![json!("u2")]).await[0]["ok"],
-        true
-    );
+    let (broker, _config, mut bin, _driver, c) = binary_with_owner_on(&["u2"]).await;
     // Were it applied, u2 would get a temperature rule and 9.5 °C would raise an alert.
     let registry = REGISTRY
         .replacen(
@@ -253,6 +229,25 @@ async fn sighup_refuses_a_registry_whose_inherited_rules_leave_no_band() {
         .is_none());
     bin.signal("TERM");
     assert!(bin.child.wait().await.unwrap().success());
+}
+
+/// The binary on the test config, ready, with an `o1` owner connected through the official
+/// client and subscribed to `units`. The driver must outlive the client.
+async fn binary_with_owner_on(units: &[&str]) -> (Broker, String, Binary, JsDriver, JsClient) {
+    let broker = Broker::start().await;
+    let config = config_text(&broker.url());
+    let bin = Binary::spawn(&config, &[]).await;
+    bin.wait_ready().await;
+    let driver = JsDriver::spawn().await;
+    let c = driver.connect(&bin.url(), Some(auth("o1", "owner"))).await;
+    c.wait_connect().await.unwrap();
+    for unit in units {
+        assert_eq!(
+            c.emit_ack("subscribe:unit", vec![json!(unit)]).await[0]["ok"],
+            true
+        );
+    }
+    (broker, config, bin, driver, c)
 }
 
 /// `/health` once it reports a refused reload (or after 5 s, for the caller's assertion).

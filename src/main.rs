@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
@@ -47,7 +47,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let loaded = load(&cli.config);
+    let loaded = sensorcast::reload::load(&cli.config);
     if let Some(Command::CheckConfig) = cli.command {
         return match loaded {
             Ok((config, registry)) => {
@@ -96,15 +96,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn load(path: &Path) -> anyhow::Result<(Config, Registry)> {
-    let config = Config::load(path)?;
-    let registry = Registry::load(&config.registry.file)?;
-    // The alert rules are valid only in combination with [alerts]: check them together.
-    sensorcast::alerts::RuleBook::build(&registry, &config.alerts.defaults())
-        .with_context(|| format!("{}", config.registry.file.display()))?;
-    Ok((config, registry))
 }
 
 async fn serve(

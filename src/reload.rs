@@ -57,6 +57,7 @@ impl Reloader {
     /// Loads and validates both files; on success applies them and returns what changed.
     pub fn reload(&self, current: &Config, hub: &Hub, fanout: &Fanout) -> Result<Applied, String> {
         let result = load(&current.path)
+            .map_err(|e| format!("{e:#}"))
             .map(|(config, registry)| self.apply(current, config, registry, hub, fanout));
         let mut status = self.status.lock().expect("reload status lock");
         status.attempts += 1;
@@ -107,14 +108,16 @@ impl Reloader {
     }
 }
 
-fn load(path: &std::path::Path) -> Result<(Config, Registry), String> {
-    let config = Config::load(path).map_err(|e| e.to_string())?;
-    let registry = Registry::load(&config.registry.file).map_err(|e| e.to_string())?;
-    // The checks `check-config` makes on alert rules after inheritance (a unit left without a
-    // band between its limits): a registry that fails them is refused as a whole, rather than
-    // routing by the new registry while alerts keep judging by the old one.
+/// The config and its registry, checked as a whole: what the service starts from, what
+/// `check-config` checks, and what SIGHUP applies (so a registry whose alert rules fail only
+/// after inheritance is refused as a whole, not routed by while alerts keep the old rules).
+pub fn load(path: &std::path::Path) -> anyhow::Result<(Config, Registry)> {
+    use anyhow::Context;
+    let config = Config::load(path)?;
+    let registry = Registry::load(&config.registry.file)?;
+    // The alert rules are valid only in combination with [alerts]: check them together.
     crate::alerts::RuleBook::build(&registry, &config.alerts.defaults())
-        .map_err(|e| e.to_string())?;
+        .with_context(|| format!("{}", config.registry.file.display()))?;
     Ok((config, registry))
 }
 

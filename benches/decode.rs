@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use chrono::Utc;
 use criterion::{criterion_group, criterion_main, Criterion};
-use sensorcast::config::Subscription;
+use sensorcast::decode::Subscription;
 use sensorcast::decode::{self, Format};
 
 struct Fixture {
@@ -53,11 +53,12 @@ fn bench_fixtures(c: &mut Criterion) {
     let mut group = c.benchmark_group("decode");
     for f in fixtures() {
         let sub = Subscription::new("#", f.format);
+        let mut state = decode::DecodeState::new();
         group.bench_function(&f.name, |b| {
             b.iter(|| {
                 let out = decode::decode(
                     &sub,
-                    &mut sub.decode_state(),
+                    &mut state,
                     black_box(&f.topic),
                     black_box(&f.payload),
                     now,

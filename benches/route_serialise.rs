@@ -10,9 +10,9 @@ use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
 
-use sensorcast::reading::SensorReading;
-use sensorcast::registry::Registry;
-use sensorcast::route;
+use sensorcast::core::reading::SensorReading;
+use sensorcast::core::registry::Registry;
+use sensorcast::core::rooms;
 
 fn registry(sensors: usize, units: usize) -> Registry {
     let mut t = String::from("[[org]]\nid = \"o0\"\n");
@@ -58,21 +58,24 @@ fn bench_route(c: &mut Criterion) {
     g.bench_function("route (registry lookup)", |b| {
         b.iter(|| {
             i = (i + 1) % ids.len();
-            black_box(route::route(&reg, black_box(&ids[i])))
+            black_box(reg.unit_for_sensor(black_box(&ids[i])).cloned())
         })
     });
     g.bench_function("route unknown sensor", |b| {
-        b.iter(|| black_box(route::route(&reg, black_box("not-registered"))))
+        b.iter(|| black_box(reg.unit_for_sensor(black_box("not-registered")).cloned()))
     });
-    let unit = route::route(&reg, "s42").expect("s42 is registered");
+    let unit = reg
+        .unit_for_sensor("s42")
+        .cloned()
+        .expect("s42 is registered");
     g.bench_function("reading_rooms (3 room names)", |b| {
-        b.iter(|| black_box(route::reading_rooms(black_box(&unit))))
+        b.iter(|| black_box(rooms::reading_rooms(black_box(&unit))))
     });
     g.bench_function("route + reading_rooms", |b| {
         b.iter(|| {
             i = (i + 1) % ids.len();
-            let unit = route::route(&reg, black_box(&ids[i])).expect("registered");
-            black_box(route::reading_rooms(&unit))
+            let unit = reg.unit_for_sensor(black_box(&ids[i])).expect("registered");
+            black_box(rooms::reading_rooms(unit))
         })
     });
     g.finish();

@@ -4,11 +4,99 @@
 //! messages the product's clients already know; they say nothing about the server's internals.
 
 use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::config::{AuthConfig, AuthMode};
+use crate::core::duration::duration_str;
+use crate::core::secret::Secret;
+
+/// `[auth] mode`: JWTs (production) or no authentication (development only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    #[default]
+    Jwt,
+    None,
+}
+
+/// The `[auth]` section.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub mode: AuthMode,
+    pub jwt_secret_file: Option<PathBuf>,
+    pub jwt_public_key_file: Option<PathBuf>,
+    #[serde(skip)]
+    pub jwt_secret: Option<Secret>,
+    pub org_claim: String,
+    pub role_claim: String,
+    pub sites_claim: String,
+    #[serde(with = "duration_str")]
+    pub leeway: Duration,
+    /// `mode = "none"` only: the organization every socket belongs to, and its role.
+    pub dev_org: Option<String>,
+    pub dev_role: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            mode: AuthMode::Jwt,
+            jwt_secret_file: None,
+            jwt_public_key_file: None,
+            jwt_secret: None,
+            org_claim: "org_id".into(),
+            role_claim: "role".into(),
+            sites_claim: "site_ids".into(),
+            leeway: Duration::from_secs(30),
+            dev_org: None,
+            dev_role: "owner".into(),
+        }
+    }
+}
+
+impl AuthConfig {
+    /// Checks the section on its own (the secret is already read): `Err((key under auth., message))`.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        match self.mode {
+            AuthMode::Jwt => {
+                let keys = [
+                    self.jwt_secret.is_some(),
+                    self.jwt_public_key_file.is_some(),
+                ];
+                if keys.iter().filter(|k| **k).count() != 1 {
+                    return Err((
+                        String::new(),
+                        "jwt mode needs exactly one of jwt_secret_file (or SENSORCAST_AUTH__JWT_SECRET) and jwt_public_key_file".into(),
+                    ));
+                }
+                if self
+                    .jwt_secret
+                    .as_ref()
+                    .is_some_and(|s| s.expose().len() < 16)
+                {
+                    return Err((
+                        "jwt_secret_file".into(),
+                        "secret is shorter than 16 bytes".into(),
+                    ));
+                }
+            }
+            AuthMode::None => {
+                if self.dev_org.as_deref().unwrap_or("").is_empty() {
+                    return Err((
+                        "dev_org".into(),
+                        "mode = \"none\" needs the organization every socket belongs to".into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Who a socket or request is. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -207,7 +295,6 @@ fn classify(kind: &ErrorKind) -> AuthError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
     use jsonwebtoken::{encode, EncodingKey, Header};
     use serde_json::json;
 

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
 use sensorcast::config::Config;
-use sensorcast::registry::Registry;
+use sensorcast::core::registry::Registry;
 
 #[derive(Parser)]
 #[command(
@@ -37,7 +37,7 @@ enum Command {
     /// Publish realistic readings for every registered sensor to the configured broker.
     Simulate {
         /// Time between two readings of one sensor ("500ms", "5s", "1m").
-        #[arg(long, default_value = "5s", value_parser = sensorcast::config::duration_str::parse)]
+        #[arg(long, default_value = "5s", value_parser = sensorcast::core::duration::duration_str::parse)]
         interval: std::time::Duration,
         /// Publish one reading per sensor, wait for the broker's acks, and exit.
         #[arg(long)]
@@ -47,7 +47,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let loaded = sensorcast::reload::load(&cli.config);
+    let loaded = sensorcast::service::reload::load(&cli.config);
     if let Some(Command::CheckConfig) = cli.command {
         return match loaded {
             Ok((config, registry)) => {
@@ -101,7 +101,7 @@ fn main() -> ExitCode {
 async fn serve(
     config: Config,
     registry: Registry,
-    log_level: sensorcast::reload::LogLevelSetter,
+    log_level: sensorcast::service::reload::LogLevelSetter,
 ) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let listener = tokio::net::TcpListener::bind(config.http.listen)
@@ -187,7 +187,7 @@ async fn watch_signals(shutdown: CancellationToken, reload: std::sync::Arc<tokio
 
 /// Sets up logging; returns the setter a reload uses to change the level. RUST_LOG, when set,
 /// wins over the config's level (and then a reload leaves it alone).
-fn init_tracing(config: &Config) -> sensorcast::reload::LogLevelSetter {
+fn init_tracing(config: &Config) -> sensorcast::service::reload::LogLevelSetter {
     use tracing_subscriber::{prelude::*, reload, EnvFilter};
     let from_env = EnvFilter::try_from_default_env().ok();
     let env_wins = from_env.is_some();

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, TimeZone, Utc};
-use sensorcast::config::Subscription;
+use sensorcast::decode::Subscription;
 use sensorcast::decode::{self, Decoded, Format, Reading};
 use serde_json::Value;
 
@@ -79,7 +79,7 @@ fn check_fixture(path: &Path) -> Result<(), String> {
     let received_at = Utc.with_ymd_and_hms(2030, 6, 1, 12, 0, 0).unwrap();
     let outcome = decode::decode(
         &sub,
-        &mut sub.decode_state(),
+        &mut decode::DecodeState::new(),
         topic,
         payload.as_bytes(),
         received_at,

@@ -11,7 +11,7 @@ use sensorcast::decode::{
     decode_with, BatteryCurve, DecodeState, Decoded, FieldPath, Format, Options, TempUnit,
     TopicTemplate, MAX_DEVICES, MAX_EXTRA,
 };
-use sensorcast::registry::normalize_sensor_id;
+use sensorcast::core::ids::normalize_sensor_id;
 
 const MAX_PAYLOAD: usize = 64 * 1024;
 

@@ -23,10 +23,9 @@ use super::store::Writer;
 use super::unit::Out;
 use super::webhook::Webhooks;
 use super::{Command, Shared};
-use crate::fanout::{to_json, Fanout, Kind};
-use crate::hub::Hub;
-use crate::registry::Unit;
-use crate::route;
+use crate::core::registry::Unit;
+use crate::core::rooms;
+use crate::delivery::{to_json, Fanout, Kind};
 
 /// Longest single sleep: a step of the wall clock (NTP at boot) is noticed within this.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -72,8 +71,6 @@ pub struct Outlets {
     /// Delivery to sockets (alerts are queued, never coalesced, for slow sockets); `None` in
     /// tests that only watch the `tap`.
     pub fanout: Option<Fanout>,
-    /// Its stats count deliveries that failed per socket.
-    pub hub: Hub,
     /// A copy of every event, in order (tests, embedding).
     pub tap: Option<mpsc::UnboundedSender<Event>>,
 }
@@ -206,7 +203,7 @@ impl Engine {
                     org: o.org.clone(),
                     name: None,
                 };
-                let rooms = route::org_event_rooms(&unit);
+                let rooms = rooms::org_event_rooms(&unit);
                 let json = to_json(&o.event.payload());
                 fanout.deliver(rooms, o.event.name(), &json, Kind::Event);
             }

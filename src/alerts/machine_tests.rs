@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::*;
 use crate::alerts::model::{Severity, Side};
 use crate::alerts::rules::{AlertsConfig, RuleBook};
-use crate::registry::Registry;
+use crate::core::registry::Registry;
 
 const REGISTRY: &str = r#"
 [[org]]

@@ -12,8 +12,8 @@
 //!   and battery) and `lifecycle` (opening, escalating, resolving its alerts).
 //! - [`machine`]: every unit plus the deadline queue (pure: time is an argument).
 //! - [`engine`]: the task that owns the machine; [`store`] and [`webhook`] are its outputs.
-//! - [`socket`]: `alert:ack` and `get:alerts`.
 //!
+//! The client events (`alert:ack`, `get:alerts`) are Socket.io handlers, in `realtime::alerts`.
 //! [`Alerts`] is the cheap-clone handle the pipeline and socket handlers hold: a sender into the
 //! engine's input queue plus a read-only view of the open alerts, replaced by the engine after
 //! every change so that `get:alerts` never waits behind readings.
@@ -24,7 +24,6 @@ mod lifecycle;
 pub mod machine;
 pub mod model;
 pub mod rules;
-pub mod socket;
 pub mod store;
 mod unit;
 pub mod webhook;
@@ -43,8 +42,8 @@ pub use machine::AckError;
 pub use model::{Alert, AlertType, Event, Severity, UnitState};
 pub use rules::{AlertsConfig, RuleBook, RuleError, RuleSet};
 
-use crate::reading::SensorReading;
-use crate::registry::Registry;
+use crate::core::reading::SensorReading;
+use crate::core::registry::Registry;
 use machine::Machine;
 use store::StoreHealth;
 use webhook::WebhookStats;
@@ -276,26 +275,3 @@ impl Alerts {
 
 #[cfg(test)]
 mod tests;
-
-/// The engine as seen by `/metrics` and the status page.
-impl crate::alerts_hook::OpenAlerts for Alerts {
-    fn open_alerts(&self) -> Vec<crate::alerts_hook::OpenAlert> {
-        let view = self.0.view.read().expect("alert view").clone();
-        view.alerts
-            .iter()
-            .map(|a| crate::alerts_hook::OpenAlert {
-                unit_id: a.unit_id.clone(),
-                organization_id: a.organization_id.clone(),
-                alert_type: a.alert_type.name(),
-                severity: a.severity.name(),
-                message: a.message.clone(),
-                triggered_at: a.triggered_at,
-            })
-            .collect()
-    }
-
-    fn unit_state(&self, unit_id: &str) -> Option<&'static str> {
-        let view = self.0.view.read().expect("alert view").clone();
-        view.states.get(unit_id).map(|s| s.name())
-    }
-}

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-use crate::reading::rfc3339_millis;
+use crate::core::reading::rfc3339_millis;
 
 /// The state a unit is shown in. `Offline` wins over the temperature state while it lasts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -189,7 +189,7 @@ pub struct UnitStateChanged {
 }
 
 /// One thing the engine tells the world. Each goes to the rooms of its unit's organization
-/// (see [`crate::route::org_event_rooms`]) and to every webhook.
+/// (see [`crate::core::rooms::org_event_rooms`]) and to every webhook.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     StateChanged(UnitStateChanged),

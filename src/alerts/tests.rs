@@ -10,8 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::*;
-use crate::hub::Hub;
-use crate::reading::SensorReading;
+use crate::core::reading::SensorReading;
 
 const REGISTRY: &str = r#"
 [[org]]
@@ -50,14 +49,6 @@ impl Running {
         let (tap, events) = mpsc::unbounded_channel();
         let outlets = Outlets {
             fanout: None,
-            hub: Hub::new(
-                registry,
-                8,
-                crate::hub::HistoryLimits {
-                    max_readings: 0,
-                    max_age: Duration::ZERO,
-                },
-            ),
             tap: Some(tap),
         };
         let tasks = TaskTracker::new();

@@ -16,6 +16,7 @@ mod json;
 mod options;
 mod shelly;
 mod state;
+mod subscription;
 mod tasmota;
 mod ttn;
 mod value;
@@ -24,12 +25,13 @@ mod zigbee2mqtt;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use crate::config::Subscription;
-use crate::registry::{normalize_sensor_id, SensorIdError};
+use crate::core::ids::{normalize_sensor_id, SensorIdError};
 
+pub use crate::core::reading::Extra;
 pub use fields::{fahrenheit_to_celsius, parse_timestamp};
 pub use options::{BatteryCurve, FieldPath, JsonFields, Metric, Options, TempUnit, TopicTemplate};
 pub use state::{DecodeState, MAX_DEVICES};
+pub use subscription::{validate_topic_filter, Subscription};
 
 /// Payload formats a subscription can name (`format = "..."`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -104,10 +106,6 @@ pub struct Reading {
     /// Other numeric measurements (door, CO2, pressure, power), bounded by [`MAX_EXTRA`].
     pub extra: Extra,
 }
-
-/// Extra measurements by name. A `Vec` keeps insertion order and is cheaper than a map for the
-/// handful of entries a sensor carries.
-pub type Extra = Vec<(String, f64)>;
 
 /// At most this many extra measurements are kept per reading (the rest are not emitted).
 pub const MAX_EXTRA: usize = 16;

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::fields::{BATTERY, HUMIDITY, MAX_EXTRA_NAME, SIGNAL, TEMPERATURE};
 use super::*;
-use crate::registry::normalize_sensor_id;
+use crate::core::ids::normalize_sensor_id;
 
 const MAX: usize = 64 * 1024;
 

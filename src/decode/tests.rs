@@ -4,7 +4,39 @@
 use chrono::{DateTime, TimeZone, Utc};
 
 use super::*;
-use crate::config::Subscription;
+use std::cell::{RefCell, RefMut};
+
+/// A subscription with its own decoder memory, as the pipeline keeps one per subscription.
+struct Sub {
+    sub: Subscription,
+    state: RefCell<DecodeState>,
+}
+
+impl Sub {
+    fn new(topic: &str, format: Format) -> Sub {
+        Sub::from(Subscription::new(topic, format))
+    }
+
+    fn decode_state(&self) -> RefMut<'_, DecodeState> {
+        self.state.borrow_mut()
+    }
+}
+
+impl From<Subscription> for Sub {
+    fn from(sub: Subscription) -> Sub {
+        Sub {
+            sub,
+            state: RefCell::default(),
+        }
+    }
+}
+
+impl std::ops::Deref for Sub {
+    type Target = Subscription;
+    fn deref(&self) -> &Subscription {
+        &self.sub
+    }
+}
 
 const MAX: usize = 64 * 1024;
 
@@ -13,8 +45,8 @@ fn now() -> DateTime<Utc> {
 }
 
 /// A subscription parsed from the body of a `[[mqtt.subscriptions]]` table.
-fn sub(table: &str) -> Subscription {
-    toml::from_str(table).unwrap_or_else(|e| panic!("{table}: {e}"))
+fn sub(table: &str) -> Sub {
+    Sub::from(toml::from_str::<Subscription>(table).unwrap_or_else(|e| panic!("{table}: {e}")))
 }
 
 fn sub_err(table: &str) -> String {
@@ -24,7 +56,7 @@ fn sub_err(table: &str) -> String {
     }
 }
 
-fn run(s: &Subscription, topic: &str, payload: &str) -> Result<Decoded, DecodeError> {
+fn run(s: &Sub, topic: &str, payload: &str) -> Result<Decoded, DecodeError> {
     decode(
         s,
         &mut s.decode_state(),
@@ -35,35 +67,35 @@ fn run(s: &Subscription, topic: &str, payload: &str) -> Result<Decoded, DecodeEr
     )
 }
 
-fn one(s: &Subscription, topic: &str, payload: &str) -> Reading {
+fn one(s: &Sub, topic: &str, payload: &str) -> Reading {
     match run(s, topic, payload) {
         Ok(Decoded::Readings(mut r)) if r.len() == 1 => r.remove(0),
         other => panic!("{topic} {payload}: expected one reading, got {other:?}"),
     }
 }
 
-fn readings(s: &Subscription, topic: &str, payload: &str) -> Vec<Reading> {
+fn readings(s: &Sub, topic: &str, payload: &str) -> Vec<Reading> {
     match run(s, topic, payload) {
         Ok(Decoded::Readings(r)) => r,
         other => panic!("{topic} {payload}: expected readings, got {other:?}"),
     }
 }
 
-fn ignored(s: &Subscription, topic: &str, payload: &str) -> &'static str {
+fn ignored(s: &Sub, topic: &str, payload: &str) -> &'static str {
     match run(s, topic, payload) {
         Ok(Decoded::Ignored(why)) => why,
         other => panic!("{topic} {payload}: expected ignored, got {other:?}"),
     }
 }
 
-fn reason(s: &Subscription, topic: &str, payload: &str) -> &'static str {
+fn reason(s: &Sub, topic: &str, payload: &str) -> &'static str {
     match run(s, topic, payload) {
         Err(e) => e.reason(),
         other => panic!("{topic} {payload}: expected an error, got {other:?}"),
     }
 }
 
-fn availability(s: &Subscription, topic: &str, payload: &str) -> (String, bool) {
+fn availability(s: &Sub, topic: &str, payload: &str) -> (String, bool) {
     match run(s, topic, payload) {
         Ok(Decoded::Availability { sensor_id, online }) => (sensor_id, online),
         other => panic!("{topic} {payload}: expected availability, got {other:?}"),
@@ -79,7 +111,7 @@ fn extra(r: &Reading, name: &str) -> Option<f64> {
 #[test]
 fn limits_apply_to_every_format_before_parsing() {
     for format in Format::ALL {
-        let s = Subscription::new("#", format);
+        let s = Sub::new("#", format);
         let deep = format!("{}{}", "[".repeat(33), "]".repeat(33));
         let big = vec![b' '; MAX + 1];
         let err = decode(&s, &mut s.decode_state(), "a/b", &big, now(), MAX).unwrap_err();
@@ -111,13 +143,13 @@ fn nesting_is_capped_outside_strings_only() {
     );
     let in_string = format!("{{\"k\":\"{}\\\"{}\"}}", "[".repeat(100), "{".repeat(100));
     assert_eq!(fields::check_depth(in_string.as_bytes()), Ok(()));
-    let s = Subscription::new("sensors/+", Format::Json);
+    let s = Sub::new("sensors/+", Format::Json);
     assert_eq!(reason(&s, "sensors/a", &over), "too_deep");
 }
 
 #[test]
 fn every_rejection_has_a_stable_reason() {
-    let s = Subscription::new("#", Format::Json);
+    let s = Sub::new("#", Format::Json);
     assert_eq!(reason(&s, "s/a", "{\"temperature\": 4."), "not_json");
     assert_eq!(reason(&s, "s/a", "[1]"), "not_json");
     assert_eq!(reason(&s, "s/a", "{\"humidity\": 4}"), "no_temperature");
@@ -145,7 +177,7 @@ fn every_rejection_has_a_stable_reason() {
 /// Found by `proptests::shelly_sequences`: a subnormal out-of-range value printed 240 digits.
 #[test]
 fn regression_out_of_range_messages_stay_short() {
-    let s = Subscription::new("#", Format::Json);
+    let s = Sub::new("#", Format::Json);
     let err = run(
         &s,
         "s/a",
@@ -158,7 +190,7 @@ fn regression_out_of_range_messages_stay_short() {
 
 #[test]
 fn parser_messages_never_quote_a_whole_payload() {
-    let s = Subscription::new("#", Format::TtnV3);
+    let s = Sub::new("#", Format::TtnV3);
     let long = "x".repeat(10_000);
     let payload = format!(r#"{{"uplink_message": {{"rx_metadata": [{{"rssi": "{long}"}}]}}}}"#);
     let err = run(&s, "v3/a/devices/d/up", &payload).unwrap_err();
@@ -170,7 +202,7 @@ fn parser_messages_never_quote_a_whole_payload() {
 /// characters grew eightfold when escaped into the message.
 #[test]
 fn regression_escaped_value_text_stays_short() {
-    let s = Subscription::new("#", Format::Value);
+    let s = Sub::new("#", Format::Value);
     let payload = format!("21{}.5", "\u{1e}".repeat(58));
     let err = run(&s, "a/b", &payload).unwrap_err();
     assert_eq!(err.reason(), "not_a_number");
@@ -259,17 +291,10 @@ fn subscriptions_refuse_options_their_format_does_not_use() {
     let s = sub(&format!(
         "{base}format = \"ttn-v3\"\nbattery_curve = [[2.5, 0], [3.0, 100]]"
     ));
-    assert_eq!(s.decoder.battery_curve.unwrap().percent(2.75), 50.0);
-}
-
-#[test]
-fn a_bad_subscription_option_is_a_config_error_with_its_line() {
-    let text = "[registry]\nfile = \"r.toml\"\n\n[[mqtt.subscriptions]]\ntopic = \"v3/#\"\nformat = \"ttn-v3\"\nunit = \"F\"\n";
-    let err = crate::config::Config::parse(text, std::path::Path::new("sensorcast.toml"))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("sensorcast.toml: line 4"), "{err}");
-    assert!(err.contains("unit does not apply"), "{err}");
+    assert_eq!(
+        s.decoder.battery_curve.as_ref().unwrap().percent(2.75),
+        50.0
+    );
 }
 
 /// Every `[[mqtt.subscriptions]]` table of the shipped config, active or commented out, is a
@@ -344,13 +369,13 @@ fn json_defaults_and_id_from_a_payload_field() {
     assert_eq!(r.signal_strength, Some(-70.0));
     assert!(r.extra.is_empty(), "{:?}", r.extra);
     assert_eq!(reason(&s, "s/x", r#"{"temperature": 4}"#), "no_sensor_id");
-    let plain = Subscription::new("s/#", Format::Json);
+    let plain = Sub::new("s/#", Format::Json);
     assert_eq!(one(&plain, "s/a/b", r#"{"temperature": 1}"#).sensor_id, "b");
 }
 
 #[test]
 fn extra_is_bounded_and_keeps_short_names_only() {
-    let s = Subscription::new("s/+", Format::Json);
+    let s = Sub::new("s/+", Format::Json);
     let mut payload = String::from("{\"temperature\": 1");
     for i in 0..40 {
         payload += &format!(", \"m{i:02}\": {i}");
@@ -372,7 +397,7 @@ fn uplink(decoded: &str) -> String {
 #[test]
 fn ttn_battery_voltage_needs_a_curve() {
     let topic = "v3/app@ttn/devices/d1/up";
-    let plain = Subscription::new("v3/+/devices/+/up", Format::TtnV3);
+    let plain = Sub::new("v3/+/devices/+/up", Format::TtnV3);
     let r = one(
         &plain,
         topic,
@@ -412,7 +437,7 @@ fn ttn_battery_voltage_needs_a_curve() {
 
 #[test]
 fn ttn_non_uplinks_are_ignored_and_missing_formatter_is_named() {
-    let s = Subscription::new("v3/#", Format::TtnV3);
+    let s = Sub::new("v3/#", Format::TtnV3);
     for topic in [
         "v3/a@t/devices/d/join",
         "v3/a@t/devices/d/down/sent",
@@ -437,7 +462,7 @@ fn ttn_non_uplinks_are_ignored_and_missing_formatter_is_named() {
 
 #[test]
 fn tasmota_several_probes_get_ids_per_probe_and_one_fallback() {
-    let s = Subscription::new("tele/#", Format::Tasmota);
+    let s = Sub::new("tele/#", Format::Tasmota);
     let r = readings(
         &s,
         "tele/freezer/SENSOR",
@@ -460,7 +485,7 @@ fn tasmota_several_probes_get_ids_per_probe_and_one_fallback() {
 
 #[test]
 fn tasmota_units_extras_and_non_readings() {
-    let s = Subscription::new("tele/#", Format::Tasmota);
+    let s = Sub::new("tele/#", Format::Tasmota);
     let r = one(
         &s,
         "tele/kitchen/th/SENSOR",
@@ -510,7 +535,7 @@ fn tasmota_units_extras_and_non_readings() {
 
 #[test]
 fn zigbee2mqtt_names_commands_bridge_and_availability() {
-    let s = Subscription::new("zigbee2mqtt/#", Format::Zigbee2Mqtt);
+    let s = Sub::new("zigbee2mqtt/#", Format::Zigbee2Mqtt);
     let r = one(
         &s,
         "zigbee2mqtt/cold room/door",
@@ -565,7 +590,7 @@ fn shelly(method: &str, params: &str) -> String {
 
 #[test]
 fn shelly_deltas_overlay_the_last_full_status() {
-    let s = Subscription::new("+/events/rpc", Format::ShellyGen2);
+    let s = Sub::new("+/events/rpc", Format::ShellyGen2);
     let topic = format!("{HT}/events/rpc");
     let full = shelly(
         "NotifyFullStatus",
@@ -640,7 +665,7 @@ fn shelly_deltas_overlay_the_last_full_status() {
 
 #[test]
 fn shelly_other_messages_probes_and_availability() {
-    let s = Subscription::new("#", Format::ShellyGen2);
+    let s = Sub::new("#", Format::ShellyGen2);
     let topic = format!("{HT}/events/rpc");
     ignored(&s, &topic, &shelly("NotifyEvent", r#"{"events":[]}"#));
     ignored(&s, &format!("{HT}/status/temperature:0"), r#"{"tC":1}"#);
@@ -700,7 +725,7 @@ fn shelly_memory_is_bounded() {
 
 #[test]
 fn value_payloads_are_one_number() {
-    let s = Subscription::new("home/#", Format::Value);
+    let s = Sub::new("home/#", Format::Value);
     let topic = "home/bathroom/analog/temperature";
     let r = one(&s, topic, " 21.50\n");
     assert_eq!((r.sensor_id.as_str(), r.temperature), (topic, 21.5));

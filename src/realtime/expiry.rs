@@ -12,8 +12,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::app::AppState;
-use crate::fanout::{to_json, Kind};
+use super::state::Realtime;
+use crate::delivery::{to_json, Kind};
 
 /// `(exp, socket)` pairs, earliest first. A socket that left earlier is simply not found.
 #[derive(Default)]
@@ -41,7 +41,7 @@ impl Expiries {
 }
 
 /// Checks the queue every second until `stop`.
-pub async fn run(app: AppState, stop: CancellationToken) {
+pub async fn run(app: Realtime, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let expired = to_json(&json!({ "message": "Token expired" }));
     loop {

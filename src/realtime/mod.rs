@@ -1,11 +1,23 @@
 //! The Socket.io side: handshake authentication and connection limits, per-socket context, and
 //! the client → server events. Tenancy is enforced here: a socket only joins rooms of its own
 //! organization (and allowed sites), and every room name is built from the socket's verified
-//! organization, never from client input alone. Subscriptions and resume live in `subscribe`.
+//! organization, never from client input alone.
+//!
+//! - `subscribe`: subscriptions, resume and `get:latest`; `alerts`: `alert:ack`, `get:alerts`.
+//! - [`expiry`]: token expiry of connected sockets; `limits`: rate limit and subscription cap.
+//! - [`state`]: the handle every handler gets; [`config`]: `[realtime]` and `[limits]`.
+//! - [`transport`]: the HTTP listener's connections (cuts connections whose writes stall).
 
+mod alerts;
+pub mod config;
 pub mod expiry;
 mod limits;
+pub mod state;
 mod subscribe;
+pub mod transport;
+
+pub use config::{LimitsConfig, RealtimeConfig};
+pub use state::Realtime;
 
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -18,10 +30,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::app::AppState;
 use crate::auth::{AuthError, Principal};
-use crate::reading::now_rfc3339;
-use crate::route;
+use crate::core::reading::now_rfc3339;
+use crate::core::rooms;
 use limits::{Subscriptions, TokenBucket};
 
 pub fn register(io: &SocketIo) {
@@ -54,7 +65,7 @@ pub struct SocketCtx {
 /// handler: when the client hangs up between its CONNECT and the reply, socketioxide drops
 /// the socket without running any handler.
 struct ConnectionSlot {
-    app: AppState,
+    app: Realtime,
     subject: Arc<str>,
     sid: Sid,
 }
@@ -85,9 +96,9 @@ impl SocketCtx {
 async fn authenticate(
     s: SocketRef,
     TryData(auth): TryData<Value>,
-    State(app): State<AppState>,
+    State(app): State<Realtime>,
 ) -> Result<(), ConnectError> {
-    if app.shutting_down.load(Relaxed) {
+    if app.is_shutting_down() {
         return Err(ConnectError::ShuttingDown);
     }
     let token = auth
@@ -147,11 +158,11 @@ async fn authenticate(
 /// (it must not hear organization-wide events of other sites).
 fn join_own_rooms(s: &SocketRef, p: &Principal) {
     match &p.sites {
-        None => s.join(route::org_room(&p.org)),
+        None => s.join(rooms::org_room(&p.org)),
         Some(sites) => s.join(
             sites
                 .iter()
-                .map(|site| route::site_events_room(&p.org, site))
+                .map(|site| rooms::site_events_room(&p.org, site))
                 .collect::<Vec<_>>(),
         ),
     }
@@ -166,13 +177,13 @@ fn register_handlers(s: &SocketRef) {
     s.on("unsubscribe:organization", subscribe::unsubscribe_org);
     s.on("get:latest", subscribe::get_latest);
     s.on("ping", ping);
-    s.on("alert:ack", crate::alerts::socket::alert_ack);
-    s.on("get:alerts", crate::alerts::socket::get_alerts);
+    s.on("alert:ack", alerts::alert_ack);
+    s.on("get:alerts", alerts::get_alerts);
     s.on_fallback(unknown_event);
     s.on_disconnect(on_disconnect);
 }
 
-fn release_subject(app: &AppState, subject: &Arc<str>) {
+fn release_subject(app: &Realtime, subject: &Arc<str>) {
     app.per_subject.remove_if_mut(subject, |_, n| {
         *n = n.saturating_sub(1);
         *n == 0
@@ -191,7 +202,7 @@ struct ConnectionAck<'a> {
 
 async fn on_connect(
     s: SocketRef,
-    State(app): State<AppState>,
+    State(app): State<Realtime>,
     Extension(ctx): Extension<Arc<SocketCtx>>,
 ) {
     let p = &ctx.principal;
@@ -211,7 +222,7 @@ async fn on_connect(
 async fn on_disconnect(
     s: SocketRef,
     reason: DisconnectReason,
-    State(app): State<AppState>,
+    State(app): State<Realtime>,
     Extension(ctx): Extension<Arc<SocketCtx>>,
 ) {
     // The connection slots come back when the socket is dropped (`ConnectionSlot`); what it
@@ -222,7 +233,7 @@ async fn on_disconnect(
 
 /// The rate-limit gate every client event passes: `Some(ack)` to go on, `None` when the event
 /// was refused (and answered `Rate limited`).
-fn admit(ctx: &SocketCtx, app: &AppState, ack: AckSender) -> Option<AckSender> {
+fn admit(ctx: &SocketCtx, app: &Realtime, ack: AckSender) -> Option<AckSender> {
     if ctx.allow() {
         return Some(ack);
     }
@@ -234,7 +245,7 @@ fn admit(ctx: &SocketCtx, app: &AppState, ack: AckSender) -> Option<AckSender> {
 /// `ping(ack)`: the server's clock, epoch milliseconds.
 async fn ping(
     ack: AckSender,
-    State(app): State<AppState>,
+    State(app): State<Realtime>,
     Extension(ctx): Extension<Arc<SocketCtx>>,
 ) {
     if let Some(ack) = admit(&ctx, &app, ack) {
@@ -245,7 +256,7 @@ async fn ping(
 async fn unknown_event(
     s: SocketRef,
     ack: AckSender,
-    State(app): State<AppState>,
+    State(app): State<Realtime>,
     Extension(ctx): Extension<Arc<SocketCtx>>,
 ) {
     let Some(ack) = admit(&ctx, &app, ack) else {

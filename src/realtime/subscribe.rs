@@ -8,13 +8,13 @@ use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 use socketioxide::ParserError;
 use std::sync::{Arc, MutexGuard};
 
+use super::state::Realtime;
 use super::{admit, SocketCtx};
-use crate::app::AppState;
 use crate::auth::Principal;
-use crate::fanout::{to_json, Kind};
-use crate::hub::UnitFeed;
-use crate::registry::Unit;
-use crate::route;
+use crate::core::registry::Unit;
+use crate::core::rooms;
+use crate::delivery::{to_json, Kind};
+use crate::pipeline::hub::UnitFeed;
 
 /// Longest id accepted in a client event.
 const MAX_ID_LEN: usize = 128;
@@ -109,7 +109,7 @@ fn parse_since(v: &Value) -> Result<Since, ArgError> {
     })
 }
 
-fn deny(s: &SocketRef, app: &AppState, ack: AckSender, entity: Entity, id: &str) {
+fn deny(s: &SocketRef, app: &Realtime, ack: AckSender, entity: Entity, id: &str) {
     app.hub.stats().client_error("access_denied");
     let _ = s.emit(
         "subscription:error",
@@ -118,7 +118,7 @@ fn deny(s: &SocketRef, app: &AppState, ack: AckSender, entity: Entity, id: &str)
     let _ = ack.send(&json!({ "ok": false, "error": "Access denied" }));
 }
 
-fn fail(app: &AppState, ack: AckSender, reason: &'static str, error: &str) {
+fn fail(app: &Realtime, ack: AckSender, reason: &'static str, error: &str) {
     app.hub.stats().client_error(reason);
     let _ = ack.send(&json!({ "ok": false, "error": error }));
 }
@@ -126,7 +126,7 @@ fn fail(app: &AppState, ack: AckSender, reason: &'static str, error: &str) {
 /// The units a subscription covers, if the principal may see them. Unknown ids are denied
 /// exactly like another organization's, so probing reveals nothing.
 fn units_for(
-    app: &AppState,
+    app: &Realtime,
     p: &Principal,
     entity: Entity,
     id: &str,
@@ -137,7 +137,7 @@ fn units_for(
         Entity::Unit => registry
             .unit(id)
             .filter(visible)
-            .map(|u| (route::unit_room(&u.org, &u.id), vec![u.clone()])),
+            .map(|u| (rooms::unit_room(&u.org, &u.id), vec![u.clone()])),
         Entity::Site => registry
             .site(id)
             .filter(|s| s.org == p.org && p.may_see_site(&s.id))
@@ -148,11 +148,11 @@ fn units_for(
                     .filter(|u| u.site == s.id)
                     .cloned()
                     .collect();
-                (route::site_room(&s.org, &s.id), units)
+                (rooms::site_room(&s.org, &s.id), units)
             }),
         Entity::Organization => p.sites.is_none().then(|| {
             let units = registry.units().filter(visible).cloned().collect();
-            (route::readings_room(&p.org), units)
+            (rooms::readings_room(&p.org), units)
         }),
     }
 }
@@ -161,7 +161,7 @@ fn subscribe(
     s: SocketRef,
     data: Result<Value, ParserError>,
     ack: AckSender,
-    app: AppState,
+    app: Realtime,
     ctx: Arc<SocketCtx>,
     entity: Entity,
 ) {
@@ -226,7 +226,7 @@ fn subscribe(
 /// missed (same epoch, history reaches back far enough for every unit asked about).
 fn replay(
     s: &SocketRef,
-    app: &AppState,
+    app: &Realtime,
     entity: Entity,
     since: &Since,
     units: &[Arc<Unit>],
@@ -268,7 +268,7 @@ fn unsubscribe(
     s: SocketRef,
     data: Result<Value, ParserError>,
     ack: AckSender,
-    app: AppState,
+    app: Realtime,
     ctx: Arc<SocketCtx>,
     entity: Entity,
 ) {
@@ -277,10 +277,10 @@ fn unsubscribe(
     };
     let org = &ctx.principal.org;
     let room = match entity {
-        Entity::Organization => route::readings_room(org),
+        Entity::Organization => rooms::readings_room(org),
         Entity::Unit | Entity::Site => match parse(&data, entity) {
-            Ok(r) if entity == Entity::Unit => route::unit_room(org, &r.id),
-            Ok(r) => route::site_room(org, &r.id),
+            Ok(r) if entity == Entity::Unit => rooms::unit_room(org, &r.id),
+            Ok(r) => rooms::site_room(org, &r.id),
             Err(e) => return fail(&app, ack, "bad_arguments", e),
         },
     };
@@ -295,7 +295,7 @@ macro_rules! handler {
             s: SocketRef,
             TryData(d): TryData<Value>,
             ack: AckSender,
-            State(app): State<AppState>,
+            State(app): State<Realtime>,
             Extension(ctx): Extension<Arc<SocketCtx>>,
         ) {
             $f(s, d, ack, app, ctx, $entity)
@@ -315,7 +315,7 @@ handler!(unsubscribe_org, unsubscribe, Entity::Organization);
 pub(super) async fn get_latest(
     TryData(d): TryData<Value>,
     ack: AckSender,
-    State(app): State<AppState>,
+    State(app): State<Realtime>,
     Extension(ctx): Extension<Arc<SocketCtx>>,
 ) {
     let Some(ack) = admit(&ctx, &app, ack) else {

@@ -35,8 +35,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::config::{Config, Subscription};
-use crate::registry::Registry;
+use crate::config::Config;
+use crate::core::registry::Registry;
+use crate::decode::Subscription;
 
 pub use model::{is_quiet, Sample, SensorModel, UnitKind};
 pub use wire::{fill_topic, payload, route_for, Route};

@@ -7,9 +7,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Map, Value};
 
 use super::model::Sample;
-use crate::config::Subscription;
-use crate::decode::Format;
-use crate::pipeline::topic_matches;
+use crate::decode::{Format, Subscription};
+use crate::pipeline::topics::topic_matches;
 
 /// Where one sensor's readings go.
 #[derive(Debug, Clone, PartialEq)]
@@ -294,9 +293,15 @@ pub(super) mod tests {
         ] {
             let route = route_for(id, std::slice::from_ref(&s)).unwrap();
             let bytes = payload(&route, id, &sample, now, 3).unwrap();
-            let decoded =
-                crate::decode::decode(&s, &mut s.decode_state(), &route.topic, &bytes, now, 65536)
-                    .unwrap();
+            let decoded = crate::decode::decode(
+                &s,
+                &mut crate::decode::DecodeState::new(),
+                &route.topic,
+                &bytes,
+                now,
+                65536,
+            )
+            .unwrap();
             let crate::decode::Decoded::Readings(r) = decoded else {
                 panic!("{id}: not a reading");
             };

@@ -119,7 +119,7 @@ impl Service {
         let path = dir.path().join("sensorcast.toml");
         let config = sensorcast::config::Config::load_with_env(&path, &[]).expect("test config");
         let registry =
-            sensorcast::registry::Registry::load(&config.registry.file).expect("registry");
+            sensorcast::core::registry::Registry::load(&config.registry.file).expect("registry");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

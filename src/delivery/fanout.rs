@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use crate::stats::Stats;
+use crate::core::stats::Stats;
 
 /// Events (not readings) kept for one slow socket; past this the oldest is dropped and counted.
 const MAX_PENDING_EVENTS: usize = 256;

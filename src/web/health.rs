@@ -1,6 +1,6 @@
 //! HTTP routes beside Socket.io: health probes for systemd, load balancers and dashboards, and
 //! the small `/api/` an installer uses (unmapped sensors, counters). The status page (`/`) is in
-//! [`crate::status`], `/metrics` in [`crate::metrics`] (on its own listener). Health is open; `/api/`
+//! [`super::status`], `/metrics` in [`super::metrics`] (on its own listener). Health is open; `/api/`
 //! takes `Authorization: Bearer <JWT>` verified exactly like the socket handshake, and needs the
 //! `owner` or `admin` role (unless `auth.mode = "none"`).
 
@@ -12,9 +12,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::app::AppState;
+use crate::web::WebState;
 
-pub fn router(app: AppState) -> Router {
+pub fn router(app: WebState) -> Router {
     let api = Router::new()
         .route("/api/sensors/unmapped", get(unmapped))
         .route("/api/stats", get(stats))
@@ -32,8 +32,8 @@ async fn live() -> Json<serde_json::Value> {
     Json(json!({ "alive": true }))
 }
 
-async fn ready(State(app): State<AppState>) -> Response {
-    if app.shutting_down.load(std::sync::atomic::Ordering::Relaxed) {
+async fn ready(State(app): State<WebState>) -> Response {
+    if app.rt.is_shutting_down() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({ "ready": false, "reason": "shutting down" })),
@@ -51,7 +51,7 @@ async fn ready(State(app): State<AppState>) -> Response {
 }
 
 /// Why MQTT is not ready, or `None` when connected and subscribed.
-fn mqtt_problem(app: &AppState) -> Option<String> {
+fn mqtt_problem(app: &WebState) -> Option<String> {
     let m = &app.mqtt;
     if m.ready() {
         return None;
@@ -67,19 +67,19 @@ fn mqtt_problem(app: &AppState) -> Option<String> {
     })
 }
 
-async fn realtime(State(app): State<AppState>) -> Json<serde_json::Value> {
-    Json(json!({ "websocket": { "enabled": true, "connections": app.connections() } }))
+async fn realtime(State(app): State<WebState>) -> Json<serde_json::Value> {
+    Json(json!({ "websocket": { "enabled": true, "connections": app.rt.connections() } }))
 }
 
-async fn health(State(app): State<AppState>) -> Response {
+async fn health(State(app): State<WebState>) -> Response {
     let problem = mqtt_problem(&app);
-    let (orgs, sites, units, sensors) = app.hub.registry().counts();
-    let stats = app.hub.stats().snapshot();
+    let (orgs, sites, units, sensors) = app.rt.hub.registry().counts();
+    let stats = app.rt.hub.stats().snapshot();
     let body = json!({
         "status": if problem.is_none() { "ok" } else { "degraded" },
         "version": env!("CARGO_PKG_VERSION"),
         "uptimeSeconds": app.started.elapsed().as_secs(),
-        "epoch": app.hub.epoch(),
+        "epoch": app.rt.hub.epoch(),
         "checks": {
             "mqtt": {
                 "status": if problem.is_none() { "ok" } else { "error" },
@@ -90,14 +90,14 @@ async fn health(State(app): State<AppState>) -> Response {
             },
             "socketio": {
                 "status": "ok",
-                "connections": app.connections(),
-                "slowSockets": app.fanout.slow_sockets(),
+                "connections": app.rt.connections(),
+                "slowSockets": app.rt.fanout.slow_sockets(),
             },
             "registry": { "orgs": orgs, "sites": sites, "units": units, "sensors": sensors },
-            "reload": app.reloader.status(),
+            "reload": app.reload.status(),
         },
         "pipeline": stats,
-        "alerts": app.alerts.health(),
+        "alerts": app.rt.alerts.health(),
     });
     let code = if problem.is_none() {
         StatusCode::OK
@@ -107,18 +107,18 @@ async fn health(State(app): State<AppState>) -> Response {
     (code, Json(body)).into_response()
 }
 
-async fn unmapped(State(app): State<AppState>) -> Json<serde_json::Value> {
-    let list = app.hub.unmapped();
+async fn unmapped(State(app): State<WebState>) -> Json<serde_json::Value> {
+    let list = app.rt.hub.unmapped();
     Json(json!({ "count": list.len(), "sensors": list }))
 }
 
-async fn stats(State(app): State<AppState>) -> Json<crate::stats::StatsSnapshot> {
-    Json(app.hub.stats().snapshot())
+async fn stats(State(app): State<WebState>) -> Json<crate::core::stats::StatsSnapshot> {
+    Json(app.rt.hub.stats().snapshot())
 }
 
 /// 401 without a valid token, 403 for roles other than owner/admin.
-async fn require_admin(State(app): State<AppState>, req: Request, next: Next) -> Response {
-    match app.auth.verify(bearer(req.headers())) {
+async fn require_admin(State(app): State<WebState>, req: Request, next: Next) -> Response {
+    match app.rt.auth.verify(bearer(req.headers())) {
         Ok(p) if p.is_admin() => next.run(req).await,
         Ok(_) => (
             StatusCode::FORBIDDEN,
@@ -126,7 +126,7 @@ async fn require_admin(State(app): State<AppState>, req: Request, next: Next) ->
         )
             .into_response(),
         Err(e) => {
-            app.hub.stats().client_error(e.reason());
+            app.rt.hub.stats().client_error(e.reason());
             let mut r = (
                 StatusCode::UNAUTHORIZED,
                 Json(json!({ "error": e.to_string() })),

@@ -13,11 +13,10 @@ use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
+use crate::core::reading::{rfc3339_millis, SensorReading};
+use crate::core::registry::{Registry, Unit};
+use crate::core::stats::Stats;
 use crate::decode::Reading;
-use crate::reading::{rfc3339_millis, SensorReading};
-use crate::registry::{Registry, Unit};
-use crate::route;
-use crate::stats::Stats;
 
 #[derive(Clone)]
 pub struct Hub(Arc<Inner>);
@@ -159,10 +158,10 @@ impl Hub {
     ) -> Accepted {
         let registry = self.registry();
         // A multi-probe device (Tasmota) may be registered as a whole: try its device id too.
-        let unit = route::route(&registry, &reading.sensor_id).or_else(|| {
-            let fallback = reading.fallback_sensor_id.as_deref()?;
-            route::route(&registry, fallback)
-        });
+        let unit = registry
+            .unit_for_sensor(&reading.sensor_id)
+            .or_else(|| registry.unit_for_sensor(reading.fallback_sensor_id.as_deref()?))
+            .cloned();
         let Some(unit) = unit else {
             self.0
                 .stats

@@ -9,14 +9,19 @@ use rumqttc::{
     SubscribeReasonCode, TlsConfiguration, Transport,
 };
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{MqttConfig, Subscription};
+mod config;
+
+pub use config::{parse_broker_url, BrokerUrlError, MqttConfig};
+
+use crate::core::health::MqttHealth;
+use crate::decode::Subscription;
 use crate::pipeline::Pipeline;
 
 /// Requests (acks, subscribes, disconnect) the client may queue for the event loop. The loop
@@ -24,101 +29,6 @@ use crate::pipeline::Pipeline;
 const REQUEST_CAPACITY: usize = 1024;
 /// How long shutdown waits for the DISCONNECT packet to go out.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
-#[derive(Debug, thiserror::Error)]
-pub enum BrokerUrlError {
-    #[error("expected mqtt://host[:port] or mqtts://host[:port], got {0:?}")]
-    Scheme(String),
-    #[error("bad port in {0:?}")]
-    Port(String),
-    #[error("no host in {0:?}")]
-    Host(String),
-}
-
-/// `mqtt://host:port` / `mqtts://host:port` → (tls, host, port).
-pub fn parse_broker_url(url: &str) -> Result<(bool, String, u16), BrokerUrlError> {
-    let (tls, rest) = if let Some(r) = url.strip_prefix("mqtt://") {
-        (false, r)
-    } else if let Some(r) = url.strip_prefix("mqtts://") {
-        (true, r)
-    } else {
-        return Err(BrokerUrlError::Scheme(url.into()));
-    };
-    let rest = rest.trim_end_matches('/');
-    let default_port = if tls { 8883 } else { 1883 };
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-            (h, p.parse().map_err(|_| BrokerUrlError::Port(url.into()))?)
-        }
-        _ => (rest, default_port),
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
-        return Err(BrokerUrlError::Host(url.into()));
-    }
-    Ok((tls, host.to_string(), port))
-}
-
-/// What the rest of the service may ask about the broker connection.
-pub struct MqttHealth {
-    pub connected: AtomicBool,
-    /// Every configured subscription is acknowledged in the current session.
-    pub subscribed: AtomicBool,
-    pub reconnects: AtomicU64,
-    last_error: Mutex<Option<String>>,
-    created: Instant,
-    /// Milliseconds after `created` when the message being handled entered the pipeline;
-    /// 0 while the loop waits for the broker.
-    busy_since_ms: AtomicU64,
-}
-
-impl Default for MqttHealth {
-    fn default() -> Self {
-        MqttHealth {
-            connected: AtomicBool::new(false),
-            subscribed: AtomicBool::new(false),
-            reconnects: AtomicU64::new(0),
-            last_error: Mutex::new(None),
-            created: Instant::now(),
-            busy_since_ms: AtomicU64::new(0),
-        }
-    }
-}
-
-impl MqttHealth {
-    fn busy(&self, busy: bool) {
-        let ms = if busy {
-            self.created.elapsed().as_millis() as u64 + 1
-        } else {
-            0
-        };
-        self.busy_since_ms.store(ms, Relaxed);
-    }
-
-    /// How long the message in hand has been in the pipeline (zero while the loop waits for
-    /// the broker): a pipeline stuck on one message is what the watchdog must catch.
-    pub fn stuck_for(&self) -> Duration {
-        match self.busy_since_ms.load(Relaxed) {
-            0 => Duration::ZERO,
-            since => {
-                let now = self.created.elapsed().as_millis() as u64 + 1;
-                Duration::from_millis(now.saturating_sub(since))
-            }
-        }
-    }
-
-    pub fn ready(&self) -> bool {
-        self.connected.load(Relaxed) && self.subscribed.load(Relaxed)
-    }
-
-    pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().expect("health lock").clone()
-    }
-
-    fn set_error(&self, e: Option<String>) {
-        *self.last_error.lock().expect("health lock") = e;
-    }
-}
 
 /// Builds the rumqttc options from config. Errors are config errors (bad TLS files).
 pub fn mqtt_options(cfg: &MqttConfig) -> Result<MqttOptions, String> {
@@ -184,7 +94,7 @@ impl Backoff {
 pub async fn run(
     cfg: MqttConfig,
     options: MqttOptions,
-    pipeline: Pipeline,
+    mut pipeline: Pipeline,
     health: Arc<MqttHealth>,
     mut updates: watch::Receiver<Arc<[Subscription]>>,
     shutdown: CancellationToken,
@@ -204,7 +114,7 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             Ok(()) = updates.changed() => {
                 let new = updates.borrow_and_update().clone();
-                pipeline.set_subscriptions(new.clone());
+                pipeline.set_subscriptions(&new);
                 session.update(new, health.connected.load(Relaxed));
                 continue;
             }
@@ -429,25 +339,6 @@ impl<'a> Session<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn broker_urls() {
-        assert_eq!(
-            parse_broker_url("mqtt://127.0.0.1:1883").unwrap(),
-            (false, "127.0.0.1".into(), 1883)
-        );
-        assert_eq!(
-            parse_broker_url("mqtts://broker.local").unwrap(),
-            (true, "broker.local".into(), 8883)
-        );
-        assert_eq!(
-            parse_broker_url("mqtt://[::1]:1884").unwrap(),
-            (false, "::1".into(), 1884)
-        );
-        assert!(parse_broker_url("http://x").is_err());
-        assert!(parse_broker_url("mqtt://x:notaport").is_err());
-        assert!(parse_broker_url("mqtt://:1883").is_err());
-    }
 
     #[test]
     fn backoff_grows_to_the_cap_with_jitter() {

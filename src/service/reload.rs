@@ -2,35 +2,26 @@
 //! reloadable parts in force while sockets and the MQTT session stay up. An invalid new file is
 //! rejected with one clear log line and reported by `/health`; the old one stays in force.
 //!
-//! Reloadable: the registry (units, sites, sensors; alert rules with it), the log level, and the
-//! MQTT subscription list. Everything else (listen address, broker URL, auth keys, limits)
-//! needs a restart; a change there is logged as ignored.
+//! Reloadable: the registry (units, sites, sensors; alert rules with it), `log.level`, and
+//! `mqtt.subscriptions`. Every other key needs a restart: the config sections are compared by
+//! value, and each section that changed outside those keys is named in a warning.
 
-use serde::Serialize;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use crate::config::{Config, Subscription};
-use crate::fanout::{to_json, Fanout};
-use crate::hub::Hub;
-use crate::reading::now_rfc3339;
-use crate::registry::Registry;
-use crate::route;
-
-/// What `/health` shows about the last reload.
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ReloadStatus {
-    pub attempts: u64,
-    pub last_at: Option<String>,
-    pub ok: Option<bool>,
-    pub error: Option<String>,
-}
+use crate::config::Config;
+use crate::core::health::ReloadLog;
+use crate::core::registry::Registry;
+use crate::core::rooms;
+use crate::decode::Subscription;
+use crate::delivery::{to_json, Fanout};
+use crate::ingest::MqttConfig;
+use crate::pipeline::hub::Hub;
 
 /// A setter for the log filter, provided by main (tests have none).
 pub type LogLevelSetter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
 pub struct Reloader {
-    pub status: Mutex<ReloadStatus>,
+    pub log: Arc<ReloadLog>,
     pub log_level: Option<LogLevelSetter>,
 }
 
@@ -43,15 +34,8 @@ pub struct Applied {
 }
 
 impl Reloader {
-    pub fn new(log_level: Option<LogLevelSetter>) -> Self {
-        Reloader {
-            status: Mutex::new(ReloadStatus::default()),
-            log_level,
-        }
-    }
-
-    pub fn status(&self) -> ReloadStatus {
-        self.status.lock().expect("reload status lock").clone()
+    pub fn new(log: Arc<ReloadLog>, log_level: Option<LogLevelSetter>) -> Self {
+        Reloader { log, log_level }
     }
 
     /// Loads and validates both files; on success applies them and returns what changed.
@@ -59,11 +43,8 @@ impl Reloader {
         let result = load(&current.path)
             .map_err(|e| format!("{e:#}"))
             .map(|(config, registry)| self.apply(current, config, registry, hub, fanout));
-        let mut status = self.status.lock().expect("reload status lock");
-        status.attempts += 1;
-        status.last_at = Some(now_rfc3339());
-        status.ok = Some(result.is_ok());
-        status.error = result.as_ref().err().cloned();
+        self.log
+            .record(result.as_ref().map(|_| ()).map_err(String::as_str));
         result
     }
 
@@ -87,9 +68,13 @@ impl Reloader {
                 None => tracing::debug!("no log level setter; level unchanged"),
             }
         }
-        let subs_changed = subscriptions_differ(&old.mqtt.subscriptions, &new.mqtt.subscriptions);
-        if restart_only_changed(old, &new) {
-            tracing::warn!("config changes outside registry, log level and mqtt.subscriptions need a restart; ignored");
+        let subs_changed = old.mqtt.subscriptions != new.mqtt.subscriptions;
+        let ignored = restart_only_changes(old, &new);
+        if !ignored.is_empty() {
+            tracing::warn!(
+                sections = ?ignored,
+                "config changes outside the registry, log.level and mqtt.subscriptions need a restart; ignored"
+            );
         }
         let (o, s, u, n) = registry.counts();
         tracing::info!(
@@ -121,18 +106,30 @@ pub fn load(path: &std::path::Path) -> anyhow::Result<(Config, Registry)> {
     Ok((config, registry))
 }
 
-fn subscriptions_differ(a: &[Subscription], b: &[Subscription]) -> bool {
-    format!("{a:?}") != format!("{b:?}")
-}
-
-/// Whether anything that only a restart applies has changed.
-fn restart_only_changed(a: &Config, b: &Config) -> bool {
-    a.http.listen != b.http.listen
-        || a.mqtt.url != b.mqtt.url
-        || a.mqtt.client_id != b.mqtt.client_id
-        || a.auth.mode != b.auth.mode
-        || a.auth.jwt_secret != b.auth.jwt_secret
-        || a.auth.jwt_public_key_file != b.auth.jwt_public_key_file
+/// The sections whose keys changed where only a restart applies them (every key but the
+/// registry, `log.level` and `mqtt.subscriptions`).
+pub fn restart_only_changes(a: &Config, b: &Config) -> Vec<&'static str> {
+    let mqtt = |m: &MqttConfig| MqttConfig {
+        subscriptions: Vec::new(),
+        ..m.clone()
+    };
+    let mut changed = Vec::new();
+    let mut check = |name: &'static str, differs: bool| {
+        if differs {
+            changed.push(name);
+        }
+    };
+    check("http", a.http != b.http);
+    check("mqtt", mqtt(&a.mqtt) != mqtt(&b.mqtt));
+    check("auth", a.auth != b.auth);
+    check("state", a.state != b.state);
+    check("log", a.log.format != b.log.format);
+    check("limits", a.limits != b.limits);
+    check("realtime", a.realtime != b.realtime);
+    check("alerts", a.alerts != b.alerts);
+    check("metrics", a.metrics != b.metrics);
+    check("status", a.status != b.status);
+    changed
 }
 
 /// Sockets subscribed to a unit or site that the new registry no longer has (or that moved to
@@ -145,7 +142,7 @@ fn evict_removed(old: &Registry, new: &Registry, fanout: &Fanout) {
         if !kept {
             evict(
                 fanout,
-                route::unit_room(&unit.org, &unit.id),
+                rooms::unit_room(&unit.org, &unit.id),
                 "unit",
                 &unit.id,
             );
@@ -154,7 +151,7 @@ fn evict_removed(old: &Registry, new: &Registry, fanout: &Fanout) {
     for (id, org) in old.sites_with_org() {
         let kept = new.site(id).is_some_and(|s| s.org.as_ref() == org);
         if !kept {
-            evict(fanout, route::site_room(org, id), "site", id);
+            evict(fanout, rooms::site_room(org, id), "site", id);
         }
     }
 }

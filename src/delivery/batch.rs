@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-use crate::fanout::{to_json, Fanout, Kind};
-use crate::reading::SensorReading;
-use crate::registry::Unit;
-use crate::route;
-use crate::stats::Stats;
+use super::fanout::{to_json, Fanout, Kind};
+use crate::core::reading::SensorReading;
+use crate::core::registry::Unit;
+use crate::core::rooms;
+use crate::core::stats::Stats;
 
 #[derive(Clone)]
 pub struct Batcher(Arc<Inner>);
@@ -70,7 +70,7 @@ impl Batcher {
                 count: readings.len(),
             });
             self.0.fanout.deliver(
-                route::reading_rooms(&unit),
+                rooms::reading_rooms(&unit),
                 "sensor:readings:batch",
                 &json,
                 Kind::Event,

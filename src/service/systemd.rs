@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::AppState;
-use crate::ingest::MqttHealth;
+use crate::core::health::MqttHealth;
+use crate::realtime::Realtime;
 
 /// How often STATUS is refreshed.
 const STATUS_EVERY: Duration = Duration::from_secs(10);
@@ -24,23 +24,20 @@ pub fn notify(states: &[NotifyState<'_>]) {
 }
 
 /// A one-line summary for `systemctl status`.
-pub fn status_line(app: &AppState, readings_per_min: u64) -> String {
-    let broker = if app.mqtt.ready() {
+pub fn status_line(mqtt: &MqttHealth, sockets: usize, readings_per_min: u64) -> String {
+    let broker = if mqtt.ready() {
         "broker: connected"
-    } else if app.mqtt.connected.load(Relaxed) {
+    } else if mqtt.connected.load(Relaxed) {
         "broker: connected, subscribing"
     } else {
         "broker: DISCONNECTED"
     };
-    format!(
-        "{broker}; {} sockets; {readings_per_min} readings/min",
-        app.connections()
-    )
+    format!("{broker}; {sockets} sockets; {readings_per_min} readings/min")
 }
 
 /// Sends READY, then keeps STATUS and the watchdog fed until `stop`.
 pub async fn supervise(
-    app: AppState,
+    app: Realtime,
     mqtt: Arc<MqttHealth>,
     ready_timeout: Duration,
     stop: CancellationToken,
@@ -53,7 +50,7 @@ pub async fn supervise(
         }
     }
     let status = if mqtt.ready() {
-        status_line(&app, 0)
+        status_line(&mqtt, app.connections(), 0)
     } else {
         let why = mqtt
             .last_error()
@@ -92,7 +89,11 @@ pub async fn supervise(
             let per_min = (emitted - last_emitted) * 60 / last_status.elapsed().as_secs().max(1);
             last_emitted = emitted;
             last_status = tokio::time::Instant::now();
-            notify(&[NotifyState::Status(&status_line(&app, per_min))]);
+            notify(&[NotifyState::Status(&status_line(
+                &mqtt,
+                app.connections(),
+                per_min,
+            ))]);
         }
     }
 }

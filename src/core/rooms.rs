@@ -1,10 +1,8 @@
-//! Routing: which unit a decoded reading belongs to, and which Socket.io rooms hear about it.
-//! Pure functions of the registry, so the tenant boundary is testable without a network: a
-//! reading only ever reaches rooms prefixed with its own unit's organization.
+//! The Socket.io rooms: which rooms a socket joins and which rooms hear about a unit. Pure
+//! functions of registry ids, so the tenant boundary is testable without a network: an event
+//! about a unit only ever reaches rooms prefixed with its own unit's organization.
 
-use std::sync::Arc;
-
-use crate::registry::{Registry, Unit};
+use super::registry::Unit;
 
 /// The room every socket of an organization joins on connect.
 pub fn org_room(org: &str) -> String {
@@ -42,11 +40,6 @@ pub fn org_event_rooms(unit: &Unit) -> Vec<String> {
     ]
 }
 
-/// The unit a sensor's reading is for, or `None` when the registry does not know the sensor.
-pub fn route(registry: &Registry, sensor_id: &str) -> Option<Arc<Unit>> {
-    registry.unit_for_sensor(sensor_id).cloned()
-}
-
 /// The rooms a reading of `unit` is emitted to (socketioxide delivers once per socket even when
 /// a socket is in several of them).
 pub fn reading_rooms(unit: &Unit) -> Vec<String> {
@@ -60,6 +53,7 @@ pub fn reading_rooms(unit: &Unit) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::registry::Registry;
     use std::path::Path;
 
     #[test]
@@ -92,15 +86,15 @@ unit = "u2"
             Path::new("r.toml"),
         )
         .unwrap();
-        let unit = route(&reg, "A1").unwrap();
+        let unit = reg.unit_for_sensor("A1").unwrap();
         assert_eq!(
-            reading_rooms(&unit),
+            reading_rooms(unit),
             ["org:o1:unit:u1", "org:o1:site:s1", "org:o1:readings"]
         );
-        let other = route(&reg, "B2").unwrap();
-        assert!(reading_rooms(&other)
+        let other = reg.unit_for_sensor("B2").unwrap();
+        assert!(reading_rooms(other)
             .iter()
             .all(|r| r.starts_with("org:o2:")));
-        assert!(route(&reg, "C3").is_none());
+        assert!(reg.unit_for_sensor("C3").is_none());
     }
 }

@@ -29,10 +29,14 @@ pub struct SensorReading {
     pub source: &'static str,
     /// Other numeric measurements by name (`{}` when none).
     #[serde(serialize_with = "extra_object")]
-    pub extra: crate::decode::Extra,
+    pub extra: Extra,
 }
 
-fn extra_object<S: Serializer>(extra: &crate::decode::Extra, s: S) -> Result<S::Ok, S::Error> {
+/// Extra measurements by name (door, CO2, pressure, power). A `Vec` keeps insertion order and is
+/// cheaper than a map for the handful of entries a sensor carries.
+pub type Extra = Vec<(String, f64)>;
+
+fn extra_object<S: Serializer>(extra: &Extra, s: S) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeMap;
     let mut m = s.serialize_map(Some(extra.len()))?;
     for (k, v) in extra {

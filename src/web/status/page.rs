@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use crate::app::AppState;
 use crate::auth::Principal;
+use crate::web::WebState;
 
 /// How often the page reloads itself, seconds.
 const REFRESH_SECONDS: u32 = 10;
@@ -26,9 +26,8 @@ pub struct PageData {
     pub org_name: Option<String>,
     pub broker: Broker,
     pub units: Vec<UnitRow>,
-    /// `None`: no alert engine is attached.
-    pub alerts: Option<Vec<AlertRow>>,
-    pub unmapped: Vec<crate::hub::UnmappedSensor>,
+    pub alerts: Vec<AlertRow>,
+    pub unmapped: Vec<crate::pipeline::hub::UnmappedSensor>,
     pub sockets: Sockets,
 }
 
@@ -46,7 +45,7 @@ pub struct UnitRow {
     pub unit_name: Option<String>,
     pub site: String,
     pub state: String,
-    pub latest: Option<std::sync::Arc<crate::reading::SensorReading>>,
+    pub latest: Option<std::sync::Arc<crate::core::reading::SensorReading>>,
 }
 
 #[derive(Debug, Clone)]
@@ -68,23 +67,23 @@ pub struct Sockets {
 /// Reads the service's state for the viewer `p`: units and alerts of their organization (and
 /// allowed sites) only; broker, unmapped sensors and socket totals are the box's.
 pub fn gather(
-    app: &AppState,
+    app: &WebState,
     p: &Principal,
     stale_after: Duration,
     now: DateTime<Utc>,
 ) -> PageData {
-    let registry = app.hub.registry();
-    let engine = app.open_alerts.get();
+    let registry = app.rt.hub.registry();
+    let view = app.rt.alerts.view();
     let mut units: Vec<UnitRow> = registry
         .units()
         .filter(|u| *u.org == *p.org && p.may_see_site(&u.site))
         .map(|u| {
-            let latest = app.hub.latest(&u.id);
+            let latest = app.rt.hub.latest(&u.id);
             // No reading yet says more than the engine's initial "ok"; after that the engine's
             // state (excursion, alarm, offline...) when it has one, else the reading's age.
             let age = age_state(latest.as_ref().map(|r| r.received_at), now, stale_after);
-            let state = match (&latest, engine.and_then(|e| e.unit_state(&u.id))) {
-                (Some(_), Some(engine_state)) => engine_state.to_string(),
+            let state = match (&latest, view.states.get(&u.id)) {
+                (Some(_), Some(engine_state)) => engine_state.name().to_string(),
                 _ => age.to_string(),
             };
             let site = registry
@@ -103,31 +102,29 @@ pub fn gather(
     units.sort_by(|a, b| {
         (&a.site, &a.unit_name, &a.unit_id).cmp(&(&b.site, &b.unit_name, &b.unit_id))
     });
-    let alerts = engine.map(|e| {
-        let mut v: Vec<AlertRow> = e
-            .open_alerts()
-            .into_iter()
-            .filter(|a| *a.organization_id == *p.org)
-            .filter(|a| {
-                registry
-                    .unit(&a.unit_id)
-                    .is_none_or(|u| p.may_see_site(&u.site))
-            })
-            .map(|a| AlertRow {
-                unit: registry
-                    .unit(&a.unit_id)
-                    .and_then(|u| u.name.clone())
-                    .unwrap_or_else(|| a.unit_id.to_string()),
-                alert_type: a.alert_type.into(),
-                severity: a.severity.into(),
-                message: a.message,
-                triggered_at: a.triggered_at,
-            })
-            .collect();
-        v.sort_by_key(|a| std::cmp::Reverse(a.triggered_at));
-        v
-    });
+    let mut alerts: Vec<AlertRow> = view
+        .alerts
+        .iter()
+        .filter(|a| *a.organization_id == *p.org)
+        .filter(|a| {
+            registry
+                .unit(&a.unit_id)
+                .is_none_or(|u| p.may_see_site(&u.site))
+        })
+        .map(|a| AlertRow {
+            unit: registry
+                .unit(&a.unit_id)
+                .and_then(|u| u.name.clone())
+                .unwrap_or_else(|| a.unit_id.to_string()),
+            alert_type: a.alert_type.name().into(),
+            severity: a.severity.name().into(),
+            message: a.message.clone(),
+            triggered_at: a.triggered_at,
+        })
+        .collect();
+    alerts.sort_by_key(|a| std::cmp::Reverse(a.triggered_at));
     let sockets = app
+        .rt
         .fanout
         .namespace()
         .map(|ns| ns.sockets())
@@ -143,7 +140,7 @@ pub fn gather(
     PageData {
         now,
         version: env!("CARGO_PKG_VERSION"),
-        epoch: app.hub.epoch().to_string(),
+        epoch: app.rt.hub.epoch().to_string(),
         uptime: app.started.elapsed(),
         org: p.org.to_string(),
         org_name: registry.org(&p.org).and_then(|o| o.name.clone()),
@@ -155,16 +152,16 @@ pub fn gather(
         },
         units,
         alerts,
-        unmapped: app.hub.unmapped(),
+        unmapped: app.rt.hub.unmapped(),
         sockets: Sockets {
-            connected: app.connections(),
+            connected: app.rt.connections(),
             of_org,
-            slow: app.fanout.slow_sockets(),
+            slow: app.rt.fanout.slow_sockets(),
         },
     }
 }
 
-/// A unit's state without an alert engine: from the age of its last reading.
+/// A unit's state from the age of its last reading (before the engine has judged any).
 pub fn age_state(
     last: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
@@ -292,13 +289,7 @@ fn units_section(h: &mut String, d: &PageData) {
 
 fn alerts_section(h: &mut String, d: &PageData) {
     h.push_str("<h2>Open alerts</h2>");
-    let Some(alerts) = &d.alerts else {
-        h.push_str(
-            "<p class=\"empty\">No alert engine is running in this build; unit states come \
-             from the age of the last reading.</p>",
-        );
-        return;
-    };
+    let alerts = &d.alerts;
     if alerts.is_empty() {
         h.push_str("<p class=\"empty\">None.</p>");
         return;
@@ -462,14 +453,14 @@ mod tests {
                 state: "no data".into(),
                 latest: None,
             }],
-            alerts: Some(vec![AlertRow {
+            alerts: vec![AlertRow {
                 unit: hostile.into(),
                 alert_type: hostile.into(),
                 severity: hostile.into(),
                 message: hostile.into(),
                 triggered_at: t(40),
-            }]),
-            unmapped: vec![crate::hub::UnmappedSensor {
+            }],
+            unmapped: vec![crate::pipeline::hub::UnmappedSensor {
                 sensor_id: hostile.into(),
                 topic: hostile.into(),
                 format: "json",

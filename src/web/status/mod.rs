@@ -25,11 +25,10 @@ use axum::Router;
 use chrono::Utc;
 use serde::Deserialize;
 use std::fmt::Write as _;
-use std::time::Duration;
 
-use crate::app::AppState;
 use crate::auth::AuthError;
-use crate::config::{AuthMode, Config};
+use crate::auth::AuthMode;
+use crate::web::WebState;
 
 use page::small_page;
 pub use page::{age_state, escape, gather, render, PageData};
@@ -37,18 +36,8 @@ pub use page::{age_state, escape, gather, render, PageData};
 /// The cookie that carries the token after `/?token=`.
 pub const COOKIE: &str = "sensorcast_token";
 
-#[derive(Clone)]
-struct PageState {
-    app: AppState,
-    stale_after: Duration,
-}
-
-pub fn router(app: AppState, config: &Config) -> Router {
-    let state = PageState {
-        app,
-        stale_after: config.status.stale_after,
-    };
-    Router::new().route("/", get(page)).with_state(state)
+pub fn router(app: WebState) -> Router {
+    Router::new().route("/", get(page)).with_state(app)
 }
 
 #[derive(Deserialize)]
@@ -57,24 +46,23 @@ struct TokenQuery {
 }
 
 async fn page(
-    State(s): State<PageState>,
+    State(app): State<WebState>,
     Query(q): Query<TokenQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let app = &s.app;
     if let Some(token) = q.token {
-        return sign_in(app, &token);
+        return sign_in(&app, &token);
     }
     let from_cookie = cookie(&headers, COOKIE);
-    let token = crate::http::bearer(&headers).or(from_cookie);
-    match app.auth.verify(token) {
+    let token = super::health::bearer(&headers).or(from_cookie);
+    match app.rt.auth.verify(token) {
         Ok(p) if p.is_admin() => {
-            let data = gather(app, &p, s.stale_after, Utc::now());
+            let data = gather(&app, &p, app.stale_after, Utc::now());
             html(StatusCode::OK, render(&data))
         }
         Ok(_) => forbidden(),
         Err(e) => {
-            app.hub.stats().client_error(e.reason());
+            app.rt.hub.stats().client_error(e.reason());
             let mut r = unauthorized(e);
             if from_cookie.is_some() {
                 // A stale cookie would keep failing: let the browser forget it.
@@ -89,11 +77,11 @@ async fn page(
 }
 
 /// `/?token=`: verify, keep the token in a cookie that expires with it, redirect to `/`.
-fn sign_in(app: &AppState, token: &str) -> Response {
-    if app.auth.mode() == AuthMode::None {
+fn sign_in(app: &WebState, token: &str) -> Response {
+    if app.rt.auth.mode() == AuthMode::None {
         return redirect_home();
     }
-    match app.auth.verify(Some(token)) {
+    match app.rt.auth.verify(Some(token)) {
         Ok(p) if p.is_admin() => {
             let mut r = redirect_home();
             set_cookie(&mut r, &session_cookie(token, p.expires_at, now_secs()));
@@ -101,7 +89,7 @@ fn sign_in(app: &AppState, token: &str) -> Response {
         }
         Ok(_) => forbidden(),
         Err(e) => {
-            app.hub.stats().client_error(e.reason());
+            app.rt.hub.stats().client_error(e.reason());
             unauthorized(e)
         }
     }

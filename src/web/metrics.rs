@@ -9,8 +9,9 @@
 //! new instrument is [`Histogram`], the time from MQTT receipt to emit: fixed buckets, one
 //! atomic add per observation, no lock on the hot path.
 //!
-//! [`Stats`]: crate::stats::Stats
-//! [`MqttHealth`]: crate::ingest::MqttHealth
+//! [`Stats`]: crate::core::stats::Stats
+//! [`MqttHealth`]: crate::core::health::MqttHealth
+//! [`Histogram`]: crate::core::stats::Histogram
 
 use axum::extract::State;
 use axum::http::header;
@@ -18,78 +19,19 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
+
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::app::AppState;
+use crate::core::stats::HistogramSnapshot;
 use crate::realtime::SocketCtx;
-
-/// Upper bounds (seconds) of the receipt-to-emit histogram: 0.1 ms to 1 s. On a Pi an emit to
-/// a few sockets takes tens of microseconds; the top buckets catch lock waits and stalls.
-pub const LATENCY_BUCKETS: [f64; 13] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-];
-
-/// A fixed-bucket histogram of durations. `observe` is two relaxed atomic adds; a scrape reads
-/// the buckets one by one, so a scrape racing an observation may see the sum and the buckets
-/// one observation apart (Prometheus tolerates that).
-pub struct Histogram {
-    bounds_ns: [u64; LATENCY_BUCKETS.len()],
-    /// Per bucket (not cumulative); the last one is `+Inf`.
-    counts: [AtomicU64; LATENCY_BUCKETS.len() + 1],
-    sum_ns: AtomicU64,
-}
-
-impl Default for Histogram {
-    fn default() -> Self {
-        Histogram {
-            bounds_ns: LATENCY_BUCKETS.map(|s| (s * 1e9) as u64),
-            counts: Default::default(),
-            sum_ns: AtomicU64::new(0),
-        }
-    }
-}
-
-/// What a scrape reads from a [`Histogram`]: cumulative counts per bound, the sum and count.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HistogramSnapshot {
-    /// `(upper bound in seconds, observations <= bound)`, ending with `(+Inf, count)`.
-    pub buckets: Vec<(f64, u64)>,
-    pub sum_seconds: f64,
-    pub count: u64,
-}
-
-impl Histogram {
-    pub fn observe(&self, d: Duration) {
-        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        // `le` is inclusive: the first bound >= the value.
-        let i = self.bounds_ns.partition_point(|b| *b < ns);
-        self.counts[i].fetch_add(1, Relaxed);
-        self.sum_ns.fetch_add(ns, Relaxed);
-    }
-
-    pub fn snapshot(&self) -> HistogramSnapshot {
-        let mut total = 0;
-        let mut buckets = Vec::with_capacity(self.counts.len());
-        for (i, c) in self.counts.iter().enumerate() {
-            total += c.load(Relaxed);
-            let bound = LATENCY_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY);
-            buckets.push((bound, total));
-        }
-        HistogramSnapshot {
-            buckets,
-            sum_seconds: self.sum_ns.load(Relaxed) as f64 / 1e9,
-            count: total,
-        }
-    }
-}
+use crate::web::WebState;
 
 /// The metrics listener's router: `/metrics` only.
-pub fn router(app: AppState) -> Router {
+pub fn router(app: WebState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .with_state(app)
@@ -98,7 +40,7 @@ pub fn router(app: AppState) -> Router {
 /// Serves [`router`] on `listener` until `stop` is cancelled.
 pub fn spawn_server(
     listener: TcpListener,
-    app: AppState,
+    app: WebState,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -113,7 +55,7 @@ pub fn spawn_server(
     })
 }
 
-async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+async fn metrics(State(app): State<WebState>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
@@ -124,9 +66,9 @@ async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
 }
 
 /// The whole exposition text.
-pub fn render(app: &AppState) -> String {
+pub fn render(app: &WebState) -> String {
     let mut out = Exposition::default();
-    let stats = app.hub.stats().snapshot();
+    let stats = app.rt.hub.stats().snapshot();
     let b = |v: bool| u64::from(v) as f64;
 
     out.family(
@@ -194,7 +136,7 @@ pub fn render(app: &AppState) -> String {
         "sensorcast_unmapped_sensors",
         "gauge",
         "Distinct unregistered sensors remembered (bounded by limits.unmapped_capacity).",
-        app.hub.unmapped().len() as f64,
+        app.rt.hub.unmapped().len() as f64,
     );
 
     let m = &app.mqtt;
@@ -221,13 +163,13 @@ pub fn render(app: &AppState) -> String {
         "sensorcast_sockets_connected",
         "gauge",
         "Socket.io sockets connected.",
-        app.connections() as f64,
+        app.rt.connections() as f64,
     );
     out.single(
         "sensorcast_sockets_slow",
         "gauge",
         "Sockets whose outgoing queue is full right now.",
-        app.fanout.slow_sockets() as f64,
+        app.rt.fanout.slow_sockets() as f64,
     );
     out.single(
         "sensorcast_sockets_marked_slow_total",
@@ -268,7 +210,7 @@ pub fn render(app: &AppState) -> String {
 
     alerts(&mut out, app);
 
-    let (orgs, sites, units, sensors) = app.hub.registry().counts();
+    let (orgs, sites, units, sensors) = app.rt.hub.registry().counts();
     out.family(
         "sensorcast_registry_entries",
         "gauge",
@@ -286,30 +228,24 @@ pub fn render(app: &AppState) -> String {
     out.histogram(
         "sensorcast_emit_latency_seconds",
         "Time from MQTT receipt to the reading being handed to every subscribed socket.",
-        &app.hub.stats().emit_latency.snapshot(),
+        &app.rt.hub.stats().emit_latency.snapshot(),
     );
     out.text
 }
 
-/// `sensorcast_alerts_open{type,severity}` from the alert engine hook; no samples (and a note in
-/// the HELP text) while no engine is attached.
-fn alerts(out: &mut Exposition, app: &AppState) {
-    let Some(view) = app.open_alerts.get() else {
-        out.family(
-            "sensorcast_alerts_open",
-            "gauge",
-            "Open alerts by type and severity (no alert engine in this build: no samples).",
-        );
-        return;
-    };
+/// `sensorcast_alerts_open{type,severity}`: the open alerts of the engine's last snapshot.
+fn alerts(out: &mut Exposition, app: &WebState) {
     out.family(
         "sensorcast_alerts_open",
         "gauge",
         "Open alerts by type and severity.",
     );
+    let view = app.rt.alerts.view();
     let mut counts = std::collections::BTreeMap::<(&str, &str), u64>::new();
-    for a in view.open_alerts() {
-        *counts.entry((a.alert_type, a.severity)).or_default() += 1;
+    for a in &view.alerts {
+        *counts
+            .entry((a.alert_type.name(), a.severity.name()))
+            .or_default() += 1;
     }
     for ((t, s), n) in counts {
         out.sample(
@@ -322,8 +258,8 @@ fn alerts(out: &mut Exposition, app: &AppState) {
 
 /// Sum of every connected socket's subscriptions: one pass over the sockets at scrape time,
 /// nothing on the subscribe path.
-fn subscriptions(app: &AppState) -> usize {
-    let Some(ns) = app.fanout.namespace() else {
+fn subscriptions(app: &WebState) -> usize {
+    let Some(ns) = app.rt.fanout.namespace() else {
         return 0;
     };
     ns.sockets()
@@ -404,23 +340,6 @@ fn escape_help(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn histogram_buckets_are_inclusive_and_cumulative() {
-        let h = Histogram::default();
-        h.observe(Duration::from_micros(100)); // exactly the first bound
-        h.observe(Duration::from_micros(101));
-        h.observe(Duration::from_millis(3));
-        h.observe(Duration::from_secs(5)); // beyond every bound
-        let s = h.snapshot();
-        assert_eq!(s.count, 4);
-        assert_eq!(s.buckets[0], (0.0001, 1));
-        assert_eq!(s.buckets[1], (0.00025, 2));
-        assert_eq!(s.buckets[5], (0.005, 3));
-        assert_eq!(s.buckets[12], (1.0, 3));
-        assert_eq!(*s.buckets.last().unwrap(), (f64::INFINITY, 4));
-        assert!((s.sum_seconds - 5.003201).abs() < 1e-9, "{}", s.sum_seconds);
-    }
 
     #[test]
     fn text_format_escapes_and_spells_numbers() {

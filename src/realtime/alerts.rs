@@ -9,8 +9,8 @@ use socketioxide::extract::{AckSender, Extension, State, TryData};
 use socketioxide::ParserError;
 use tracing::info;
 
-use super::model::Alert;
-use crate::app::AppState;
+use super::state::Realtime;
+use crate::alerts::Alert;
 use crate::auth::Principal;
 
 /// Longest alert id accepted (ours are 26 characters).
@@ -41,7 +41,7 @@ fn alert_id(data: &Result<Value, ParserError>) -> Option<String> {
     (!id.is_empty() && id.len() <= MAX_ALERT_ID).then(|| id.to_string())
 }
 
-fn refuse(app: &AppState, ack: AckSender, reason: &'static str, error: &str) {
+fn refuse(app: &Realtime, ack: AckSender, reason: &'static str, error: &str) {
     app.hub.stats().client_error(reason);
     let _ = ack.send(&json!({ "ok": false, "error": error }));
 }
@@ -52,7 +52,7 @@ fn refuse(app: &AppState, ack: AckSender, reason: &'static str, error: &str) {
 pub async fn alert_ack(
     TryData(d): TryData<Value>,
     ack: AckSender,
-    State(app): State<AppState>,
+    State(app): State<Realtime>,
     Extension(p): Extension<Principal>,
 ) {
     let Some(id) = alert_id(&d) else {
@@ -88,7 +88,7 @@ pub async fn alert_ack(
 /// oldest first.
 pub async fn get_alerts(
     ack: AckSender,
-    State(app): State<AppState>,
+    State(app): State<Realtime>,
     Extension(p): Extension<Principal>,
 ) {
     let view = app.alerts.view();

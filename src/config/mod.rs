@@ -1,0 +1,245 @@
+//! The service configuration: one TOML file, a documented set of environment overrides, and
+//! validation done while loading, so a bad file is one clear error naming file, line and key
+//! instead of a surprise at run time. Secrets (MQTT password, JWT secret) are read from a file or
+//! an environment variable into [`Secret`], whose `Debug` never shows them.
+//!
+//! Each layer owns the section it is configured by (`ingest::MqttConfig`, `auth::AuthConfig`,
+//! `alerts::AlertsConfig`, ...) and checks it on its own; this module composes them, adds the
+//! service's own sections (`[http]`, `[registry]`, `[state]`, `[log]`), the environment
+//! overrides and the secrets, and checks what spans sections.
+
+mod env;
+#[cfg(test)]
+mod tests;
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use crate::core::error::ConfigError;
+pub use crate::core::secret::Secret;
+pub use env::ENV_OVERRIDES;
+
+use crate::alerts::AlertsConfig;
+use crate::auth::{AuthConfig, AuthMode};
+use crate::core::duration::duration_str;
+use crate::core::error::toml_error_message;
+use crate::ingest::MqttConfig;
+use crate::realtime::{LimitsConfig, RealtimeConfig};
+use crate::web::{MetricsConfig, StatusConfig};
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub mqtt: MqttConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    pub registry: RegistryConfig,
+    #[serde(default)]
+    pub state: StateConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub realtime: RealtimeConfig,
+    /// Alert rule defaults (the last level of inheritance) and the alert engine's knobs.
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub status: StatusConfig,
+    /// The directory of the config file; relative paths inside it resolve against this.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    /// The file this was loaded from (re-read on reload).
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// Origins allowed by CORS (credentials allowed). Empty: same-origin only.
+    pub cors_origins: Vec<String>,
+    /// How long shutdown waits for sockets and in-flight work before exiting anyway.
+    #[serde(with = "duration_str")]
+    pub shutdown_timeout: Duration,
+    /// systemd READY=1 is sent once MQTT is subscribed, or after this long (degraded).
+    #[serde(with = "duration_str")]
+    pub ready_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "0.0.0.0:3000".parse().expect("static address"),
+            cors_origins: Vec::new(),
+            shutdown_timeout: Duration::from_secs(10),
+            ready_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    pub dir: PathBuf,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            dir: PathBuf::from("/var/lib/sensorcast"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, or `sensorcast=debug,info`.
+    pub level: String,
+    /// `text` (no colours when not on a terminal) or `json`.
+    pub format: String,
+}
+
+impl LogConfig {
+    /// `Err((key under log., message))`.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if !matches!(self.format.as_str(), "text" | "json") {
+            return Err(("format".into(), "expected \"text\" or \"json\"".into()));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.level)
+            .map_err(|e| ("level".to_string(), e.to_string()))?;
+        Ok(())
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads, overrides from the process environment, resolves paths, loads secrets, validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_with_env(path, &env)
+    }
+
+    /// [`Config::load`] with an explicit environment, so tests need not touch the process's.
+    pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = Self::parse(&text, path)?;
+        config.apply_env(env)?;
+        config.path = path.to_owned();
+        config.base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        config.resolve_paths();
+        config.load_secrets(path)?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Parses TOML text; the error names the line, column and key.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: toml_error_message(text, &e),
+        })
+    }
+
+    fn resolve_paths(&mut self) {
+        let base = self.base_dir.clone();
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.registry.file);
+        fix(&mut self.state.dir);
+        for p in [
+            &mut self.mqtt.password_file,
+            &mut self.mqtt.ca_file,
+            &mut self.mqtt.cert_file,
+            &mut self.mqtt.key_file,
+            &mut self.auth.jwt_secret_file,
+            &mut self.auth.jwt_public_key_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            fix(p);
+        }
+    }
+
+    fn load_secrets(&mut self, path: &Path) -> Result<(), ConfigError> {
+        if self.mqtt.password.is_none() {
+            if let Some(file) = &self.mqtt.password_file {
+                self.mqtt.password = Some(read_secret(path, "mqtt.password_file", file)?);
+            }
+        }
+        if self.auth.jwt_secret.is_none() {
+            if let Some(file) = &self.auth.jwt_secret_file {
+                self.auth.jwt_secret = Some(read_secret(path, "auth.jwt_secret_file", file)?);
+            }
+        }
+        Ok(())
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            message,
+        };
+        let section = |name: &str, checked: Result<(), (String, String)>| {
+            checked.map_err(|(key, message)| {
+                let key = if key.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{name}.{key}")
+                };
+                invalid(key, message)
+            })
+        };
+        section("mqtt", self.mqtt.validate())?;
+        section("auth", self.auth.validate())?;
+        section("log", self.log.validate())?;
+        section("limits", self.limits.validate())?;
+        section("realtime", self.realtime.validate())?;
+        section("alerts", self.alerts.validate())?;
+        Ok(())
+    }
+}
+
+fn read_secret(config: &Path, key: &str, file: &Path) -> Result<Secret, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|e| ConfigError::Invalid {
+        path: config.to_owned(),
+        key: key.into(),
+        message: format!("cannot read {}: {e}", file.display()),
+    })?;
+    Ok(Secret::new(text.trim_end_matches(['\n', '\r'])))
+}

@@ -1,0 +1,138 @@
+//! Loading the service config: paths, secrets, overrides, and errors that name file, line, key.
+
+use super::*;
+use std::time::Duration;
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+const MINIMAL: &str = r#"
+[mqtt]
+url = "mqtt://127.0.0.1:1883"
+password_file = "mqtt.pw"
+[[mqtt.subscriptions]]
+topic = "sensors/+"
+format = "json"
+[auth]
+jwt_secret_file = "secrets/jwt"
+[registry]
+file = "registry.toml"
+"#;
+
+fn setup() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("secrets")).unwrap();
+    write(dir.path(), "mqtt.pw", "hunter2-mqtt\n");
+    write(
+        &dir.path().join("secrets"),
+        "jwt",
+        "s3cret-jwt-value-0123456789\n",
+    );
+    let path = write(dir.path(), "sensorcast.toml", MINIMAL);
+    (dir, path)
+}
+
+#[test]
+fn relative_paths_resolve_against_the_config_file_and_secrets_stay_masked() {
+    let (dir, path) = setup();
+    let c = Config::load_with_env(&path, &[]).unwrap();
+    assert_eq!(c.registry.file, dir.path().join("registry.toml"));
+    assert_eq!(
+        c.auth.jwt_secret.as_ref().unwrap().expose(),
+        "s3cret-jwt-value-0123456789"
+    );
+    assert_eq!(c.mqtt.password.as_ref().unwrap().expose(), "hunter2-mqtt");
+    let debug = format!("{c:?}");
+    assert!(
+        !debug.contains("s3cret") && !debug.contains("hunter2"),
+        "{debug}"
+    );
+    assert!(debug.contains("MASKED"));
+    assert_eq!(c.mqtt.subscriptions[0].qos, 1);
+}
+
+#[test]
+fn environment_overrides_win_and_unknown_ones_are_errors() {
+    let (_dir, path) = setup();
+    let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let c = Config::load_with_env(
+        &path,
+        &env(&[
+            ("SENSORCAST_MQTT__URL", "mqtts://broker:8884"),
+            ("SENSORCAST_HTTP__LISTEN", "127.0.0.1:9999"),
+            ("SENSORCAST_LOG__LEVEL", "debug"),
+            ("SENSORCAST_AUTH__JWT_SECRET", "from-the-environment-0123"),
+            ("UNRELATED", "x"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.mqtt.url, "mqtts://broker:8884");
+    assert_eq!(c.http.listen.port(), 9999);
+    assert_eq!(c.log.level, "debug");
+    assert_eq!(
+        c.auth.jwt_secret.unwrap().expose(),
+        "from-the-environment-0123"
+    );
+    let err = Config::load_with_env(&path, &env(&[("SENSORCAST_MQTT_URL", "x")])).unwrap_err();
+    assert!(err.to_string().contains("SENSORCAST_MQTT_URL"), "{err}");
+    let err =
+        Config::load_with_env(&path, &env(&[("SENSORCAST_HTTP__LISTEN", "nope")])).unwrap_err();
+    assert!(err.to_string().contains("not an address"), "{err}");
+}
+
+#[test]
+fn errors_name_file_line_and_key() {
+    let (dir, _) = setup();
+    let bad = write(
+        dir.path(),
+        "bad.toml",
+        &MINIMAL.replace("[auth]", "[auth]\nmdoe = \"jwt\""),
+    );
+    let err = Config::load_with_env(&bad, &[]).unwrap_err().to_string();
+    assert!(
+        err.contains("bad.toml") && err.contains("line 9") && err.contains("mdoe"),
+        "{err}"
+    );
+    let none = write(
+        dir.path(),
+        "none.toml",
+        &MINIMAL.replace("[auth]", "[auth]\nmode = \"none\""),
+    );
+    let err = Config::load_with_env(&none, &[]).unwrap_err().to_string();
+    assert!(err.contains("auth.dev_org"), "{err}");
+    let bad_filter = write(
+        dir.path(),
+        "f.toml",
+        &MINIMAL.replace("sensors/+", "sensors/#/x"),
+    );
+    let err = Config::load_with_env(&bad_filter, &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("mqtt.subscriptions[0].topic"), "{err}");
+}
+
+#[test]
+fn durations() {
+    use duration_str::parse;
+    assert_eq!(parse("90s").unwrap(), Duration::from_secs(90));
+    assert_eq!(parse("5m").unwrap(), Duration::from_secs(300));
+    assert_eq!(parse("250ms").unwrap(), Duration::from_millis(250));
+    assert!(parse("5").is_err() && parse("5 parsecs").is_err() && parse("").is_err());
+}
+#[test]
+fn a_bad_subscription_option_is_a_config_error_with_its_line() {
+    let text = "[registry]\nfile = \"r.toml\"\n\n[[mqtt.subscriptions]]\ntopic = \"v3/#\"\nformat = \"ttn-v3\"\nunit = \"F\"\n";
+    let err = Config::parse(text, std::path::Path::new("sensorcast.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sensorcast.toml: line 4"), "{err}");
+    assert!(err.contains("unit does not apply"), "{err}");
+}

@@ -1,0 +1,139 @@
+//! One `[[mqtt.subscriptions]]` entry: a topic filter, its QoS, and how to decode what arrives
+//! on it. The decoder options are checked against the format while parsing, so an option the
+//! format does not use is an error naming it rather than something silently ignored
+//! (docs/decoders.md lists them per format). Pure data: the decoders' memory between messages
+//! ([`DecodeState`](super::DecodeState)) belongs to whoever decodes (the pipeline).
+
+use serde::Deserialize;
+
+use super::{
+    BatteryCurve, FieldPath, Format, JsonFields, Metric, Options, TempUnit, TopicTemplate,
+};
+
+/// One MQTT subscription and how to decode what arrives on it. The decoder options are checked
+/// against the format while parsing, so an option the format does not use is an error naming
+/// it rather than something silently ignored (docs/decoders.md lists them per format).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "SubscriptionFile")]
+pub struct Subscription {
+    pub topic: String,
+    pub format: Format,
+    pub qos: u8,
+    /// How the decoder reads this subscription's payloads.
+    pub decoder: Options,
+}
+
+impl Subscription {
+    /// A subscription with its format's defaults (tests, benches, fuzzers).
+    pub fn new(topic: impl Into<String>, format: Format) -> Self {
+        Subscription {
+            topic: topic.into(),
+            format,
+            qos: default_qos(),
+            decoder: Options::default(),
+        }
+    }
+}
+
+/// A `[[mqtt.subscriptions]]` table as written; [`Subscription`] is it checked.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubscriptionFile {
+    topic: String,
+    format: Format,
+    #[serde(default = "default_qos")]
+    qos: u8,
+    /// Sensor id from topic levels: `"{3}"`, `"{-1}"`, `"{1..}"` (json, value, tasmota).
+    sensor_id: Option<TopicTemplate>,
+    /// json: a payload field (dotted path) holding the sensor id.
+    sensor_id_field: Option<FieldPath>,
+    /// json: dotted paths to the values.
+    fields: Option<JsonFields>,
+    /// json, value: "C" (default) or "F".
+    unit: Option<TempUnit>,
+    /// value: the quantity the number is.
+    metric: Option<Metric>,
+    /// ttn-v3: battery `[[volts, percent], ...]`.
+    battery_curve: Option<BatteryCurve>,
+    /// zigbee2mqtt: Zigbee2MQTT's `base_topic` (default "zigbee2mqtt").
+    base_topic: Option<String>,
+}
+
+impl TryFrom<SubscriptionFile> for Subscription {
+    type Error = String;
+
+    fn try_from(f: SubscriptionFile) -> Result<Self, String> {
+        use Format::*;
+        let format = f.format;
+        let only = |key: &str, set: bool, formats: &[Format]| {
+            if !set || formats.contains(&format) {
+                return Ok(());
+            }
+            let names: Vec<&str> = formats.iter().map(|f| f.name()).collect();
+            Err(format!(
+                "{key} does not apply to format \"{}\" (only to {})",
+                format.name(),
+                names.join(", ")
+            ))
+        };
+        only("sensor_id", f.sensor_id.is_some(), &[Json, Value, Tasmota])?;
+        only("sensor_id_field", f.sensor_id_field.is_some(), &[Json])?;
+        only("fields", f.fields.is_some(), &[Json])?;
+        only("unit", f.unit.is_some(), &[Json, Value])?;
+        only("metric", f.metric.is_some(), &[Value])?;
+        only("battery_curve", f.battery_curve.is_some(), &[TtnV3])?;
+        only("base_topic", f.base_topic.is_some(), &[Zigbee2Mqtt])?;
+        if f.sensor_id.is_some() && f.sensor_id_field.is_some() {
+            return Err(
+                "set sensor_id (from the topic) or sensor_id_field (from the payload), not both"
+                    .into(),
+            );
+        }
+        let metric = f.metric.unwrap_or_default();
+        if metric != Metric::Temperature {
+            return Err("metric: only \"temperature\" is supported for now; every reading needs a temperature, so a value subscription cannot carry a humidity or battery level alone".into());
+        }
+        if let Some(base) = &f.base_topic {
+            if base.is_empty() || base.ends_with('/') || base.contains(['+', '#']) {
+                return Err(format!(
+                    "base_topic {base:?} must be a topic without wildcards or a trailing '/'"
+                ));
+            }
+        }
+        Ok(Subscription {
+            topic: f.topic,
+            format,
+            qos: f.qos,
+            decoder: Options {
+                sensor_id: f.sensor_id,
+                sensor_id_field: f.sensor_id_field,
+                fields: f.fields.unwrap_or_default(),
+                unit: f.unit.unwrap_or_default(),
+                metric,
+                battery_curve: f.battery_curve,
+                base_topic: f.base_topic,
+            },
+        })
+    }
+}
+
+fn default_qos() -> u8 {
+    1
+}
+
+/// MQTT topic filter rules: `#` only last and alone in its level, `+` alone in its level.
+pub fn validate_topic_filter(topic: &str) -> Result<(), String> {
+    if topic.is_empty() {
+        return Err("must not be empty".into());
+    }
+    let levels: Vec<&str> = topic.split('/').collect();
+    for (i, level) in levels.iter().enumerate() {
+        if level.contains('#') && (*level != "#" || i + 1 != levels.len()) {
+            return Err("'#' must be the whole last level".into());
+        }
+        if level.contains('+') && *level != "+" {
+            return Err("'+' must be a whole level".into());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,393 @@
+//! The composition root: builds every layer from the config, wires them together, runs them as
+//! stages, and shuts them down in a written order. Nothing else in the crate knows how the
+//! pieces fit; each layer is given what it needs.
+//!
+//! - [`stage`]: a cancellation token plus a task tracker, stopped with a bound.
+//! - [`reload`]: SIGHUP: registry, log level and subscriptions without a restart.
+//! - [`systemd`]: the notify protocol (READY, WATCHDOG, STATUS, RELOADING, STOPPING).
+
+pub mod reload;
+pub mod stage;
+pub mod systemd;
+
+use socketioxide::layer::SocketIoLayer;
+use socketioxide::SocketIo;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tracing::{error, info, warn};
+
+use crate::alerts::{self, Alerts, Clock, Outlets};
+use crate::auth::{self, AuthMode, Authenticator};
+use crate::config::Config;
+use crate::core::health::{MqttHealth, ReloadLog};
+use crate::core::registry::Registry;
+use crate::decode::Subscription;
+use crate::delivery::{Batcher, Fanout, SlowPolicy};
+use crate::ingest;
+use crate::pipeline::hub::{HistoryLimits, Hub};
+use crate::pipeline::Pipeline;
+use crate::realtime::{self, transport, Realtime};
+use crate::web::{self, WebState};
+use reload::{LogLevelSetter, Reloader};
+use stage::{bounded, Stage};
+
+/// The sockets the service serves on, bound by the caller (main, or a test on port 0).
+pub struct Listeners {
+    pub http: TcpListener,
+    /// `GET /metrics` (see [`web::metrics`]); `None` serves no metrics.
+    pub metrics: Option<TcpListener>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("auth: {0}")]
+    Auth(#[from] auth::KeyError),
+    #[error("mqtt: {0}")]
+    Mqtt(String),
+    #[error("alert rules: {0}")]
+    Rules(#[from] alerts::RuleError),
+    #[error("cors: bad origin {0:?}")]
+    Cors(String),
+    #[error("http server: {0}")]
+    Http(#[from] std::io::Error),
+}
+
+/// How the caller steers a running service.
+pub struct Control {
+    /// Cancel to shut down.
+    pub shutdown: CancellationToken,
+    /// Notify to reload the config file and registry (SIGHUP).
+    pub reload: Arc<tokio::sync::Notify>,
+    /// Changes the log filter on reload (main has the tracing handle; tests pass `None`).
+    pub log_level: Option<LogLevelSetter>,
+}
+
+impl Control {
+    pub fn new(shutdown: CancellationToken) -> Self {
+        Control {
+            shutdown,
+            reload: Arc::new(tokio::sync::Notify::new()),
+            log_level: None,
+        }
+    }
+}
+
+/// [`run_with`] with only a shutdown token.
+pub async fn run(
+    config: Config,
+    registry: Registry,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    run_with(config, registry, listeners, Control::new(shutdown)).await
+}
+
+/// Runs the service until `control.shutdown` is cancelled, then shuts down in this order:
+/// 1. refuse new sockets and stop accepting connections;
+/// 2. stop MQTT ingest (the message in hand is emitted and handed to the alert engine first)
+///    and send DISCONNECT;
+/// 3. stop the alert engine: it judges what is queued, announces it while sockets are still
+///    connected, and writes its state; webhooks get one last attempt at what they hold;
+/// 4. flush pending batches and what slow sockets still have pending;
+/// 5. disconnect sockets;
+/// 6. let the HTTP server finish.
+///
+/// Steps 2-6 are bounded by `http.shutdown_timeout` each.
+pub async fn run_with(
+    config: Config,
+    registry: Registry,
+    listeners: Listeners,
+    mut control: Control,
+) -> Result<(), RunError> {
+    let parts = build(&config, registry)?;
+    let running = start(&config, parts, listeners, control.log_level.take())?;
+    let reloads = running.side.token();
+    running.side.spawn(reload_loop(
+        config.clone(),
+        running.reload.clone(),
+        control.reload.clone(),
+        reloads,
+    ));
+    control.shutdown.cancelled().await;
+    running.stop(config.http.shutdown_timeout).await
+}
+
+/// Everything built from the config before any task runs.
+struct Parts {
+    hub: Hub,
+    alerts: Alerts,
+    engine: alerts::Engine,
+    auth: Authenticator,
+    mqtt: Arc<MqttHealth>,
+    options: rumqttc::MqttOptions,
+}
+
+fn build(config: &Config, registry: Registry) -> Result<Parts, RunError> {
+    let auth = Authenticator::from_config(&config.auth)?;
+    if auth.mode() == AuthMode::None {
+        warn!(org = ?config.auth.dev_org, "AUTH IS OFF (auth.mode = \"none\"): every socket is trusted as this organization. Development only.");
+    }
+    let options = ingest::mqtt_options(&config.mqtt).map_err(RunError::Mqtt)?;
+    let (alerts, engine) =
+        Alerts::new(&config.alerts, &config.state.dir, &registry, Clock::System)?;
+    let history = HistoryLimits {
+        max_readings: config.realtime.history_readings,
+        max_age: config.realtime.history_age,
+    };
+    let hub = Hub::new(registry, config.limits.unmapped_capacity, history);
+    Ok(Parts {
+        hub,
+        alerts,
+        engine,
+        auth,
+        mqtt: Arc::new(MqttHealth::default()),
+        options,
+    })
+}
+
+/// The running service: its stages, in the order they stop.
+struct Running {
+    side: Stage,
+    ingest: Stage,
+    alerts: Stage,
+    delivery: Stage,
+    rt: Realtime,
+    io: SocketIo,
+    reload: Arc<ReloadContext>,
+    server_stop: CancellationToken,
+    server: JoinHandle<std::io::Result<()>>,
+    metrics: Option<JoinHandle<()>>,
+}
+
+/// What the reload loop works on.
+struct ReloadContext {
+    reloader: Reloader,
+    rt: Realtime,
+    mqtt: Arc<MqttHealth>,
+    subscriptions: tokio::sync::watch::Sender<Arc<[Subscription]>>,
+}
+
+fn start(
+    config: &Config,
+    p: Parts,
+    listeners: Listeners,
+    log_level: Option<LogLevelSetter>,
+) -> Result<Running, RunError> {
+    let rtc = &config.realtime;
+    let policy = SlowPolicy {
+        stall_timeout: rtc.stall_timeout,
+        drain_interval: rtc.drain_interval,
+    };
+    let fanout = Fanout::new(p.hub.stats_handle(), policy);
+    let rt = Realtime::new(realtime::state::Parts {
+        hub: p.hub.clone(),
+        auth: p.auth,
+        fanout: fanout.clone(),
+        limits: config.limits.clone(),
+        alerts: p.alerts.clone(),
+        shutdown: CancellationToken::new(),
+    });
+    let (io_layer, io) = socket_io(config, rt.clone());
+    fanout.set_io(io.clone());
+
+    let alert_stage = Stage::new("alert engine");
+    let outlets = Outlets {
+        fanout: Some(fanout.clone()),
+        tap: None,
+    };
+    alert_stage.spawn(
+        p.engine
+            .run(outlets, alert_stage.tracker(), alert_stage.token()),
+    );
+
+    let delivery = Stage::new("delivery");
+    delivery.spawn(fanout.clone().run(delivery.token()));
+    let batcher = rtc.batch.then(|| {
+        Batcher::new(
+            fanout.clone(),
+            p.hub.stats_handle(),
+            rtc.batch_interval,
+            rtc.batch_max_readings,
+        )
+    });
+    if let Some(b) = &batcher {
+        delivery.spawn(b.clone().run(delivery.token()));
+    }
+
+    let ingest_stage = Stage::new("mqtt ingest");
+    let pipeline = Pipeline::new(
+        p.hub,
+        fanout,
+        batcher,
+        p.alerts,
+        &config.mqtt.subscriptions,
+        config.limits.max_payload_bytes,
+    );
+    let (subs_tx, subs_rx) = tokio::sync::watch::channel(config.mqtt.subscriptions.clone().into());
+    ingest_stage.spawn(ingest::run(
+        config.mqtt.clone(),
+        p.options,
+        pipeline,
+        p.mqtt.clone(),
+        subs_rx,
+        ingest_stage.token(),
+    ));
+
+    let reload_log = Arc::new(ReloadLog::default());
+    let web_state = WebState::new(
+        rt.clone(),
+        p.mqtt.clone(),
+        reload_log.clone(),
+        config.status.stale_after,
+    );
+    let router = web::router(web_state.clone())
+        .layer(io_layer)
+        .layer(cors_layer(&config.http.cors_origins)?)
+        .layer(axum::middleware::map_request(transport::detach_request));
+    let addr = listeners.http.local_addr()?;
+    let server_stop = CancellationToken::new();
+    let listener =
+        transport::GuardedListener::new(listeners.http, rtc.stall_timeout, rtc.socket_send_buffer);
+    let stop = server_stop.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+    });
+    info!(%addr, version = env!("CARGO_PKG_VERSION"), "sensorcast listening");
+    let metrics = listeners
+        .metrics
+        .map(|l| web::metrics::spawn_server(l, web_state, server_stop.clone()));
+
+    let side = Stage::new("side tasks");
+    side.spawn(systemd::supervise(
+        rt.clone(),
+        p.mqtt.clone(),
+        config.http.ready_timeout,
+        side.token(),
+    ));
+    side.spawn(realtime::expiry::run(rt.clone(), side.token()));
+    let reload = Arc::new(ReloadContext {
+        reloader: Reloader::new(reload_log, log_level),
+        rt: rt.clone(),
+        mqtt: p.mqtt,
+        subscriptions: subs_tx,
+    });
+    Ok(Running {
+        side,
+        ingest: ingest_stage,
+        alerts: alert_stage,
+        delivery,
+        rt,
+        io,
+        reload,
+        server_stop,
+        server,
+        metrics,
+    })
+}
+
+/// The Socket.io layer with the realtime handlers and the per-connection limits.
+fn socket_io(config: &Config, rt: Realtime) -> (SocketIoLayer, SocketIo) {
+    let limits = &config.limits;
+    let (layer, io) = SocketIo::builder()
+        .with_state(rt)
+        .max_buffer_size(limits.socket_buffer)
+        .max_payload(limits.max_client_payload)
+        .ws_max_message_size(limits.max_client_payload as usize)
+        .ws_max_frame_size(limits.max_client_payload as usize)
+        // Client frames are small; the default 4 KiB read buffer per socket is mostly idle.
+        .ws_read_buffer_size(512)
+        .connect_timeout(limits.handshake_timeout)
+        .ping_interval(config.realtime.ping_interval)
+        .ping_timeout(config.realtime.ping_timeout)
+        .build_layer();
+    realtime::register(&io);
+    (layer, io)
+}
+
+impl Running {
+    /// The shutdown order of [`run_with`].
+    async fn stop(self, limit: Duration) -> Result<(), RunError> {
+        info!("shutting down");
+        systemd::notify(&[sd_notify::NotifyState::Stopping]);
+        self.side.stop(limit).await;
+        self.rt.refuse_new_sockets();
+        self.server_stop.cancel();
+        self.ingest.stop(limit).await;
+        self.alerts.stop(limit).await;
+        // Pending batches are flushed, slow sockets get one last drain.
+        self.delivery.stop(limit).await;
+        self.rt.fanout.drain();
+        self.rt.shutdown.cancel();
+        // io.close() waits for every transport; a client that stopped reading would hold it forever.
+        bounded("socket.io", limit, self.io.close()).await;
+        match tokio::time::timeout(limit, self.server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => return Err(RunError::Http(e)),
+            Ok(Err(e)) => error!(error = %e, "http server task failed"),
+            Err(_) => warn!("http server did not finish in time"),
+        }
+        if let Some(m) = self.metrics {
+            bounded("metrics listener", limit, async {
+                let _ = m.await;
+            })
+            .await;
+        }
+        info!("shutdown complete");
+        Ok(())
+    }
+}
+
+/// Waits for reload requests and applies them (see [`reload`]).
+async fn reload_loop(
+    mut config: Config,
+    cx: Arc<ReloadContext>,
+    requests: Arc<tokio::sync::Notify>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = requests.notified() => {}
+        }
+        systemd::notify(&[sd_notify::NotifyState::Reloading]);
+        match cx.reloader.reload(&config, &cx.rt.hub, &cx.rt.fanout) {
+            Ok(applied) => {
+                // New thresholds apply to running state; open alerts stay open.
+                if let Err(e) = cx.rt.alerts.reload(&applied.registry).await {
+                    error!(error = %e, "alert rules of the new registry refused; previous rules stay");
+                }
+                if let Some(subs) = applied.subscriptions {
+                    cx.subscriptions.send_replace(subs);
+                }
+                config = applied.config;
+            }
+            Err(e) => {
+                error!(error = %e, "reload rejected; the previous config and registry stay in force")
+            }
+        }
+        let status = systemd::status_line(&cx.mqtt, cx.rt.connections(), 0);
+        systemd::notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&status),
+        ]);
+    }
+}
+
+fn cors_layer(origins: &[String]) -> Result<CorsLayer, RunError> {
+    use axum::http::{header, HeaderValue, Method};
+    let values = origins
+        .iter()
+        .map(|o| HeaderValue::from_str(o).map_err(|_| RunError::Cors(o.clone())))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(CorsLayer::new()
+        .allow_origin(AllowOrigin::list(values))
+        .allow_credentials(true)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]))
+}

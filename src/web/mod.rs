@@ -1,0 +1,20 @@
+//! The web edge: everything served over plain HTTP beside Socket.io.
+//!
+//! - [`health`]: `/health/*` probes and the token-protected `/api/`.
+//! - [`status`]: the status page (`GET /`), server-rendered, with its token cookie.
+//! - [`metrics`]: `GET /metrics` (Prometheus text) on a listener of its own.
+//! - [`state`]: the handle the routes share; [`config`]: `[metrics]` and `[status]`.
+
+pub mod config;
+pub mod health;
+pub mod metrics;
+pub mod state;
+pub mod status;
+
+pub use config::{MetricsConfig, StatusConfig};
+pub use state::WebState;
+
+/// The routes served on the main listener (Socket.io is layered on by the service).
+pub fn router(state: WebState) -> axum::Router {
+    health::router(state.clone()).merge(status::router(state))
+}

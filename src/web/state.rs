@@ -1,0 +1,44 @@
+//! What the web routes read: the realtime handle (sockets, hub, auth, alerts) and the health the
+//! MQTT edge and the reload report. One `Arc`; a clone is a reference-count increment.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::core::health::{MqttHealth, ReloadLog};
+use crate::realtime::Realtime;
+
+#[derive(Clone)]
+pub struct WebState(Arc<Inner>);
+
+pub struct Inner {
+    pub rt: Realtime,
+    pub mqtt: Arc<MqttHealth>,
+    pub reload: Arc<ReloadLog>,
+    pub started: Instant,
+    /// A unit whose last reading is older than this is `stale` on the status page.
+    pub stale_after: Duration,
+}
+
+impl std::ops::Deref for WebState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl WebState {
+    pub fn new(
+        rt: Realtime,
+        mqtt: Arc<MqttHealth>,
+        reload: Arc<ReloadLog>,
+        stale_after: Duration,
+    ) -> Self {
+        WebState(Arc::new(Inner {
+            rt,
+            mqtt,
+            reload,
+            started: Instant::now(),
+            stale_after,
+        }))
+    }
+}

@@ -222,6 +222,11 @@ async fn a_stalled_client_costs_the_others_nothing_and_is_cut_off() {
             > 0,
         "{stats}"
     );
+    // Its connection reported congestion before its queue was full: no broadcast was lost.
+    assert!(
+        stats["deliveriesDropped"].get("buffer_full").is_none(),
+        "{stats}"
+    );
     assert!(
         stalled.closed_within(Duration::from_secs(30)).await,
         "server closed the stalled connection"

@@ -23,9 +23,8 @@ use super::store::Writer;
 use super::unit::Out;
 use super::webhook::Webhooks;
 use super::{Command, Shared};
-use crate::core::registry::Unit;
-use crate::core::rooms;
-use crate::delivery::{to_json, Fanout, Kind};
+use crate::core::rooms::UnitRooms;
+use crate::delivery::{to_json, Fanout, Kind, Payload};
 
 /// Longest single sleep: a step of the wall clock (NTP at boot) is noticed within this.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -197,15 +196,9 @@ impl Engine {
             debug!(event = o.event.name(), unit = %o.event.unit_id(), "alert event");
             self.shared.count(&o.event);
             if let Some(fanout) = &sinks.outlets.fanout {
-                let unit = Unit {
-                    id: o.event.unit_id().clone(),
-                    site: o.site.clone(),
-                    org: o.org.clone(),
-                    name: None,
-                };
-                let rooms = rooms::org_event_rooms(&unit);
-                let json = to_json(&o.event.payload());
-                fanout.deliver(rooms, o.event.name(), &json, Kind::Event);
+                let rooms = UnitRooms::new(&o.org, &o.site, o.event.unit_id());
+                let payload = Payload::Event(to_json(&o.event.payload()));
+                fanout.deliver(rooms.org_events(), o.event.name(), &payload, Kind::Event);
             }
             sinks.hooks.send(&o.event);
             if let Some(tap) = &sinks.outlets.tap {

@@ -60,7 +60,7 @@ pub struct Alerts(Arc<Shared>);
 pub(crate) enum Command {
     Reading {
         unit: Arc<str>,
-        sensor: String,
+        sensor: Arc<str>,
         temperature: f64,
         battery: Option<f64>,
     },

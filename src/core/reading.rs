@@ -16,7 +16,7 @@ pub struct SensorReading {
     pub unit_id: Arc<str>,
     pub site_id: Arc<str>,
     pub organization_id: Arc<str>,
-    pub device_id: String,
+    pub device_id: Arc<str>,
     pub temperature: f64,
     pub humidity: Option<f64>,
     pub battery: Option<f64>,

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use super::duration::HumanDuration;
 use super::error::{toml_error_message, ConfigError};
 use super::ids::{check_id, normalize_sensor_id};
+use super::rooms::UnitRooms;
 use super::rules::{RestoreAfter, RuleSet};
 
 /// The alert rule keys of a registry entry, as a [`RuleSet`] (the same keys on every level).
@@ -102,6 +103,8 @@ pub struct Unit {
     pub site: Arc<str>,
     pub org: Arc<str>,
     pub name: Option<String>,
+    /// The unit's rooms, named once here rather than per reading.
+    pub rooms: UnitRooms,
 }
 
 #[derive(Debug, Clone)]
@@ -207,6 +210,7 @@ impl Registry {
             }
             check_rules(&mut reg.unit_rules, &id, rule_set!(u), "unit", i, path)?;
             let unit = Arc::new(Unit {
+                rooms: UnitRooms::new(&site.org, &site.id, &id),
                 id: id.clone(),
                 site: site.id.clone(),
                 org: site.org.clone(),
@@ -238,12 +242,18 @@ impl Registry {
         Ok(reg)
     }
 
-    /// The unit a sensor reports for, by its id as a decoder gives it.
+    /// The unit a sensor reports for, by its id in any spelling (see [`normalize_sensor_id`]).
     pub fn unit_for_sensor(&self, sensor_id: &str) -> Option<&Arc<Unit>> {
         match normalize_sensor_id(sensor_id) {
             Ok(key) => self.sensors.get(&key),
             Err(_) => None,
         }
+    }
+
+    /// The unit a sensor reports for, by its already normalised id (what decoders give): the
+    /// lookup of the hot path, with no normalising and no allocation.
+    pub fn unit_for_key(&self, key: &str) -> Option<&Arc<Unit>> {
+        self.sensors.get(key)
     }
 
     pub fn unit(&self, id: &str) -> Option<&Arc<Unit>> {

@@ -2,6 +2,9 @@
 //! functions of registry ids, so the tenant boundary is testable without a network: an event
 //! about a unit only ever reaches rooms prefixed with its own unit's organization.
 
+use std::collections::HashSet;
+use std::sync::{Mutex, PoisonError};
+
 use super::registry::Unit;
 
 /// The room every socket of an organization joins on connect.
@@ -28,26 +31,65 @@ pub fn site_events_room(org: &str, site: &str) -> String {
     format!("org:{org}:site:{site}:events")
 }
 
-/// Rooms for an event about `unit` that the whole organization must hear (alerts): the
-/// organization room, the site-limited sockets' room of its site, and the unit's and site's
-/// subscription rooms. socketioxide still delivers once per socket.
-pub fn org_event_rooms(unit: &Unit) -> Vec<String> {
-    vec![
-        org_room(&unit.org),
-        site_events_room(&unit.org, &unit.site),
-        unit_room(&unit.org, &unit.id),
-        site_room(&unit.org, &unit.site),
-    ]
+/// A room name of the registry, interned: built once per unit and then handed to every
+/// broadcast without an allocation. Hand-written because socketioxide's rooms are
+/// `Cow<'static, str>`: a `&'static str` is the only form it takes for free.
+pub type Room = &'static str;
+
+/// The names handed out so far. Only registry ids (and the ids of alerts kept in the state
+/// file, which came from a registry) are interned, never client input, so this grows with the
+/// registries the service has run with and is shared by every reload that keeps a unit.
+static INTERNED: Mutex<Option<HashSet<Room>>> = Mutex::new(None);
+
+fn intern(name: String) -> Room {
+    let mut set = INTERNED.lock().unwrap_or_else(PoisonError::into_inner);
+    let set = set.get_or_insert_with(HashSet::new);
+    if let Some(known) = set.get(name.as_str()) {
+        return known;
+    }
+    let leaked: Room = Box::leak(name.into_boxed_str());
+    set.insert(leaked);
+    leaked
 }
 
-/// The rooms a reading of `unit` is emitted to (socketioxide delivers once per socket even when
-/// a socket is in several of them).
-pub fn reading_rooms(unit: &Unit) -> Vec<String> {
-    vec![
-        unit_room(&unit.org, &unit.id),
-        site_room(&unit.org, &unit.site),
-        readings_room(&unit.org),
-    ]
+/// The rooms that hear about one unit, computed once (when the registry is loaded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnitRooms {
+    pub unit: Room,
+    pub site: Room,
+    pub readings: Room,
+    pub org: Room,
+    pub site_events: Room,
+}
+
+impl UnitRooms {
+    pub fn new(org: &str, site: &str, unit: &str) -> Self {
+        UnitRooms {
+            unit: intern(unit_room(org, unit)),
+            site: intern(site_room(org, site)),
+            readings: intern(readings_room(org)),
+            org: intern(org_room(org)),
+            site_events: intern(site_events_room(org, site)),
+        }
+    }
+
+    /// The rooms a reading of the unit is emitted to (socketioxide delivers once per socket
+    /// even when a socket is in several of them).
+    pub fn readings(&self) -> [Room; 3] {
+        [self.unit, self.site, self.readings]
+    }
+
+    /// Rooms for an event about the unit that the whole organization must hear (alerts): the
+    /// organization room, the site-limited sockets' room of its site, and the unit's and site's
+    /// subscription rooms.
+    pub fn org_events(&self) -> [Room; 4] {
+        [self.org, self.site_events, self.unit, self.site]
+    }
+}
+
+/// The rooms a reading of `unit` is emitted to.
+pub fn reading_rooms(unit: &Unit) -> [Room; 3] {
+    unit.rooms.readings()
 }
 
 #[cfg(test)]

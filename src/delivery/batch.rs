@@ -9,10 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-use super::fanout::{to_json, Fanout, Kind};
+use super::{to_json, Fanout, Kind, Payload};
 use crate::core::reading::SensorReading;
 use crate::core::registry::Unit;
-use crate::core::rooms;
 use crate::core::stats::Stats;
 
 #[derive(Clone)]
@@ -64,13 +63,13 @@ impl Batcher {
     pub fn flush(&self) {
         let batches = std::mem::take(&mut *self.0.pending.lock().expect("batch lock"));
         for (_, (unit, readings)) in batches {
-            let json = to_json(&Batch {
+            let json = Payload::Event(to_json(&Batch {
                 unit_id: &unit.id,
                 readings: &readings,
                 count: readings.len(),
-            });
+            }));
             self.0.fanout.deliver(
-                rooms::reading_rooms(&unit),
+                unit.rooms.readings(),
                 "sensor:readings:batch",
                 &json,
                 Kind::Event,

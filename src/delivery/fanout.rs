@@ -1,106 +1,52 @@
-//! Per-socket delivery with an explicit slow-client policy. Events are serialised once
-//! (`RawValue`) and handed to each socket in the target rooms. A socket whose outgoing queue is
-//! full is marked slow: from then on, for that socket only, readings are coalesced to the newest
-//! pending one per unit (the client sees a `seq` jump and can resume), other events (alerts) are
-//! queued in order, and a drain task delivers what is pending as the socket empties its queue.
-//! Nobody else waits for a slow socket, and the MQTT task never blocks on one. Every coalesced
-//! or dropped delivery is counted by reason. A socket that stays stalled is cut off by the
-//! transport (see `transport`), or disconnected here once its queue has room again.
+//! The broadcast path. Every event goes out as one socketioxide broadcast to the union of its
+//! rooms, with the slow sockets excepted (`SLOW_ROOM`): the packet is encoded once and each
+//! socket in the rooms gets it once. The slow sockets of those rooms then get it one by one
+//! through [`SlowSockets`] (coalesced or queued). Both happen under the slow set's lock, so a
+//! socket moving between the paths never gets an event twice or not at all.
+//!
+//! A socket whose queue is full when a broadcast reaches it loses that one event (socketioxide
+//! says that some socket failed, not which); it is counted as `buffer_full`. That happens only
+//! when a socket fills its whole queue before its connection reports congestion (see
+//! [`super::congestion`]), which moves it to the per-socket path first.
+//!
+//! This is the one way readings and alerts leave the process: a cluster adapter carries these
+//! broadcasts to the other instances.
 
-use dashmap::DashMap;
-use serde_json::value::RawValue;
+use futures_util::FutureExt;
 use socketioxide::extract::SocketRef;
+use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::Sid;
-use socketioxide::{SendError, SocketError, SocketIo};
-use std::collections::VecDeque;
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use socketioxide::{BroadcastError, SocketError, SocketIo};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{info, warn};
 
+use super::slow::{SlowSockets, SLOW_ROOM};
+use super::{Kind, Payload};
 use crate::core::stats::Stats;
 
-/// Events (not readings) kept for one slow socket; past this the oldest is dropped and counted.
-const MAX_PENDING_EVENTS: usize = 256;
-
-/// A serialised event payload, shared by every socket it goes to.
-pub type Json = Arc<RawValue>;
-
-pub fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Json {
-    let raw = serde_json::value::to_raw_value(value).expect("event types serialise");
-    Arc::from(raw)
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct SlowPolicy {
-    /// A socket slow for longer than this is disconnected.
-    pub stall_timeout: Duration,
-    /// How often pending deliveries are retried.
-    pub drain_interval: Duration,
-}
-
+/// Cheap to clone: a `SocketIo` handle and the slow set's `Arc`.
 #[derive(Clone)]
-pub struct Fanout(Arc<Inner>);
-
-struct Inner {
-    /// Set once the Socket.io layer exists (it needs the app state, which holds this handle).
-    io: OnceLock<SocketIo>,
-    stats: Arc<Stats>,
-    policy: SlowPolicy,
-    slow: DashMap<Sid, SlowSocket>,
-}
-
-/// What one slow socket still has to receive.
-struct SlowSocket {
-    since: Instant,
-    /// Newest pending reading per unit, in the order units first became pending.
-    readings: Vec<(Arc<str>, Json)>,
-    events: VecDeque<(&'static str, Json)>,
-    disconnect_tried: bool,
-}
-
-impl SlowSocket {
-    fn new() -> Self {
-        SlowSocket {
-            since: Instant::now(),
-            readings: Vec::new(),
-            events: VecDeque::new(),
-            disconnect_tried: false,
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.readings.is_empty() && self.events.is_empty()
-    }
-}
-
-/// What a delivery is, for the slow-socket policy.
-#[derive(Clone, Copy)]
-pub enum Kind<'a> {
-    /// A reading of this unit: may be coalesced with a newer one of the same unit.
-    Reading(&'a Arc<str>),
-    /// Anything else (alerts, batches): never coalesced.
-    Event,
+pub struct Fanout {
+    io: SocketIo,
+    slow: SlowSockets,
 }
 
 impl Fanout {
-    pub fn new(stats: Arc<Stats>, policy: SlowPolicy) -> Self {
-        Fanout(Arc::new(Inner {
-            io: OnceLock::new(),
-            stats,
-            policy,
-            slow: DashMap::new(),
-        }))
+    pub fn new(io: SocketIo, slow: SlowSockets) -> Self {
+        Fanout { io, slow }
     }
 
-    pub fn set_io(&self, io: SocketIo) {
-        let _ = self.0.io.set(io);
+    pub fn slow(&self) -> &SlowSockets {
+        &self.slow
     }
 
-    /// The default namespace, or `None` before start and after `io.close()` (when `io.to`
-    /// would panic).
-    pub fn namespace(&self) -> Option<socketioxide::operators::BroadcastOperators> {
-        self.0.io.get()?.of("/")
+    fn stats(&self) -> &Stats {
+        self.slow.stats()
+    }
+
+    /// The default namespace, or `None` after `io.close()` (when `io.to` would panic).
+    pub fn namespace(&self) -> Option<BroadcastOperators> {
+        self.io.of("/")
     }
 
     /// A connected socket by id.
@@ -109,144 +55,115 @@ impl Fanout {
     }
 
     /// Delivers `event` once to every socket in any of `rooms`.
-    pub fn deliver(&self, rooms: Vec<String>, event: &'static str, json: &Json, kind: Kind<'_>) {
+    pub fn deliver<const N: usize>(
+        &self,
+        rooms: [&'static str; N],
+        event: &'static str,
+        payload: &Payload,
+        kind: Kind<'_>,
+    ) {
         let Some(ns) = self.namespace() else {
-            self.0.stats.delivery_dropped("shutting_down", 1);
+            self.stats().delivery_dropped("shutting_down", 1);
             return;
         };
-        for socket in ns.to(rooms).sockets() {
-            self.send(&socket, event, json, kind);
+        let mut slow = self.slow.lock();
+        slow.take_congested(|sid| ns.get_socket(sid));
+        let sent = ns.clone().to(rooms).except(SLOW_ROOM).emit(event, payload);
+        // The local adapter broadcasts synchronously: the future is ready when first polled.
+        match sent.now_or_never() {
+            Some(Ok(())) => {}
+            Some(Err(e)) => self.count_failures(event, e),
+            None => {
+                self.stats().delivery_dropped("broadcast_pending", 1);
+                warn!(event, "broadcast did not complete at once; dropped");
+            }
         }
-    }
-
-    /// Delivers to one socket, or queues for it if it is slow.
-    pub fn send(&self, s: &SocketRef, event: &'static str, json: &Json, kind: Kind<'_>) {
-        if let Some(mut slow) = self.0.slow.get_mut(&s.id) {
-            self.queue(&mut slow, event, json, kind);
+        if slow.is_empty() {
             return;
         }
-        match s.emit(event, &**json) {
-            Ok(()) => {}
-            Err(SendError::Socket(SocketError::InternalChannelFull)) => {
-                debug!(sid = %s.id, "socket queue full: now slow");
-                self.0.stats.slow_sockets_marked();
-                let mut slow = self.0.slow.entry(s.id).or_insert_with(SlowSocket::new);
-                self.queue(&mut slow, event, json, kind);
-            }
-            Err(SendError::Socket(SocketError::Closed)) => {
-                self.0.stats.delivery_dropped("socket_closed", 1)
-            }
-            Err(SendError::Serialize(_)) => self.0.stats.delivery_dropped("serialize", 1),
-        }
-    }
-
-    fn queue(&self, slow: &mut SlowSocket, event: &'static str, json: &Json, kind: Kind<'_>) {
-        match kind {
-            Kind::Reading(unit) => {
-                if let Some(entry) = slow.readings.iter_mut().find(|(u, _)| u == unit) {
-                    entry.1 = json.clone();
-                    self.0.stats.delivery_dropped("coalesced", 1);
-                } else {
-                    slow.readings.push((unit.clone(), json.clone()));
-                }
-            }
-            Kind::Event => {
-                if slow.events.len() >= MAX_PENDING_EVENTS {
-                    slow.events.pop_front();
-                    self.0.stats.delivery_dropped("slow_queue_overflow", 1);
-                }
-                slow.events.push_back((event, json.clone()));
+        for s in ns.to(rooms).sockets() {
+            if slow.is_slow(&s.id) {
+                slow.send(&s, event, payload, kind);
             }
         }
     }
 
-    /// Tells every socket in `room` with `subscription:error` (`json`) and makes it leave the
-    /// room. Returns how many sockets there were.
-    pub fn evict_room(&self, room: String, json: &Json) -> usize {
+    fn count_failures(&self, event: &str, e: BroadcastError) {
+        match e {
+            BroadcastError::Socket(errors) => {
+                for err in errors {
+                    let reason = match err {
+                        SocketError::InternalChannelFull => "buffer_full",
+                        SocketError::Closed => "socket_closed",
+                    };
+                    self.stats().delivery_dropped(reason, 1);
+                }
+            }
+            other => {
+                self.stats().delivery_dropped("broadcast_error", 1);
+                warn!(event, error = %other, "broadcast failed");
+            }
+        }
+    }
+
+    /// Tells every socket in `room` with `subscription:error` and makes it leave the room.
+    /// Returns how many sockets there were.
+    pub fn evict_room(&self, room: String, payload: &Payload) -> usize {
         let Some(ns) = self.namespace() else {
             return 0;
         };
         let sockets = ns.to(room.clone()).sockets();
+        let mut slow = self.slow.lock();
         for s in &sockets {
-            self.send(s, "subscription:error", json, Kind::Event);
+            slow.send(s, "subscription:error", payload, Kind::Event);
             s.leave(room.clone());
         }
         sockets.len()
     }
 
-    /// Whether the socket is currently slow (tests and health).
-    pub fn slow_sockets(&self) -> usize {
-        self.0.slow.len()
-    }
-
-    /// Forgets a disconnected socket's pending deliveries (counted as dropped).
-    pub fn forget(&self, sid: Sid) {
-        if let Some((_, slow)) = self.0.slow.remove(&sid) {
-            let n = (slow.readings.len() + slow.events.len()) as u64;
-            if n > 0 {
-                self.0.stats.delivery_dropped("disconnected_pending", n);
-            }
-        }
-    }
-
-    /// One pass over slow sockets: deliver what fits, disconnect the ones stalled too long.
+    /// One pass over slow sockets: deliver what fits, take back to the broadcast path the ones
+    /// that are drained and whose connection takes data again, disconnect the ones stalled too
+    /// long.
     pub fn drain(&self) {
-        let sids: Vec<Sid> = self.0.slow.iter().map(|e| *e.key()).collect();
         let ns = self.namespace();
+        let mut slow = self.slow.lock();
+        slow.take_congested(|sid| ns.as_ref()?.get_socket(sid));
+        let policy = self.slow.policy();
+        let sids: Vec<Sid> = slow.map.keys().copied().collect();
         for sid in sids {
+            // Not (yet) in the namespace: a socket is marked slow by the connect middleware,
+            // before socketioxide adds it. One that goes away is forgotten by its disconnect.
             let Some(socket) = ns.as_ref().and_then(|ns| ns.get_socket(sid)) else {
-                self.forget(sid);
                 continue;
             };
-            let Some(mut slow) = self.0.slow.get_mut(&sid) else {
-                continue;
-            };
-            if self.flush(&socket, &mut slow) {
-                drop(slow);
-                self.0.slow.remove_if(&sid, |_, s| s.is_empty());
+            if slow.flush(&socket) {
+                if !self.slow.congestion().is_blocked(sid) {
+                    slow.unmark(&socket);
+                }
                 continue;
             }
-            if slow.since.elapsed() >= self.0.policy.stall_timeout && !slow.disconnect_tried {
-                slow.disconnect_tried = true;
-                drop(slow);
+            let Some(entry) = slow.map.get_mut(&sid) else {
+                continue;
+            };
+            if entry.since.elapsed() >= policy.stall_timeout && !entry.disconnect_tried {
+                entry.disconnect_tried = true;
                 info!(%sid, "socket stalled past the limit: disconnecting");
-                self.0.stats.delivery_dropped("stalled_disconnect", 1);
+                self.stats().delivery_dropped("stalled_disconnect", 1);
                 // Fails while its queue is still full; the transport's write timeout then
-                // closes the connection (see transport.rs).
-                let _ = socket.disconnect();
+                // closes the connection (see realtime::transport).
+                let _ = socket.clone().disconnect();
             }
         }
-    }
-
-    /// Sends pending events then readings; `true` when everything went out.
-    fn flush(&self, s: &SocketRef, slow: &mut SlowSocket) -> bool {
-        while let Some((event, json)) = slow.events.front() {
-            if s.emit(*event, &**json).is_err() {
-                return false;
-            }
-            slow.events.pop_front();
-        }
-        while let Some((_, json)) = slow.readings.first() {
-            if s.emit("sensor:reading", &**json).is_err() {
-                return false;
-            }
-            slow.readings.remove(0);
-        }
-        true
     }
 
     /// The drain task: runs until `stop`.
     pub async fn run(self, stop: CancellationToken) {
-        let mut tick = tokio::time::interval(self.0.policy.drain_interval);
+        let mut tick = tokio::time::interval(self.slow.policy().drain_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = tick.tick() => {
-                    if !self.0.slow.is_empty() {
-                        self.drain();
-                    }
-                }
+                _ = tick.tick() => self.drain(),
             }
         }
     }

@@ -88,8 +88,8 @@ impl UnitFeed {
 pub enum Accepted {
     /// Mapped: emit it to these rooms.
     Mapped(Arc<SensorReading>, Arc<Unit>),
-    /// The sensor is not in the registry; it was recorded in the unmapped list.
-    Unmapped,
+    /// The sensor (this id) is not in the registry; it was recorded in the unmapped list.
+    Unmapped(String),
 }
 
 impl Hub {
@@ -158,9 +158,10 @@ impl Hub {
     ) -> Accepted {
         let registry = self.registry();
         // A multi-probe device (Tasmota) may be registered as a whole: try its device id too.
+        // Decoders give normalised ids: looked up as they are.
         let unit = registry
-            .unit_for_sensor(&reading.sensor_id)
-            .or_else(|| registry.unit_for_sensor(reading.fallback_sensor_id.as_deref()?))
+            .unit_for_key(&reading.sensor_id)
+            .or_else(|| registry.unit_for_key(reading.fallback_sensor_id.as_deref()?))
             .cloned();
         let Some(unit) = unit else {
             self.0
@@ -173,7 +174,7 @@ impl Hub {
                 reading.source.name(),
                 received_at,
             );
-            return Accepted::Unmapped;
+            return Accepted::Unmapped(reading.sensor_id);
         };
         let feed = self.feed(&unit.id);
         let mut feed = feed.lock().expect("unit feed lock");
@@ -184,7 +185,7 @@ impl Hub {
             unit_id: unit.id.clone(),
             site_id: unit.site.clone(),
             organization_id: unit.org.clone(),
-            device_id: reading.sensor_id,
+            device_id: reading.sensor_id.into(),
             temperature: reading.temperature,
             humidity: reading.humidity,
             battery: reading.battery,
@@ -202,7 +203,7 @@ impl Hub {
 
     /// Records a device's own online/offline report. Unknown sensors are not remembered.
     pub fn set_availability(&self, sensor_id: &str, online: bool, at: DateTime<Utc>) -> bool {
-        let known = self.registry().unit_for_sensor(sensor_id).is_some();
+        let known = self.registry().unit_for_key(sensor_id).is_some();
         if known {
             self.0
                 .availability
@@ -331,7 +332,7 @@ mod tests {
         let unit_of =
             |id: &str| match hub.accept(reading(id), "tele/x/SENSOR", Utc::now(), |_, _| {}) {
                 Accepted::Mapped(_, unit) => Some(unit.id.to_string()),
-                Accepted::Unmapped => None,
+                Accepted::Unmapped(_) => None,
             };
         assert_eq!(unit_of("tasmota_dev/DS18B20-1").as_deref(), Some("u1"));
         assert_eq!(unit_of("tasmota_dev/SI7021").as_deref(), Some("u2"));

@@ -20,7 +20,7 @@ use tracing::{debug, warn};
 
 use crate::alerts::Alerts;
 use crate::decode::{self, DecodeState, Decoded, Subscription};
-use crate::delivery::{Batcher, Fanout, Kind};
+use crate::delivery::{Batcher, Fanout, Kind, Payload};
 use hub::{Accepted, Hub};
 use topics::topic_matches;
 
@@ -128,7 +128,7 @@ impl Pipeline {
                 stats.ignored.fetch_add(1, Relaxed);
                 let known = self.hub.set_availability(&sensor_id, online, received_at);
                 debug!(topic, sensor_id, online, known, "availability");
-                let unit = self.hub.registry().unit_for_sensor(&sensor_id).cloned();
+                let unit = self.hub.registry().unit_for_key(&sensor_id).cloned();
                 if let Some(unit) = unit {
                     self.alerts
                         .availability(unit.id.clone(), &sensor_id, online)
@@ -153,21 +153,19 @@ impl Pipeline {
         received_at: chrono::DateTime<Utc>,
         received: Instant,
     ) {
-        let sensor = reading.sensor_id.clone();
-        // Serialised once, delivered to each socket while the unit's lock is held, so that a
-        // resuming subscriber sees it exactly once (hub.rs).
         let fanout = &self.fanout;
+        // Broadcast while the unit's lock is held, so that a resuming subscriber sees it
+        // exactly once (hub.rs).
         let accepted = self.hub.accept(reading, topic, received_at, |wire, unit| {
-            let json = crate::delivery::to_json(&**wire);
             fanout.deliver(
-                crate::core::rooms::reading_rooms(unit),
+                unit.rooms.readings(),
                 "sensor:reading",
-                &json,
+                &Payload::Reading(wire.clone()),
                 Kind::Reading(&unit.id),
             );
         });
         match accepted {
-            Accepted::Unmapped => self.log_rejection(
+            Accepted::Unmapped(sensor) => self.log_rejection(
                 &sensor,
                 topic,
                 "sensor is not in the registry (see /api/sensors/unmapped)",

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::state::Realtime;
-use crate::delivery::{to_json, Kind};
+use crate::delivery::{to_json, Fanout, Kind, Payload};
 
 /// `(exp, socket)` pairs, earliest first. A socket that left earlier is simply not found.
 #[derive(Default)]
@@ -41,18 +41,18 @@ impl Expiries {
 }
 
 /// Checks the queue every second until `stop`.
-pub async fn run(app: Realtime, stop: CancellationToken) {
+pub async fn run(app: Realtime, fanout: Fanout, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let expired = to_json(&json!({ "message": "Token expired" }));
+    let expired = Payload::Event(to_json(&json!({ "message": "Token expired" })));
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
         for sid in app.expiries.due(jsonwebtoken::get_current_timestamp()) {
-            if let Some(socket) = app.fanout.socket(sid) {
+            if let Some(socket) = fanout.socket(sid) {
                 info!(%sid, "token expired, disconnecting socket");
-                app.fanout
+                app.slow
                     .send(&socket, "auth:expired", &expired, Kind::Event);
                 let _ = socket.disconnect();
             }

@@ -30,10 +30,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tracing::{debug, info, warn};
 
+use axum::extract::ConnectInfo;
+use socketioxide::TransportType;
+
 use crate::auth::{AuthError, Principal};
 use crate::core::reading::now_rfc3339;
 use crate::core::rooms;
+use crate::delivery::Why;
 use limits::{Subscriptions, TokenBucket};
+use transport::ConnFlow;
 
 pub fn register(io: &SocketIo) {
     io.ns("/", on_connect.with(authenticate));
@@ -74,7 +79,7 @@ impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.app.connections.fetch_sub(1, Relaxed);
         release_subject(&self.app, &self.subject);
-        self.app.fanout.forget(self.sid);
+        self.app.slow.forget(self.sid);
     }
 }
 
@@ -146,12 +151,35 @@ async fn authenticate(
     // on_connect has run; anything registered there would miss it.
     join_own_rooms(&s, &principal);
     register_handlers(&s);
+    track_connection(&s, &app);
     if let Some(exp) = principal.expires_at {
         app.expiries.add(exp, s.id);
     }
     s.extensions.insert(ctx);
     s.extensions.insert(principal);
     Ok(())
+}
+
+/// Which connection the socket rides on, for congestion (see `delivery::congestion`). A socket
+/// whose handshake came over a websocket is bound to that connection now; one that starts on
+/// long-polling is served one by one until it upgrades, when its websocket request binds it
+/// (`transport::bind_websocket`).
+fn track_connection(s: &SocketRef, app: &Realtime) {
+    match s.transport_type() {
+        TransportType::Polling => app.slow.mark(s, Why::Polling),
+        TransportType::Websocket => {
+            let parts = s.req_parts();
+            let handshake_on_websocket = parts
+                .uri
+                .query()
+                .is_some_and(|q| q.split('&').any(|kv| kv == "transport=websocket"));
+            if let Some(ConnectInfo(conn)) = parts.extensions.get::<ConnectInfo<ConnFlow>>() {
+                if handshake_on_websocket {
+                    conn.0.bind(s.id);
+                }
+            }
+        }
+    }
 }
 
 /// The organization room, or, for a socket limited to some sites, one events room per site
@@ -227,7 +255,7 @@ async fn on_disconnect(
 ) {
     // The connection slots come back when the socket is dropped (`ConnectionSlot`); what it
     // still had pending goes now.
-    app.fanout.forget(s.id);
+    app.slow.forget(s.id);
     debug!(sid = %s.id, sub = %ctx.principal.subject, ?reason, "socket disconnected");
 }
 

@@ -11,7 +11,7 @@ use super::config::LimitsConfig;
 use super::expiry::Expiries;
 use crate::alerts::Alerts;
 use crate::auth::Authenticator;
-use crate::delivery::Fanout;
+use crate::delivery::SlowSockets;
 use crate::pipeline::hub::Hub;
 
 #[derive(Clone)]
@@ -20,7 +20,8 @@ pub struct Realtime(Arc<Inner>);
 pub struct Inner {
     pub hub: Hub,
     pub auth: Authenticator,
-    pub fanout: Fanout,
+    /// Per-socket delivery (replays, errors, expiry notices) with the slow-client policy.
+    pub slow: SlowSockets,
     pub limits: LimitsConfig,
     /// Sockets per token subject, for `limits.max_connections_per_subject`.
     pub per_subject: DashMap<Arc<str>, usize>,
@@ -47,7 +48,8 @@ impl std::ops::Deref for Realtime {
 pub struct Parts {
     pub hub: Hub,
     pub auth: Authenticator,
-    pub fanout: Fanout,
+    /// Per-socket delivery (replays, errors, expiry notices) with the slow-client policy.
+    pub slow: SlowSockets,
     pub limits: LimitsConfig,
     pub alerts: Alerts,
     pub shutdown: CancellationToken,
@@ -58,7 +60,7 @@ impl Realtime {
         Realtime(Arc::new(Inner {
             hub: p.hub,
             auth: p.auth,
-            fanout: p.fanout,
+            slow: p.slow,
             limits: p.limits,
             per_subject: DashMap::new(),
             alerts: p.alerts,

@@ -13,7 +13,7 @@ use super::{admit, SocketCtx};
 use crate::auth::Principal;
 use crate::core::registry::Unit;
 use crate::core::rooms;
-use crate::delivery::{to_json, Kind};
+use crate::delivery::{Kind, Payload};
 use crate::pipeline::hub::UnitFeed;
 
 /// Longest id accepted in a client event.
@@ -251,8 +251,12 @@ fn replay(
         match feed.after(from, limits) {
             Some(missed) => {
                 for r in missed {
-                    app.fanout
-                        .send(s, "sensor:reading", &to_json(&*r), Kind::Reading(&unit.id));
+                    app.slow.send(
+                        s,
+                        "sensor:reading",
+                        &Payload::Reading(r.clone()),
+                        Kind::Reading(&unit.id),
+                    );
                 }
             }
             None => complete = false,

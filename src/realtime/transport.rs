@@ -6,15 +6,27 @@
 //! when its reader fails), and socketioxide closes the socket as it would for a dropped network.
 //! Also sets `TCP_NODELAY` (axum does not; without it small frames wait for Nagle) and a bounded
 //! send buffer.
+//!
+//! Every connection also reports its write progress to a [`Flow`] (see
+//! `delivery::congestion`): a socket whose connection stops taking data leaves the broadcast
+//! path for the per-socket one before its queue is full. Requests carry the connection's flow
+//! as `ConnectInfo<ConnFlow>`, so the Socket.io session riding on a websocket is bound to it.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
+
+use axum::extract::ConnectInfo;
+use axum::serve::IncomingStream;
+use socketioxide::socket::Sid;
+
+use crate::delivery::{Congestion, Flow};
 
 /// Rebuilds a request's URI and headers as owned copies. engineioxide keeps the handshake
 /// request's parts for the socket's whole life; as parsed by hyper they point into the
@@ -38,20 +50,60 @@ pub async fn detach_request(req: axum::extract::Request) -> axum::extract::Reque
     axum::extract::Request::from_parts(parts, body)
 }
 
+/// The flow of the connection a request came on (`ConnectInfo<ConnFlow>`).
+#[derive(Clone)]
+pub struct ConnFlow(pub Arc<Flow>);
+
+impl axum::extract::connect_info::Connected<IncomingStream<'_, GuardedListener>> for ConnFlow {
+    fn connect_info(stream: IncomingStream<'_, GuardedListener>) -> Self {
+        ConnFlow(stream.io().flow.clone())
+    }
+}
+
+/// A websocket upgrade of an engine.io session names it (`sid=`): from now on that session's
+/// socket rides on this connection. (socketioxide's socket id is the engine.io session id.)
+pub async fn bind_websocket(req: axum::extract::Request) -> axum::extract::Request {
+    if let (Some(query), Some(ConnectInfo(conn))) = (
+        req.uri().query(),
+        req.extensions().get::<ConnectInfo<ConnFlow>>(),
+    ) {
+        let mut websocket = false;
+        let mut sid = None;
+        for (k, v) in query.split('&').filter_map(|kv| kv.split_once('=')) {
+            match k {
+                "transport" => websocket = v == "websocket",
+                "sid" => sid = v.parse::<Sid>().ok(),
+                _ => {}
+            }
+        }
+        if let (true, Some(sid)) = (websocket, sid) {
+            conn.0.bind(sid);
+        }
+    }
+    req
+}
+
 pub struct GuardedListener {
     inner: TcpListener,
     write_timeout: Duration,
     send_buffer: usize,
+    congestion: Congestion,
 }
 
 impl GuardedListener {
     /// `send_buffer`: SO_SNDBUF for accepted sockets in bytes (0 keeps the kernel's
     /// autotuning, which lets one stalled client pin megabytes of kernel memory).
-    pub fn new(inner: TcpListener, write_timeout: Duration, send_buffer: usize) -> Self {
+    pub fn new(
+        inner: TcpListener,
+        write_timeout: Duration,
+        send_buffer: usize,
+        congestion: Congestion,
+    ) -> Self {
         GuardedListener {
             inner,
             write_timeout,
             send_buffer,
+            congestion,
         }
     }
 }
@@ -68,7 +120,8 @@ impl axum::serve::Listener for GuardedListener {
                     if self.send_buffer > 0 {
                         let _ = socket2::SockRef::from(&tcp).set_send_buffer_size(self.send_buffer);
                     }
-                    return (StallGuard::new(tcp, self.write_timeout), addr);
+                    let guard = StallGuard::new(tcp, self.write_timeout);
+                    return (guard.with_flow(self.congestion.flow()), addr);
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -94,6 +147,8 @@ pub struct StallGuard<T> {
     dead: bool,
     /// The reader waiting for data, woken when the connection is declared dead.
     read_waker: Option<Waker>,
+    /// Where write progress is reported.
+    flow: Arc<Flow>,
 }
 
 impl<T> StallGuard<T> {
@@ -104,7 +159,19 @@ impl<T> StallGuard<T> {
             deadline: None,
             dead: false,
             read_waker: None,
+            flow: Congestion::default().flow(),
         }
+    }
+
+    /// Reports write progress to `flow` (the listener's congestion).
+    pub fn with_flow(mut self, flow: Arc<Flow>) -> Self {
+        self.flow = flow;
+        self
+    }
+
+    fn progressed(&mut self) {
+        self.deadline = None;
+        self.flow.write_progressed();
     }
 
     fn dead_error() -> io::Error {
@@ -119,6 +186,7 @@ impl<T> StallGuard<T> {
         if self.dead {
             return Poll::Ready(Err(Self::dead_error()));
         }
+        self.flow.write_pending();
         let timeout = self.timeout;
         let deadline = self
             .deadline
@@ -162,7 +230,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for StallGuard<T> {
         match Pin::new(&mut self.inner).poll_write(cx, buf) {
             Poll::Pending => self.pending(cx).map(|r| r.map(|()| 0)),
             ready => {
-                self.deadline = None;
+                self.progressed();
                 ready
             }
         }
@@ -176,7 +244,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for StallGuard<T> {
         match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
             Poll::Pending => self.pending(cx).map(|r| r.map(|()| 0)),
             ready => {
-                self.deadline = None;
+                self.progressed();
                 ready
             }
         }
@@ -190,7 +258,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for StallGuard<T> {
         match Pin::new(&mut self.inner).poll_flush(cx) {
             Poll::Pending => self.pending(cx),
             ready => {
-                self.deadline = None;
+                self.progressed();
                 ready
             }
         }

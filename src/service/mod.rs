@@ -26,7 +26,7 @@ use crate::config::Config;
 use crate::core::health::{MqttHealth, ReloadLog};
 use crate::core::registry::Registry;
 use crate::decode::Subscription;
-use crate::delivery::{Batcher, Fanout, SlowPolicy};
+use crate::delivery::{Batcher, Congestion, Fanout, SlowPolicy, SlowSockets};
 use crate::ingest;
 use crate::pipeline::hub::{HistoryLimits, Hub};
 use crate::pipeline::Pipeline;
@@ -156,6 +156,7 @@ struct Running {
     alerts: Stage,
     delivery: Stage,
     rt: Realtime,
+    fanout: Fanout,
     io: SocketIo,
     reload: Arc<ReloadContext>,
     server_stop: CancellationToken,
@@ -167,6 +168,7 @@ struct Running {
 struct ReloadContext {
     reloader: Reloader,
     rt: Realtime,
+    fanout: Fanout,
     mqtt: Arc<MqttHealth>,
     subscriptions: tokio::sync::watch::Sender<Arc<[Subscription]>>,
 }
@@ -182,17 +184,18 @@ fn start(
         stall_timeout: rtc.stall_timeout,
         drain_interval: rtc.drain_interval,
     };
-    let fanout = Fanout::new(p.hub.stats_handle(), policy);
+    let congestion = Congestion::default();
+    let slow = SlowSockets::new(p.hub.stats_handle(), policy, congestion.clone());
     let rt = Realtime::new(realtime::state::Parts {
         hub: p.hub.clone(),
         auth: p.auth,
-        fanout: fanout.clone(),
+        slow: slow.clone(),
         limits: config.limits.clone(),
         alerts: p.alerts.clone(),
         shutdown: CancellationToken::new(),
     });
     let (io_layer, io) = socket_io(config, rt.clone());
-    fanout.set_io(io.clone());
+    let fanout = Fanout::new(io.clone(), slow);
 
     let alert_stage = Stage::new("alert engine");
     let outlets = Outlets {
@@ -221,7 +224,7 @@ fn start(
     let ingest_stage = Stage::new("mqtt ingest");
     let pipeline = Pipeline::new(
         p.hub,
-        fanout,
+        fanout.clone(),
         batcher,
         p.alerts,
         &config.mqtt.subscriptions,
@@ -240,6 +243,7 @@ fn start(
     let reload_log = Arc::new(ReloadLog::default());
     let web_state = WebState::new(
         rt.clone(),
+        fanout.clone(),
         p.mqtt.clone(),
         reload_log.clone(),
         config.status.stale_after,
@@ -247,14 +251,20 @@ fn start(
     let router = web::router(web_state.clone())
         .layer(io_layer)
         .layer(cors_layer(&config.http.cors_origins)?)
-        .layer(axum::middleware::map_request(transport::detach_request));
+        .layer(axum::middleware::map_request(transport::detach_request))
+        .layer(axum::middleware::map_request(transport::bind_websocket));
     let addr = listeners.http.local_addr()?;
     let server_stop = CancellationToken::new();
-    let listener =
-        transport::GuardedListener::new(listeners.http, rtc.stall_timeout, rtc.socket_send_buffer);
+    let listener = transport::GuardedListener::new(
+        listeners.http,
+        rtc.stall_timeout,
+        rtc.socket_send_buffer,
+        congestion,
+    );
     let stop = server_stop.clone();
+    let app = router.into_make_service_with_connect_info::<transport::ConnFlow>();
     let server = tokio::spawn(async move {
-        axum::serve(listener, router)
+        axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await
     });
@@ -270,10 +280,15 @@ fn start(
         config.http.ready_timeout,
         side.token(),
     ));
-    side.spawn(realtime::expiry::run(rt.clone(), side.token()));
+    side.spawn(realtime::expiry::run(
+        rt.clone(),
+        fanout.clone(),
+        side.token(),
+    ));
     let reload = Arc::new(ReloadContext {
         reloader: Reloader::new(reload_log, log_level),
         rt: rt.clone(),
+        fanout: fanout.clone(),
         mqtt: p.mqtt,
         subscriptions: subs_tx,
     });
@@ -283,6 +298,7 @@ fn start(
         alerts: alert_stage,
         delivery,
         rt,
+        fanout,
         io,
         reload,
         server_stop,
@@ -322,7 +338,7 @@ impl Running {
         self.alerts.stop(limit).await;
         // Pending batches are flushed, slow sockets get one last drain.
         self.delivery.stop(limit).await;
-        self.rt.fanout.drain();
+        self.fanout.drain();
         self.rt.shutdown.cancel();
         // io.close() waits for every transport; a client that stopped reading would hold it forever.
         bounded("socket.io", limit, self.io.close()).await;
@@ -356,7 +372,7 @@ async fn reload_loop(
             _ = requests.notified() => {}
         }
         systemd::notify(&[sd_notify::NotifyState::Reloading]);
-        match cx.reloader.reload(&config, &cx.rt.hub, &cx.rt.fanout) {
+        match cx.reloader.reload(&config, &cx.rt.hub, &cx.fanout) {
             Ok(applied) => {
                 // New thresholds apply to running state; open alerts stay open.
                 if let Err(e) = cx.rt.alerts.reload(&applied.registry).await {

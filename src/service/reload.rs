@@ -13,7 +13,7 @@ use crate::core::health::ReloadLog;
 use crate::core::registry::Registry;
 use crate::core::rooms;
 use crate::decode::Subscription;
-use crate::delivery::{to_json, Fanout};
+use crate::delivery::{to_json, Fanout, Payload};
 use crate::ingest::MqttConfig;
 use crate::pipeline::hub::Hub;
 
@@ -157,11 +157,11 @@ fn evict_removed(old: &Registry, new: &Registry, fanout: &Fanout) {
 }
 
 fn evict(fanout: &Fanout, room: String, entity: &'static str, id: &str) {
-    let json = to_json(&serde_json::json!({
+    let json = Payload::Event(to_json(&serde_json::json!({
         "entity": entity,
         "entityId": id,
         "message": "Removed from the registry",
-    }));
+    })));
     let n = fanout.evict_room(room, &json);
     if n > 0 {
         tracing::info!(

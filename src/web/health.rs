@@ -91,7 +91,7 @@ async fn health(State(app): State<WebState>) -> Response {
             "socketio": {
                 "status": "ok",
                 "connections": app.rt.connections(),
-                "slowSockets": app.rt.fanout.slow_sockets(),
+                "slowSockets": app.rt.slow.count(),
             },
             "registry": { "orgs": orgs, "sites": sites, "units": units, "sensors": sensors },
             "reload": app.reload.status(),

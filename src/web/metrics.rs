@@ -168,13 +168,13 @@ pub fn render(app: &WebState) -> String {
     out.single(
         "sensorcast_sockets_slow",
         "gauge",
-        "Sockets whose outgoing queue is full right now.",
-        app.rt.fanout.slow_sockets() as f64,
+        "Sockets that cannot keep up right now (served one by one, not by broadcast).",
+        app.rt.slow.count() as f64,
     );
     out.single(
         "sensorcast_sockets_marked_slow_total",
         "counter",
-        "Times a socket's queue was found full and the socket was marked slow.",
+        "Times a socket was found unable to keep up (congested connection or full queue).",
         stats.slow_sockets_marked as f64,
     );
     out.single(
@@ -259,7 +259,7 @@ fn alerts(out: &mut Exposition, app: &WebState) {
 /// Sum of every connected socket's subscriptions: one pass over the sockets at scrape time,
 /// nothing on the subscribe path.
 fn subscriptions(app: &WebState) -> usize {
-    let Some(ns) = app.rt.fanout.namespace() else {
+    let Some(ns) = app.fanout.namespace() else {
         return 0;
     };
     ns.sockets()

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::core::health::{MqttHealth, ReloadLog};
+use crate::delivery::Fanout;
 use crate::realtime::Realtime;
 
 #[derive(Clone)]
@@ -12,6 +13,8 @@ pub struct WebState(Arc<Inner>);
 
 pub struct Inner {
     pub rt: Realtime,
+    /// The sockets themselves (counts per organization, subscriptions).
+    pub fanout: Fanout,
     pub mqtt: Arc<MqttHealth>,
     pub reload: Arc<ReloadLog>,
     pub started: Instant,
@@ -29,12 +32,14 @@ impl std::ops::Deref for WebState {
 impl WebState {
     pub fn new(
         rt: Realtime,
+        fanout: Fanout,
         mqtt: Arc<MqttHealth>,
         reload: Arc<ReloadLog>,
         stale_after: Duration,
     ) -> Self {
         WebState(Arc::new(Inner {
             rt,
+            fanout,
             mqtt,
             reload,
             started: Instant::now(),

@@ -124,7 +124,6 @@ pub fn gather(
         .collect();
     alerts.sort_by_key(|a| std::cmp::Reverse(a.triggered_at));
     let sockets = app
-        .rt
         .fanout
         .namespace()
         .map(|ns| ns.sockets())
@@ -156,7 +155,7 @@ pub fn gather(
         sockets: Sockets {
             connected: app.rt.connections(),
             of_org,
-            slow: app.rt.fanout.slow_sockets(),
+            slow: app.rt.slow.count(),
         },
     }
 }

@@ -25,14 +25,13 @@ use crate::auth::{self, AuthMode, Authenticator};
 use crate::config::Config;
 use crate::core::health::{MqttHealth, ReloadLog};
 use crate::core::registry::Registry;
-use crate::decode::Subscription;
 use crate::delivery::{Batcher, Congestion, Fanout, SlowPolicy, SlowSockets};
 use crate::ingest;
 use crate::pipeline::hub::{HistoryLimits, Hub};
 use crate::pipeline::Pipeline;
 use crate::realtime::{self, transport, Realtime};
 use crate::web::{self, WebState};
-use reload::{LogLevelSetter, Reloader};
+use reload::{LogLevelSetter, ReloadContext, Reloader};
 use stage::{bounded, Stage};
 
 /// The sockets the service serves on, bound by the caller (main, or a test on port 0).
@@ -106,7 +105,7 @@ pub async fn run_with(
     let parts = build(&config, registry)?;
     let running = start(&config, parts, listeners, control.log_level.take())?;
     let reloads = running.side.token();
-    running.side.spawn(reload_loop(
+    running.side.spawn(reload::run(
         config.clone(),
         running.reload.clone(),
         control.reload.clone(),
@@ -162,15 +161,6 @@ struct Running {
     server_stop: CancellationToken,
     server: JoinHandle<std::io::Result<()>>,
     metrics: Option<JoinHandle<()>>,
-}
-
-/// What the reload loop works on.
-struct ReloadContext {
-    reloader: Reloader,
-    rt: Realtime,
-    fanout: Fanout,
-    mqtt: Arc<MqttHealth>,
-    subscriptions: tokio::sync::watch::Sender<Arc<[Subscription]>>,
 }
 
 fn start(
@@ -356,42 +346,6 @@ impl Running {
         }
         info!("shutdown complete");
         Ok(())
-    }
-}
-
-/// Waits for reload requests and applies them (see [`reload`]).
-async fn reload_loop(
-    mut config: Config,
-    cx: Arc<ReloadContext>,
-    requests: Arc<tokio::sync::Notify>,
-    stop: CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = requests.notified() => {}
-        }
-        systemd::notify(&[sd_notify::NotifyState::Reloading]);
-        match cx.reloader.reload(&config, &cx.rt.hub, &cx.fanout) {
-            Ok(applied) => {
-                // New thresholds apply to running state; open alerts stay open.
-                if let Err(e) = cx.rt.alerts.reload(&applied.registry).await {
-                    error!(error = %e, "alert rules of the new registry refused; previous rules stay");
-                }
-                if let Some(subs) = applied.subscriptions {
-                    cx.subscriptions.send_replace(subs);
-                }
-                config = applied.config;
-            }
-            Err(e) => {
-                error!(error = %e, "reload rejected; the previous config and registry stay in force")
-            }
-        }
-        let status = systemd::status_line(&cx.mqtt, cx.rt.connections(), 0);
-        systemd::notify(&[
-            sd_notify::NotifyState::Ready,
-            sd_notify::NotifyState::Status(&status),
-        ]);
     }
 }
 

@@ -7,8 +7,12 @@
 //! value, and each section that changed outside those keys is named in a warning.
 
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tracing::error;
 
+use super::systemd;
 use crate::config::Config;
+use crate::core::health::MqttHealth;
 use crate::core::health::ReloadLog;
 use crate::core::registry::Registry;
 use crate::core::rooms;
@@ -16,6 +20,7 @@ use crate::decode::Subscription;
 use crate::delivery::{to_json, Fanout, Payload};
 use crate::ingest::MqttConfig;
 use crate::pipeline::hub::Hub;
+use crate::realtime::Realtime;
 
 /// A setter for the log filter, provided by main (tests have none).
 pub type LogLevelSetter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
@@ -90,6 +95,51 @@ impl Reloader {
             registry,
             config: new,
         }
+    }
+}
+
+/// What the reload loop works on.
+pub struct ReloadContext {
+    pub reloader: Reloader,
+    pub rt: Realtime,
+    pub fanout: Fanout,
+    pub mqtt: Arc<MqttHealth>,
+    pub subscriptions: tokio::sync::watch::Sender<Arc<[Subscription]>>,
+}
+
+/// Waits for reload requests and applies them.
+pub async fn run(
+    mut config: Config,
+    cx: Arc<ReloadContext>,
+    requests: Arc<tokio::sync::Notify>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = requests.notified() => {}
+        }
+        systemd::notify(&[sd_notify::NotifyState::Reloading]);
+        match cx.reloader.reload(&config, &cx.rt.hub, &cx.fanout) {
+            Ok(applied) => {
+                // New thresholds apply to running state; open alerts stay open.
+                if let Err(e) = cx.rt.alerts.reload(&applied.registry).await {
+                    error!(error = %e, "alert rules of the new registry refused; previous rules stay");
+                }
+                if let Some(subs) = applied.subscriptions {
+                    cx.subscriptions.send_replace(subs);
+                }
+                config = applied.config;
+            }
+            Err(e) => {
+                error!(error = %e, "reload rejected; the previous config and registry stay in force")
+            }
+        }
+        let status = systemd::status_line(&cx.mqtt, cx.rt.connections(), 0);
+        systemd::notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&status),
+        ]);
     }
 }
 
@@ -170,5 +220,61 @@ fn evict(fanout: &Fanout, room: String, entity: &'static str, id: &str) {
             sockets = n,
             "subscribers of a removed entity told and unsubscribed"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const BASE: &str = r#"
+[registry]
+file = "registry.toml"
+[log]
+level = "info"
+[[mqtt.subscriptions]]
+topic = "sensors/+"
+format = "json"
+"#;
+
+    fn config(extra: &str) -> Config {
+        Config::parse(&format!("{BASE}{extra}"), Path::new("sensorcast.toml")).unwrap()
+    }
+
+    /// Every key outside the registry, `log.level` and `mqtt.subscriptions` is compared by
+    /// value, so a change to any of them (here `[limits]`, which used to vanish silently) is
+    /// named as needing a restart, and a change to the reloadable ones is not.
+    #[test]
+    fn every_section_but_the_reloadable_keys_needs_a_restart() {
+        let base = config("");
+        assert!(restart_only_changes(&base, &config("")).is_empty());
+        let cases = [
+            ("[limits]\nevent_rate = 5.0\n", "limits"),
+            ("[http]\nshutdown_timeout = \"3s\"\n", "http"),
+            ("[mqtt]\nkeep_alive = \"10s\"\n", "mqtt"),
+            ("[realtime]\nhistory_readings = 5\n", "realtime"),
+            ("[alerts]\nbattery_low = 10.0\n", "alerts"),
+            ("[metrics]\nenabled = false\n", "metrics"),
+            ("[status]\nstale_after = \"1m\"\n", "status"),
+            ("[auth]\nleeway = \"5s\"\n", "auth"),
+            ("[state]\ndir = \"/tmp/x\"\n", "state"),
+        ];
+        for (extra, section) in cases {
+            assert_eq!(
+                restart_only_changes(&base, &config(extra)),
+                [section],
+                "{extra}"
+            );
+        }
+        let reloadable = Config::parse(
+            &BASE
+                .replace("level = \"info\"", "level = \"debug\"")
+                .replace("sensors/+", "sensors/#"),
+            Path::new("sensorcast.toml"),
+        )
+        .unwrap();
+        assert_ne!(reloadable.mqtt.subscriptions, base.mqtt.subscriptions);
+        assert!(restart_only_changes(&base, &reloadable).is_empty());
     }
 }

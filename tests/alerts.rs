@@ -294,14 +294,14 @@ async fn webhooks_receive_alert_events_and_health_counts_them() {
     assert_eq!(triggered["data"]["organizationId"], "o1");
 
     // The receiver hands a body over before the sender has read the 204 and counted it.
-    let mut health = Value::Null;
-    for _ in 0..100 {
-        health = service.get("/health", None).await.1;
-        if health["alerts"]["webhooks"]["delivered"] == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (_, health) = service
+        .get_until(
+            "/health",
+            None,
+            "both webhook deliveries counted",
+            |_, h| h["alerts"]["webhooks"]["delivered"] == 2,
+        )
+        .await;
     let alerts = &health["alerts"];
     assert_eq!(alerts["status"], "ok", "{alerts}");
     assert_eq!(alerts["open"]["total"], 1);

@@ -343,26 +343,28 @@ async fn health_follows_the_broker_and_counts_sockets() {
         (200, &json!(true), &json!(2))
     );
     c.close().await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        service.get("/health/realtime", None).await.1["websocket"]["connections"],
-        1
-    );
+    service
+        .get_until(
+            "/health/realtime",
+            None,
+            "the closed socket to leave the count",
+            |_, rt| rt["websocket"]["connections"] == 1,
+        )
+        .await;
     let (code, h) = service.get("/health", None).await;
     assert_eq!((code, &h["status"]), (200, &json!("ok")));
     assert_eq!(h["checks"]["mqtt"]["connected"], true);
     assert!(h["uptimeSeconds"].is_u64() && h["version"].is_string());
 
     broker.stop().await;
-    let mut down = (0, Value::Null);
-    for _ in 0..50 {
-        down = service.get("/health/ready", None).await;
-        if down.0 == 503 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(down.0, 503, "{down:?}");
+    let down = service
+        .get_until(
+            "/health/ready",
+            None,
+            "not ready once the broker is gone",
+            |code, _| code == 503,
+        )
+        .await;
     assert_eq!(down.1["ready"], false);
     assert!(
         down.1["reason"].as_str().unwrap().contains("mqtt"),

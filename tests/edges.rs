@@ -7,6 +7,7 @@ mod common;
 use common::broker::Broker;
 use common::jsclient::JsDriver;
 use common::service::{config_text, Service};
+use common::wait::{check, eventually, WAIT};
 use serde_json::json;
 use std::path::Path;
 use std::process::Command;
@@ -112,14 +113,17 @@ async fn mqtts_with_a_client_certificate() {
         ),
     );
     let service = Service::start_config(&config, false).await;
-    for _ in 0..100 {
-        if service.get("/health/ready", None).await.0 == 200 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let (code, health) = service.get("/health", None).await;
-    assert_eq!(code, 200, "{health}\nbroker log:\n{}", broker.log());
+    // Two TLS handshakes (the service's and mosquitto_pub's) with fresh RSA keys: slower than a
+    // plain start on a busy machine, hence the longer wait.
+    eventually(2 * WAIT, "ready over mqtts", || async {
+        let (code, health) = service.get("/health", None).await;
+        let ready = service.get("/health/ready", None).await.0 == 200;
+        check(
+            ready && code == 200,
+            format!("{code} {health}\nbroker log:\n{}", broker.log()),
+        )
+    })
+    .await;
     let driver = JsDriver::spawn().await;
     let c = driver
         .connect(&service.url(), Some(common::service::auth("o1", "viewer")))

@@ -8,6 +8,7 @@ mod common;
 use common::broker::{Broker, Publisher};
 use common::jsclient::{JsClient, JsDriver};
 use common::service::{auth, http_get_raw, token, ttn_uplink, RawResponse, Service};
+use common::wait::{eventually, WAIT};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -185,15 +186,15 @@ async fn status_page_takes_a_token_once_and_escapes_what_sensors_send() {
             1,
         )
         .await;
-    let mut body = String::new();
-    for _ in 0..50 {
-        body = page(&service, "/", &[("Cookie", &jar)]).await.body;
+    let body = eventually(WAIT, "the status page to show both readings", || async {
+        let body = page(&service, "/", &[("Cookie", &jar)]).await.body;
         if body.contains("-18.25 °C") && body.contains("alert(") {
-            break;
+            Ok(body)
+        } else {
+            Err(body)
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(body.contains("-18.25 °C"), "{body}");
+    })
+    .await;
     assert!(body.contains("AC1F09FFFE01454E"));
     assert!(body.contains("connected, subscribed"));
     assert!(

@@ -8,6 +8,7 @@ use common::jsclient::{JsClient, JsDriver};
 use common::service::{
     auth, binary, config_text, http_get, repo_path, write_config_dir, Binary, Service,
 };
+use common::wait::{eventually, WAIT};
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -99,20 +100,20 @@ async fn resubscribes_when_the_broker_lost_the_session() {
     broker.stop().await;
     broker.restart().await;
     let publisher = Publisher::connect(&broker).await;
-    let mut arrived = None;
-    for i in 0..100 {
-        publisher
-            .publish("sensors/probe-1", format!(r#"{{"temperature": {i}}}"#), 1)
-            .await;
-        if let Some(r) = c
-            .next_event_timeout("sensor:reading", Duration::from_millis(100))
-            .await
-        {
-            arrived = Some(r);
-            break;
-        }
-    }
-    let r = arrived.expect("a reading arrives after the broker lost the session");
+    // Published again and again: until sensorcast has subscribed anew, the broker drops them.
+    let r = eventually(
+        WAIT,
+        "a reading after the broker lost the session",
+        || async {
+            publisher
+                .publish("sensors/probe-1", r#"{"temperature": 4}"#, 1)
+                .await;
+            c.next_event_timeout("sensor:reading", Duration::from_millis(100))
+                .await
+                .ok_or_else(|| "no reading".to_string())
+        },
+    )
+    .await;
     assert_eq!(r[0]["unitId"], "u1");
     service.stop().await;
 }

@@ -8,6 +8,7 @@ use common::broker::{Broker, Publisher};
 use common::jsclient::{JsClient, JsDriver};
 use common::rawws::RawSocket;
 use common::service::{auth, config_text, token, Service};
+use common::wait::{check, eventually, WAIT};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -65,11 +66,22 @@ async fn resume_replays_what_was_missed_then_continues_live() {
             publisher
                 .publish_nowait("sensors/probe-1", reading(i), 0)
                 .await;
+            // Not a wait: paces the publisher so that readings keep arriving all through the
+            // reconnect and resubscribe below, rather than all before it.
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         publisher
     });
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Readings the dashboard misses while it is away, so the resume has a gap to fill.
+    let admin = token(json!({ "org_id": "o1", "role": "admin" }));
+    service
+        .get_until(
+            "/api/stats",
+            Some(&admin),
+            "readings emitted while away",
+            |_, stats| stats["emitted"].as_u64().unwrap_or(0) >= 5 + 20,
+        )
+        .await;
     c.reconnect().await;
     c.wait_connect().await.expect("reconnect");
     let since = json!({ "unitId": "u1", "since": { "epoch": epoch, "seq": 5 } });
@@ -100,13 +112,11 @@ async fn resume_reports_a_gap_it_cannot_fill() {
     let c = client(&driver, &service, auth("o1", "viewer")).await;
     let epoch = c.next_event("connection:ack").await[0]["epoch"].clone();
     // Wait until the tenth reading is in (published QoS 1, so it is on its way).
-    for _ in 0..50 {
-        let l = c.emit_ack("get:latest", vec![json!("u1")]).await.remove(0);
-        if l["seq"] == 10 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(WAIT, "get:latest to return the tenth reading", || async {
+        let latest = c.emit_ack("get:latest", vec![json!("u1")]).await.remove(0);
+        check(latest["seq"] == 10, latest)
+    })
+    .await;
     let old = json!({ "unitId": "u1", "since": { "epoch": epoch, "seq": 2 } });
     let ack = c.emit_ack("subscribe:unit", vec![old]).await.remove(0);
     assert_eq!(
@@ -179,6 +189,7 @@ async fn a_stalled_client_costs_the_others_nothing_and_is_cut_off() {
                 .publish_nowait("sensors/probe-2", reading(i * 10 + j), 0)
                 .await;
         }
+        // Not a wait: the publishing rate under test (100 readings/s for u1, 1000/s for u2).
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let mut latencies = Vec::new();
@@ -203,17 +214,16 @@ async fn a_stalled_client_costs_the_others_nothing_and_is_cut_off() {
     );
 
     let admin = token(json!({ "org_id": "o1", "role": "admin" }));
-    let mut cut = false;
-    for _ in 0..100 {
+    eventually(WAIT, "the stalled socket to be disconnected", || async {
         let (_, rt) = service.get("/health/realtime", None).await;
-        if rt["websocket"]["connections"] == 100 {
-            cut = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        let (_, stats) = service.get("/api/stats", Some(&admin)).await;
+        check(
+            rt["websocket"]["connections"] == 100,
+            format!("realtime {rt}; stats {stats}"),
+        )
+    })
+    .await;
     let (_, stats) = service.get("/api/stats", Some(&admin)).await;
-    assert!(cut, "the stalled socket is disconnected; stats {stats}");
     assert!(stats["slowSocketsMarked"].as_u64().unwrap() >= 1, "{stats}");
     assert!(
         stats["deliveriesDropped"]["coalesced"]
@@ -333,9 +343,16 @@ async fn limits_refuse_with_clear_messages() {
         limited >= 10,
         "most of a 20-event burst over a 5/s bucket is refused: {limited}"
     );
-    // Leaving frees the slot for another subscription.
+    // Leaving frees the slot for another subscription (b and d stay).
     a.close().await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    service
+        .get_until(
+            "/health/realtime",
+            None,
+            "the closed socket to be gone",
+            |_, rt| rt["websocket"]["connections"] == 2,
+        )
+        .await;
     let again = driver
         .connect(
             &service.url(),
@@ -441,19 +458,14 @@ async fn clients_hanging_up_mid_handshake_give_their_slots_back() {
         drop(raw);
     }
     // Every one of them is gone: the server holds no slot for this user or anybody.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (code, stats) = service.get("/health/realtime", None).await;
-        assert_eq!(code, 200);
-        if stats["websocket"]["connections"] == 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "connection slots still held after every client hung up: {stats}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    service
+        .get_until(
+            "/health/realtime",
+            None,
+            "every connection slot back after the clients hung up",
+            |code, rt| code == 200 && rt["websocket"]["connections"] == 0,
+        )
+        .await;
     let driver = JsDriver::spawn().await;
     let a = client(&driver, &service, same.clone()).await;
     let b = client(&driver, &service, same).await;

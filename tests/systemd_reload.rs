@@ -6,7 +6,8 @@ mod common;
 
 use common::broker::Broker;
 use common::jsclient::{JsClient, JsDriver};
-use common::service::{auth, config_text, http_get, Binary, REGISTRY};
+use common::service::{auth, config_text, get_until, http_get, token, Binary, REGISTRY};
+use common::wait::{eventually, WAIT};
 use serde_json::json;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
@@ -144,21 +145,17 @@ async fn sighup_reloads_registry_and_subscriptions() {
         (r["unitId"].as_str(), r["deviceId"].as_str()),
         (Some("u1"), Some("probe-9"))
     );
-    // The new subscription is live (poll: the SUBSCRIBE goes out right after the reload).
-    let mut arrived = false;
-    for _ in 0..50 {
+    // The new subscription is live (poll: the SUBSCRIBE goes out right after the reload, and
+    // until the broker has it, what is published on the new topic goes nowhere).
+    eventually(WAIT, "a reading on the newly subscribed topic", || async {
         broker
             .publish("more/probe-1", r#"{"temperature": 5.5}"#, 1)
             .await;
-        if c.next_event_timeout("sensor:reading", Duration::from_millis(100))
+        c.next_event_timeout("sensor:reading", Duration::from_millis(100))
             .await
-            .is_some()
-        {
-            arrived = true;
-            break;
-        }
-    }
-    assert!(arrived, "a reading on the newly subscribed topic arrives");
+            .ok_or_else(|| "no reading".to_string())
+    })
+    .await;
     let (_, health) = http_get(bin.addr, "/health", None).await;
     assert_eq!(health["checks"]["reload"]["ok"], true, "{health}");
 
@@ -174,15 +171,21 @@ async fn sighup_reloads_registry_and_subscriptions() {
         .as_str()
         .unwrap()
         .contains("nowhere"));
-    while c
-        .next_event_timeout("sensor:reading", Duration::from_millis(200))
-        .await
-        .is_some()
-    {}
     broker
         .publish("sensors/probe-9", r#"{"temperature": 6.5}"#, 1)
         .await;
-    assert_eq!(c.next_event("sensor:reading").await[0]["temperature"], 6.5);
+    // Readings of the polling above may still be on their way: all 5.5, then ours.
+    loop {
+        let r = c.next_event("sensor:reading").await.remove(0);
+        if r["temperature"] == 6.5 {
+            assert_eq!(r["deviceId"], "probe-9");
+            break;
+        }
+        assert_eq!(
+            r["temperature"], 5.5,
+            "only the polling's readings come first: {r}"
+        );
+    }
     let (_, rt) = http_get(bin.addr, "/health/realtime", None).await;
     assert_eq!(
         rt["websocket"]["connections"], 1,
@@ -250,17 +253,17 @@ async fn binary_with_owner_on(units: &[&str]) -> (Broker, String, Binary, JsDriv
     (broker, config, bin, driver, c)
 }
 
-/// `/health` once it reports a refused reload (or after 5 s, for the caller's assertion).
+/// `/health` once it reports a refused reload; fails with the last answer if it never does.
 async fn health_once_reload_refused(bin: &Binary) -> serde_json::Value {
-    let mut health = serde_json::Value::Null;
-    for _ in 0..50 {
-        health = http_get(bin.addr, "/health", None).await.1;
-        if health["checks"]["reload"]["ok"] == false {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    health
+    get_until(
+        bin.addr,
+        "/health",
+        None,
+        "/health to report the refused reload",
+        |_, h| h["checks"]["reload"]["ok"] == false,
+    )
+    .await
+    .1
 }
 
 /// A second SIGTERM exits at once, even while the graceful shutdown is still waiting (here for
@@ -292,16 +295,29 @@ async fn a_second_signal_exits_at_once() {
     publisher
         .publish("sensors/probe-1", r#"{"temperature": 1}"#, 1)
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let admin = token(json!({ "org_id": "o1", "role": "admin" }));
+    get_until(
+        bin.addr,
+        "/api/stats",
+        Some(&admin),
+        "the silent client marked slow",
+        |_, s| s["slowSocketsMarked"].as_u64().unwrap_or(0) >= 1,
+    )
+    .await;
     bin.signal("TERM");
     // Signals that arrive before the first is handled are coalesced: wait until shutdown began.
-    for _ in 0..100 {
-        if http_get(bin.addr, "/health/ready", None).await.0 != 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    get_until(
+        bin.addr,
+        "/health/ready",
+        None,
+        "the shutdown to begin",
+        |code, _| code != 200,
+    )
+    .await;
+    assert!(
+        bin.child.try_wait().unwrap().is_none(),
+        "the graceful shutdown is still waiting when the second signal comes"
+    );
     let started = Instant::now();
     bin.signal("TERM");
     let status = match tokio::time::timeout(Duration::from_secs(5), bin.child.wait()).await {

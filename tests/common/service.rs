@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use super::broker::Broker;
+use super::wait::{eventually, WAIT};
 
 pub const SECRET: &str = "integration-test-secret-0123456789";
 
@@ -158,6 +159,17 @@ impl Service {
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
         http_get(self.addr, path, token).await
+    }
+
+    /// [`get_until`] on this service.
+    pub async fn get_until(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        what: &str,
+        done: impl Fn(u16, &Value) -> bool,
+    ) -> (u16, Value) {
+        get_until(self.addr, path, token, what, done).await
     }
 
     /// Cancels and waits for `run` to return, bounded.
@@ -360,14 +372,38 @@ pub async fn http_get_raw(addr: SocketAddr, path: &str, headers: &[(&str, &str)]
     }
 }
 
-/// Polls `/health/ready` at `addr` until it answers 200; panics after `limit`.
+/// Polls `/health/ready` at `addr` until it answers 200; fails after `limit` with the last
+/// answer (`/health` says why it is not ready).
 pub async fn wait_ready(addr: SocketAddr, limit: Duration) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if http_get(addr, "/health/ready", None).await.0 == 200 {
-            return;
+    eventually(
+        limit,
+        &format!("sensorcast at {addr} to be ready"),
+        || async {
+            match http_get(addr, "/health/ready", None).await {
+                (200, _) => Ok(()),
+                (code, body) => Err(format!("{code} {body}")),
+            }
+        },
+    )
+    .await
+}
+
+/// GETs `path` until `done(status, body)` holds (for up to [`WAIT`]) and returns that answer;
+/// fails naming `what` with the last answer.
+pub async fn get_until(
+    addr: SocketAddr,
+    path: &str,
+    bearer: Option<&str>,
+    what: &str,
+    done: impl Fn(u16, &Value) -> bool,
+) -> (u16, Value) {
+    eventually(WAIT, what, || async {
+        let (code, body) = http_get(addr, path, bearer).await;
+        if done(code, &body) {
+            Ok((code, body))
+        } else {
+            Err(format!("GET {path}: {code} {body}"))
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("sensorcast at {addr} not ready after {limit:?}");
+    })
+    .await
 }

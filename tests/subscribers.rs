@@ -5,22 +5,13 @@
 mod common;
 
 use common::broker::{Broker, Publisher};
-use common::jsclient::{JsClient, JsDriver};
+use common::config::TestConfig;
+use common::jsclient::JsDriver;
 use common::rawws::RawSocket;
-use common::service::{auth, config_text, token, Service};
+use common::service::{auth, connected, token, Service};
 use common::wait::{check, eventually, WAIT};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::time::Duration;
-
-async fn service_with(broker: &Broker, extra: &str) -> Service {
-    Service::start_config(&format!("{}\n{extra}", config_text(&broker.url())), true).await
-}
-
-async fn client(driver: &JsDriver, service: &Service, auth: Value) -> JsClient {
-    let c = driver.connect(&service.url(), Some(auth)).await;
-    c.wait_connect().await.expect("connect");
-    c
-}
 
 /// A json reading; the temperature is `i % 100` (within the physical range).
 fn reading(i: u64) -> String {
@@ -44,9 +35,9 @@ fn chrono_now_ms() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_replays_what_was_missed_then_continues_live() {
     let broker = Broker::start().await;
-    let service = Service::start(&broker).await;
+    let service = Service::start(&TestConfig::new(&broker)).await;
     let driver = JsDriver::spawn().await;
-    let c = client(&driver, &service, auth("o1", "viewer")).await;
+    let c = connected(&driver, &service, auth("o1", "viewer")).await;
     let ack = c
         .emit_ack("subscribe:unit", vec![json!("u1")])
         .await
@@ -103,13 +94,13 @@ async fn resume_replays_what_was_missed_then_continues_live() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_reports_a_gap_it_cannot_fill() {
     let broker = Broker::start().await;
-    let service = service_with(&broker, "[realtime]\nhistory_readings = 3\n").await;
+    let service = Service::start(&TestConfig::new(&broker).realtime("history_readings", 3)).await;
     let driver = JsDriver::spawn().await;
     let publisher = Publisher::connect(&broker).await;
     for i in 1..=10 {
         publisher.publish("sensors/probe-1", reading(i), 1).await;
     }
-    let c = client(&driver, &service, auth("o1", "viewer")).await;
+    let c = connected(&driver, &service, auth("o1", "viewer")).await;
     let epoch = c.next_event("connection:ack").await[0]["epoch"].clone();
     // Wait until the tenth reading is in (published QoS 1, so it is on its way).
     eventually(WAIT, "get:latest to return the tenth reading", || async {
@@ -152,15 +143,16 @@ async fn resume_reports_a_gap_it_cannot_fill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_client_costs_the_others_nothing_and_is_cut_off() {
     let broker = Broker::start().await;
-    let extra = "[realtime]\nstall_timeout = \"2s\"\ndrain_interval = \"50ms\"\n";
-    let config =
-        config_text(&broker.url()).replace("[state]", "[limits]\nsocket_buffer = 64\n[state]");
-    let service = Service::start_config(&format!("{config}\n{extra}"), true).await;
+    let config = TestConfig::new(&broker)
+        .realtime("stall_timeout", "2s")
+        .realtime("drain_interval", "50ms")
+        .limit("socket_buffer", 64);
+    let service = Service::start(&config).await;
     let driver = JsDriver::spawn().await;
     let mut healthy = Vec::new();
     for i in 0..100 {
         let a = json!({ "token": token(json!({ "org_id": "o1", "sub": format!("dash-{i}") })) });
-        let c = client(&driver, &service, a).await;
+        let c = connected(&driver, &service, a).await;
         assert_eq!(
             c.emit_ack("subscribe:unit", vec![json!("u1")]).await[0]["ok"],
             true
@@ -251,9 +243,9 @@ fn chrono_parse_ms(rfc3339: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_from_one_client_never_affects_another() {
     let broker = Broker::start().await;
-    let service = Service::start(&broker).await;
+    let service = Service::start(&TestConfig::new(&broker)).await;
     let driver = JsDriver::spawn().await;
-    let good = client(&driver, &service, auth("o1", "viewer")).await;
+    let good = connected(&driver, &service, auth("o1", "viewer")).await;
     assert_eq!(
         good.emit_ack("subscribe:unit", vec![json!("u1")]).await[0]["ok"],
         true
@@ -295,19 +287,23 @@ async fn garbage_from_one_client_never_affects_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_refuse_with_clear_messages() {
     let broker = Broker::start().await;
-    let limits = "[limits]\nmax_connections = 3\nmax_connections_per_subject = 2\nmax_subscriptions_per_socket = 2\nevent_rate = 5.0\nevent_burst = 5.0\n";
-    let config = config_text(&broker.url()).replace("[state]", &format!("{limits}[state]"));
-    let service = Service::start_config(&config, true).await;
+    let config = TestConfig::new(&broker)
+        .limit("max_connections", 3)
+        .limit("max_connections_per_subject", 2)
+        .limit("max_subscriptions_per_socket", 2)
+        .limit("event_rate", 5.0)
+        .limit("event_burst", 5.0);
+    let service = Service::start(&config).await;
     let driver = JsDriver::spawn().await;
     let same = json!({ "token": token(json!({ "org_id": "o1", "sub": "same-user" })) });
-    let a = client(&driver, &service, same.clone()).await;
-    let _b = client(&driver, &service, same.clone()).await;
+    let a = connected(&driver, &service, same.clone()).await;
+    let _b = connected(&driver, &service, same.clone()).await;
     let c = driver.connect(&service.url(), Some(same)).await;
     assert_eq!(
         c.wait_connect().await,
         Err("Too many connections for this user".to_string())
     );
-    let _d = client(&driver, &service, auth("o1", "viewer")).await;
+    let _d = connected(&driver, &service, auth("o1", "viewer")).await;
     let e = driver
         .connect(&service.url(), Some(auth("o1", "viewer")))
         .await;
@@ -371,13 +367,10 @@ async fn limits_refuse_with_clear_messages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_per_unit_and_flushes_on_shutdown() {
     let broker = Broker::start().await;
-    let service = service_with(
-        &broker,
-        "[realtime]\nbatch = true\nbatch_interval = \"300ms\"\n",
-    )
-    .await;
+    let batching = TestConfig::new(&broker).realtime("batch", true);
+    let service = Service::start(&batching.clone().realtime("batch_interval", "300ms")).await;
     let driver = JsDriver::spawn().await;
-    let c = client(&driver, &service, auth("o1", "viewer")).await;
+    let c = connected(&driver, &service, auth("o1", "viewer")).await;
     assert_eq!(
         c.emit_ack("subscribe:unit", vec![json!("u1")]).await[0]["ok"],
         true
@@ -417,12 +410,8 @@ async fn batches_per_unit_and_flushes_on_shutdown() {
     );
     service.stop().await;
 
-    let service = service_with(
-        &broker,
-        "[realtime]\nbatch = true\nbatch_interval = \"1h\"\n",
-    )
-    .await;
-    let c = client(&driver, &service, auth("o1", "viewer")).await;
+    let service = Service::start(&batching.realtime("batch_interval", "1h")).await;
+    let c = connected(&driver, &service, auth("o1", "viewer")).await;
     assert_eq!(
         c.emit_ack("subscribe:unit", vec![json!("u1")]).await[0]["ok"],
         true
@@ -448,9 +437,10 @@ async fn batches_per_unit_and_flushes_on_shutdown() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_hanging_up_mid_handshake_give_their_slots_back() {
     let broker = Broker::start().await;
-    let limits = "[limits]\nmax_connections = 5\nmax_connections_per_subject = 2\n";
-    let config = config_text(&broker.url()).replace("[state]", &format!("{limits}[state]"));
-    let service = Service::start_config(&config, true).await;
+    let config = TestConfig::new(&broker)
+        .limit("max_connections", 5)
+        .limit("max_connections_per_subject", 2);
+    let service = Service::start(&config).await;
     let same = json!({ "token": token(json!({ "org_id": "o1", "sub": "flaky-user" })) });
     for _ in 0..30 {
         let mut raw = RawSocket::open(service.addr, None).await;
@@ -467,8 +457,8 @@ async fn clients_hanging_up_mid_handshake_give_their_slots_back() {
         )
         .await;
     let driver = JsDriver::spawn().await;
-    let a = client(&driver, &service, same.clone()).await;
-    let b = client(&driver, &service, same).await;
+    let a = connected(&driver, &service, same.clone()).await;
+    let b = connected(&driver, &service, same).await;
     assert_eq!(
         a.emit_ack("ping", vec![]).await.len() + b.emit_ack("ping", vec![]).await.len(),
         2

@@ -1,9 +1,12 @@
-//! Helpers shared by the integration tests: real peers for sensorcast to talk to.
-//! `broker` runs a private mosquitto per test; `jsclient` drives the official Socket.io client;
-//! `wait` is how every test waits for a condition.
+//! Helpers shared by the integration tests: real peers for sensorcast to talk to, and one way
+//! to start it. `broker` runs a private mosquitto per test; `jsclient` drives the official
+//! Socket.io client (`rawws` a raw websocket); `config` builds the files sensorcast runs on and
+//! `service` starts it on them; `http` asks its endpoints; `wait` is how every test waits.
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod config;
+pub mod http;
 pub mod jsclient;
 pub mod rawws;
 pub mod service;

@@ -6,6 +6,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod fixtures;
 pub mod http;
 pub mod jsclient;
 pub mod rawws;

@@ -10,7 +10,7 @@ mod common;
 use common::broker::{Broker, Publisher};
 use common::config::TestConfig;
 use common::jsclient::JsDriver;
-use common::service::{auth, check_config, connected, token, Service};
+use common::service::{auth, check_config, connected, subscribed, token, Service};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -51,9 +51,7 @@ async fn an_excursion_reaches_the_whole_org_within_a_second_and_no_one_else() {
     let service = Service::start(&config).await;
     let driver = JsDriver::spawn().await;
 
-    let unit = connected(&driver, &service, auth("o1", "viewer")).await;
-    let ack = unit.emit_ack("subscribe:unit", vec![json!("u1")]).await;
-    assert_eq!(ack[0]["ok"], true);
+    let unit = subscribed(&driver, &service, auth("o1", "viewer"), &["u1"]).await;
     let org = connected(&driver, &service, auth("o1", "viewer")).await;
     let same_site = connected(&driver, &service, site_limited("o1", "staff", &["s1"])).await;
     let other_site = connected(&driver, &service, site_limited("o1", "owner", &["s2"])).await;
@@ -246,9 +244,7 @@ async fn a_restart_keeps_the_open_alert_and_does_not_trigger_it_again() {
     assert!(state.path().join("alerts.json").exists());
 
     let service = Service::start(&config).await;
-    let c = connected(&driver, &service, auth("o1", "viewer")).await;
-    let ack = c.emit_ack("subscribe:unit", vec![json!("u1")]).await;
-    assert_eq!(ack[0]["ok"], true);
+    let c = subscribed(&driver, &service, auth("o1", "viewer"), &["u1"]).await;
     let open = c.emit_ack("get:alerts", vec![]).await.remove(0);
     assert_eq!(open["alerts"][0]["alertId"], id, "{open}");
     publish(&publisher, 11.5).await;

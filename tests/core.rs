@@ -339,12 +339,7 @@ async fn health_follows_the_broker_and_counts_sockets() {
     );
     c.close().await;
     service
-        .get_until(
-            "/health/realtime",
-            None,
-            "the closed socket to leave the count",
-            |_, rt| rt["websocket"]["connections"] == 1,
-        )
+        .wait_sockets(1, "the closed socket to leave the count")
         .await;
     let (code, h) = service.get("/health", None).await;
     assert_eq!((code, &h["status"]), (200, &json!("ok")));

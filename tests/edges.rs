@@ -7,7 +7,7 @@ mod common;
 use common::broker::Broker;
 use common::config::TestConfig;
 use common::jsclient::JsDriver;
-use common::service::{auth, now, Mode, Service};
+use common::service::{auth, now, subscribed, Mode, Service};
 use common::wait::{check, eventually, WAIT};
 use serde_json::json;
 use std::path::Path;
@@ -120,14 +120,7 @@ async fn mqtts_with_a_client_certificate() {
     })
     .await;
     let driver = JsDriver::spawn().await;
-    let c = driver
-        .connect(&service.url(), Some(auth("o1", "viewer")))
-        .await;
-    c.wait_connect().await.unwrap();
-    assert_eq!(
-        c.emit_ack("subscribe:unit", vec![json!("u1")]).await[0]["ok"],
-        true
-    );
+    let c = subscribed(&driver, &service, auth("o1", "viewer"), &["u1"]).await;
     // Publish over TLS with the CLI too.
     let out = tokio::process::Command::new("mosquitto_pub")
         .args([

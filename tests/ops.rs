@@ -9,7 +9,7 @@ use common::broker::{Broker, Publisher};
 use common::config::TestConfig;
 use common::http::{http_get_raw, RawResponse};
 use common::jsclient::JsDriver;
-use common::service::{auth, connected, token, ttn_uplink, Service};
+use common::service::{auth, connected, subscribed, token, ttn_uplink, Service};
 use common::wait::{eventually, WAIT};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -23,12 +23,7 @@ async fn metrics_count_readings_rejections_and_emit_latency() {
     let broker = Broker::start().await;
     let service = Service::start(&TestConfig::new(&broker)).await;
     let driver = JsDriver::spawn().await;
-    let c = connected(&driver, &service, auth("o1", "viewer")).await;
-    let ack = c
-        .emit_ack("subscribe:unit", vec![json!("u1")])
-        .await
-        .remove(0);
-    assert_eq!(ack["ok"], true);
+    let c = subscribed(&driver, &service, auth("o1", "viewer"), &["u1"]).await;
 
     let before = scrape(&service).await;
     assert_eq!(

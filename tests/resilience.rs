@@ -7,8 +7,7 @@ use common::broker::{Broker, Publisher};
 use common::config::TestConfig;
 use common::http::http_get;
 use common::jsclient::{JsClient, JsDriver};
-use common::service::{auth, check_config, repo_path, subscribed, Service};
-use common::wait::{eventually, WAIT};
+use common::service::{auth, check_config, publish_until_reading, repo_path, subscribed, Service};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -88,18 +87,9 @@ async fn resubscribes_when_the_broker_lost_the_session() {
     broker.restart().await;
     let publisher = Publisher::connect(&broker).await;
     // Published again and again: until sensorcast has subscribed anew, the broker drops them.
-    let r = eventually(
-        WAIT,
-        "a reading after the broker lost the session",
-        || async {
-            publisher
-                .publish("sensors/probe-1", r#"{"temperature": 4}"#, 1)
-                .await;
-            c.next_event_timeout("sensor:reading", Duration::from_millis(100))
-                .await
-                .ok_or_else(|| "no reading".to_string())
-        },
-    )
+    let r = publish_until_reading(&c, "a reading after the broker lost the session", || {
+        publisher.publish("sensors/probe-1", r#"{"temperature": 4}"#, 1)
+    })
     .await;
     assert_eq!(r[0]["unitId"], "u1");
     service.stop().await;

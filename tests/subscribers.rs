@@ -8,7 +8,7 @@ use common::broker::{Broker, Publisher};
 use common::config::TestConfig;
 use common::jsclient::JsDriver;
 use common::rawws::RawSocket;
-use common::service::{auth, connected, token, Service};
+use common::service::{auth, connected, subscribed, token, Service};
 use common::wait::{check, eventually, WAIT};
 use serde_json::json;
 use std::time::Duration;
@@ -152,11 +152,7 @@ async fn a_stalled_client_costs_the_others_nothing_and_is_cut_off() {
     let mut healthy = Vec::new();
     for i in 0..100 {
         let a = json!({ "token": token(json!({ "org_id": "o1", "sub": format!("dash-{i}") })) });
-        let c = connected(&driver, &service, a).await;
-        assert_eq!(
-            c.emit_ack("subscribe:unit", vec![json!("u1")]).await[0]["ok"],
-            true
-        );
+        let c = subscribed(&driver, &service, a, &["u1"]).await;
         healthy.push(c);
     }
     let mut stalled = RawSocket::connect(service.addr, &auth("o1", "viewer"), Some(2048)).await;
@@ -245,11 +241,7 @@ async fn garbage_from_one_client_never_affects_another() {
     let broker = Broker::start().await;
     let service = Service::start(&TestConfig::new(&broker)).await;
     let driver = JsDriver::spawn().await;
-    let good = connected(&driver, &service, auth("o1", "viewer")).await;
-    assert_eq!(
-        good.emit_ack("subscribe:unit", vec![json!("u1")]).await[0]["ok"],
-        true
-    );
+    let good = subscribed(&driver, &service, auth("o1", "viewer"), &["u1"]).await;
 
     let mut raw = RawSocket::connect(service.addr, &auth("o1", "viewer"), None).await;
     let unknown = raw
@@ -342,12 +334,7 @@ async fn limits_refuse_with_clear_messages() {
     // Leaving frees the slot for another subscription (b and d stay).
     a.close().await;
     service
-        .get_until(
-            "/health/realtime",
-            None,
-            "the closed socket to be gone",
-            |_, rt| rt["websocket"]["connections"] == 2,
-        )
+        .wait_sockets(2, "the closed socket to be gone")
         .await;
     let again = driver
         .connect(
@@ -370,11 +357,7 @@ async fn batches_per_unit_and_flushes_on_shutdown() {
     let batching = TestConfig::new(&broker).realtime("batch", true);
     let service = Service::start(&batching.clone().realtime("batch_interval", "300ms")).await;
     let driver = JsDriver::spawn().await;
-    let c = connected(&driver, &service, auth("o1", "viewer")).await;
-    assert_eq!(
-        c.emit_ack("subscribe:unit", vec![json!("u1")]).await[0]["ok"],
-        true
-    );
+    let c = subscribed(&driver, &service, auth("o1", "viewer"), &["u1"]).await;
     assert_eq!(
         c.emit_ack("subscribe:site", vec![json!("s1")]).await[0]["ok"],
         true
@@ -411,11 +394,7 @@ async fn batches_per_unit_and_flushes_on_shutdown() {
     service.stop().await;
 
     let service = Service::start(&batching.realtime("batch_interval", "1h")).await;
-    let c = connected(&driver, &service, auth("o1", "viewer")).await;
-    assert_eq!(
-        c.emit_ack("subscribe:unit", vec![json!("u1")]).await[0]["ok"],
-        true
-    );
+    let c = subscribed(&driver, &service, auth("o1", "viewer"), &["u1"]).await;
     broker.publish("sensors/probe-1", reading(7), 1).await;
     c.next_event("sensor:reading").await;
     service.stop().await;
@@ -449,12 +428,7 @@ async fn clients_hanging_up_mid_handshake_give_their_slots_back() {
     }
     // Every one of them is gone: the server holds no slot for this user or anybody.
     service
-        .get_until(
-            "/health/realtime",
-            None,
-            "every connection slot back after the clients hung up",
-            |code, rt| code == 200 && rt["websocket"]["connections"] == 0,
-        )
+        .wait_sockets(0, "every connection slot back after the clients hung up")
         .await;
     let driver = JsDriver::spawn().await;
     let a = connected(&driver, &service, same.clone()).await;

@@ -8,8 +8,7 @@ use common::broker::Broker;
 use common::config::{TestConfig, TestRegistry};
 use common::http::{get_until, http_get};
 use common::jsclient::{JsClient, JsDriver};
-use common::service::{auth, subscribed, token, Mode, Service};
-use common::wait::{eventually, WAIT};
+use common::service::{auth, publish_until_reading, subscribed, token, Mode, Service};
 use serde_json::json;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
@@ -141,13 +140,8 @@ async fn sighup_reloads_registry_and_subscriptions() {
     );
     // The new subscription is live (poll: the SUBSCRIBE goes out right after the reload, and
     // until the broker has it, what is published on the new topic goes nowhere).
-    eventually(WAIT, "a reading on the newly subscribed topic", || async {
-        broker
-            .publish("more/probe-1", r#"{"temperature": 5.5}"#, 1)
-            .await;
-        c.next_event_timeout("sensor:reading", Duration::from_millis(100))
-            .await
-            .ok_or_else(|| "no reading".to_string())
+    publish_until_reading(&c, "a reading on the newly subscribed topic", || {
+        broker.publish("more/probe-1", r#"{"temperature": 5.5}"#, 1)
     })
     .await;
     let (_, health) = http_get(bin.addr, "/health", None).await;

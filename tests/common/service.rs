@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 use serde_json::{json, Value};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::config::{TestConfig, SECRET};
 use super::http::{get_until, http_get, wait_ready};
 use super::jsclient::{JsClient, JsDriver};
+use super::wait::{eventually, WAIT};
 
 /// How long an in-process service, or the binary, gets to become ready.
 const READY_IN_PROCESS: Duration = Duration::from_secs(10);
@@ -168,6 +170,14 @@ impl Service {
         get_until(self.addr, path, token, what, done).await
     }
 
+    /// Waits until `/health/realtime` counts `n` websocket connections; fails naming `what`.
+    pub async fn wait_sockets(&self, n: u64, what: &str) {
+        self.get_until("/health/realtime", None, what, |_, rt| {
+            rt["websocket"]["connections"] == n
+        })
+        .await;
+    }
+
     /// Rewrites a file of the service's directory (the registry, the config).
     pub fn write(&self, name: &str, text: &str) {
         std::fs::write(self.dir.path().join(name), text).unwrap();
@@ -261,6 +271,26 @@ pub async fn subscribed(
         assert_eq!(ack[0]["ok"], true, "subscribe:unit {unit}: {ack:?}");
     }
     c
+}
+
+/// Publishes with `publish` again and again until `c` receives a `sensor:reading`, and returns
+/// it: for a subscription sensorcast has only just asked for (the broker drops what comes on the
+/// topic before it has the SUBSCRIBE). Fails after [`WAIT`].
+pub async fn publish_until_reading<F, Fut>(c: &JsClient, what: &str, mut publish: F) -> Vec<Value>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    eventually(WAIT, what, || {
+        let published = publish();
+        async move {
+            published.await;
+            c.next_event_timeout("sensor:reading", Duration::from_millis(100))
+                .await
+                .ok_or_else(|| "published, no reading within 100 ms".to_string())
+        }
+    })
+    .await
 }
 
 /// Runs `sensorcast check-config` on `config_file` with `env`: (exit code, stdout + stderr).

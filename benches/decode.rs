@@ -1,17 +1,21 @@
-//! Decoder cost on the shared fixtures: bytes in, readings out, one benchmark per fixture file
+//! Decoder cost on the payload fixtures: bytes in, readings out, one benchmark per fixture file
 //! (so per format), through the same `decode::decode` call the pipeline makes. Results are
 //! recorded in docs/performance.md. Run: `cargo bench --bench decode`.
 //!
-//! The fixtures are read from `../shared/fixtures/payloads/` (or `$SENSORCAST_FIXTURES`);
+//! The fixtures are the project's (`tests/fixtures/payloads/`) and, when there is one, the extra
+//! folder the fixture test reads too (`$SENSORCAST_FIXTURES`, else `../shared/fixtures/payloads/`);
 //! rejected payloads are measured too, since a hostile publisher makes those the common case.
 
+use std::collections::BTreeSet;
 use std::hint::black_box;
-use std::path::PathBuf;
 
 use chrono::Utc;
 use criterion::{criterion_group, criterion_main, Criterion};
 use sensorcast::decode::Subscription;
 use sensorcast::decode::{self, Format};
+
+#[path = "../tests/common/fixtures.rs"]
+mod fixtures;
 
 struct Fixture {
     name: String,
@@ -21,30 +25,26 @@ struct Fixture {
 }
 
 fn fixtures() -> Vec<Fixture> {
-    let dir = std::env::var_os("SENSORCAST_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/payloads")
-        });
     let mut out = Vec::new();
-    let entries = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("fixtures folder {}: {e}", dir.display()));
-    for entry in entries {
-        let path = entry.expect("read_dir entry").path();
-        if path.extension().is_none_or(|e| e != "json") {
-            continue;
+    let mut names = BTreeSet::new();
+    for dir in fixtures::dirs() {
+        for path in fixtures::files(&dir) {
+            let text = std::fs::read_to_string(&path).expect("fixture readable");
+            let v: serde_json::Value = serde_json::from_str(&text).expect("fixture is json");
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            assert!(
+                names.insert(name.clone()),
+                "two fixtures named {name}: benchmark names must differ"
+            );
+            out.push(Fixture {
+                name,
+                format: v["format"].as_str().unwrap().parse().unwrap(),
+                topic: v["topic"].as_str().unwrap().to_owned(),
+                payload: v["payload"].as_str().unwrap().as_bytes().to_vec(),
+            });
         }
-        let text = std::fs::read_to_string(&path).expect("fixture readable");
-        let v: serde_json::Value = serde_json::from_str(&text).expect("fixture is json");
-        out.push(Fixture {
-            name: path.file_stem().unwrap().to_string_lossy().into_owned(),
-            format: v["format"].as_str().unwrap().parse().unwrap(),
-            topic: v["topic"].as_str().unwrap().to_owned(),
-            payload: v["payload"].as_str().unwrap().as_bytes().to_vec(),
-        });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    assert!(!out.is_empty(), "no fixtures in {}", dir.display());
     out
 }
 

@@ -8,8 +8,9 @@
 mod common;
 
 use common::broker::{Broker, Publisher};
-use common::jsclient::{JsClient, JsDriver};
-use common::service::{auth, binary, config_text, token, write_config_dir, Service};
+use common::config::TestConfig;
+use common::jsclient::JsDriver;
+use common::service::{auth, check_config, connected, subscribed, token, Service};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -18,18 +19,11 @@ use tokio::sync::mpsc;
 
 const QUIET: Duration = Duration::from_millis(600);
 
-/// The test config with a fridge rule (0..8 °C) for every unit, and `extra` [alerts] keys.
-fn alerts_config(broker: &Broker, extra: &str) -> String {
-    format!(
-        "{}\n[alerts]\ntemp_min = 0\ntemp_max = 8\n{extra}\n",
-        config_text(&broker.url())
-    )
-}
-
-async fn connected(driver: &JsDriver, service: &Service, auth: Value) -> JsClient {
-    let c = driver.connect(&service.url(), Some(auth)).await;
-    c.wait_connect().await.expect("socket connects");
-    c
+/// The test config with a fridge rule (0..8 °C) for every unit.
+fn alerts_config(broker: &Broker) -> TestConfig {
+    TestConfig::new(broker)
+        .alerts("temp_min", 0)
+        .alerts("temp_max", 8)
 }
 
 fn site_limited(org: &str, role: &str, sites: &[&str]) -> Value {
@@ -53,13 +47,11 @@ async fn publish(p: &Publisher, temperature: f64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_excursion_reaches_the_whole_org_within_a_second_and_no_one_else() {
     let broker = Broker::start().await;
-    let config = alerts_config(&broker, "confirm_after = \"1500ms\"");
-    let service = Service::start_config(&config, true).await;
+    let config = alerts_config(&broker).alerts("confirm_after", "1500ms");
+    let service = Service::start(&config).await;
     let driver = JsDriver::spawn().await;
 
-    let unit = connected(&driver, &service, auth("o1", "viewer")).await;
-    let ack = unit.emit_ack("subscribe:unit", vec![json!("u1")]).await;
-    assert_eq!(ack[0]["ok"], true);
+    let unit = subscribed(&driver, &service, auth("o1", "viewer"), &["u1"]).await;
     let org = connected(&driver, &service, auth("o1", "viewer")).await;
     let same_site = connected(&driver, &service, site_limited("o1", "staff", &["s1"])).await;
     let other_site = connected(&driver, &service, site_limited("o1", "owner", &["s2"])).await;
@@ -149,8 +141,8 @@ async fn an_excursion_reaches_the_whole_org_within_a_second_and_no_one_else() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledgements_follow_roles_and_get_alerts_after_a_reconnect() {
     let broker = Broker::start().await;
-    let config = alerts_config(&broker, "restore_after = \"300ms\"");
-    let service = Service::start_config(&config, true).await;
+    let config = alerts_config(&broker).alerts("restore_after", "300ms");
+    let service = Service::start(&config).await;
     let driver = JsDriver::spawn().await;
     let viewer = connected(&driver, &service, auth("o1", "viewer")).await;
     let staff_token = token(json!({ "org_id": "o1", "role": "staff", "sub": "staff-7" }));
@@ -238,13 +230,12 @@ async fn acknowledgements_follow_roles_and_get_alerts_after_a_reconnect() {
 async fn a_restart_keeps_the_open_alert_and_does_not_trigger_it_again() {
     let broker = Broker::start().await;
     let state = tempfile::tempdir().unwrap();
-    let config = alerts_config(&broker, "confirm_after = \"10m\"").replace(
-        "dir = \"state\"",
-        &format!("dir = {:?}", state.path().display().to_string()),
-    );
+    let config = alerts_config(&broker)
+        .alerts("confirm_after", "10m")
+        .state_dir(state.path());
     let publisher = Publisher::connect(&broker).await;
 
-    let service = Service::start_config(&config, true).await;
+    let service = Service::start(&config).await;
     let driver = JsDriver::spawn().await;
     let c = connected(&driver, &service, auth("o1", "viewer")).await;
     publish(&publisher, 11.0).await;
@@ -252,10 +243,8 @@ async fn a_restart_keeps_the_open_alert_and_does_not_trigger_it_again() {
     service.stop().await;
     assert!(state.path().join("alerts.json").exists());
 
-    let service = Service::start_config(&config, true).await;
-    let c = connected(&driver, &service, auth("o1", "viewer")).await;
-    let ack = c.emit_ack("subscribe:unit", vec![json!("u1")]).await;
-    assert_eq!(ack[0]["ok"], true);
+    let service = Service::start(&config).await;
+    let c = subscribed(&driver, &service, auth("o1", "viewer"), &["u1"]).await;
     let open = c.emit_ack("get:alerts", vec![]).await.remove(0);
     assert_eq!(open["alerts"][0]["alertId"], id, "{open}");
     publish(&publisher, 11.5).await;
@@ -271,8 +260,8 @@ async fn a_restart_keeps_the_open_alert_and_does_not_trigger_it_again() {
 async fn webhooks_receive_alert_events_and_health_counts_them() {
     let (url, mut posts) = webhook_receiver().await;
     let broker = Broker::start().await;
-    let config = alerts_config(&broker, &format!("webhooks = [{url:?}]"));
-    let service = Service::start_config(&config, true).await;
+    let config = alerts_config(&broker).alerts("webhooks", vec![url]);
+    let service = Service::start(&config).await;
     let publisher = Publisher::connect(&broker).await;
     publish(&publisher, -3.0).await;
 
@@ -294,14 +283,14 @@ async fn webhooks_receive_alert_events_and_health_counts_them() {
     assert_eq!(triggered["data"]["organizationId"], "o1");
 
     // The receiver hands a body over before the sender has read the 204 and counted it.
-    let mut health = Value::Null;
-    for _ in 0..100 {
-        health = service.get("/health", None).await.1;
-        if health["alerts"]["webhooks"]["delivered"] == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (_, health) = service
+        .get_until(
+            "/health",
+            None,
+            "both webhook deliveries counted",
+            |_, h| h["alerts"]["webhooks"]["delivered"] == 2,
+        )
+        .await;
     let alerts = &health["alerts"];
     assert_eq!(alerts["status"], "ok", "{alerts}");
     assert_eq!(alerts["open"]["total"], 1);
@@ -317,17 +306,18 @@ async fn webhooks_receive_alert_events_and_health_counts_them() {
 /// accepts rules that inherit into a valid combination.
 #[test]
 fn check_config_names_broken_alert_rules() {
-    let base = config_text("mqtt://127.0.0.1:1");
+    let base = TestConfig::for_url("mqtt://127.0.0.1:1");
     let org = "[[org]]\nid = \"o\"\ntemp_max = 4\n[[site]]\nid = \"s\"\norg = \"o\"\n";
     let unit = |keys: &str| format!("{org}[[unit]]\nid = \"u1\"\nsite = \"s\"\n{keys}\n");
-    let cases: Vec<(String, String, Vec<&str>)> = vec![
+    let cases: Vec<(TestConfig, String, Vec<&str>)> = vec![
         (
-            format!("{base}[alerts]\nwebhooks = [\"https://hooks.example.com/x\"]\n"),
+            base.clone()
+                .alerts("webhooks", vec!["https://hooks.example.com/x"]),
             unit(""),
             vec!["sensorcast.toml", "alerts.webhooks[0]", "not supported"],
         ),
         (
-            format!("{base}[alerts]\nconfirm_after = \"soon\"\n"),
+            base.clone().alerts("confirm_after", "soon"),
             unit(""),
             vec!["sensorcast.toml", "line ", "\"soon\""],
         ),
@@ -347,29 +337,16 @@ fn check_config_names_broken_alert_rules() {
             vec!["registry.toml", "\"u1\"", "hysteresis"],
         ),
     ];
-    let check = |dir: &std::path::Path| {
-        let out = std::process::Command::new(binary())
-            .args(["check-config", "--config"])
-            .arg(dir.join("sensorcast.toml"))
-            .env_remove("SENSORCAST_CONFIG")
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
-        (out.status.code(), text)
-    };
     for (config, registry, wants) in cases {
-        let dir = write_config_dir(&config);
-        std::fs::write(dir.path().join("registry.toml"), registry).unwrap();
-        let (code, out) = check(dir.path());
+        let dir = config.registry_text(&registry).write_dir();
+        let (code, out) = check_config(&dir.path().join("sensorcast.toml"), &[]);
         assert_eq!(code, Some(1), "{out}");
         for want in wants {
             assert!(out.contains(want), "{out:?} should contain {want:?}");
         }
     }
-    let dir = write_config_dir(&base);
-    std::fs::write(dir.path().join("registry.toml"), unit("temp_min = 1")).unwrap();
-    let (code, out) = check(dir.path());
+    let dir = base.registry_text(&unit("temp_min = 1")).write_dir();
+    let (code, out) = check_config(&dir.path().join("sensorcast.toml"), &[]);
     assert_eq!(code, Some(0), "{out}");
 }
 

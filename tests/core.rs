@@ -7,18 +7,13 @@
 mod common;
 
 use common::broker::{Broker, Publisher};
+use common::config::{TestConfig, SECRET};
 use common::jsclient::{JsClient, JsDriver};
-use common::service::{auth, sign, token, ttn_uplink, Service, SECRET};
+use common::service::{auth, connected, sign, token, ttn_uplink, Service};
 use serde_json::{json, Value};
 use std::time::Duration;
 
 const QUIET: Duration = Duration::from_millis(600);
-
-async fn connected(driver: &JsDriver, service: &Service, auth: Value) -> JsClient {
-    let c = driver.connect(&service.url(), Some(auth)).await;
-    c.wait_connect().await.expect("socket connects");
-    c
-}
 
 async fn subscribe(c: &JsClient, event: &str, id: &str) -> Value {
     let args = if id.is_empty() {
@@ -35,7 +30,7 @@ async fn subscribe(c: &JsClient, event: &str, id: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reading_reaches_its_rooms_and_no_other_tenant() {
     let broker = Broker::start().await;
-    let service = Service::start(&broker).await;
+    let service = Service::start(&TestConfig::new(&broker)).await;
     let driver = JsDriver::spawn().await;
 
     let unit = connected(&driver, &service, auth("o1", "viewer")).await;
@@ -124,7 +119,7 @@ async fn reading_reaches_its_rooms_and_no_other_tenant() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_auth_failure_gives_its_exact_message() {
     let broker = Broker::start().await;
-    let service = Service::start(&broker).await;
+    let service = Service::start(&TestConfig::new(&broker)).await;
     let driver = JsDriver::spawn().await;
     let now = common::service::now();
     let cases: Vec<(Option<Value>, &str)> = vec![
@@ -182,7 +177,7 @@ async fn each_auth_failure_gives_its_exact_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denied_and_malformed_subscribes() {
     let broker = Broker::start().await;
-    let service = Service::start(&broker).await;
+    let service = Service::start(&TestConfig::new(&broker)).await;
     let driver = JsDriver::spawn().await;
     let c = connected(&driver, &service, auth("o2", "owner")).await;
     for (event, id, entity) in [
@@ -252,7 +247,7 @@ async fn denied_and_malformed_subscribes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_payloads_are_counted_and_the_next_good_one_arrives() {
     let broker = Broker::start().await;
-    let service = Service::start(&broker).await;
+    let service = Service::start(&TestConfig::new(&broker)).await;
     let driver = JsDriver::spawn().await;
     let c = connected(&driver, &service, auth("o1", "viewer")).await;
     assert_eq!(subscribe(&c, "subscribe:unit", "u1").await["ok"], true);
@@ -321,7 +316,7 @@ async fn bad_payloads_are_counted_and_the_next_good_one_arrives() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_follows_the_broker_and_counts_sockets() {
     let mut broker = Broker::start().await;
-    let service = Service::start(&broker).await;
+    let service = Service::start(&TestConfig::new(&broker)).await;
     let driver = JsDriver::spawn().await;
     assert_eq!(
         service.get("/health/live", None).await,
@@ -343,26 +338,23 @@ async fn health_follows_the_broker_and_counts_sockets() {
         (200, &json!(true), &json!(2))
     );
     c.close().await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        service.get("/health/realtime", None).await.1["websocket"]["connections"],
-        1
-    );
+    service
+        .wait_sockets(1, "the closed socket to leave the count")
+        .await;
     let (code, h) = service.get("/health", None).await;
     assert_eq!((code, &h["status"]), (200, &json!("ok")));
     assert_eq!(h["checks"]["mqtt"]["connected"], true);
     assert!(h["uptimeSeconds"].is_u64() && h["version"].is_string());
 
     broker.stop().await;
-    let mut down = (0, Value::Null);
-    for _ in 0..50 {
-        down = service.get("/health/ready", None).await;
-        if down.0 == 503 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(down.0, 503, "{down:?}");
+    let down = service
+        .get_until(
+            "/health/ready",
+            None,
+            "not ready once the broker is gone",
+            |code, _| code == 503,
+        )
+        .await;
     assert_eq!(down.1["ready"], false);
     assert!(
         down.1["reason"].as_str().unwrap().contains("mqtt"),
@@ -378,7 +370,7 @@ async fn health_follows_the_broker_and_counts_sockets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socket_is_disconnected_when_its_token_expires() {
     let broker = Broker::start().await;
-    let service = Service::start(&broker).await;
+    let service = Service::start(&TestConfig::new(&broker)).await;
     let driver = JsDriver::spawn().await;
     let exp = common::service::now() + 2;
     let short = json!({ "token": token(json!({ "org_id": "o1", "exp": exp })) });
@@ -393,7 +385,7 @@ async fn socket_is_disconnected_when_its_token_expires() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_polling_transport_receives_readings() {
     let broker = Broker::start().await;
-    let service = Service::start(&broker).await;
+    let service = Service::start(&TestConfig::new(&broker)).await;
     let driver = JsDriver::spawn().await;
     let c = driver
         .connect_with(
@@ -424,11 +416,7 @@ async fn long_polling_transport_receives_readings() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_mode_none_is_usable_for_development() {
     let broker = Broker::start().await;
-    let config = common::service::config_text(&broker.url()).replace(
-        "mode = \"jwt\"\njwt_secret_file = \"jwt.secret\"",
-        "mode = \"none\"\ndev_org = \"o1\"",
-    );
-    let service = Service::start_config(&config, true).await;
+    let service = Service::start(&TestConfig::new(&broker).auth_none("o1")).await;
     let driver = JsDriver::spawn().await;
     let c = driver.connect(&service.url(), None).await;
     c.wait_connect().await.expect("no token needed");

@@ -1,13 +1,16 @@
-/// Proves every shared payload fixture decodes to what its `expect` says, or is rejected with a
-/// message containing its `expect_error` word, through the same `decode::decode` call the
-/// pipeline makes.
-///
-/// The fixtures are read where they live, `../shared/fixtures/payloads/` beside the repository
-/// (or `$SENSORCAST_FIXTURES`), never copied; a missing or empty folder fails the test, so a
-/// broken checkout cannot pass by testing nothing. Format of a fixture: that folder's README.
-use std::path::{Path, PathBuf};
+//! The decoders against real-world payloads: every fixture decodes to what its `expect` says,
+//! or is rejected with a message containing its `expect_error` text, through the same
+//! `decode::decode` call the pipeline makes. The project's fixtures (`tests/fixtures/payloads/`,
+//! format in its README) always run; `$SENSORCAST_FIXTURES`, else `../shared/fixtures/payloads/`
+//! when it exists, is checked as well (tests/common/fixtures.rs).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
 
 use chrono::{DateTime, TimeZone, Utc};
+use common::fixtures;
 use sensorcast::decode::Subscription;
 use sensorcast::decode::{self, Decoded, Format, Reading};
 use serde_json::Value;
@@ -16,45 +19,55 @@ use serde_json::Value;
 const TOLERANCE: f64 = 1e-9;
 const MAX_PAYLOAD: usize = 64 * 1024;
 
-fn fixtures_dir() -> PathBuf {
-    match std::env::var_os("SENSORCAST_FIXTURES") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/payloads"),
-    }
-}
-
+/// Every fixture of every folder decodes as it says; all failures are listed at once.
 #[test]
 fn every_payload_fixture_decodes_as_expected() {
-    let dir = fixtures_dir();
-    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| {
-        panic!(
-            "fixtures folder {} cannot be read ({e}); set SENSORCAST_FIXTURES",
-            dir.display()
-        )
-    });
-    let mut files: Vec<PathBuf> = entries
-        .map(|e| e.expect("fixtures folder entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no *.json fixtures in {}", dir.display());
-
-    let failures: Vec<String> = files
-        .iter()
-        .filter_map(|path| {
-            let name = path.file_name().unwrap().to_string_lossy();
-            check_fixture(path)
-                .err()
-                .map(|why| format!("{name}: {why}"))
-        })
-        .collect();
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for dir in fixtures::dirs() {
+        let files = fixtures::files(&dir);
+        eprintln!("{} fixtures in {}", files.len(), dir.display());
+        checked += files.len();
+        for path in files {
+            if let Err(why) = check_fixture(&path) {
+                failures.push(format!("{}: {why}", path.display()));
+            }
+        }
+    }
     assert!(
         failures.is_empty(),
-        "{} of {} fixtures failed:\n{}",
+        "{} of {checked} fixtures failed:\n{}",
         failures.len(),
-        files.len(),
         failures.join("\n")
     );
+}
+
+/// The project's own fixtures cover every format with readings and with rejections, so the
+/// test above means something in a fresh clone.
+#[test]
+fn the_project_fixtures_cover_every_format() {
+    // format -> (fixtures with readings, fixtures with an expected error)
+    let mut seen: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for path in fixtures::files(&fixtures::project_dir()) {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let fixture: Value = serde_json::from_str(&text).unwrap();
+        let counts = seen
+            .entry(fixture["format"].as_str().unwrap_or("?").to_owned())
+            .or_default();
+        if fixture.get("expect").is_some() {
+            counts.0 += 1;
+        } else {
+            counts.1 += 1;
+        }
+    }
+    for format in Format::ALL {
+        let (readings, errors) = seen.get(format.name()).copied().unwrap_or_default();
+        assert!(
+            readings >= 3 && errors >= 1,
+            "{}: {readings} reading and {errors} error fixtures (want 3+ and 1+): {seen:?}",
+            format.name()
+        );
+    }
 }
 
 fn check_fixture(path: &Path) -> Result<(), String> {

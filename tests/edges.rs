@@ -5,8 +5,10 @@
 mod common;
 
 use common::broker::Broker;
+use common::config::TestConfig;
 use common::jsclient::JsDriver;
-use common::service::{config_text, Service};
+use common::service::{auth, now, subscribed, Mode, Service};
+use common::wait::{check, eventually, WAIT};
 use serde_json::json;
 use std::path::Path;
 use std::process::Command;
@@ -102,33 +104,23 @@ async fn mqtts_with_a_client_certificate() {
     );
     let broker = Broker::start_with(&tls).await;
     let url = format!("mqtts://127.0.0.1:{}", broker.port());
-    let config = config_text(&url).replace(
-        "reconnect_min",
-        &format!(
-            "ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\nreconnect_min",
-            p("ca.pem"),
-            p("client.pem"),
-            p("client.key")
-        ),
-    );
-    let service = Service::start_config(&config, false).await;
-    for _ in 0..100 {
-        if service.get("/health/ready", None).await.0 == 200 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let (code, health) = service.get("/health", None).await;
-    assert_eq!(code, 200, "{health}\nbroker log:\n{}", broker.log());
+    let key = |f: &str| pki.path().join(f);
+    let config =
+        TestConfig::for_url(&url).mqtt_tls(&key("ca.pem"), &key("client.pem"), &key("client.key"));
+    let service = Service::launch(&config, Mode::InProcess, false).await;
+    // Two TLS handshakes (the service's and mosquitto_pub's) with fresh RSA keys: slower than a
+    // plain start on a busy machine, hence the longer wait.
+    eventually(2 * WAIT, "ready over mqtts", || async {
+        let (code, health) = service.get("/health", None).await;
+        let ready = service.get("/health/ready", None).await.0 == 200;
+        check(
+            ready && code == 200,
+            format!("{code} {health}\nbroker log:\n{}", broker.log()),
+        )
+    })
+    .await;
     let driver = JsDriver::spawn().await;
-    let c = driver
-        .connect(&service.url(), Some(common::service::auth("o1", "viewer")))
-        .await;
-    c.wait_connect().await.unwrap();
-    assert_eq!(
-        c.emit_ack("subscribe:unit", vec![json!("u1")]).await[0]["ok"],
-        true
-    );
+    let c = subscribed(&driver, &service, auth("o1", "viewer"), &["u1"]).await;
     // Publish over TLS with the CLI too.
     let out = tokio::process::Command::new("mosquitto_pub")
         .args([
@@ -201,12 +193,8 @@ async fn public_key_tokens_es256_and_rs256() {
             keys.path(),
             &["pkey", "-in", "key.pem", "-pubout", "-out", "pub.pem"],
         );
-        let pub_path = keys.path().join("pub.pem").display().to_string();
-        let config = config_text(&broker.url()).replace(
-            "jwt_secret_file = \"jwt.secret\"",
-            &format!("jwt_public_key_file = \"{pub_path}\""),
-        );
-        let service = Service::start_config(&config, true).await;
+        let config = TestConfig::new(&broker).auth_public_key(&keys.path().join("pub.pem"));
+        let service = Service::start(&config).await;
         let sign = |file: &str| {
             let pem = std::fs::read(keys.path().join(file)).unwrap();
             let key = match alg {
@@ -215,7 +203,7 @@ async fn public_key_tokens_es256_and_rs256() {
                 }
                 _ => jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap(),
             };
-            let claims = json!({ "sub": "u", "org_id": "o1", "exp": common::service::now() + 60 });
+            let claims = json!({ "sub": "u", "org_id": "o1", "exp": now() + 60 });
             jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &claims, &key).unwrap()
         };
         let ok = driver
@@ -231,7 +219,7 @@ async fn public_key_tokens_es256_and_rs256() {
             "{alg:?}"
         );
         let hs = driver
-            .connect(&service.url(), Some(common::service::auth("o1", "viewer")))
+            .connect(&service.url(), Some(auth("o1", "viewer")))
             .await;
         assert_eq!(
             hs.wait_connect().await,
@@ -247,11 +235,8 @@ async fn public_key_tokens_es256_and_rs256() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_allows_only_configured_origins() {
     let broker = Broker::start().await;
-    let config = config_text(&broker.url()).replace(
-        "shutdown_timeout",
-        "cors_origins = [\"https://dash.example.com\"]\nshutdown_timeout",
-    );
-    let service = Service::start_config(&config, true).await;
+    let config = TestConfig::new(&broker).http("cors_origins", vec!["https://dash.example.com"]);
+    let service = Service::start(&config).await;
     let request = |origin: &str, method: &str| {
         format!(
             "{method} /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\nOrigin: {origin}\r\nAccess-Control-Request-Method: GET\r\nConnection: close\r\n\r\n"

@@ -12,14 +12,13 @@ use std::time::Duration;
 
 use common::broker::{free_port, Broker, Publisher};
 use common::jsclient::JsDriver;
+use common::wait::{check, eventually, WAIT};
 use rumqttc::{AsyncClient, ConnAck, Event, Incoming, MqttOptions, Publish, QoS};
 use serde_json::{json, Value};
 use socketioxide::extract::{AckSender, Data, SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::SocketIo;
 use tokio::sync::mpsc;
-
-const WAIT: Duration = Duration::from_secs(10);
 
 /// An MQTT subscriber whose incoming packets arrive on a channel; its task ends on the first
 /// connection error, so a broker stop ends it.
@@ -152,7 +151,16 @@ async fn restart_keeps_a_persistent_sessions_queued_message() {
     sub.subscribe("cold/room1").await;
     sub.client.disconnect().await.unwrap();
     drop(sub);
-    tokio::time::sleep(Duration::from_millis(200)).await; // let the broker see the DISCONNECT
+    // The message below must be queued for an offline session, so the broker must have seen
+    // the DISCONNECT first.
+    eventually(WAIT, "mosquitto to log the DISCONNECT", || async {
+        let log = broker.log();
+        check(
+            log.contains("Client selftest-persistent disconnected."),
+            log,
+        )
+    })
+    .await;
 
     Publisher::connect(&broker)
         .await

@@ -6,17 +6,14 @@
 mod common;
 
 use common::broker::{Broker, Publisher};
-use common::jsclient::{JsClient, JsDriver};
-use common::service::{auth, http_get_raw, token, ttn_uplink, RawResponse, Service};
-use serde_json::{json, Value};
+use common::config::TestConfig;
+use common::http::{http_get_raw, RawResponse};
+use common::jsclient::JsDriver;
+use common::service::{auth, connected, subscribed, token, ttn_uplink, Service};
+use common::wait::{eventually, WAIT};
+use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
-
-async fn connected(driver: &JsDriver, service: &Service, auth: Value) -> JsClient {
-    let c = driver.connect(&service.url(), Some(auth)).await;
-    c.wait_connect().await.expect("socket connects");
-    c
-}
 
 /// `GET /metrics` after a good reading and a bad payload: the counters, gauges and the
 /// receipt-to-emit histogram moved, and the text is valid exposition format. It is served on
@@ -24,14 +21,9 @@ async fn connected(driver: &JsDriver, service: &Service, auth: Value) -> JsClien
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_readings_rejections_and_emit_latency() {
     let broker = Broker::start().await;
-    let service = Service::start(&broker).await;
+    let service = Service::start(&TestConfig::new(&broker)).await;
     let driver = JsDriver::spawn().await;
-    let c = connected(&driver, &service, auth("o1", "viewer")).await;
-    let ack = c
-        .emit_ack("subscribe:unit", vec![json!("u1")])
-        .await
-        .remove(0);
-    assert_eq!(ack["ok"], true);
+    let c = subscribed(&driver, &service, auth("o1", "viewer"), &["u1"]).await;
 
     let before = scrape(&service).await;
     assert_eq!(
@@ -122,7 +114,7 @@ async fn metrics_count_readings_rejections_and_emit_latency() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_takes_a_token_once_and_escapes_what_sensors_send() {
     let broker = Broker::start().await;
-    let service = Service::start(&broker).await;
+    let service = Service::start(&TestConfig::new(&broker)).await;
 
     let anonymous = page(&service, "/", &[]).await;
     assert_eq!(anonymous.status, 401);
@@ -185,15 +177,15 @@ async fn status_page_takes_a_token_once_and_escapes_what_sensors_send() {
             1,
         )
         .await;
-    let mut body = String::new();
-    for _ in 0..50 {
-        body = page(&service, "/", &[("Cookie", &jar)]).await.body;
+    let body = eventually(WAIT, "the status page to show both readings", || async {
+        let body = page(&service, "/", &[("Cookie", &jar)]).await.body;
         if body.contains("-18.25 °C") && body.contains("alert(") {
-            break;
+            Ok(body)
+        } else {
+            Err(body)
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(body.contains("-18.25 °C"), "{body}");
+    })
+    .await;
     assert!(body.contains("AC1F09FFFE01454E"));
     assert!(body.contains("connected, subscribed"));
     assert!(
@@ -247,11 +239,7 @@ async fn status_page_takes_a_token_once_and_escapes_what_sensors_send() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_is_open_without_auth() {
     let broker = Broker::start().await;
-    let config = common::service::config_text(&broker.url()).replace(
-        "mode = \"jwt\"\njwt_secret_file = \"jwt.secret\"",
-        "mode = \"none\"\ndev_org = \"o2\"",
-    );
-    let service = Service::start_config(&config, true).await;
+    let service = Service::start(&TestConfig::new(&broker).auth_none("o2")).await;
     let open = page(&service, "/", &[]).await;
     assert_eq!(open.status, 200);
     assert!(open.body.contains("<td>u3</td>") && !open.body.contains("<td>u1</td>"));
@@ -265,7 +253,7 @@ async fn status_page_is_open_without_auth() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulator_feeds_every_registered_sensor() {
     let broker = Broker::start().await;
-    let service = Service::start(&broker).await;
+    let service = Service::start(&TestConfig::new(&broker)).await;
     let driver = JsDriver::spawn().await;
     let o1 = connected(&driver, &service, auth("o1", "admin")).await;
     let o2 = connected(&driver, &service, auth("o2", "owner")).await;
@@ -273,7 +261,7 @@ async fn simulator_feeds_every_registered_sensor() {
         let ack = c.emit_ack("subscribe:organization", vec![]).await.remove(0);
         assert_eq!(ack["ok"], true);
     }
-    let config = service.dir.path().join("sensorcast.toml");
+    let config = service.config_path();
     let out = tokio::time::timeout(
         Duration::from_secs(30),
         simulator(&config, &["--once"]).output(),
@@ -367,7 +355,7 @@ async fn page(service: &Service, path: &str, headers: &[(&str, &str)]) -> RawRes
 }
 
 async fn scrape(service: &Service) -> Metrics {
-    let r = http_get_raw(service.metrics_addr, "/metrics", &[]).await;
+    let r = http_get_raw(service.metrics_addr(), "/metrics", &[]).await;
     assert_eq!(r.status, 200);
     assert_eq!(
         r.header("content-type"),

@@ -4,24 +4,12 @@
 mod common;
 
 use common::broker::{Broker, Publisher};
+use common::config::TestConfig;
+use common::http::http_get;
 use common::jsclient::{JsClient, JsDriver};
-use common::service::{
-    auth, binary, config_text, http_get, repo_path, write_config_dir, Binary, Service,
-};
-use serde_json::json;
+use common::service::{auth, check_config, publish_until_reading, repo_path, subscribed, Service};
 use std::collections::BTreeSet;
 use std::time::Duration;
-
-async fn subscribed(driver: &JsDriver, url: &str, unit: &str) -> JsClient {
-    let c = driver.connect(url, Some(auth("o1", "viewer"))).await;
-    c.wait_connect().await.expect("connect");
-    let ack = c
-        .emit_ack("subscribe:unit", vec![json!(unit)])
-        .await
-        .remove(0);
-    assert_eq!(ack["ok"], true);
-    c
-}
 
 /// Collects `n` readings (bounded wait) and returns their temperatures and seqs.
 async fn collect(c: &JsClient, n: usize) -> (Vec<f64>, Vec<u64>) {
@@ -41,11 +29,10 @@ async fn collect(c: &JsClient, n: usize) -> (Vec<f64>, Vec<u64>) {
 async fn broker_restart_mid_stream_loses_no_qos1_reading() {
     let mut broker = Broker::start().await;
     // A slow first retry, so the publishes below surely happen while sensorcast is away.
-    let config =
-        config_text(&broker.url()).replace("reconnect_min = \"100ms\"", "reconnect_min = \"1s\"");
-    let service = Service::start_config(&config, true).await;
+    let config = TestConfig::new(&broker).mqtt("reconnect_min", "1s");
+    let service = Service::start(&config).await;
     let driver = JsDriver::spawn().await;
-    let c = subscribed(&driver, &service.url(), "u1").await;
+    let c = subscribed(&driver, &service, auth("o1", "viewer"), &["u1"]).await;
 
     let publisher = Publisher::connect(&broker).await;
     for i in 1..=20 {
@@ -93,26 +80,17 @@ async fn broker_restart_mid_stream_loses_no_qos1_reading() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resubscribes_when_the_broker_lost_the_session() {
     let mut broker = Broker::start_with("persistence false\n").await;
-    let service = Service::start(&broker).await;
+    let service = Service::start(&TestConfig::new(&broker)).await;
     let driver = JsDriver::spawn().await;
-    let c = subscribed(&driver, &service.url(), "u1").await;
+    let c = subscribed(&driver, &service, auth("o1", "viewer"), &["u1"]).await;
     broker.stop().await;
     broker.restart().await;
     let publisher = Publisher::connect(&broker).await;
-    let mut arrived = None;
-    for i in 0..100 {
-        publisher
-            .publish("sensors/probe-1", format!(r#"{{"temperature": {i}}}"#), 1)
-            .await;
-        if let Some(r) = c
-            .next_event_timeout("sensor:reading", Duration::from_millis(100))
-            .await
-        {
-            arrived = Some(r);
-            break;
-        }
-    }
-    let r = arrived.expect("a reading arrives after the broker lost the session");
+    // Published again and again: until sensorcast has subscribed anew, the broker drops them.
+    let r = publish_until_reading(&c, "a reading after the broker lost the session", || {
+        publisher.publish("sensors/probe-1", r#"{"temperature": 4}"#, 1)
+    })
+    .await;
     assert_eq!(r[0]["unitId"], "u1");
     service.stop().await;
 }
@@ -122,19 +100,13 @@ async fn resubscribes_when_the_broker_lost_the_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_shuts_down_gracefully() {
     let broker = Broker::start().await;
-    let cfg = config_text(&broker.url());
-    let client_id = cfg
-        .lines()
-        .find_map(|l| l.strip_prefix("client_id = "))
-        .unwrap()
-        .trim_matches('"')
-        .to_string();
-    let mut bin = Binary::spawn(&cfg, &[("RUST_LOG", "info")]).await;
-    bin.wait_ready().await;
+    let config = TestConfig::new(&broker);
+    let client_id = config.client_id();
+    let mut bin = Service::start_binary(&config, &[("RUST_LOG", "info")]).await;
     let addr = bin.addr;
 
     let driver = JsDriver::spawn().await;
-    let c = subscribed(&driver, &bin.url(), "u1").await;
+    let c = subscribed(&driver, &bin, auth("o1", "viewer"), &["u1"]).await;
     let publisher = Publisher::connect(&broker).await;
     for i in 0..50 {
         publisher
@@ -146,7 +118,7 @@ async fn sigterm_shuts_down_gracefully() {
     let seqs = vec![first["seq"].as_u64().unwrap()];
     let started = std::time::Instant::now();
     bin.signal("TERM");
-    let status = tokio::time::timeout(Duration::from_secs(10), bin.child.wait())
+    let status = tokio::time::timeout(Duration::from_secs(10), bin.child().wait())
         .await
         .expect("exited within 10 s")
         .unwrap();
@@ -173,15 +145,7 @@ async fn sigterm_shuts_down_gracefully() {
         "contiguous seqs: {all:?}"
     );
 
-    let mut stderr = String::new();
-    use tokio::io::AsyncReadExt;
-    bin.child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .await
-        .unwrap();
+    let stderr = bin.stderr().await;
     assert!(stderr.contains("shutdown complete"), "{stderr}");
     assert!(stderr.contains("mqtt disconnected"), "{stderr}");
     let log = broker.log();
@@ -199,81 +163,55 @@ async fn sigterm_shuts_down_gracefully() {
 /// `check-config` accepts the shipped configs and names file, line and key for broken ones.
 #[tokio::test]
 async fn check_config_accepts_shipped_files_and_explains_broken_ones() {
-    let run = |args: Vec<std::ffi::OsString>, env: Vec<(&str, &str)>| {
-        let out = std::process::Command::new(binary())
-            .args(args)
-            .envs(env)
-            .env_remove("SENSORCAST_CONFIG")
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).to_string()
-                + &String::from_utf8_lossy(&out.stderr),
-        )
-    };
-    let check =
-        |p: std::path::PathBuf| vec!["check-config".into(), "--config".into(), p.into_os_string()];
-
-    let (code, out) = run(check(repo_path("config/dev.toml")), vec![]);
+    let (code, out) = check_config(&repo_path("config/dev.toml"), &[]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("4 units"), "{out}");
     // The production file needs its secret; the env var supplies it.
-    let (code, out) = run(
-        check(repo_path("config/sensorcast.toml")),
-        vec![(
+    let (code, out) = check_config(
+        &repo_path("config/sensorcast.toml"),
+        &[(
             "SENSORCAST_AUTH__JWT_SECRET",
             "a-production-secret-of-32-bytes!",
         )],
     );
     assert_eq!(code, Some(0), "{out}");
-    let (code, out) = run(check(repo_path("config/sensorcast.toml")), vec![]);
+    let (code, out) = check_config(&repo_path("config/sensorcast.toml"), &[]);
     assert_eq!(code, Some(1));
     assert!(out.contains("auth.jwt_secret_file"), "{out}");
 
-    let base = config_text("mqtt://127.0.0.1:1");
-    let cases: Vec<(String, Option<&str>, Vec<&str>)> = vec![
+    let base = TestConfig::for_url("mqtt://127.0.0.1:1");
+    let cases: Vec<(TestConfig, Vec<&str>)> = vec![
         (
-            base.replace("[state]", "[state]\ncolour = \"red\""),
-            None,
+            base.clone().set("state", "colour", "red"),
             vec!["sensorcast.toml", "line ", "colour"],
         ),
         (
-            base.replace("qos = 1", "qos = 2"),
-            None,
+            base.clone().subscription_key(0, "qos", 2),
             vec!["mqtt.subscriptions[0].qos"],
         ),
         (
-            base.replace("format = \"json\"", "format = \"xml\""),
-            None,
+            base.clone().subscription_key(1, "format", "xml"),
             vec!["xml"],
         ),
+        (TestConfig::for_url("http://x"), vec!["mqtt.url"]),
         (
-            base.replace("mqtt://127.0.0.1:1", "http://x"),
-            None,
-            vec!["mqtt.url"],
-        ),
-        (
-            base.clone(),
-            Some("[[unit]]\nid = \"u\"\nsite = \"nowhere\"\n"),
+            base.clone()
+                .registry_text("[[unit]]\nid = \"u\"\nsite = \"nowhere\"\n"),
             vec!["registry.toml", "unit[0].site", "nowhere"],
         ),
     ];
-    for (config, registry, wants) in cases {
-        let dir = write_config_dir(&config);
-        if let Some(r) = registry {
-            std::fs::write(dir.path().join("registry.toml"), r).unwrap();
-        }
-        let (code, out) = run(check(dir.path().join("sensorcast.toml")), vec![]);
+    for (config, wants) in cases {
+        let dir = config.write_dir();
+        let (code, out) = check_config(&dir.path().join("sensorcast.toml"), &[]);
         assert_eq!(code, Some(1), "{out}");
         for want in wants {
             assert!(out.contains(want), "{out:?} should contain {want:?}");
         }
     }
-    let dir = write_config_dir(&base);
-    let (code, out) = run(
-        check(dir.path().join("sensorcast.toml")),
-        vec![("SENSORCAST_HTTP__LSTEN", "x")],
+    let dir = base.write_dir();
+    let (code, out) = check_config(
+        &dir.path().join("sensorcast.toml"),
+        &[("SENSORCAST_HTTP__LSTEN", "x")],
     );
     assert_eq!(code, Some(1));
     assert!(out.contains("SENSORCAST_HTTP__LSTEN"), "{out}");

@@ -5,21 +5,13 @@
 mod common;
 
 use common::broker::{Broker, Publisher};
-use common::jsclient::{JsClient, JsDriver};
+use common::config::TestConfig;
+use common::jsclient::JsDriver;
 use common::rawws::RawSocket;
-use common::service::{auth, config_text, token, Service};
-use serde_json::{json, Value};
+use common::service::{auth, connected, subscribed, token, Service};
+use common::wait::{check, eventually, WAIT};
+use serde_json::json;
 use std::time::Duration;
-
-async fn service_with(broker: &Broker, extra: &str) -> Service {
-    Service::start_config(&format!("{}\n{extra}", config_text(&broker.url())), true).await
-}
-
-async fn client(driver: &JsDriver, service: &Service, auth: Value) -> JsClient {
-    let c = driver.connect(&service.url(), Some(auth)).await;
-    c.wait_connect().await.expect("connect");
-    c
-}
 
 /// A json reading; the temperature is `i % 100` (within the physical range).
 fn reading(i: u64) -> String {
@@ -43,9 +35,9 @@ fn chrono_now_ms() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_replays_what_was_missed_then_continues_live() {
     let broker = Broker::start().await;
-    let service = Service::start(&broker).await;
+    let service = Service::start(&TestConfig::new(&broker)).await;
     let driver = JsDriver::spawn().await;
-    let c = client(&driver, &service, auth("o1", "viewer")).await;
+    let c = connected(&driver, &service, auth("o1", "viewer")).await;
     let ack = c
         .emit_ack("subscribe:unit", vec![json!("u1")])
         .await
@@ -65,11 +57,22 @@ async fn resume_replays_what_was_missed_then_continues_live() {
             publisher
                 .publish_nowait("sensors/probe-1", reading(i), 0)
                 .await;
+            // Not a wait: paces the publisher so that readings keep arriving all through the
+            // reconnect and resubscribe below, rather than all before it.
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         publisher
     });
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Readings the dashboard misses while it is away, so the resume has a gap to fill.
+    let admin = token(json!({ "org_id": "o1", "role": "admin" }));
+    service
+        .get_until(
+            "/api/stats",
+            Some(&admin),
+            "readings emitted while away",
+            |_, stats| stats["emitted"].as_u64().unwrap_or(0) >= 5 + 20,
+        )
+        .await;
     c.reconnect().await;
     c.wait_connect().await.expect("reconnect");
     let since = json!({ "unitId": "u1", "since": { "epoch": epoch, "seq": 5 } });
@@ -91,22 +94,20 @@ async fn resume_replays_what_was_missed_then_continues_live() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_reports_a_gap_it_cannot_fill() {
     let broker = Broker::start().await;
-    let service = service_with(&broker, "[realtime]\nhistory_readings = 3\n").await;
+    let service = Service::start(&TestConfig::new(&broker).realtime("history_readings", 3)).await;
     let driver = JsDriver::spawn().await;
     let publisher = Publisher::connect(&broker).await;
     for i in 1..=10 {
         publisher.publish("sensors/probe-1", reading(i), 1).await;
     }
-    let c = client(&driver, &service, auth("o1", "viewer")).await;
+    let c = connected(&driver, &service, auth("o1", "viewer")).await;
     let epoch = c.next_event("connection:ack").await[0]["epoch"].clone();
     // Wait until the tenth reading is in (published QoS 1, so it is on its way).
-    for _ in 0..50 {
-        let l = c.emit_ack("get:latest", vec![json!("u1")]).await.remove(0);
-        if l["seq"] == 10 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(WAIT, "get:latest to return the tenth reading", || async {
+        let latest = c.emit_ack("get:latest", vec![json!("u1")]).await.remove(0);
+        check(latest["seq"] == 10, latest)
+    })
+    .await;
     let old = json!({ "unitId": "u1", "since": { "epoch": epoch, "seq": 2 } });
     let ack = c.emit_ack("subscribe:unit", vec![old]).await.remove(0);
     assert_eq!(
@@ -142,19 +143,16 @@ async fn resume_reports_a_gap_it_cannot_fill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_client_costs_the_others_nothing_and_is_cut_off() {
     let broker = Broker::start().await;
-    let extra = "[realtime]\nstall_timeout = \"2s\"\ndrain_interval = \"50ms\"\n";
-    let config =
-        config_text(&broker.url()).replace("[state]", "[limits]\nsocket_buffer = 64\n[state]");
-    let service = Service::start_config(&format!("{config}\n{extra}"), true).await;
+    let config = TestConfig::new(&broker)
+        .realtime("stall_timeout", "2s")
+        .realtime("drain_interval", "50ms")
+        .limit("socket_buffer", 64);
+    let service = Service::start(&config).await;
     let driver = JsDriver::spawn().await;
     let mut healthy = Vec::new();
     for i in 0..100 {
         let a = json!({ "token": token(json!({ "org_id": "o1", "sub": format!("dash-{i}") })) });
-        let c = client(&driver, &service, a).await;
-        assert_eq!(
-            c.emit_ack("subscribe:unit", vec![json!("u1")]).await[0]["ok"],
-            true
-        );
+        let c = subscribed(&driver, &service, a, &["u1"]).await;
         healthy.push(c);
     }
     let mut stalled = RawSocket::connect(service.addr, &auth("o1", "viewer"), Some(2048)).await;
@@ -179,6 +177,7 @@ async fn a_stalled_client_costs_the_others_nothing_and_is_cut_off() {
                 .publish_nowait("sensors/probe-2", reading(i * 10 + j), 0)
                 .await;
         }
+        // Not a wait: the publishing rate under test (100 readings/s for u1, 1000/s for u2).
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let mut latencies = Vec::new();
@@ -203,17 +202,16 @@ async fn a_stalled_client_costs_the_others_nothing_and_is_cut_off() {
     );
 
     let admin = token(json!({ "org_id": "o1", "role": "admin" }));
-    let mut cut = false;
-    for _ in 0..100 {
+    eventually(WAIT, "the stalled socket to be disconnected", || async {
         let (_, rt) = service.get("/health/realtime", None).await;
-        if rt["websocket"]["connections"] == 100 {
-            cut = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        let (_, stats) = service.get("/api/stats", Some(&admin)).await;
+        check(
+            rt["websocket"]["connections"] == 100,
+            format!("realtime {rt}; stats {stats}"),
+        )
+    })
+    .await;
     let (_, stats) = service.get("/api/stats", Some(&admin)).await;
-    assert!(cut, "the stalled socket is disconnected; stats {stats}");
     assert!(stats["slowSocketsMarked"].as_u64().unwrap() >= 1, "{stats}");
     assert!(
         stats["deliveriesDropped"]["coalesced"]
@@ -246,13 +244,9 @@ fn chrono_parse_ms(rfc3339: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_from_one_client_never_affects_another() {
     let broker = Broker::start().await;
-    let service = Service::start(&broker).await;
+    let service = Service::start(&TestConfig::new(&broker)).await;
     let driver = JsDriver::spawn().await;
-    let good = client(&driver, &service, auth("o1", "viewer")).await;
-    assert_eq!(
-        good.emit_ack("subscribe:unit", vec![json!("u1")]).await[0]["ok"],
-        true
-    );
+    let good = subscribed(&driver, &service, auth("o1", "viewer"), &["u1"]).await;
 
     let mut raw = RawSocket::connect(service.addr, &auth("o1", "viewer"), None).await;
     let unknown = raw
@@ -290,19 +284,23 @@ async fn garbage_from_one_client_never_affects_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_refuse_with_clear_messages() {
     let broker = Broker::start().await;
-    let limits = "[limits]\nmax_connections = 3\nmax_connections_per_subject = 2\nmax_subscriptions_per_socket = 2\nevent_rate = 5.0\nevent_burst = 5.0\n";
-    let config = config_text(&broker.url()).replace("[state]", &format!("{limits}[state]"));
-    let service = Service::start_config(&config, true).await;
+    let config = TestConfig::new(&broker)
+        .limit("max_connections", 3)
+        .limit("max_connections_per_subject", 2)
+        .limit("max_subscriptions_per_socket", 2)
+        .limit("event_rate", 5.0)
+        .limit("event_burst", 5.0);
+    let service = Service::start(&config).await;
     let driver = JsDriver::spawn().await;
     let same = json!({ "token": token(json!({ "org_id": "o1", "sub": "same-user" })) });
-    let a = client(&driver, &service, same.clone()).await;
-    let _b = client(&driver, &service, same.clone()).await;
+    let a = connected(&driver, &service, same.clone()).await;
+    let _b = connected(&driver, &service, same.clone()).await;
     let c = driver.connect(&service.url(), Some(same)).await;
     assert_eq!(
         c.wait_connect().await,
         Err("Too many connections for this user".to_string())
     );
-    let _d = client(&driver, &service, auth("o1", "viewer")).await;
+    let _d = connected(&driver, &service, auth("o1", "viewer")).await;
     let e = driver
         .connect(&service.url(), Some(auth("o1", "viewer")))
         .await;
@@ -338,9 +336,11 @@ async fn limits_refuse_with_clear_messages() {
         limited >= 10,
         "most of a 20-event burst over a 5/s bucket is refused: {limited}"
     );
-    // Leaving frees the slot for another subscription.
+    // Leaving frees the slot for another subscription (b and d stay).
     a.close().await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    service
+        .wait_sockets(2, "the closed socket to be gone")
+        .await;
     let again = driver
         .connect(
             &service.url(),
@@ -359,17 +359,10 @@ async fn limits_refuse_with_clear_messages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_per_unit_and_flushes_on_shutdown() {
     let broker = Broker::start().await;
-    let service = service_with(
-        &broker,
-        "[realtime]\nbatch = true\nbatch_interval = \"300ms\"\n",
-    )
-    .await;
+    let batching = TestConfig::new(&broker).realtime("batch", true);
+    let service = Service::start(&batching.clone().realtime("batch_interval", "300ms")).await;
     let driver = JsDriver::spawn().await;
-    let c = client(&driver, &service, auth("o1", "viewer")).await;
-    assert_eq!(
-        c.emit_ack("subscribe:unit", vec![json!("u1")]).await[0]["ok"],
-        true
-    );
+    let c = subscribed(&driver, &service, auth("o1", "viewer"), &["u1"]).await;
     assert_eq!(
         c.emit_ack("subscribe:site", vec![json!("s1")]).await[0]["ok"],
         true
@@ -405,16 +398,8 @@ async fn batches_per_unit_and_flushes_on_shutdown() {
     );
     service.stop().await;
 
-    let service = service_with(
-        &broker,
-        "[realtime]\nbatch = true\nbatch_interval = \"1h\"\n",
-    )
-    .await;
-    let c = client(&driver, &service, auth("o1", "viewer")).await;
-    assert_eq!(
-        c.emit_ack("subscribe:unit", vec![json!("u1")]).await[0]["ok"],
-        true
-    );
+    let service = Service::start(&batching.realtime("batch_interval", "1h")).await;
+    let c = subscribed(&driver, &service, auth("o1", "viewer"), &["u1"]).await;
     broker.publish("sensors/probe-1", reading(7), 1).await;
     c.next_event("sensor:reading").await;
     service.stop().await;
@@ -436,9 +421,10 @@ async fn batches_per_unit_and_flushes_on_shutdown() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_hanging_up_mid_handshake_give_their_slots_back() {
     let broker = Broker::start().await;
-    let limits = "[limits]\nmax_connections = 5\nmax_connections_per_subject = 2\n";
-    let config = config_text(&broker.url()).replace("[state]", &format!("{limits}[state]"));
-    let service = Service::start_config(&config, true).await;
+    let config = TestConfig::new(&broker)
+        .limit("max_connections", 5)
+        .limit("max_connections_per_subject", 2);
+    let service = Service::start(&config).await;
     let same = json!({ "token": token(json!({ "org_id": "o1", "sub": "flaky-user" })) });
     for _ in 0..30 {
         let mut raw = RawSocket::open(service.addr, None).await;
@@ -446,22 +432,12 @@ async fn clients_hanging_up_mid_handshake_give_their_slots_back() {
         drop(raw);
     }
     // Every one of them is gone: the server holds no slot for this user or anybody.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (code, stats) = service.get("/health/realtime", None).await;
-        assert_eq!(code, 200);
-        if stats["websocket"]["connections"] == 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "connection slots still held after every client hung up: {stats}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    service
+        .wait_sockets(0, "every connection slot back after the clients hung up")
+        .await;
     let driver = JsDriver::spawn().await;
-    let a = client(&driver, &service, same.clone()).await;
-    let b = client(&driver, &service, same).await;
+    let a = connected(&driver, &service, same.clone()).await;
+    let b = connected(&driver, &service, same).await;
     assert_eq!(
         a.emit_ack("ping", vec![]).await.len() + b.emit_ack("ping", vec![]).await.len(),
         2

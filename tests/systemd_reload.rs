@@ -5,8 +5,10 @@
 mod common;
 
 use common::broker::Broker;
+use common::config::{TestConfig, TestRegistry};
+use common::http::{get_until, http_get};
 use common::jsclient::{JsClient, JsDriver};
-use common::service::{auth, config_text, http_get, Binary, REGISTRY};
+use common::service::{auth, publish_until_reading, subscribed, token, Mode, Service};
 use serde_json::json;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
@@ -49,14 +51,11 @@ async fn speaks_the_notify_protocol() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&path).unwrap();
-    let mut bin = Binary::spawn(
-        &config_text(&broker.url()),
-        &[
-            ("NOTIFY_SOCKET", path.to_str().unwrap()),
-            ("WATCHDOG_USEC", "1000000"),
-        ],
-    )
-    .await;
+    let env = [
+        ("NOTIFY_SOCKET", path.to_str().unwrap()),
+        ("WATCHDOG_USEC", "1000000"),
+    ];
+    let mut bin = Service::launch(&TestConfig::new(&broker), Mode::Binary(&env), false).await;
     let seen =
         tokio::task::block_in_place(|| read_until(&sock, "READY=1", Duration::from_secs(15)));
     let ready = seen.last().unwrap();
@@ -77,7 +76,7 @@ async fn speaks_the_notify_protocol() {
 
     bin.signal("TERM");
     tokio::task::block_in_place(|| read_until(&sock, "STOPPING=1", Duration::from_secs(5)));
-    let status = tokio::time::timeout(Duration::from_secs(10), bin.child.wait())
+    let status = tokio::time::timeout(Duration::from_secs(10), bin.child().wait())
         .await
         .unwrap()
         .unwrap();
@@ -92,11 +91,10 @@ async fn ready_after_the_timeout_when_the_broker_is_down() {
     let path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&path).unwrap();
     let port = common::broker::free_port();
-    let config = config_text(&format!("mqtt://127.0.0.1:{port}")).replace(
-        "shutdown_timeout = \"3s\"",
-        "shutdown_timeout = \"3s\"\nready_timeout = \"1s\"",
-    );
-    let _bin = Binary::spawn(&config, &[("NOTIFY_SOCKET", path.to_str().unwrap())]).await;
+    let config =
+        TestConfig::for_url(&format!("mqtt://127.0.0.1:{port}")).http("ready_timeout", "1s");
+    let env = [("NOTIFY_SOCKET", path.to_str().unwrap())];
+    let _bin = Service::launch(&config, Mode::Binary(&env), false).await;
     let seen =
         tokio::task::block_in_place(|| read_until(&sock, "READY=1", Duration::from_secs(10)));
     assert!(
@@ -113,22 +111,18 @@ async fn ready_after_the_timeout_when_the_broker_is_down() {
 /// one stays in force.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_registry_and_subscriptions() {
-    let (broker, config, mut bin, _driver, c) = binary_with_owner_on(&["u1", "u2"]).await;
+    let (broker, mut bin, _driver, c) = binary_with_owner_on(&["u1", "u2"]).await;
 
     // u2 goes (and its sensor), probe-9 joins u1, a new topic is subscribed.
-    let registry = REGISTRY
-        .replace("[[unit]]\nid = \"u2\"\nsite = \"s2\"\n", "")
-        .replace(
-            "[[sensor]]\nid = \"probe-2\"\nunit = \"u2\"\n",
-            "[[sensor]]\nid = \"probe-9\"\nunit = \"u1\"\n",
-        );
-    bin.write("registry.toml", &registry);
-    let more = "[[mqtt.subscriptions]]\ntopic = \"more/+\"\nformat = \"json\"\nqos = 1\n[auth]";
-    bin.write(
-        "sensorcast.toml",
-        &config
-            .replace("127.0.0.1:0", &bin.addr.to_string())
-            .replacen("[auth]", more, 1),
+    let registry = TestRegistry::standard()
+        .without("unit", "u2")
+        .without("sensor", "probe-2")
+        .sensor("probe-9", "u1");
+    bin.rewrite(
+        &bin.config
+            .clone()
+            .registry(&registry)
+            .subscription("more/+", "json"),
     );
     bin.signal("HUP");
     let err = c.next_event("subscription:error").await.remove(0);
@@ -144,21 +138,12 @@ async fn sighup_reloads_registry_and_subscriptions() {
         (r["unitId"].as_str(), r["deviceId"].as_str()),
         (Some("u1"), Some("probe-9"))
     );
-    // The new subscription is live (poll: the SUBSCRIBE goes out right after the reload).
-    let mut arrived = false;
-    for _ in 0..50 {
-        broker
-            .publish("more/probe-1", r#"{"temperature": 5.5}"#, 1)
-            .await;
-        if c.next_event_timeout("sensor:reading", Duration::from_millis(100))
-            .await
-            .is_some()
-        {
-            arrived = true;
-            break;
-        }
-    }
-    assert!(arrived, "a reading on the newly subscribed topic arrives");
+    // The new subscription is live (poll: the SUBSCRIBE goes out right after the reload, and
+    // until the broker has it, what is published on the new topic goes nowhere).
+    publish_until_reading(&c, "a reading on the newly subscribed topic", || {
+        broker.publish("more/probe-1", r#"{"temperature": 5.5}"#, 1)
+    })
+    .await;
     let (_, health) = http_get(bin.addr, "/health", None).await;
     assert_eq!(health["checks"]["reload"]["ok"], true, "{health}");
 
@@ -174,22 +159,27 @@ async fn sighup_reloads_registry_and_subscriptions() {
         .as_str()
         .unwrap()
         .contains("nowhere"));
-    while c
-        .next_event_timeout("sensor:reading", Duration::from_millis(200))
-        .await
-        .is_some()
-    {}
     broker
         .publish("sensors/probe-9", r#"{"temperature": 6.5}"#, 1)
         .await;
-    assert_eq!(c.next_event("sensor:reading").await[0]["temperature"], 6.5);
+    // Readings of the polling above may still be on their way: all 5.5, then ours.
+    loop {
+        let r = c.next_event("sensor:reading").await.remove(0);
+        if r["temperature"] == 6.5 {
+            assert_eq!(r["deviceId"], "probe-9");
+            break;
+        }
+        assert_eq!(
+            r["temperature"], 5.5,
+            "only the polling's readings come first: {r}"
+        );
+    }
     let (_, rt) = http_get(bin.addr, "/health/realtime", None).await;
     assert_eq!(
         rt["websocket"]["connections"], 1,
         "the socket stayed up through both reloads"
     );
-    bin.signal("TERM");
-    assert!(bin.child.wait().await.unwrap().success());
+    bin.stop().await;
 }
 
 /// A registry whose alert rules fail only after inheritance (here u2 inherits `temp_max = 5`
@@ -198,20 +188,13 @@ async fn sighup_reloads_registry_and_subscriptions() {
 /// on the registry in force.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_refuses_a_registry_whose_inherited_rules_leave_no_band() {
-    let (broker, _config, mut bin, _driver, c) = binary_with_owner_on(&["u2"]).await;
+    let (broker, mut bin, _driver, c) = binary_with_owner_on(&["u2"]).await;
     // Were it applied, u2 would get a temperature rule and 9.5 °C would raise an alert.
-    let registry = REGISTRY
-        .replacen(
-            "[[org]]\nid = \"o1\"\n",
-            "[[org]]\nid = \"o1\"\ntemp_min = 0\ntemp_max = 5\n",
-            1,
-        )
-        .replace(
-            "[[unit]]\nid = \"u2\"\nsite = \"s2\"\n",
-            "[[unit]]\nid = \"u2\"\nsite = \"s2\"\ntemp_min = 4.8\n",
-        );
-    assert_ne!(registry, REGISTRY);
-    bin.write("registry.toml", &registry);
+    let registry = TestRegistry::standard()
+        .set("org", "o1", "temp_min", 0)
+        .set("org", "o1", "temp_max", 5)
+        .set("unit", "u2", "temp_min", 4.8);
+    bin.rewrite(&bin.config.clone().registry(&registry));
     bin.signal("HUP");
     let refused = health_once_reload_refused(&bin).await;
     assert_eq!(refused["checks"]["reload"]["ok"], false, "{refused}");
@@ -227,40 +210,30 @@ async fn sighup_refuses_a_registry_whose_inherited_rules_leave_no_band() {
         .next_event_timeout("alert:triggered", Duration::from_millis(500))
         .await
         .is_none());
-    bin.signal("TERM");
-    assert!(bin.child.wait().await.unwrap().success());
+    bin.stop().await;
 }
 
 /// The binary on the test config, ready, with an `o1` owner connected through the official
 /// client and subscribed to `units`. The driver must outlive the client.
-async fn binary_with_owner_on(units: &[&str]) -> (Broker, String, Binary, JsDriver, JsClient) {
+async fn binary_with_owner_on(units: &[&str]) -> (Broker, Service, JsDriver, JsClient) {
     let broker = Broker::start().await;
-    let config = config_text(&broker.url());
-    let bin = Binary::spawn(&config, &[]).await;
-    bin.wait_ready().await;
+    let bin = Service::start_binary(&TestConfig::new(&broker), &[]).await;
     let driver = JsDriver::spawn().await;
-    let c = driver.connect(&bin.url(), Some(auth("o1", "owner"))).await;
-    c.wait_connect().await.unwrap();
-    for unit in units {
-        assert_eq!(
-            c.emit_ack("subscribe:unit", vec![json!(unit)]).await[0]["ok"],
-            true
-        );
-    }
-    (broker, config, bin, driver, c)
+    let c = subscribed(&driver, &bin, auth("o1", "owner"), units).await;
+    (broker, bin, driver, c)
 }
 
-/// `/health` once it reports a refused reload (or after 5 s, for the caller's assertion).
-async fn health_once_reload_refused(bin: &Binary) -> serde_json::Value {
-    let mut health = serde_json::Value::Null;
-    for _ in 0..50 {
-        health = http_get(bin.addr, "/health", None).await.1;
-        if health["checks"]["reload"]["ok"] == false {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    health
+/// `/health` once it reports a refused reload; fails with the last answer if it never does.
+async fn health_once_reload_refused(bin: &Service) -> serde_json::Value {
+    get_until(
+        bin.addr,
+        "/health",
+        None,
+        "/health to report the refused reload",
+        |_, h| h["checks"]["reload"]["ok"] == false,
+    )
+    .await
+    .1
 }
 
 /// A second SIGTERM exits at once, even while the graceful shutdown is still waiting (here for
@@ -268,10 +241,8 @@ async fn health_once_reload_refused(bin: &Binary) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_exits_at_once() {
     let broker = Broker::start().await;
-    let config = config_text(&broker.url())
-        .replace("shutdown_timeout = \"3s\"", "shutdown_timeout = \"30s\"");
-    let mut bin = Binary::spawn(&config, &[]).await;
-    bin.wait_ready().await;
+    let config = TestConfig::new(&broker).http("shutdown_timeout", "30s");
+    let mut bin = Service::start_binary(&config, &[]).await;
     // A client that stopped reading with full buffers: closing its transport waits.
     let mut silent =
         common::rawws::RawSocket::connect(bin.addr, &auth("o1", "viewer"), Some(2048)).await;
@@ -292,32 +263,39 @@ async fn a_second_signal_exits_at_once() {
     publisher
         .publish("sensors/probe-1", r#"{"temperature": 1}"#, 1)
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let admin = token(json!({ "org_id": "o1", "role": "admin" }));
+    get_until(
+        bin.addr,
+        "/api/stats",
+        Some(&admin),
+        "the silent client marked slow",
+        |_, s| s["slowSocketsMarked"].as_u64().unwrap_or(0) >= 1,
+    )
+    .await;
     bin.signal("TERM");
     // Signals that arrive before the first is handled are coalesced: wait until shutdown began.
-    for _ in 0..100 {
-        if http_get(bin.addr, "/health/ready", None).await.0 != 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    get_until(
+        bin.addr,
+        "/health/ready",
+        None,
+        "the shutdown to begin",
+        |code, _| code != 200,
+    )
+    .await;
+    assert!(
+        bin.child().try_wait().unwrap().is_none(),
+        "the graceful shutdown is still waiting when the second signal comes"
+    );
     let started = Instant::now();
     bin.signal("TERM");
-    let status = match tokio::time::timeout(Duration::from_secs(5), bin.child.wait()).await {
+    let status = match tokio::time::timeout(Duration::from_secs(5), bin.child().wait()).await {
         Ok(s) => s.unwrap(),
         Err(_) => {
             bin.signal("KILL");
-            let mut err = String::new();
-            use tokio::io::AsyncReadExt;
-            bin.child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .await
-                .unwrap();
-            panic!("still running 5 s after the second SIGTERM; log:\n{err}");
+            panic!(
+                "still running 5 s after the second SIGTERM; log:\n{}",
+                bin.stderr().await
+            );
         }
     };
     assert_eq!(status.code(), Some(130), "{status:?}");

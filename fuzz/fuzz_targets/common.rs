@@ -4,7 +4,7 @@
 //! Input layout: the first byte picks one of the format's usual topics; a value past the list
 //! means the topic is the text up to the first `\n`. The rest is the payload, split on NUL
 //! bytes into several messages that go, in order, through one `DecodeState` (Shelly deltas).
-//! The fixtures (`../shared/fixtures/payloads`) make a good seed corpus: docs/decoders.md.
+//! The payload fixtures (`tests/fixtures/payloads`) make a good seed corpus: docs/decoders.md.
 
 use chrono::{TimeZone, Utc};
 use sensorcast::decode::{

@@ -67,7 +67,7 @@ impl Config {
                 }
                 // The config file path itself is read by main, not here.
                 "SENSORCAST_CONFIG" => {}
-                // Read by the test suite (fixture folder), not by the service.
+                // Read by the test suite (an extra payload fixture folder), not by the service.
                 "SENSORCAST_FIXTURES" => {}
                 _ => {
                     return Err(bad(

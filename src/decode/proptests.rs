@@ -1,14 +1,19 @@
 //! Property tests: every decoder, fed random bytes, random JSON, and random JSON shaped like its
 //! own format, either decodes to readings that respect every limit or rejects the input with a
-//! short message, and never panics. `PROPTEST_CASES` sets the number of cases (256 by default,
-//! a few seconds in all); docs/decoders.md says how to run them long and how to run cargo-fuzz.
+//! short message, and never panics. The two bounds that only show past them are driven past
+//! them: nesting beyond `MAX_DEPTH`, and more devices than the Shelly memory holds (a small
+//! memory, as the real one holds 4096). `PROPTEST_CASES` sets the number of cases (256 by
+//! default, a few seconds in all); docs/decoders.md says how to run them long and how to run
+//! cargo-fuzz.
 
 use chrono::{TimeZone, Utc};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use serde_json::{Map, Value};
+use std::collections::VecDeque;
 
 use super::fields::{BATTERY, HUMIDITY, MAX_EXTRA_NAME, SIGNAL, TEMPERATURE};
+use super::state::DeviceStatus;
 use super::*;
 use crate::core::ids::normalize_sensor_id;
 
@@ -312,6 +317,79 @@ fn run(format: Format, state: &mut DecodeState, topic: &str, payload: &[u8]) {
     ));
 }
 
+/// Distinct devices in a [`shelly_sequences`] run, and the memory bound it runs with.
+const SEQUENCE_DEVICES: usize = 6;
+const SEQUENCE_MEMORY: usize = 3;
+
+/// A device status that tells one update from another.
+fn status_of(t: i32) -> DeviceStatus {
+    DeviceStatus {
+        temperatures: vec![(0, Some(f64::from(t)))],
+        ..DeviceStatus::default()
+    }
+}
+
+/// Each decoder that parses JSON, with a topic on which it does.
+const JSON_TOPICS: [(Format, &str); 5] = [
+    (Format::TtnV3, "v3/app@ttn/devices/d1/up"),
+    (Format::Tasmota, "tele/dev/SENSOR"),
+    (Format::Zigbee2Mqtt, "zigbee2mqtt/kitchen/fridge"),
+    (Format::ShellyGen2, "dev/events/rpc"),
+    (Format::Json, "sensors/a"),
+];
+
+/// How deep `[`/`{` really nest in `v`: 0 for a scalar, 1 for `[]` or `{}`.
+fn nesting(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(nesting).max().unwrap_or(0),
+        Value::Object(o) => 1 + o.values().map(nesting).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Text made of what the depth scan must not be fooled by: brackets, quotes and backslashes.
+fn tricky_text() -> impl Strategy<Value = String> {
+    "[\\[\\]{}\"\\\\:,a ]{0,12}"
+}
+
+/// JSON around a spine of containers from 0 to `MAX_DEPTH + 8` deep (often right at the limit),
+/// with random siblings at every level (scalars, tricky strings, small nested values) and tricky
+/// object keys; the real depth is what [`nesting`] counts.
+fn nested() -> impl Strategy<Value = Value> {
+    let spine = prop_oneof![0..=MAX_DEPTH + 8, MAX_DEPTH - 1..=MAX_DEPTH + 1];
+    let sibling = prop_oneof![
+        3 => tricky_text().prop_map(Value::from),
+        1 => json(),
+    ];
+    let level = (
+        any::<bool>(),
+        tricky_text(),
+        prop::collection::vec((tricky_text(), sibling), 0..3),
+        any::<prop::sample::Index>(),
+    )
+        .boxed();
+    let innermost = prop_oneof![tricky_text().prop_map(Value::from), number()];
+    (
+        innermost,
+        spine.prop_flat_map(move |d| prop::collection::vec(level.clone(), d)),
+    )
+        .prop_map(|(innermost, levels)| {
+            levels
+                .into_iter()
+                .fold(innermost, |inner, (array, key, siblings, at)| {
+                    if array {
+                        let mut items: Vec<Value> = siblings.into_iter().map(|(_, v)| v).collect();
+                        items.insert(at.index(items.len() + 1), inner);
+                        Value::Array(items)
+                    } else {
+                        let mut m: Map<String, Value> = siblings.into_iter().collect();
+                        m.insert(key, inner);
+                        Value::Object(m)
+                    }
+                })
+        })
+}
+
 fn format() -> impl Strategy<Value = Format> {
     proptest::sample::select(Format::ALL.to_vec())
 }
@@ -347,21 +425,76 @@ proptest! {
         run(format, &mut DecodeState::new(), &topic, value.to_string().as_bytes());
     }
 
-    /// Deltas laid over one another keep the memory consistent and bounded.
+    /// Deltas laid over one another, from more devices than the memory holds, keep the memory
+    /// consistent and within its bound.
     #[test]
-    fn shelly_sequences(messages in prop::collection::vec(shaped(Format::ShellyGen2), 1..12)) {
-        let mut state = DecodeState::new();
-        for m in messages {
+    fn shelly_sequences(
+        messages in prop::collection::vec((shaped(Format::ShellyGen2), 0..SEQUENCE_DEVICES), 1..16)
+    ) {
+        let mut state = DecodeState::with_max_devices(SEQUENCE_MEMORY);
+        for (mut m, device) in messages {
+            // Most messages name one of a few devices, so the memory fills and evicts.
+            if m["src"] == "dev" {
+                m["src"] = Value::from(format!("dev-{device}"));
+            }
             run(Format::ShellyGen2, &mut state, "dev/events/rpc", m.to_string().as_bytes());
+            prop_assert!(state.len() <= SEQUENCE_MEMORY, "{} devices kept", state.len());
         }
-        prop_assert!(state.len() <= MAX_DEVICES);
     }
 
-    /// Strings with quotes, escapes and brackets never confuse the nesting scan.
+    /// The memory keeps exactly the devices updated most recently, each with its last status,
+    /// however many distinct devices pass through it: a least-recently-updated list is the model.
     #[test]
-    fn depth_scan_agrees_with_the_parser(value in json()) {
-        let text = value.to_string();
-        let openers = text.matches(['[', '{']).count();
-        prop_assert!(fields::check_depth(text.as_bytes()).is_ok() || openers > MAX_DEPTH);
+    fn memory_forgets_the_least_recently_updated(
+        max in 1..8usize,
+        updates in prop::collection::vec((0..20usize, -50..50i32), 0..120),
+    ) {
+        let mut state = DecodeState::with_max_devices(max);
+        // Oldest first: (device, the temperature of its last status).
+        let mut model: VecDeque<(usize, i32)> = VecDeque::new();
+        for (device, t) in updates {
+            state.remember(&format!("d{device}"), status_of(t));
+            model.retain(|(d, _)| *d != device);
+            if model.len() == max {
+                model.pop_front();
+            }
+            model.push_back((device, t));
+            prop_assert_eq!(state.len(), model.len());
+            for d in 0..20 {
+                let want = model.iter().find(|(m, _)| *m == d).map(|(_, t)| status_of(*t));
+                prop_assert_eq!(state.status(&format!("d{d}")), want.as_ref(), "device d{}", d);
+            }
+        }
+    }
+
+    /// Whatever the nesting, and however strings full of quotes, escapes and brackets sit in it,
+    /// the flat depth scan and every JSON decoder reject exactly the payloads nested deeper than
+    /// `MAX_DEPTH` (as `too_deep`), and no other.
+    #[test]
+    fn depth_verdict_matches_the_real_depth(value in nested(), pretty in any::<bool>()) {
+        let text = if pretty {
+            serde_json::to_string_pretty(&value).unwrap()
+        } else {
+            value.to_string()
+        };
+        let depth = nesting(&value);
+        let too_deep = depth > MAX_DEPTH;
+        prop_assert_eq!(
+            fields::check_depth(text.as_bytes()).is_err(),
+            too_deep,
+            "check_depth on nesting {}: {}", depth, text
+        );
+        let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        for (format, topic) in JSON_TOPICS {
+            let outcome = decode_with(
+                format, &Options::default(), &mut DecodeState::new(), topic, text.as_bytes(), at,
+                usize::MAX,
+            );
+            prop_assert_eq!(
+                matches!(outcome, Err(DecodeError::TooDeep { .. })),
+                too_deep,
+                "{:?} on nesting {}: {:?}", format, depth, outcome
+            );
+        }
     }
 }

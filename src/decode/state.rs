@@ -15,11 +15,23 @@ use super::Extra;
 pub const MAX_DEVICES: usize = 4096;
 
 /// Decoder memory, one per subscription; passed as `&mut` into [`decode`](super::decode).
-#[derive(Default)]
 pub struct DecodeState {
     shelly: HashMap<String, Remembered>,
     /// Grows with every update; the entry with the smallest stamp is evicted first.
     clock: u64,
+    /// How many devices are kept: always [`MAX_DEVICES`], except in the property tests, which
+    /// need a bound small enough to pass thousands of times per run.
+    max_devices: usize,
+}
+
+impl Default for DecodeState {
+    fn default() -> Self {
+        Self {
+            shelly: HashMap::new(),
+            clock: 0,
+            max_devices: MAX_DEVICES,
+        }
+    }
 }
 
 struct Remembered {
@@ -53,6 +65,15 @@ impl DecodeState {
         Self::default()
     }
 
+    /// A memory bounded to `max_devices` instead of [`MAX_DEVICES`], for the property tests.
+    #[cfg(test)]
+    pub(crate) fn with_max_devices(max_devices: usize) -> Self {
+        Self {
+            max_devices,
+            ..Self::default()
+        }
+    }
+
     /// How many devices are remembered.
     pub fn len(&self) -> usize {
         self.shelly.len()
@@ -75,7 +96,7 @@ impl DecodeState {
             *r = Remembered { status, stamp };
             return;
         }
-        if self.shelly.len() >= MAX_DEVICES {
+        if self.shelly.len() >= self.max_devices {
             let stalest = self
                 .shelly
                 .iter()

@@ -27,6 +27,8 @@ use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use super::wait::eventually;
+
 /// Where Debian installs the broker.
 const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 /// How long a broker gets to start accepting, or to exit after SIGTERM.
@@ -96,9 +98,7 @@ impl Broker {
 
     /// Everything the broker has logged so far (its log file, then its stderr).
     pub fn log(&self) -> String {
-        let read =
-            |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
-        format!("{}{}", read("mosquitto.log"), read("mosquitto.stderr"))
+        log_in(self.dir.path())
     }
 
     /// Sends SIGTERM and waits for the broker to exit, so it saves its persistence file.
@@ -193,32 +193,33 @@ impl Broker {
     /// Polls the port until it accepts TCP connections; panics with the log if the broker
     /// exits or takes too long.
     async fn wait_accepting(&mut self) {
-        let deadline = tokio::time::Instant::now() + BROKER_TIMEOUT;
-        loop {
-            let child = self.child.as_mut().expect("spawned");
-            if let Some(status) = child.try_wait().expect("try_wait mosquitto") {
-                panic!(
-                    "mosquitto exited with {status} on port {}; log:\n{}",
-                    self.port,
-                    self.log()
-                );
+        let (port, dir) = (self.port, self.dir.path().to_owned());
+        let child = self.child.as_mut().expect("spawned");
+        let what = format!("mosquitto to accept on port {port}");
+        eventually(BROKER_TIMEOUT, &what, || {
+            let exited = child.try_wait().expect("try_wait mosquitto");
+            let dir = dir.clone();
+            async move {
+                if let Some(status) = exited {
+                    panic!(
+                        "mosquitto exited with {status} on port {port}; log:\n{}",
+                        log_in(&dir)
+                    );
+                }
+                match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(format!("{e}; log:\n{}", log_in(&dir))),
+                }
             }
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            if tokio::time::Instant::now() > deadline {
-                panic!(
-                    "mosquitto not accepting on port {} after {BROKER_TIMEOUT:?}; log:\n{}",
-                    self.port,
-                    self.log()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        })
+        .await
     }
+}
+
+/// Everything the broker in `dir` has logged so far (its log file, then its stderr).
+fn log_in(dir: &Path) -> String {
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+    format!("{}{}", read("mosquitto.log"), read("mosquitto.stderr"))
 }
 
 fn config_path(dir: &Path) -> PathBuf {
@@ -398,6 +399,8 @@ async fn drive_publisher(
             Err(rumqttc::ConnectionError::RequestsDone) => return,
             Err(e) => {
                 eprintln!("test publisher: {e}; retrying");
+                // Not a wait for a condition: the back-off before rumqttc's next connect
+                // attempt, so a broker that is down is not hammered.
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }

@@ -1,8 +1,15 @@
-//! Helpers shared by the integration tests: real peers for sensorcast to talk to.
-//! `broker` runs a private mosquitto per test; `jsclient` drives the official Socket.io client.
+//! Helpers shared by the integration tests: real peers for sensorcast to talk to, and one way
+//! to start it. `broker` runs a private mosquitto per test; `jsclient` drives the official
+//! Socket.io client (`rawws` a raw websocket); `config` builds the files sensorcast runs on and
+//! `service` starts it on them; `http` asks its endpoints; `wait` is how every test waits;
+//! `fixtures` says where the payload fixtures are.
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod config;
+pub mod fixtures;
+pub mod http;
 pub mod jsclient;
 pub mod rawws;
 pub mod service;
+pub mod wait;

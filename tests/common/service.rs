@@ -1,145 +1,129 @@
-//! sensorcast itself, started for a test: in-process through `sensorcast::run` on an ephemeral
-//! port (fast, and the test can reach its shutdown token), or as the real binary when a test
-//! needs real signals. Also a JWT minter and a tiny HTTP/1.1 GET client, so tests need no
-//! extra dependencies.
+//! sensorcast itself, started for a test from a [`TestConfig`], one way for every test:
+//! [`Service::launch`] writes the config directory, picks the address, starts the service
+//! in-process through `sensorcast::run` (fast, and the test holds its shutdown token) or as the
+//! real binary (for real signals and the systemd notify socket), and waits until it is ready.
+//! Also the JWT minter and the other bits tests of the running service share.
 #![allow(dead_code)]
 
 use serde_json::{json, Value};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
-use super::broker::Broker;
+use super::config::{TestConfig, SECRET};
+use super::http::{get_until, http_get, wait_ready};
+use super::jsclient::{JsClient, JsDriver};
+use super::wait::{eventually, WAIT};
 
-pub const SECRET: &str = "integration-test-secret-0123456789";
+/// How long an in-process service, or the binary, gets to become ready.
+const READY_IN_PROCESS: Duration = Duration::from_secs(10);
+const READY_BINARY: Duration = Duration::from_secs(15);
+/// How long a stop may take (the config's shutdown_timeout is 3 s a step).
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Two organizations; o1 has two sites. Sensor ids cover a TTN dev_eui and plain json ids.
-pub const REGISTRY: &str = r#"
-[[org]]
-id = "o1"
-[[org]]
-id = "o2"
-[[site]]
-id = "s1"
-org = "o1"
-[[site]]
-id = "s2"
-org = "o1"
-[[site]]
-id = "s3"
-org = "o2"
-[[unit]]
-id = "u1"
-site = "s1"
-[[unit]]
-id = "u2"
-site = "s2"
-[[unit]]
-id = "u3"
-site = "s3"
-[[sensor]]
-id = "AC1F09FFFE01454E"
-unit = "u1"
-[[sensor]]
-id = "probe-1"
-unit = "u1"
-[[sensor]]
-id = "probe-2"
-unit = "u2"
-[[sensor]]
-id = "probe-3"
-unit = "u3"
-"#;
-
-/// The service config used by tests; `{MQTT}` is the broker URL, `{EXTRA}` extra top-level keys.
-pub fn config_text(broker_url: &str) -> String {
-    format!(
-        r#"
-[http]
-listen = "127.0.0.1:0"
-shutdown_timeout = "3s"
-[mqtt]
-url = "{broker_url}"
-client_id = "sensorcast-test-{id}"
-reconnect_min = "100ms"
-reconnect_max = "1s"
-[[mqtt.subscriptions]]
-topic = "v3/+/devices/+/up"
-format = "ttn-v3"
-qos = 1
-[[mqtt.subscriptions]]
-topic = "sensors/+"
-format = "json"
-qos = 1
-[auth]
-mode = "jwt"
-jwt_secret_file = "jwt.secret"
-[registry]
-file = "registry.toml"
-[state]
-dir = "state"
-# Binaries started by tests must not contend for the default 127.0.0.1:9464; an in-process
-# service gets a metrics listener of its own from `Service::start_config` regardless.
-[metrics]
-enabled = false
-"#,
-        id = fastrand::u64(..)
-    )
+/// Where a [`Service`] runs.
+#[derive(Clone, Copy)]
+pub enum Mode<'a> {
+    /// `sensorcast::run` on a task of the test's runtime, with its own metrics listener.
+    InProcess,
+    /// The `sensorcast` binary cargo built, with these extra environment variables.
+    Binary(&'a [(&'a str, &'a str)]),
 }
 
-/// A directory holding config, registry and secret, as an installer would lay them out.
-pub fn write_config_dir(config: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("sensorcast.toml"), config).unwrap();
-    std::fs::write(dir.path().join("registry.toml"), REGISTRY).unwrap();
-    std::fs::write(dir.path().join("jwt.secret"), format!("{SECRET}\n")).unwrap();
-    dir
-}
-
+/// A running sensorcast and the directory its config, registry and secret are in.
 pub struct Service {
     pub addr: SocketAddr,
-    /// The metrics listener (`GET /metrics`).
-    pub metrics_addr: SocketAddr,
     pub dir: tempfile::TempDir,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), sensorcast::RunError>>,
+    /// The config it runs on, `[http] listen` set to [`Service::addr`].
+    pub config: TestConfig,
+    metrics_addr: Option<SocketAddr>,
+    run: Run,
+}
+
+enum Run {
+    InProcess {
+        shutdown: CancellationToken,
+        task: tokio::task::JoinHandle<Result<(), sensorcast::RunError>>,
+    },
+    Binary {
+        child: tokio::process::Child,
+    },
 }
 
 impl Service {
-    /// Starts on the test config against `broker` and waits until MQTT is subscribed.
-    pub async fn start(broker: &Broker) -> Service {
-        Self::start_config(&config_text(&broker.url()), true).await
+    /// In-process on `config`, ready (MQTT subscribed).
+    pub async fn start(config: &TestConfig) -> Service {
+        Self::launch(config, Mode::InProcess, true).await
     }
 
-    pub async fn start_config(config: &str, wait_ready: bool) -> Service {
-        init_tracing();
-        let dir = write_config_dir(config);
+    /// The real binary on `config` with `env`, ready.
+    pub async fn start_binary(config: &TestConfig, env: &[(&str, &str)]) -> Service {
+        Self::launch(config, Mode::Binary(env), true).await
+    }
+
+    /// Writes `config` (on a free port) into a fresh directory, starts sensorcast on it as
+    /// `mode` says and, if `wait_ready`, waits (bounded) until `/health/ready` answers 200.
+    pub async fn launch(config: &TestConfig, mode: Mode<'_>, wait_ready: bool) -> Service {
+        let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("sensorcast.toml");
-        let config = sensorcast::config::Config::load_with_env(&path, &[]).expect("test config");
-        let registry =
-            sensorcast::core::registry::Registry::load(&config.registry.file).expect("registry");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let metrics_addr = metrics.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(sensorcast::run(
-            config,
-            registry,
-            sensorcast::Listeners {
-                http: listener,
-                metrics: Some(metrics),
-            },
-            shutdown.clone(),
-        ));
+        let (addr, metrics_addr, run, config) = match mode {
+            Mode::InProcess => {
+                init_tracing();
+                let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = http.local_addr().unwrap();
+                let metrics_addr = metrics.local_addr().unwrap();
+                let config = config.clone().listen(addr);
+                config.write_to(dir.path());
+                let loaded = sensorcast::config::Config::load_with_env(&path, &[])
+                    .expect("test config loads");
+                let registry = sensorcast::core::registry::Registry::load(&loaded.registry.file)
+                    .expect("test registry loads");
+                let shutdown = CancellationToken::new();
+                let listeners = sensorcast::Listeners {
+                    http,
+                    metrics: Some(metrics),
+                };
+                let task = tokio::spawn(sensorcast::run(
+                    loaded,
+                    registry,
+                    listeners,
+                    shutdown.clone(),
+                ));
+                (
+                    addr,
+                    Some(metrics_addr),
+                    Run::InProcess { shutdown, task },
+                    config,
+                )
+            }
+            Mode::Binary(env) => {
+                let addr: SocketAddr = format!("127.0.0.1:{}", super::broker::free_port())
+                    .parse()
+                    .unwrap();
+                let config = config.clone().listen(addr);
+                config.write_to(dir.path());
+                let child = tokio::process::Command::new(binary())
+                    .arg("--config")
+                    .arg(&path)
+                    .env_remove("SENSORCAST_CONFIG")
+                    .envs(env.iter().copied())
+                    .stderr(std::process::Stdio::piped())
+                    .kill_on_drop(true)
+                    .spawn()
+                    .expect("spawn sensorcast");
+                (addr, None, Run::Binary { child }, config)
+            }
+        };
         let service = Service {
             addr,
-            metrics_addr,
             dir,
-            shutdown,
-            task,
+            config,
+            metrics_addr,
+            run,
         };
         if wait_ready {
             service.wait_ready().await;
@@ -151,23 +135,113 @@ impl Service {
         format!("http://{}", self.addr)
     }
 
+    /// The metrics listener (`GET /metrics`) of an in-process service.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+            .expect("metrics listen only in-process (the binary runs with metrics off)")
+    }
+
+    /// `sensorcast.toml` in the service's directory.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("sensorcast.toml")
+    }
+
     /// Waits (bounded) until `/health/ready` answers 200.
     pub async fn wait_ready(&self) {
-        wait_ready(self.addr, Duration::from_secs(10)).await
+        let limit = match self.run {
+            Run::InProcess { .. } => READY_IN_PROCESS,
+            Run::Binary { .. } => READY_BINARY,
+        };
+        wait_ready(self.addr, limit).await
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
         http_get(self.addr, path, token).await
     }
 
-    /// Cancels and waits for `run` to return, bounded.
-    pub async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(15), self.task)
+    /// [`get_until`] on this service.
+    pub async fn get_until(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        what: &str,
+        done: impl Fn(u16, &Value) -> bool,
+    ) -> (u16, Value) {
+        get_until(self.addr, path, token, what, done).await
+    }
+
+    /// Waits until `/health/realtime` counts `n` websocket connections; fails naming `what`.
+    pub async fn wait_sockets(&self, n: u64, what: &str) {
+        self.get_until("/health/realtime", None, what, |_, rt| {
+            rt["websocket"]["connections"] == n
+        })
+        .await;
+    }
+
+    /// Rewrites a file of the service's directory (the registry, the config).
+    pub fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.dir.path().join(name), text).unwrap();
+    }
+
+    /// Rewrites the config and the registry from `config` (on the service's own address), for
+    /// a reload to pick up.
+    pub fn rewrite(&self, config: &TestConfig) {
+        config.clone().listen(self.addr).write_to(self.dir.path());
+    }
+
+    /// The binary's process.
+    pub fn child(&mut self) -> &mut tokio::process::Child {
+        match &mut self.run {
+            Run::Binary { child } => child,
+            Run::InProcess { .. } => panic!("an in-process service has no process of its own"),
+        }
+    }
+
+    /// Sends the binary `kill -<sig>`.
+    pub fn signal(&mut self, sig: &str) {
+        let pid = self.child().id().expect("running").to_string();
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} {pid}");
+    }
+
+    /// What the binary wrote to stderr, up to its exit (so only once it exited or was killed).
+    pub async fn stderr(&mut self) -> String {
+        let mut text = String::new();
+        self.child()
+            .stderr
+            .take()
+            .expect("stderr is read only once")
+            .read_to_string(&mut text)
             .await
-            .expect("run() returned within 15 s")
-            .expect("run task")
-            .expect("run() ok");
+            .unwrap();
+        text
+    }
+
+    /// Stops the service and waits, bounded, for a clean end: in-process, cancels and waits for
+    /// `run` to return Ok; the binary gets SIGTERM and must exit 0.
+    pub async fn stop(mut self) {
+        match &mut self.run {
+            Run::InProcess { shutdown, task } => {
+                shutdown.cancel();
+                tokio::time::timeout(STOP_TIMEOUT, task)
+                    .await
+                    .expect("run() returned in time")
+                    .expect("run task")
+                    .expect("run() ok");
+            }
+            Run::Binary { .. } => {
+                self.signal("TERM");
+                let status = tokio::time::timeout(STOP_TIMEOUT, self.child().wait())
+                    .await
+                    .expect("exited in time after SIGTERM")
+                    .unwrap();
+                assert!(status.success(), "exit status {status:?}");
+            }
+        }
     }
 }
 
@@ -175,6 +249,63 @@ fn init_tracing() {
     if std::env::var_os("RUST_LOG").is_some() {
         let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     }
+}
+
+/// A socket of the official client on `service`, connected (panics with the connect_error).
+pub async fn connected(driver: &JsDriver, service: &Service, auth: Value) -> JsClient {
+    let c = driver.connect(&service.url(), Some(auth)).await;
+    c.wait_connect().await.expect("socket connects");
+    c
+}
+
+/// `connected`, then subscribed to each of `units` (each ack must be ok).
+pub async fn subscribed(
+    driver: &JsDriver,
+    service: &Service,
+    auth: Value,
+    units: &[&str],
+) -> JsClient {
+    let c = connected(driver, service, auth).await;
+    for unit in units {
+        let ack = c.emit_ack("subscribe:unit", vec![json!(unit)]).await;
+        assert_eq!(ack[0]["ok"], true, "subscribe:unit {unit}: {ack:?}");
+    }
+    c
+}
+
+/// Publishes with `publish` again and again until `c` receives a `sensor:reading`, and returns
+/// it: for a subscription sensorcast has only just asked for (the broker drops what comes on the
+/// topic before it has the SUBSCRIBE). Fails after [`WAIT`].
+pub async fn publish_until_reading<F, Fut>(c: &JsClient, what: &str, mut publish: F) -> Vec<Value>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    eventually(WAIT, what, || {
+        let published = publish();
+        async move {
+            published.await;
+            c.next_event_timeout("sensor:reading", Duration::from_millis(100))
+                .await
+                .ok_or_else(|| "published, no reading within 100 ms".to_string())
+        }
+    })
+    .await
+}
+
+/// Runs `sensorcast check-config` on `config_file` with `env`: (exit code, stdout + stderr).
+pub fn check_config(config_file: &Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(binary())
+        .arg("check-config")
+        .arg("--config")
+        .arg(config_file)
+        .envs(env.iter().copied())
+        .env_remove("SENSORCAST_CONFIG")
+        .output()
+        .expect("run sensorcast check-config");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code(), text)
 }
 
 /// A token signed with [`SECRET`]; `claims` are merged over `sub`/`exp` defaults.
@@ -204,34 +335,6 @@ pub fn auth(org: &str, role: &str) -> Value {
     json!({ "token": token(json!({ "org_id": org, "role": role })) })
 }
 
-/// Minimal HTTP/1.1 GET: (status, JSON body or Null). Status 0: no answer (nothing listens,
-/// or the connection was reset, as while the service shuts down).
-pub async fn http_get(addr: SocketAddr, path: &str, bearer: Option<&str>) -> (u16, Value) {
-    let Ok(mut tcp) = tokio::net::TcpStream::connect(addr).await else {
-        return (0, Value::Null);
-    };
-    let auth = bearer.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
-    if tcp.write_all(req.as_bytes()).await.is_err() {
-        return (0, Value::Null);
-    }
-    let mut buf = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut buf))
-        .await
-        .expect("http response in 5 s");
-    if read.is_err() {
-        return (0, Value::Null);
-    }
-    let text = String::from_utf8_lossy(&buf);
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
-}
-
 /// The release or debug binary cargo built for this test run.
 pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_sensorcast"))
@@ -253,121 +356,4 @@ pub fn ttn_uplink(dev_eui: &str, temperature: f64) -> String {
         }
     })
     .to_string()
-}
-
-/// The real `sensorcast` binary on a free port, for tests that need real signals.
-pub struct Binary {
-    pub child: tokio::process::Child,
-    pub addr: SocketAddr,
-    pub dir: tempfile::TempDir,
-}
-
-impl Binary {
-    /// Starts the binary on `config` (its `127.0.0.1:0` replaced by a free port) with `env`.
-    pub async fn spawn(config: &str, env: &[(&str, &str)]) -> Binary {
-        let port = super::broker::free_port();
-        let config = config.replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
-        let dir = write_config_dir(&config);
-        let child = tokio::process::Command::new(binary())
-            .arg("--config")
-            .arg(dir.path().join("sensorcast.toml"))
-            .env_remove("SENSORCAST_CONFIG")
-            .envs(env.iter().copied())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn sensorcast");
-        let addr = format!("127.0.0.1:{port}").parse().unwrap();
-        Binary { child, addr, dir }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Waits (bounded) until `/health/ready` answers 200.
-    pub async fn wait_ready(&self) {
-        wait_ready(self.addr, Duration::from_secs(15)).await
-    }
-
-    pub fn signal(&self, sig: &str) {
-        let pid = self.child.id().expect("running").to_string();
-        let ok = std::process::Command::new("kill")
-            .args([&format!("-{sig}"), &pid])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{sig} {pid}");
-    }
-
-    /// Rewrites a file in the config directory (the registry, the config).
-    pub fn write(&self, name: &str, text: &str) {
-        std::fs::write(self.dir.path().join(name), text).unwrap();
-    }
-}
-
-/// An HTTP response as text: status, headers (names lower-case), body.
-#[derive(Debug)]
-pub struct RawResponse {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: String,
-}
-
-impl RawResponse {
-    /// The first header of that (lower-case) name.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Minimal HTTP/1.1 GET with extra request headers, returning the raw text (for HTML and the
-/// Prometheus format, and to see `Set-Cookie`).
-pub async fn http_get_raw(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> RawResponse {
-    let mut tcp = tokio::net::TcpStream::connect(addr)
-        .await
-        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    let extra: String = headers
-        .iter()
-        .map(|(k, v)| format!("{k}: {v}\r\n"))
-        .collect();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n");
-    tcp.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut buf))
-        .await
-        .expect("http response in 5 s")
-        .unwrap();
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    RawResponse {
-        status,
-        headers,
-        body: body.to_string(),
-    }
-}
-
-/// Polls `/health/ready` at `addr` until it answers 200; panics after `limit`.
-pub async fn wait_ready(addr: SocketAddr, limit: Duration) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if http_get(addr, "/health/ready", None).await.0 == 200 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("sensorcast at {addr} not ready after {limit:?}");
 }

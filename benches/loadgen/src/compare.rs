@@ -1,6 +1,7 @@
-//! `loadgen compare`: every scenario against sensorcast and the Node reference in one run, on
-//! one broker, with the same load and pinning, plus the broker's own ceiling and the kernel
-//! floor per websocket frame; then one table with both stacks and the ratios.
+//! `loadgen compare`: every scenario against sensorcast, the plain socketioxide broadcast server
+//! and the Node reference in one run, on one broker, with the same load and pinning, plus the
+//! broker's own ceiling and the kernel floor per websocket frame; then one table with the
+//! stacks side by side and the ratios sensorcast / plain and sensorcast / node.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,6 +18,20 @@ pub const RATES: &[f64] = &[
     80_000.0,
 ];
 pub const P99_LIMIT_MS: f64 = 10.0;
+
+/// Every scenario, in the order they run.
+pub const SCENARIOS: [&str; 5] = ["latency", "fanout", "throughput", "idle", "alert"];
+
+/// The `--scenarios` to run, in [`SCENARIOS`] order; all when `names` is empty.
+pub fn select_scenarios(names: &[String]) -> anyhow::Result<Vec<&'static str>> {
+    if let Some(bad) = names.iter().find(|n| !SCENARIOS.contains(&n.trim())) {
+        anyhow::bail!("unknown scenario {bad:?} ({})", SCENARIOS.join(", "));
+    }
+    Ok(SCENARIOS
+        .into_iter()
+        .filter(|s| names.is_empty() || names.iter().any(|n| n.trim() == *s))
+        .collect())
+}
 
 #[derive(Debug, Default)]
 pub struct Idle {
@@ -354,4 +369,20 @@ pub async fn broker_ceiling(env: &Env) -> anyhow::Result<Vec<(Window, &'static s
     }
     stop.store(true, Ordering::Relaxed);
     Ok(steps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenarios_are_checked_and_kept_in_run_order() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(select_scenarios(&[]).unwrap(), SCENARIOS.to_vec());
+        assert_eq!(
+            select_scenarios(&names(&["idle", "fanout"])).unwrap(),
+            vec!["fanout", "idle"]
+        );
+        assert!(select_scenarios(&names(&["fan-out"])).is_err());
+    }
 }

@@ -1,5 +1,6 @@
 //! sensorcast's load generator: drives a server under test with real MQTT publishes and real
-//! Socket.io clients, and compares sensorcast with the Node reference stack side by side.
+//! Socket.io clients, and compares sensorcast side by side with a plain socketioxide broadcast
+//! server (`src/bin/plain`, the yardstick of issue 11) and the Node reference stack.
 //! See `docs/performance.md` for what each scenario does and how to read the table.
 //!
 //! Map: [`compare`] runs the scenarios and the broker/kernel baselines, [`scenario`] measures
@@ -38,18 +39,23 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Every scenario against sensorcast and the Node reference, plus baselines; prints a table.
+    /// Every scenario against sensorcast, the plain server and the Node reference, plus
+    /// baselines; prints a table.
     Compare {
         /// The sensorcast release binary.
         #[arg(long, default_value = "target/release/sensorcast")]
         sensorcast_bin: PathBuf,
+        /// The plain socketioxide server (`cargo build --profile bench-server --bin plain` in
+        /// benches/loadgen).
+        #[arg(long, default_value = "benches/loadgen/target/bench-server/plain")]
+        plain_bin: PathBuf,
         /// A folder with node-ref.js and its installed node_modules (outside the repo).
         #[arg(long, default_value = "/tmp/node-ref")]
         node_dir: PathBuf,
         /// Only these scenarios (latency, fanout, throughput, idle, alert); default all.
         #[arg(long, value_delimiter = ',')]
         scenarios: Vec<String>,
-        /// Only these stacks (sensorcast, node); default both.
+        /// Only these stacks (sensorcast, plain, node); default all three.
         #[arg(long, value_delimiter = ',')]
         stacks: Vec<String>,
         /// Skip the broker-ceiling and kernel-floor baselines.
@@ -84,6 +90,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let Cmd::Compare {
         sensorcast_bin,
+        plain_bin,
         node_dir,
         scenarios,
         stacks,
@@ -96,6 +103,8 @@ fn main() -> anyhow::Result<()> {
         rt,
         out,
     } = cli.command;
+    let stacks = Stack::select(&stacks)?;
+    let scenarios = compare::select_scenarios(&scenarios)?;
     let harness_cpu = 1 - server_cpu.min(1);
     // Every thread created from here on inherits the harness core (the broker-ceiling
     // subscriber and the kernel-floor writer re-pin themselves to the server core).
@@ -107,14 +116,22 @@ fn main() -> anyhow::Result<()> {
             anyhow::bail!("--rt: sched_setscheduler failed (needs root)");
         }
     }
+    // A binary is only required for a stack that runs.
+    let binary = |stack: Stack, path: &PathBuf, how: &str| -> anyhow::Result<PathBuf> {
+        if !stacks.contains(&stack) {
+            return Ok(path.clone());
+        }
+        std::fs::canonicalize(path)
+            .with_context(|| format!("{} (build it with {how})", path.display()))
+    };
+    let sensorcast_bin = binary(Stack::Sensorcast, &sensorcast_bin, "cargo build --release")?;
+    let plain_bin = binary(
+        Stack::Plain,
+        &plain_bin,
+        "cargo build --profile bench-server --bin plain --manifest-path benches/loadgen/Cargo.toml",
+    )?;
     let dir = std::env::temp_dir().join(format!("sensorcast-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let sensorcast_bin = std::fs::canonicalize(&sensorcast_bin).with_context(|| {
-        format!(
-            "{} (build it with cargo build --release)",
-            sensorcast_bin.display()
-        )
-    })?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -122,6 +139,7 @@ fn main() -> anyhow::Result<()> {
     let env = scenario::Env {
         paths: servers::Paths {
             sensorcast_bin: sensorcast_bin.clone(),
+            plain_bin: plain_bin.clone(),
             node_dir,
         },
         dir: dir.clone(),
@@ -135,9 +153,7 @@ fn main() -> anyhow::Result<()> {
         },
         time_scale,
     };
-    let want_stack = |s: &str| stacks.is_empty() || stacks.iter().any(|x| x == s);
-    let all = ["latency", "fanout", "throughput", "idle", "alert"];
-    let (sc, node, broker, floor) = rt.block_on(async {
+    let (results, broker, floor) = rt.block_on(async {
         let mut broker = Vec::new();
         let mut floor = None;
         if !no_baselines && !no_broker_ceiling {
@@ -149,33 +165,34 @@ fn main() -> anyhow::Result<()> {
                 Err(e) => eprintln!("[broker] failed: {e:#}"),
             }
         }
-        let mut sc = StackResults::default();
-        let mut node = StackResults::default();
-        // Scenario by scenario, both stacks back to back, so drift hits both alike.
-        for s in all {
-            if !scenarios.is_empty() && !scenarios.iter().any(|x| x == s) {
-                continue;
-            }
+        let mut results: Vec<(Stack, StackResults)> = stacks
+            .iter()
+            .map(|&s| (s, StackResults::default()))
+            .collect();
+        // Scenario by scenario, the stacks back to back, so drift hits them alike.
+        for s in &scenarios {
             let which = [s.to_string()];
-            if want_stack("sensorcast") {
-                merge(
-                    &mut sc,
-                    compare::run_stack(&env, Stack::Sensorcast, &which, !no_strace).await,
-                );
-            }
-            if want_stack("node") {
-                merge(
-                    &mut node,
-                    compare::run_stack(&env, Stack::Node, &which, !no_strace).await,
-                );
+            for (stack, r) in results.iter_mut() {
+                if stack.runs(s) {
+                    merge(
+                        r,
+                        compare::run_stack(&env, *stack, &which, !no_strace).await,
+                    );
+                }
             }
         }
         if !no_baselines {
-            let bytes = if sc.fanout_frame_bytes > 0.0 {
-                sc.fanout_frame_bytes as usize + 4
-            } else {
-                340
-            };
+            // The floor writes frames of the size the servers sent (sensorcast's, else the
+            // plain server's: the same JSON shape), plus the 4-byte websocket header.
+            let measured = [Stack::Sensorcast, Stack::Plain]
+                .into_iter()
+                .find_map(|want| {
+                    results
+                        .iter()
+                        .find(|(s, r)| *s == want && r.fanout_frame_bytes > 0.0)
+                        .map(|(_, r)| r.fanout_frame_bytes)
+                });
+            let bytes = measured.map_or(340, |b| b as usize + 4);
             eprintln!(
                 "[floor] one send per {bytes}-byte frame, 1000 sockets, 50k/s, core {server_cpu}"
             );
@@ -185,15 +202,18 @@ fn main() -> anyhow::Result<()> {
                 Err(e) => eprintln!("[floor] failed: {e:#}"),
             }
         }
-        (sc, node, broker, floor)
+        (results, broker, floor)
     });
     drop(mosquitto);
+    let size = |p: &PathBuf| std::fs::metadata(p).ok().map(|m| m.len());
     let table = report::render(&report::Inputs {
-        sc: &sc,
-        node: &node,
+        stacks: &results,
         broker: &broker,
         floor,
-        binary_bytes: std::fs::metadata(&sensorcast_bin).ok().map(|m| m.len()),
+        binary_bytes: &[
+            (Stack::Sensorcast, size(&sensorcast_bin)),
+            (Stack::Plain, size(&plain_bin)),
+        ],
     });
     println!("{table}");
     if let Some(out) = out {

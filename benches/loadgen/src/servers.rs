@@ -1,5 +1,6 @@
 //! The processes under test and around them: a private mosquitto (Nagle off, on the harness
-//! core) and the two servers, each pinned to the measured core with `taskset`, each given a
+//! core) and the three servers (sensorcast, the plain socketioxide broadcast server, the Node
+//! reference), each pinned to the measured core with `taskset`, each given a
 //! registry/mapping for the scenario's topology (sensor i → unit i%U → site → org).
 
 use anyhow::{bail, Context};
@@ -109,27 +110,67 @@ pub fn start_mosquitto(dir: &Path, cpu: usize) -> anyhow::Result<(Proc, u16)> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stack {
     Sensorcast,
+    /// A plain socketioxide broadcast server (`src/bin/plain`): the yardstick of issue 11.
+    Plain,
     Node,
 }
 
 impl Stack {
+    /// In the order they run within a scenario and appear in the table.
+    pub const ALL: [Stack; 3] = [Stack::Sensorcast, Stack::Plain, Stack::Node];
+
     pub fn name(self) -> &'static str {
         match self {
             Stack::Sensorcast => "sensorcast",
+            Stack::Plain => "plain",
             Stack::Node => "node-ref",
         }
+    }
+
+    /// `--stacks` names: `sensorcast`, `plain`, `node` (or `node-ref`).
+    pub fn parse(name: &str) -> Option<Stack> {
+        match name {
+            "sensorcast" => Some(Stack::Sensorcast),
+            "plain" => Some(Stack::Plain),
+            "node" | "node-ref" => Some(Stack::Node),
+            _ => None,
+        }
+    }
+
+    /// The selected stacks in [`Stack::ALL`] order; all three when `names` is empty.
+    pub fn select(names: &[String]) -> anyhow::Result<Vec<Stack>> {
+        let mut picked = Vec::new();
+        for n in names {
+            match Stack::parse(n.trim()) {
+                Some(s) => picked.push(s),
+                None => bail!("unknown stack {n:?} (sensorcast, plain, node)"),
+            }
+        }
+        Ok(Stack::ALL
+            .into_iter()
+            .filter(|s| names.is_empty() || picked.contains(s))
+            .collect())
+    }
+
+    /// Whether the stack has something to measure in `scenario`: the plain server has no
+    /// alerting, so it skips the alert scenario (Node runs it and reports no events, which is
+    /// the comparison the alert rows make).
+    pub fn runs(self, scenario: &str) -> bool {
+        !(self == Stack::Plain && scenario == "alert")
     }
 }
 
 pub struct Server {
     pub proc: Proc,
     pub port: u16,
-    /// From spawn to ready (sensorcast: `/health/ready` 200; node: `/health/realtime` 200).
+    /// From spawn to ready (sensorcast and plain: `/health/ready` 200; node:
+    /// `/health/realtime` 200).
     pub cold_start: Duration,
 }
 
 pub struct Paths {
     pub sensorcast_bin: PathBuf,
+    pub plain_bin: PathBuf,
     pub node_dir: PathBuf,
 }
 
@@ -149,6 +190,16 @@ pub fn start_server(
             write_sensorcast_config(&dir, topo, port, mqtt_port)?;
             let mut c = server_command(cpu, &paths.sensorcast_bin);
             c.arg("--config").arg(dir.join("sensorcast.toml"));
+            (c, "/health/ready")
+        }
+        // Configured like the Node reference: the same mapping file and environment.
+        Stack::Plain => {
+            std::fs::write(dir.join("mapping.json"), node_mapping(topo).to_string())?;
+            let mut c = server_command(cpu, &paths.plain_bin);
+            c.env("PORT", port.to_string())
+                .env("MQTT_URL", format!("mqtt://127.0.0.1:{mqtt_port}"))
+                .env("MAPPING", dir.join("mapping.json"))
+                .env("JWT_SECRET", JWT_SECRET);
             (c, "/health/ready")
         }
         Stack::Node => {
@@ -285,4 +336,26 @@ pub fn wait_for(limit: Duration, mut ok: impl FnMut() -> bool) -> anyhow::Result
         std::thread::sleep(Duration::from_millis(5));
     }
     bail!("timed out after {limit:?}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stacks_are_selected_by_name_in_table_order() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(Stack::select(&[]).unwrap(), Stack::ALL.to_vec());
+        assert_eq!(
+            Stack::select(&names(&["node", "sensorcast"])).unwrap(),
+            vec![Stack::Sensorcast, Stack::Node]
+        );
+        assert_eq!(
+            Stack::select(&names(&["plain", "node-ref"])).unwrap(),
+            vec![Stack::Plain, Stack::Node]
+        );
+        assert!(Stack::select(&names(&["sensorcast", "nodejs"])).is_err());
+        assert!(!Stack::Plain.runs("alert"));
+        assert!(Stack::Plain.runs("fanout") && Stack::Node.runs("alert"));
+    }
 }

@@ -125,7 +125,10 @@ fn problems(src: &Path) -> Vec<String> {
         }
     }
     if let Some(cycle) = find_cycle(&graph) {
-        problems.push(format!("top-level modules form a cycle: {}", cycle.join(" -> ")));
+        problems.push(format!(
+            "top-level modules form a cycle: {}",
+            cycle.join(" -> ")
+        ));
     }
     problems
 }
@@ -185,14 +188,26 @@ fn an_upward_import_and_a_cycle_are_reported() {
     };
     write("lib.rs", "pub mod core;\npub mod decode;\npub mod auth;\n");
     // core (layer 0) reaching up into decode, decode back into core: upward and a cycle.
-    write("core/mod.rs", "use crate::decode::Format; // crate::web in a comment is no import\n");
-    write("decode/mod.rs", "use crate::core::ids;\nuse crate::auth::Principal;\n");
+    write(
+        "core/mod.rs",
+        "use crate::decode::Format; // crate::web in a comment is no import\n",
+    );
+    write(
+        "decode/mod.rs",
+        "use crate::core::ids;\nuse crate::auth::Principal;\n",
+    );
     write("auth.rs", "pub(in crate::auth) fn x() {}\n");
     write("extra.rs", "use crate::core::ids;\n");
     let found = problems(src);
     let has = |needle: &str| found.iter().any(|p| p.contains(needle));
-    assert!(has("`core` (layer 0) imports `crate::decode`"), "{found:#?}");
-    assert!(has("`decode` (layer 1) imports `crate::auth` (layer 1)"), "{found:#?}");
+    assert!(
+        has("`core` (layer 0) imports `crate::decode`"),
+        "{found:#?}"
+    );
+    assert!(
+        has("`decode` (layer 1) imports `crate::auth` (layer 1)"),
+        "{found:#?}"
+    );
     assert!(has("cycle: core -> decode -> core"), "{found:#?}");
     assert!(has("`extra` has no layer"), "{found:#?}");
     assert!(!has("crate::web"), "comments are not imports: {found:#?}");

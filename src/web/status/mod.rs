@@ -13,8 +13,9 @@
 //! would not send a `Secure` cookie back over it. `Authorization: Bearer` works too (curl).
 //!
 //! This file is the HTTP side (routes, token, cookie, headers); `page` gathers what the page
-//! shows and renders it (pure).
+//! shows, `view` renders it (pure).
 
+mod view;
 mod page;
 
 use axum::extract::{Query, State};
@@ -24,14 +25,16 @@ use axum::routing::get;
 use axum::Router;
 use chrono::Utc;
 use cookie::{Cookie, SameSite};
+use maud::html;
 use serde::Deserialize;
 
 use crate::auth::AuthError;
 use crate::auth::AuthMode;
 use crate::web::WebState;
 
-use page::small_page;
-pub use page::{age_state, escape, gather, render, PageData};
+pub use view::render;
+use view::small_page;
+pub use page::{age_state, gather, PageData};
 
 /// The cookie that carries the token after `/?token=`.
 pub const COOKIE: &str = "sensorcast_token";
@@ -140,14 +143,16 @@ fn redirect_home() -> Response {
 fn unauthorized(e: AuthError) -> Response {
     let body = small_page(
         "Sign-in needed",
-        &format!(
-            "<p>This page needs the JWT of an <b>owner</b> or <b>admin</b> \
-             ({reason}).</p>\
-             <p>Open it once as <code>/?token=&lt;JWT&gt;</code>: the token is checked, kept in \
-             an HttpOnly cookie until it expires, and removed from the address.</p>\
-             <p>From a shell: <code>curl -H 'Authorization: Bearer &lt;JWT&gt;' …/</code>.</p>",
-            reason = escape(&e.to_string())
-        ),
+        html! {
+            p {
+                "This page needs the JWT of an " b { "owner" } " or " b { "admin" } " (" (e) ")."
+            }
+            p {
+                "Open it once as " code { "/?token=<JWT>" } ": the token is checked, kept in \
+                 an HttpOnly cookie until it expires, and removed from the address."
+            }
+            p { "From a shell: " code { "curl -H 'Authorization: Bearer <JWT>' …/" } "." }
+        },
     );
     let mut r = html(StatusCode::UNAUTHORIZED, body);
     r.headers_mut()
@@ -156,13 +161,9 @@ fn unauthorized(e: AuthError) -> Response {
 }
 
 fn forbidden() -> Response {
-    html(
-        StatusCode::FORBIDDEN,
-        small_page(
-            "Forbidden",
-            "<p>The status page needs the <b>owner</b> or <b>admin</b> role.</p>",
-        ),
-    )
+    let body =
+        html! { p { "The status page needs the " b { "owner" } " or " b { "admin" } " role." } };
+    html(StatusCode::FORBIDDEN, small_page("Forbidden", body))
 }
 
 fn html(code: StatusCode, body: String) -> Response {

@@ -15,8 +15,8 @@
 //! This file is the HTTP side (routes, token, cookie, headers); `page` gathers what the page
 //! shows, `view` renders it (pure).
 
-mod view;
 mod page;
+mod view;
 
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -32,9 +32,9 @@ use crate::auth::AuthError;
 use crate::auth::AuthMode;
 use crate::web::WebState;
 
+pub use page::{age_state, gather, PageData};
 pub use view::render;
 use view::small_page;
-pub use page::{age_state, gather, PageData};
 
 /// The cookie that carries the token after `/?token=`.
 pub const COOKIE: &str = "sensorcast_token";

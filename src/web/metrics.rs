@@ -256,11 +256,7 @@ fn counters<L: EncodeLabelSet>(
     help: &str,
     samples: impl IntoIterator<Item = (L, u64)>,
 ) -> fmt::Result {
-    let mut family = out.encode_descriptor(counter_base(name), help, None, MetricType::Counter)?;
-    for (labels, v) in samples {
-        ConstCounter::new(v).encode(family.encode_family(&labels)?)?;
-    }
-    Ok(())
+    family(out, counter_base(name), help, MetricType::Counter, samples)
 }
 
 fn gauge(
@@ -279,9 +275,24 @@ fn gauges<L: EncodeLabelSet>(
     help: &str,
     samples: impl IntoIterator<Item = (L, u64)>,
 ) -> fmt::Result {
-    let mut family = out.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    family(out, name, help, MetricType::Gauge, samples)
+}
+
+/// A labelled family of counters or gauges.
+fn family<L: EncodeLabelSet>(
+    out: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    samples: impl IntoIterator<Item = (L, u64)>,
+) -> fmt::Result {
+    let mut family = out.encode_descriptor(name, help, None, kind)?;
     for (labels, v) in samples {
-        ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
+        let sample = family.encode_family(&labels)?;
+        match kind {
+            MetricType::Counter => ConstCounter::new(v).encode(sample)?,
+            _ => ConstGauge::new(v).encode(sample)?,
+        }
     }
     Ok(())
 }

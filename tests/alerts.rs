@@ -1,5 +1,5 @@
 //! The alert engine end to end through real peers: a private mosquitto, sensorcast on an
-//! ephemeral port, the official `socket.io-client`, and a tiny HTTP server as webhook receiver.
+//! ephemeral port, the official `socket.io-client`, and a hyper HTTP server as webhook receiver.
 //! These prove docs/protocol.md's alert events: an excursion reaches every dashboard of its
 //! organization (subscribed or not) within a second and nothing of another tenant or of a
 //! site the token does not allow; acknowledgements need a role that allows them; `get:alerts`
@@ -14,7 +14,6 @@ use common::service::{auth, check_config, connected, subscribed, token, Service}
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 const QUIET: Duration = Duration::from_millis(600);
@@ -312,9 +311,18 @@ fn check_config_names_broken_alert_rules() {
     let cases: Vec<(TestConfig, String, Vec<&str>)> = vec![
         (
             base.clone()
-                .alerts("webhooks", vec!["https://hooks.example.com/x"]),
+                .alerts("webhooks", vec!["ftp://hooks.example.com/x"]),
             unit(""),
-            vec!["sensorcast.toml", "alerts.webhooks[0]", "not supported"],
+            vec![
+                "sensorcast.toml",
+                "alerts.webhooks[0]",
+                "only http:// and https://",
+            ],
+        ),
+        (
+            base.clone().alerts("webhook_ca_file", "no-such-ca.pem"),
+            unit(""),
+            vec!["sensorcast.toml", "alerts.webhook_ca_file", "cannot read"],
         ),
         (
             base.clone().alerts("confirm_after", "soon"),
@@ -345,49 +353,44 @@ fn check_config_names_broken_alert_rules() {
             assert!(out.contains(want), "{out:?} should contain {want:?}");
         }
     }
-    let dir = base.registry_text(&unit("temp_min = 1")).write_dir();
+    // https webhooks are accepted.
+    let dir = base
+        .alerts("webhooks", vec!["https://hooks.example.com/x"])
+        .registry_text(&unit("temp_min = 1"))
+        .write_dir();
     let (code, out) = check_config(&dir.path().join("sensorcast.toml"), &[]);
     assert_eq!(code, Some(0), "{out}");
 }
 
-/// A minimal HTTP server on 127.0.0.1 that answers 204 and hands each POSTed JSON body over.
+/// A real HTTP/1.1 server (hyper) on 127.0.0.1 that answers 204 and hands each JSON body
+/// POSTed to `/hooks/sensorcast` over.
 async fn webhook_receiver() -> (String, mpsc::UnboundedReceiver<Value>) {
+    use http_body_util::{BodyExt, Empty};
+    use hyper::body::{Bytes, Incoming};
+    use hyper_util::rt::TokioIo;
+
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hooks/sensorcast", listener.local_addr().unwrap());
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
+        while let Ok((tcp, _)) = listener.accept().await {
             let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while let Ok(n) = tcp.read(&mut chunk).await {
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&buf).to_string();
-                    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-                        continue;
-                    };
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("Content-Length: "))
-                        .and_then(|n| n.parse().ok())
-                        .unwrap_or(0);
-                    if body.len() < len {
-                        continue;
-                    }
-                    assert!(
-                        head.starts_with("POST /hooks/sensorcast HTTP/1.1"),
-                        "{head}"
+            let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                let tx = tx.clone();
+                async move {
+                    assert_eq!(
+                        (req.method().as_str(), req.uri().path()),
+                        ("POST", "/hooks/sensorcast")
                     );
-                    let _ = tx.send(serde_json::from_str(body).unwrap_or(Value::Null));
-                    let _ = tcp
-                        .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
-                        .await;
-                    return;
+                    let body = req.into_body().collect().await?.to_bytes();
+                    let _ = tx.send(serde_json::from_slice(&body).unwrap_or(Value::Null));
+                    let response = hyper::Response::builder().status(204);
+                    Ok::<_, hyper::Error>(response.body(Empty::<Bytes>::new()).unwrap())
                 }
+            });
+            tokio::spawn(async move {
+                let http = hyper::server::conn::http1::Builder::new();
+                let _ = http.serve_connection(TokioIo::new(tcp), service).await;
             });
         }
     });

@@ -189,7 +189,7 @@ async fn status_page_takes_a_token_once_and_escapes_what_sensors_send() {
     assert!(body.contains("AC1F09FFFE01454E"));
     assert!(body.contains("connected, subscribed"));
     assert!(
-        body.contains("&lt;script&gt;alert(&#39;id&#39;)&lt;/script&gt;"),
+        body.contains("&lt;script&gt;alert('id')&lt;/script&gt;"),
         "{body}"
     );
     assert!(

@@ -241,18 +241,13 @@ impl Event {
     }
 }
 
-/// A new alert id: 26 characters of Crockford base32, 48 bits of milliseconds then 80 random
-/// bits (the ULID layout), so ids sort by creation time and stay unique across restarts
-/// without any counter on disk.
+/// A new alert id: a ULID (26 characters of Crockford base32, 48 bits of milliseconds then 80
+/// random bits), so ids sort by creation time and stay unique across restarts without any
+/// counter on disk. The random part comes from `rng` (seeded in tests), not ulid's own source.
 pub fn new_alert_id(at: DateTime<Utc>, rng: &mut fastrand::Rng) -> String {
-    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-    let millis = at.timestamp_millis().max(0) as u128 & ((1 << 48) - 1);
-    let random = (rng.u64(..) as u128) << 16 | rng.u16(..) as u128;
-    let value = millis << 80 | random;
-    (0..26)
-        .rev()
-        .map(|i| ALPHABET[((value >> (i * 5)) & 31) as usize] as char)
-        .collect()
+    let millis = u64::try_from(at.timestamp_millis()).unwrap_or(0);
+    let random = u128::from(rng.u64(..)) << 16 | u128::from(rng.u16(..));
+    ulid::Ulid::from_parts(millis, random).to_string()
 }
 
 /// RFC 3339 with milliseconds, both ways (the state file and `get:alerts`).
@@ -308,5 +303,8 @@ mod tests {
         assert_eq!(a.len(), 26);
         assert_ne!(a, b);
         assert!(a[..10] == b[..10] && c > a && c > b, "{a} {b} {c}");
+        // A real ULID: it decodes back to the time it was made at.
+        let decoded = ulid::Ulid::from_string(&a).unwrap();
+        assert_eq!(decoded.timestamp_ms(), 1_700_000_000_000);
     }
 }

@@ -7,6 +7,7 @@
 
 use serde::Deserialize;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::warn;
@@ -33,8 +34,10 @@ pub struct AlertsConfig {
     /// readings the broker queued while sensorcast was away are seen first.
     #[serde(with = "duration_str")]
     pub resume_grace: Duration,
-    /// `http://` URLs that receive every alert event as a JSON POST.
+    /// `http://` or `https://` URLs that receive every alert event as a JSON POST.
     pub webhooks: Vec<String>,
+    /// PEM CA certificates trusted for `https://` webhooks besides the system's bundle.
+    pub webhook_ca_file: Option<PathBuf>,
     /// Events waiting per webhook; when full, new events for that webhook are dropped (counted).
     pub webhook_queue: usize,
     #[serde(with = "duration_str")]
@@ -58,6 +61,7 @@ impl Default for AlertsConfig {
             battery_low: DEFAULT_BATTERY_LOW,
             resume_grace: Duration::from_secs(60),
             webhooks: Vec::new(),
+            webhook_ca_file: None,
             webhook_queue: 256,
             webhook_timeout: Duration::from_secs(5),
             webhook_max_attempts: 8,
@@ -86,7 +90,12 @@ impl AlertsConfig {
             .check()
             .map_err(|(k, m)| (k.to_string(), m))?;
         for (i, url) in self.webhooks.iter().enumerate() {
-            super::webhook::HttpUrl::parse(url).map_err(|m| (format!("webhooks[{i}]"), m))?;
+            super::webhook::parse_url(url).map_err(|m| (format!("webhooks[{i}]"), m))?;
+        }
+        if let Some(path) = &self.webhook_ca_file {
+            let mut roots = rustls::RootCertStore::empty();
+            super::webhook::add_ca_file(&mut roots, path)
+                .map_err(|m| ("webhook_ca_file".to_string(), m))?;
         }
         if self.webhook_queue == 0 || self.webhook_max_attempts == 0 {
             return Err((
@@ -363,7 +372,9 @@ unit = "freezer"
         let mut c = AlertsConfig::default();
         assert!(c.validate().is_ok());
         c.webhooks = vec!["https://example.com/hook".into()];
-        assert_eq!(c.validate().unwrap_err().0, "webhooks[0]");
+        assert!(c.validate().is_ok());
+        c.webhooks.push("ftp://example.com/hook".into());
+        assert_eq!(c.validate().unwrap_err().0, "webhooks[1]");
         c.webhooks.clear();
         c.hysteresis = f64::NAN;
         assert_eq!(c.validate().unwrap_err().0, "hysteresis");

@@ -7,92 +7,130 @@
 //! until `webhook_max_attempts`; a 4xx other than 408/429 is not retried. Everything is counted
 //! and shown in `/health`.
 //!
-//! The HTTP client is a minimal HTTP/1.1 POST over a tokio `TcpStream` (one connection per
-//! request, `Connection: close`), enough for a local relay or gateway. `https://` is not
-//! supported: it would need a TLS client stack for one feature; put a relay on the box or the
-//! LAN if the receiver needs TLS.
+//! The HTTP client is hyper-util's pooled (legacy) client over hyper-rustls, so `http://` and
+//! `https://` both work. TLS uses rustls with its ring provider given explicitly (the library
+//! does not rely on a process-wide default provider) and verifies the receiver against the
+//! system's CA bundle plus `[alerts] webhook_ca_file`, for a private CA.
 
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, USER_AGENT};
+use http::{Request, Uri};
+use http_body_util::Full;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use rustls::RootCertStore;
 use serde_json::json;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use super::model::Event;
 use super::rules::AlertsConfig;
 
 /// The first retry waits this long; each next one twice as long, up to the configured cap.
 const BACKOFF_START: Duration = Duration::from_millis(500);
-/// Bytes of response read, at most, looking for the status line.
-const MAX_RESPONSE_HEAD: usize = 4096;
+/// Where Debian, Raspberry Pi OS and Ubuntu keep the system's trusted CAs (as the MQTT TLS
+/// code assumes too).
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-/// An `http://host[:port][/path]` URL, parsed once at config load.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpUrl {
-    host: String,
-    port: u16,
-    /// `host[:port]` as written, for the `Host` header.
-    authority: String,
-    path: String,
-}
+/// The client every delivery task shares (one connection pool).
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-impl HttpUrl {
-    pub fn parse(url: &str) -> Result<HttpUrl, String> {
-        if url.starts_with("https://") {
-            return Err(
-                "https:// is not supported (no TLS client); use an http:// relay on the box or LAN"
-                    .into(),
-            );
+/// An `http://` or `https://` URL with a host, parsed once at config load.
+pub fn parse_url(url: &str) -> Result<Uri, String> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(format!(
+            "{url:?}: only http:// and https:// URLs are supported"
+        ));
+    }
+    match uri.authority() {
+        Some(a) if a.as_str().contains('@') => {
+            Err(format!("{url:?}: user info in the URL is not supported"))
         }
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("{url:?} is not an http:// URL"))?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        if authority.is_empty() || authority.contains('@') {
-            return Err(format!("{url:?}: needs a host (and no user info)"));
+        // http::Uri leaves the port unchecked until asked.
+        Some(a) if a.as_str() != a.host() && a.port_u16().is_none() => {
+            Err(format!("{url:?}: bad port"))
         }
-        let bad_port = || format!("{url:?}: bad port");
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (host, rest) = v6.split_once(']').ok_or_else(bad_port)?;
-            match rest {
-                "" => (host, 80),
-                _ => (
-                    host,
-                    rest.strip_prefix(':')
-                        .and_then(|p| p.parse().ok())
-                        .ok_or_else(bad_port)?,
-                ),
-            }
-        } else {
-            match authority.split_once(':') {
-                Some((host, p)) => (host, p.parse().map_err(|_| bad_port())?),
-                None => (authority, 80),
-            }
-        };
-        if host.is_empty() || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!("{url:?}: bad host or path"));
-        }
-        Ok(HttpUrl {
-            host: host.to_string(),
-            port,
-            authority: authority.to_string(),
-            path: path.to_string(),
-        })
+        Some(a) if !a.host().is_empty() => Ok(uri),
+        _ => Err(format!("{url:?}: needs a host")),
     }
 }
 
-impl std::fmt::Display for HttpUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "http://{}{}", self.authority, self.path)
+/// The certificates of a PEM file; an unreadable file or one without a certificate is an error.
+pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no PEM certificate in it", path.display()));
     }
+    Ok(certs)
+}
+
+/// Adds the certificates of the PEM file `path` to `roots`; a file without any usable CA
+/// certificate is an error.
+pub fn add_ca_file(roots: &mut RootCertStore, path: &Path) -> Result<(), String> {
+    let (added, _) = roots.add_parsable_certificates(read_certificates(path)?);
+    if added == 0 {
+        return Err(format!("{}: no usable CA certificate", path.display()));
+    }
+    Ok(())
+}
+
+/// The CAs an `https://` receiver is verified against: the system bundle, if it can be read,
+/// and `webhook_ca_file`. A problem with either is logged, and https deliveries that need the
+/// missing CAs then fail (counted).
+fn trusted_roots(cfg: &AlertsConfig) -> RootCertStore {
+    let mut roots = RootCertStore::empty();
+    let https = cfg.webhooks.iter().any(|u| u.starts_with("https://"));
+    match read_certificates(Path::new(SYSTEM_CA_BUNDLE)) {
+        Ok(certs) => {
+            roots.add_parsable_certificates(certs);
+        }
+        Err(e) if https => warn!(error = %e, "no system CAs for https webhooks"),
+        Err(_) => {}
+    }
+    if let Some(path) = &cfg.webhook_ca_file {
+        // Checked with the config; an error here means the file changed since.
+        if let Err(e) = add_ca_file(&mut roots, path) {
+            error!(error = %e, "webhook_ca_file not usable");
+        }
+    }
+    roots
+}
+
+/// The webhook client: HTTP/1.1 over TCP (no Nagle) or rustls, trusting `roots`.
+pub fn client(roots: RootCertStore) -> HttpClient {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring's provider has the cipher suites of TLS 1.2 and 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut tcp = HttpConnector::new();
+    tcp.enforce_http(false);
+    tcp.set_nodelay(true);
+    let connector = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(tcp);
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .build(connector)
 }
 
 #[derive(Debug, Default)]
@@ -107,7 +145,7 @@ pub struct WebhookStats {
 
 /// The engine's side: one bounded queue per URL.
 pub struct Webhooks {
-    queues: Vec<(String, mpsc::Sender<Arc<[u8]>>)>,
+    queues: Vec<(String, mpsc::Sender<Bytes>)>,
     stats: Arc<WebhookStats>,
 }
 
@@ -127,19 +165,24 @@ impl Webhooks {
         tasks: &TaskTracker,
         stop: CancellationToken,
     ) -> Webhooks {
+        let mut queues = Vec::new();
+        if cfg.webhooks.is_empty() {
+            return Webhooks { queues, stats };
+        }
         let policy = Policy {
             timeout: cfg.webhook_timeout,
             max_attempts: cfg.webhook_max_attempts,
             backoff_max: cfg.webhook_backoff_max.max(BACKOFF_START),
         };
-        let mut queues = Vec::new();
+        let client = client(trusted_roots(cfg));
         for raw in &cfg.webhooks {
             // Validated with the config; a URL that fails here was never accepted.
-            let Ok(url) = HttpUrl::parse(raw) else {
+            let Ok(url) = parse_url(raw) else {
                 continue;
             };
             let (tx, rx) = mpsc::channel(cfg.webhook_queue);
-            tasks.spawn(deliver(url, rx, policy, stats.clone(), stop.clone()));
+            let deliver = deliver(client.clone(), url, rx, policy, stats.clone(), stop.clone());
+            tasks.spawn(deliver);
             queues.push((raw.clone(), tx));
         }
         Webhooks { queues, stats }
@@ -151,7 +194,7 @@ impl Webhooks {
             return;
         }
         let body = json!({ "event": event.name(), "data": event.payload() });
-        let body: Arc<[u8]> = body.to_string().into_bytes().into();
+        let body = Bytes::from(body.to_string());
         for (url, tx) in &self.queues {
             if tx.try_send(body.clone()).is_err() {
                 let n = self.stats.dropped.fetch_add(1, Relaxed) + 1;
@@ -164,8 +207,9 @@ impl Webhooks {
 }
 
 async fn deliver(
-    url: HttpUrl,
-    mut rx: mpsc::Receiver<Arc<[u8]>>,
+    client: HttpClient,
+    url: Uri,
+    mut rx: mpsc::Receiver<Bytes>,
     policy: Policy,
     stats: Arc<WebhookStats>,
     stop: CancellationToken,
@@ -173,7 +217,7 @@ async fn deliver(
     while let Some(body) = rx.recv().await {
         let mut backoff = BACKOFF_START;
         for attempt in 1..=policy.max_attempts {
-            let error = match post(&url, &body, policy.timeout).await {
+            let error = match post(&client, &url, body.clone(), policy.timeout).await {
                 Ok(status) if (200..300).contains(&status) => {
                     stats.delivered.fetch_add(1, Relaxed);
                     debug!(%url, status, "webhook delivered");
@@ -208,181 +252,46 @@ async fn deliver(
 pub enum PostError {
     #[error("timed out")]
     Timeout,
+    /// With its causes: hyper-util's own text ("client error (Connect)") says little alone.
+    #[error("{}", causes(.0))]
+    Client(#[from] hyper_util::client::legacy::Error),
     #[error("{0}")]
-    Io(#[from] std::io::Error),
-    #[error("not an HTTP response")]
-    BadResponse,
+    Request(#[from] http::Error),
 }
 
-/// One HTTP/1.1 POST of a JSON `body`; returns the response status.
-pub async fn post(url: &HttpUrl, body: &[u8], timeout: Duration) -> Result<u16, PostError> {
-    let exchange = async {
-        let mut tcp = TcpStream::connect((url.host.as_str(), url.port)).await?;
-        let _ = tcp.set_nodelay(true);
-        let head = format!(
-            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nUser-Agent: sensorcast/{}\r\nConnection: close\r\n\r\n",
-            url.path,
-            url.authority,
-            body.len(),
-            env!("CARGO_PKG_VERSION"),
-        );
-        tcp.write_all(head.as_bytes()).await?;
-        tcp.write_all(body).await?;
-        let mut buf = Vec::with_capacity(256);
-        let mut chunk = [0u8; 512];
-        while !buf.windows(2).any(|w| w == b"\r\n") && buf.len() < MAX_RESPONSE_HEAD {
-            let n = tcp.read(&mut chunk).await?;
-            if n == 0 {
-                break;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        status_of(&buf).ok_or(PostError::BadResponse)
-    };
-    tokio::time::timeout(timeout, exchange)
+/// `error: cause: cause...`
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// One POST of a JSON `body`, within `timeout`; returns the response status. The response
+/// body is not read.
+pub async fn post(
+    client: &HttpClient,
+    url: &Uri,
+    body: Bytes,
+    timeout: Duration,
+) -> Result<u16, PostError> {
+    let request = Request::post(url.clone())
+        .header(CONTENT_TYPE, "application/json")
+        .header(
+            USER_AGENT,
+            concat!("sensorcast/", env!("CARGO_PKG_VERSION")),
+        )
+        .body(Full::new(body))?;
+    let response = tokio::time::timeout(timeout, client.request(request))
         .await
-        .map_err(|_| PostError::Timeout)?
-}
-
-/// The status code of an `HTTP/1.x NNN ...` status line.
-fn status_of(head: &[u8]) -> Option<u16> {
-    let line = head.split(|b| *b == b'\r').next()?;
-    let line = std::str::from_utf8(line).ok()?;
-    let mut parts = line.split(' ');
-    parts.next().filter(|v| v.starts_with("HTTP/1."))?;
-    parts.next()?.parse().ok()
+        .map_err(|_| PostError::Timeout)??;
+    Ok(response.status().as_u16())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::net::TcpListener;
-
-    #[test]
-    fn urls() {
-        let u = HttpUrl::parse("http://gw.local:8080/hooks/alerts?k=1").unwrap();
-        assert_eq!(
-            (u.host.as_str(), u.port, u.path.as_str()),
-            ("gw.local", 8080, "/hooks/alerts?k=1")
-        );
-        let u = HttpUrl::parse("http://10.0.0.2").unwrap();
-        assert_eq!(
-            (u.port, u.path.as_str(), u.authority.as_str()),
-            (80, "/", "10.0.0.2")
-        );
-        let u = HttpUrl::parse("http://[::1]:9000/x").unwrap();
-        assert_eq!((u.host.as_str(), u.port), ("::1", 9000));
-        assert!(HttpUrl::parse("https://x/")
-            .unwrap_err()
-            .contains("not supported"));
-        assert!(HttpUrl::parse("ftp://x/").is_err());
-        assert!(HttpUrl::parse("http://x:port/").is_err());
-        assert!(HttpUrl::parse("http://u:p@x/").is_err());
-    }
-
-    /// Answers each connection with the next status of `statuses`, returning the bodies seen.
-    async fn server(statuses: Vec<u16>) -> (String, tokio::task::JoinHandle<Vec<String>>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        let task = tokio::spawn(async move {
-            let mut bodies = Vec::new();
-            for status in statuses {
-                let (mut tcp, _) = listener.accept().await.unwrap();
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 1024];
-                loop {
-                    let n = tcp.read(&mut chunk).await.unwrap();
-                    buf.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&buf).to_string();
-                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                        let len: usize = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("Content-Length: "))
-                            .unwrap()
-                            .parse()
-                            .unwrap();
-                        if body.len() >= len {
-                            assert!(head.starts_with("POST /hook HTTP/1.1\r\n"), "{head}");
-                            bodies.push(body.to_string());
-                            break;
-                        }
-                    }
-                }
-                let reply = format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n");
-                tcp.write_all(reply.as_bytes()).await.unwrap();
-            }
-            bodies
-        });
-        (url, task)
-    }
-
-    #[tokio::test]
-    async fn a_failing_endpoint_is_retried_until_it_accepts() {
-        let (url, server) = server(vec![503, 500, 204]).await;
-        let cfg = AlertsConfig {
-            webhooks: vec![url],
-            webhook_backoff_max: Duration::from_millis(600),
-            ..AlertsConfig::default()
-        };
-        let stats = Arc::new(WebhookStats::default());
-        let tasks = TaskTracker::new();
-        let hooks = Webhooks::spawn(&cfg, stats.clone(), &tasks, CancellationToken::new());
-        let event = Event::Resolved(super::super::model::AlertResolved {
-            alert_id: "A1".into(),
-            unit_id: "u1".into(),
-            resolved_at: chrono::Utc::now(),
-        });
-        hooks.send(&event);
-        drop(hooks);
-        tasks.close();
-        tokio::time::timeout(Duration::from_secs(10), tasks.wait())
-            .await
-            .expect("delivered in time");
-        let bodies = server.await.unwrap();
-        assert_eq!(bodies.len(), 3);
-        let v: serde_json::Value = serde_json::from_str(&bodies[2]).unwrap();
-        assert_eq!(v["event"], "alert:resolved");
-        assert_eq!(v["data"]["alertId"], "A1");
-        assert_eq!(stats.delivered.load(Relaxed), 1);
-        assert_eq!(stats.retries.load(Relaxed), 2);
-        assert_eq!(stats.failed.load(Relaxed), 0);
-    }
-
-    #[tokio::test]
-    async fn a_full_queue_drops_and_counts_without_waiting() {
-        // Nothing listens on this port: every attempt fails, so the queue stays full.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let cfg = AlertsConfig {
-            webhooks: vec![format!("http://127.0.0.1:{port}/")],
-            webhook_queue: 1,
-            webhook_max_attempts: 1,
-            ..AlertsConfig::default()
-        };
-        let stats = Arc::new(WebhookStats::default());
-        let tasks = TaskTracker::new();
-        let hooks = Webhooks::spawn(&cfg, stats.clone(), &tasks, CancellationToken::new());
-        let event = Event::Resolved(super::super::model::AlertResolved {
-            alert_id: "A1".into(),
-            unit_id: "u1".into(),
-            resolved_at: chrono::Utc::now(),
-        });
-        for _ in 0..50 {
-            hooks.send(&event);
-        }
-        assert!(stats.dropped.load(Relaxed) >= 48, "{stats:?}");
-        drop(hooks);
-        tasks.close();
-        tasks.wait().await;
-        let s = &stats;
-        assert_eq!(
-            s.dropped.load(Relaxed) + s.failed.load(Relaxed),
-            50,
-            "every event is either dropped or failed, none lost silently: {s:?}"
-        );
-    }
-}
+#[path = "webhook_tests.rs"]
+mod tests;

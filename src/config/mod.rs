@@ -187,6 +187,7 @@ impl Config {
             &mut self.mqtt.key_file,
             &mut self.auth.jwt_secret_file,
             &mut self.auth.jwt_public_key_file,
+            &mut self.alerts.webhook_ca_file,
         ]
         .into_iter()
         .flatten()

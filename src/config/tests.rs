@@ -1,7 +1,6 @@
 //! Loading the service config: paths, secrets, overrides, and errors that name file, line, key.
 
 use super::*;
-use std::time::Duration;
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
@@ -119,14 +118,21 @@ fn errors_name_file_line_and_key() {
     assert!(err.contains("mqtt.subscriptions[0].topic"), "{err}");
 }
 
+/// A duration too large for `Duration` (the old parser panicked in `from_secs_f64`) is a
+/// config error with its file, line and key.
 #[test]
-fn durations() {
-    use duration_str::parse;
-    assert_eq!(parse("90s").unwrap(), Duration::from_secs(90));
-    assert_eq!(parse("5m").unwrap(), Duration::from_secs(300));
-    assert_eq!(parse("250ms").unwrap(), Duration::from_millis(250));
-    assert!(parse("5").is_err() && parse("5 parsecs").is_err() && parse("").is_err());
+fn an_oversized_duration_is_an_error_naming_its_key() {
+    let text = MINIMAL.replace("[auth]", "[auth]\nleeway = \"99999999999999999999s\"");
+    let err = Config::parse(&text, Path::new("sensorcast.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("sensorcast.toml: line 9, column 10: auth.leeway: duration"),
+        "{err}"
+    );
+    assert!(err.contains("too large"), "{err}");
 }
+
 #[test]
 fn a_bad_subscription_option_is_a_config_error_with_its_line() {
     let text = "[registry]\nfile = \"r.toml\"\n\n[[mqtt.subscriptions]]\ntopic = \"v3/#\"\nformat = \"ttn-v3\"\nunit = \"F\"\n";

@@ -1,7 +1,13 @@
-//! Durations as written in config files: `"500ms"`, `"90s"`, `"5m"`, `"1h"`, `"1d"`.
+//! Durations as written in config files and on the command line: `"500ms"`, `"90s"`, `"5m"`,
+//! `"1h"`, `"1d"`, and anything else `humantime` reads (`"1.5s"`, `"1h 30m"`, `"2 days"`).
+//! Parsing is humantime's; this module adds the config's error wording and an upper bound.
 
 use serde::{Deserialize, Deserializer};
 use std::time::Duration;
+
+/// The longest duration accepted: far beyond any timeout or rule, and far enough below the
+/// range of `Instant` that adding one to now cannot overflow (which panics).
+pub const MAX: Duration = Duration::from_secs(100 * 365 * 86_400);
 
 /// `#[serde(with = "duration_str")]` for `Duration` fields.
 pub mod duration_str {
@@ -15,25 +21,17 @@ pub mod duration_str {
 
     pub fn parse(s: &str) -> Result<Duration, String> {
         let s = s.trim();
-        let split = s
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .ok_or_else(|| format!("duration {s:?} needs a unit (ms, s, m, h)"))?;
-        let (num, unit) = s.split_at(split);
-        let n: f64 = num
-            .parse()
-            .map_err(|_| format!("duration {s:?} does not start with a number"))?;
-        let secs = match unit {
-            "ms" => n / 1000.0,
-            "s" => n,
-            "m" => n * 60.0,
-            "h" => n * 3600.0,
-            "d" => n * 86400.0,
-            _ => return Err(format!("duration {s:?}: unknown unit {unit:?}")),
-        };
-        if !secs.is_finite() || secs < 0.0 {
-            return Err(format!("duration {s:?} out of range"));
+        // humantime says "unknown time unit" for a bare number: name what is missing.
+        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+            return Err(format!("duration {s:?} needs a unit (ms, s, m, h, d)"));
         }
-        Ok(Duration::from_secs_f64(secs))
+        let d = humantime::parse_duration(s).map_err(|e| format!("duration {s:?}: {e}"))?;
+        if d > super::MAX {
+            return Err(format!(
+                "duration {s:?} is out of range (at most 100 years)"
+            ));
+        }
+        Ok(d)
     }
 }
 
@@ -53,10 +51,24 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn durations() {
+    fn the_config_syntax_and_its_errors() {
         assert_eq!(parse("90s").unwrap(), Duration::from_secs(90));
         assert_eq!(parse("5m").unwrap(), Duration::from_secs(300));
         assert_eq!(parse("250ms").unwrap(), Duration::from_millis(250));
-        assert!(parse("5").is_err() && parse("5 parsecs").is_err() && parse("").is_err());
+        assert_eq!(parse("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse(" 1d ").unwrap(), Duration::from_secs(86_400));
+        assert_eq!(parse("1.5s").unwrap(), Duration::from_millis(1500));
+        assert!(parse("5").unwrap_err().contains("needs a unit"));
+        assert!(parse("5 parsecs")
+            .unwrap_err()
+            .contains("unknown time unit"));
+        assert!(parse("").is_err() && parse("-5s").is_err());
+        for huge in ["99999999999999999999s", "200y", "584942417355y"] {
+            let err = parse(huge).unwrap_err();
+            assert!(
+                err.contains(huge) && (err.contains("too large") || err.contains("out of range")),
+                "{err}"
+            );
+        }
     }
 }

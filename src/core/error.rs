@@ -23,19 +23,43 @@ pub enum ConfigError {
     Env { var: String, message: String },
 }
 
-/// Formats a TOML error as `line L, column C: message`, keeping toml's own key naming.
+/// Formats a TOML error as `line L, column C: [table.key: ]message`, keeping toml's own key
+/// naming. When the error is about a value (a custom deserializer's, such as a bad duration),
+/// toml's message does not say whose value it is: the key is taken from the `key = value` line
+/// the span points into, under its nearest `[table]` header.
 pub fn toml_error_message(text: &str, e: &toml::de::Error) -> String {
     let message = e.message().trim().to_string();
     match e.span() {
         Some(span) => {
-            let before = &text[..span.start.min(text.len())];
+            let at = span.start.min(text.len());
+            let before = &text[..at];
             let line = before.matches('\n').count() + 1;
-            let column = before
-                .rfind('\n')
-                .map_or(before.len(), |n| before.len() - n - 1)
-                + 1;
-            format!("line {line}, column {column}: {message}")
+            let line_start = before.rfind('\n').map_or(0, |n| n + 1);
+            let column = at - line_start + 1;
+            match value_key(text, line_start, at) {
+                Some(key) => format!("line {line}, column {column}: {key}: {message}"),
+                None => format!("line {line}, column {column}: {message}"),
+            }
         }
         None => message,
     }
+}
+
+/// `table.key` when `text[line_start..at]` is the `key =` of a `key = value` line.
+fn value_key(text: &str, line_start: usize, at: usize) -> Option<String> {
+    let (key, _) = text[line_start..at].split_once('=')?;
+    let key = key.trim();
+    if key.is_empty() || key.contains(['[', '{', ',', '"', '\'']) {
+        return None;
+    }
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|h| h.trim_matches(|c| c == '[' || c == ']').trim());
+    Some(match table {
+        Some(t) => format!("{t}.{key}"),
+        None => key.to_string(),
+    })
 }

@@ -422,4 +422,18 @@ unit = "unit-2"
         assert!(err.contains("line 3"), "{err}");
         assert!(err.contains("colour"), "{err}");
     }
+
+    #[test]
+    fn an_oversized_rule_duration_is_an_error_naming_its_key() {
+        let text = GOOD.replace(
+            "id = \"unit-2\"\n",
+            "id = \"unit-2\"\noffline_after = \"99999999999999999999s\"\n",
+        );
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("registry.toml: line 17, column 17: unit.offline_after: duration"),
+            "{err}"
+        );
+        assert!(err.contains("too large"), "{err}");
+    }
 }

@@ -121,19 +121,87 @@ fn default_qos() -> u8 {
     1
 }
 
-/// MQTT topic filter rules: `#` only last and alone in its level, `+` alone in its level.
+/// The filter the broker matches topics against: `topic` without a `$share/<group>/` prefix
+/// (a shared subscription delivers plain topics). Empty for a `$share/<group>` without a
+/// filter, which [`validate_topic_filter`] refuses.
+pub fn match_filter(topic: &str) -> &str {
+    match topic.strip_prefix("$share/") {
+        Some(rest) => rest.split_once('/').map_or("", |(_, filter)| filter),
+        None => topic,
+    }
+}
+
+/// A subscription's topic: an MQTT filter (rumqttc's `valid_filter`: `#` only as the whole
+/// last level, `+` a whole level), optionally shared as `$share/<group>/<filter>`.
 pub fn validate_topic_filter(topic: &str) -> Result<(), String> {
-    if topic.is_empty() {
+    if let Some(rest) = topic.strip_prefix("$share/") {
+        let Some((group, _)) = rest.split_once('/') else {
+            return Err(format!(
+                "{topic:?} has no filter: write \"$share/<group>/<filter>\""
+            ));
+        };
+        if group.is_empty() || group.contains(['+', '#']) {
+            return Err("the $share group must be a name without '+' or '#'".into());
+        }
+    }
+    let filter = match_filter(topic);
+    if filter.is_empty() {
         return Err("must not be empty".into());
     }
-    let levels: Vec<&str> = topic.split('/').collect();
-    for (i, level) in levels.iter().enumerate() {
-        if level.contains('#') && (*level != "#" || i + 1 != levels.len()) {
-            return Err("'#' must be the whole last level".into());
-        }
-        if level.contains('+') && *level != "+" {
-            return Err("'+' must be a whole level".into());
-        }
+    if filter.starts_with('$') {
+        // rumqttc's `matches`, like a broker's wildcards, never matches a `$` topic.
+        return Err(format!(
+            "{filter:?}: topics starting with '$' are the broker's own ($SYS), not readings; \
+             only \"$share/<group>/<filter>\" may start with '$'"
+        ));
+    }
+    if !rumqttc::valid_filter(filter) {
+        return Err(format!(
+            "{filter:?} is not an MQTT topic filter: '+' must be a whole level, '#' only the \
+             whole last level"
+        ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{match_filter, validate_topic_filter};
+
+    #[test]
+    fn filters_are_checked_like_a_broker_and_share_needs_a_filter() {
+        for ok in [
+            "sensors/+",
+            "v3/+/devices/+/up",
+            "#",
+            "a/b/#",
+            "$share/g/sensors/#",
+        ] {
+            assert_eq!(validate_topic_filter(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("", "empty"),
+            ("sensors/#/x", "'#' only"),
+            ("sensors/a#", "'#' only"),
+            ("sensors/a+", "'+' must be"),
+            ("$share/g", "has no filter"),
+            ("$share/g/", "empty"),
+            ("$share//sensors/+", "group"),
+            ("$share/g+/sensors/+", "group"),
+            ("$share/g/sensors/#/x", "'#' only"),
+            ("$SYS/broker/#", "broker's own"),
+            ("$share/g/$SYS/#", "broker's own"),
+            ("$share", "broker's own"),
+        ] {
+            let err = validate_topic_filter(bad).expect_err(bad);
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_share_prefix_is_not_part_of_the_filter() {
+        assert_eq!(match_filter("$share/g/sensors/+"), "sensors/+");
+        assert_eq!(match_filter("sensors/+"), "sensors/+");
+        assert_eq!(match_filter("$share/g"), "");
+    }
 }

@@ -1,23 +1,12 @@
 //! Which subscription a topic belongs to: MQTT filter matching with `+` and `#`, the way the
-//! broker matches them, with a `$share/<group>/` prefix ignored.
+//! broker matches them (rumqttc's own matcher), with a `$share/<group>/` prefix ignored.
 
-/// MQTT topic matching with `+` and `#` wildcards; a `$share/<group>/` prefix is ignored.
+use crate::decode::match_filter;
+
+/// Whether `topic` is delivered for the subscription `filter`: rumqttc's `matches` on the
+/// filter without its `$share/<group>/` prefix.
 pub fn topic_matches(filter: &str, topic: &str) -> bool {
-    let filter = match filter.strip_prefix("$share/") {
-        Some(rest) => rest.split_once('/').map_or("", |(_, f)| f),
-        None => filter,
-    };
-    let mut f = filter.split('/');
-    let mut t = topic.split('/');
-    loop {
-        match (f.next(), t.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
+    rumqttc::matches(topic, match_filter(filter))
 }
 
 #[cfg(test)]
@@ -40,5 +29,8 @@ mod tests {
         assert!(topic_matches("$share/g/sensors/+", "sensors/a"));
         assert!(topic_matches("a/b", "a/b"));
         assert!(!topic_matches("a/b", "a/bc"));
+        // A broker never delivers `$SYS` topics to a wildcard subscription.
+        assert!(!topic_matches("#", "$SYS/broker/uptime"));
+        assert!(!topic_matches("$share/g/+/uptime", "$SYS/uptime"));
     }
 }

@@ -7,7 +7,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Map, Value};
 
 use super::model::Sample;
-use crate::decode::{Format, Subscription};
+use crate::decode::{match_filter, Format, Subscription};
 use crate::pipeline::topics::topic_matches;
 
 /// Where one sensor's readings go.
@@ -63,10 +63,10 @@ pub fn route_for(sensor_id: &str, subscriptions: &[Subscription]) -> Option<Rout
 /// A topic matching `sub.topic` on which `sensor_id` is read back as the sensor, or `None`.
 #[allow(unreachable_patterns)] // other formats may be added to `Format`
 pub fn fill_topic(sub: &Subscription, sensor_id: &str) -> Option<String> {
-    let filter = match sub.topic.strip_prefix("$share/") {
-        Some(rest) => rest.split_once('/')?.1,
-        None => sub.topic.as_str(),
-    };
+    let filter = match_filter(&sub.topic);
+    if filter.is_empty() {
+        return None;
+    }
     let levels: Vec<&str> = filter.split('/').collect();
     let topic_safe = !sensor_id.is_empty() && !sensor_id.contains(['/', '+', '#']);
     let filled: Vec<String> = match sub.format {

@@ -2,23 +2,31 @@
 //! (`[metrics] listen`, loopback by default) so that a Prometheus or node-exporter textfile
 //! setup on the box can scrape it without a token, and nothing outside the box can.
 //!
-//! The text is written by hand from the counters the service already keeps ([`Stats`],
-//! [`MqttHealth`], the socket count) instead of going through the `metrics` facade: that facade
-//! wants one global recorder per process, which would double every counter we already have and
-//! mix the numbers of the several services an integration test runs in one process. The only
-//! new instrument is [`Histogram`], the time from MQTT receipt to emit: fixed buckets, one
-//! atomic add per observation, no lock on the hot path.
+//! prometheus-client encodes the text. The values are the counters the service already keeps
+//! ([`Stats`], also served as JSON by `/api/stats`, [`MqttHealth`], the socket count), read at
+//! scrape time by a [`Collector`] registered in a [`Registry`] of this listener's own: no
+//! process-global registry, which would double every counter we keep and mix the numbers of the
+//! several services an integration test runs in one process. The one instrument of its own is
+//! the receipt-to-emit histogram ([`Latency`], a prometheus-client `Histogram` in [`Stats`]).
 //!
 //! [`Stats`]: crate::core::stats::Stats
 //! [`MqttHealth`]: crate::core::health::MqttHealth
-//! [`Histogram`]: crate::core::stats::Histogram
+//! [`Latency`]: crate::core::stats::Latency
 
 use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use std::fmt::Write as _;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, EncodeLabelSet};
+use prometheus_client::encoding::{EncodeGaugeValue, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -26,15 +34,16 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::core::stats::HistogramSnapshot;
 use crate::realtime::SocketCtx;
 use crate::web::WebState;
 
 /// The metrics listener's router: `/metrics` only.
 pub fn router(app: WebState) -> Router {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(ServiceCollector(app)));
     Router::new()
         .route("/metrics", get(metrics))
-        .with_state(app)
+        .with_state(Arc::new(registry))
 }
 
 /// Serves [`router`] on `listener` until `stop` is cancelled.
@@ -55,205 +64,262 @@ pub fn spawn_server(
     })
 }
 
-async fn metrics(State(app): State<WebState>) -> impl IntoResponse {
+async fn metrics(State(registry): State<Arc<Registry>>) -> Response {
+    let mut text = String::with_capacity(4096);
+    if let Err(e) = prometheus_text::encode(&mut text, &registry) {
+        // Writing into a String does not fail; a collector that did would land here.
+        warn!(error = %e, "metrics could not be encoded");
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        render(&app),
+        [(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)],
+        text,
     )
+        .into_response()
 }
 
-/// The whole exposition text.
-pub fn render(app: &WebState) -> String {
-    let mut out = Exposition::default();
-    let stats = app.rt.hub.stats().snapshot();
-    let b = |v: bool| u64::from(v) as f64;
+/// Reads the service's counters on every scrape.
+struct ServiceCollector(WebState);
 
-    out.family(
-        "sensorcast_build_info",
-        "gauge",
-        "Always 1; the version is a label.",
-    );
-    out.sample(
-        "sensorcast_build_info",
-        &[("version", env!("CARGO_PKG_VERSION"))],
-        1.0,
-    );
-    out.single(
-        "sensorcast_uptime_seconds",
-        "gauge",
-        "Seconds since the service started.",
-        app.started.elapsed().as_secs_f64(),
-    );
+impl fmt::Debug for ServiceCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ServiceCollector")
+    }
+}
 
-    out.single(
-        "sensorcast_mqtt_messages_total",
-        "counter",
-        "MQTT messages received on subscribed topics.",
-        stats.messages as f64,
-    );
-    out.single(
-        "sensorcast_readings_decoded_total",
-        "counter",
-        "Readings decoded from MQTT messages (a message may carry several).",
-        stats.decoded as f64,
-    );
-    out.single(
-        "sensorcast_readings_emitted_total",
-        "counter",
-        "Readings mapped to a unit and emitted to its rooms.",
-        stats.emitted as f64,
-    );
-    out.single(
-        "sensorcast_readings_unmapped_total",
-        "counter",
-        "Readings from sensors the registry does not know.",
-        stats.unmapped as f64,
-    );
-    out.single(
-        "sensorcast_mqtt_messages_ignored_total",
-        "counter",
-        "Messages on subscribed topics that are not readings (joins, availability).",
-        stats.ignored as f64,
-    );
-    out.family(
-        "sensorcast_mqtt_messages_rejected_total",
-        "counter",
-        "Messages rejected, by payload format and reason.",
-    );
-    for (format, reasons) in &stats.rejected {
-        for (reason, n) in reasons {
-            out.sample(
-                "sensorcast_mqtt_messages_rejected_total",
-                &[("format", format), ("reason", reason)],
-                *n as f64,
-            );
+impl Collector for ServiceCollector {
+    fn encode(&self, mut out: DescriptorEncoder) -> fmt::Result {
+        let app = &self.0;
+        let out = &mut out;
+        let stats = app.rt.hub.stats().snapshot();
+        let b = |v: bool| u64::from(v);
+
+        let version = [("version", env!("CARGO_PKG_VERSION"))];
+        let help = "Always 1; the version is a label.";
+        gauges(out, "sensorcast_build_info", help, [(version, 1u64)])?;
+        gauge(
+            out,
+            "sensorcast_uptime_seconds",
+            "Seconds since the service started.",
+            app.started.elapsed().as_secs_f64(),
+        )?;
+
+        counter(
+            out,
+            "sensorcast_mqtt_messages_total",
+            "MQTT messages received on subscribed topics.",
+            stats.messages,
+        )?;
+        counter(
+            out,
+            "sensorcast_readings_decoded_total",
+            "Readings decoded from MQTT messages (a message may carry several).",
+            stats.decoded,
+        )?;
+        counter(
+            out,
+            "sensorcast_readings_emitted_total",
+            "Readings mapped to a unit and emitted to its rooms.",
+            stats.emitted,
+        )?;
+        counter(
+            out,
+            "sensorcast_readings_unmapped_total",
+            "Readings from sensors the registry does not know.",
+            stats.unmapped,
+        )?;
+        counter(
+            out,
+            "sensorcast_mqtt_messages_ignored_total",
+            "Messages on subscribed topics that are not readings (joins, availability).",
+            stats.ignored,
+        )?;
+        let rejected = stats.rejected.iter().flat_map(|(format, reasons)| {
+            reasons.iter().map(move |(reason, n)| {
+                (
+                    [("format", format.as_str()), ("reason", reason.as_str())],
+                    *n,
+                )
+            })
+        });
+        counters(
+            out,
+            "sensorcast_mqtt_messages_rejected_total",
+            "Messages rejected, by payload format and reason.",
+            rejected,
+        )?;
+        gauge(
+            out,
+            "sensorcast_unmapped_sensors",
+            "Distinct unregistered sensors remembered (bounded by limits.unmapped_capacity).",
+            app.rt.hub.unmapped().len(),
+        )?;
+
+        let m = &app.mqtt;
+        gauge(
+            out,
+            "sensorcast_mqtt_connected",
+            "1 while connected to the broker.",
+            b(m.connected.load(Relaxed)),
+        )?;
+        gauge(
+            out,
+            "sensorcast_mqtt_subscribed",
+            "1 while every configured subscription is acknowledged.",
+            b(m.subscribed.load(Relaxed)),
+        )?;
+        counter(
+            out,
+            "sensorcast_mqtt_reconnects_total",
+            "Times an established broker connection was lost.",
+            m.reconnects.load(Relaxed),
+        )?;
+
+        gauge(
+            out,
+            "sensorcast_sockets_connected",
+            "Socket.io sockets connected.",
+            app.rt.connections(),
+        )?;
+        gauge(
+            out,
+            "sensorcast_sockets_slow",
+            "Sockets that cannot keep up right now (served one by one, not by broadcast).",
+            app.rt.slow.count(),
+        )?;
+        counter(
+            out,
+            "sensorcast_sockets_marked_slow_total",
+            "Times a socket was found unable to keep up (congested connection or full queue).",
+            stats.slow_sockets_marked,
+        )?;
+        gauge(
+            out,
+            "sensorcast_subscriptions",
+            "Subscriptions (unit, site, organization) held by connected sockets.",
+            subscriptions(app),
+        )?;
+        counters(
+            out,
+            "sensorcast_deliveries_dropped_total",
+            "Per-socket deliveries coalesced or dropped, by reason.",
+            by_reason(&stats.deliveries_dropped),
+        )?;
+        counters(
+            out,
+            "sensorcast_client_errors_total",
+            "Client requests refused (handshake, HTTP auth, bad arguments, limits), by reason.",
+            by_reason(&stats.client_errors),
+        )?;
+
+        gauges(
+            out,
+            "sensorcast_alerts_open",
+            "Open alerts by type and severity.",
+            open_alerts(app),
+        )?;
+
+        let (orgs, sites, units, sensors) = app.rt.hub.registry().counts();
+        let kinds = [
+            ("org", orgs),
+            ("site", sites),
+            ("unit", units),
+            ("sensor", sensors),
+        ];
+        gauges(
+            out,
+            "sensorcast_registry_entries",
+            "Entries in the registry in force, by kind.",
+            kinds.map(|(kind, n)| ([("kind", kind)], n as u64)),
+        )?;
+
+        let latency = &app.rt.hub.stats().emit_latency.0;
+        latency.encode(out.encode_descriptor(
+            "sensorcast_emit_latency_seconds",
+            "Time from MQTT receipt to the reading being handed to every subscribed socket.",
+            None,
+            latency.metric_type(),
+        )?)
+    }
+}
+
+/// One unlabelled counter. `name` is the sample's name; prometheus-client adds the `_total`.
+fn counter(out: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Result {
+    let family = out.encode_descriptor(counter_base(name), help, None, MetricType::Counter)?;
+    ConstCounter::new(v).encode(family)
+}
+
+/// A labelled counter family: its HELP and TYPE even when it has no samples yet.
+fn counters<L: EncodeLabelSet>(
+    out: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (L, u64)>,
+) -> fmt::Result {
+    family(out, counter_base(name), help, MetricType::Counter, samples)
+}
+
+fn gauge(
+    out: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: impl EncodeGaugeValue,
+) -> fmt::Result {
+    ConstGauge::new(v).encode(out.encode_descriptor(name, help, None, MetricType::Gauge)?)
+}
+
+/// A labelled gauge family: its HELP and TYPE even when it has no samples yet.
+fn gauges<L: EncodeLabelSet>(
+    out: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (L, u64)>,
+) -> fmt::Result {
+    family(out, name, help, MetricType::Gauge, samples)
+}
+
+/// A labelled family of counters or gauges.
+fn family<L: EncodeLabelSet>(
+    out: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    samples: impl IntoIterator<Item = (L, u64)>,
+) -> fmt::Result {
+    let mut family = out.encode_descriptor(name, help, None, kind)?;
+    for (labels, v) in samples {
+        let sample = family.encode_family(&labels)?;
+        match kind {
+            MetricType::Counter => ConstCounter::new(v).encode(sample)?,
+            _ => ConstGauge::new(v).encode(sample)?,
         }
     }
-    out.single(
-        "sensorcast_unmapped_sensors",
-        "gauge",
-        "Distinct unregistered sensors remembered (bounded by limits.unmapped_capacity).",
-        app.rt.hub.unmapped().len() as f64,
-    );
+    Ok(())
+}
 
-    let m = &app.mqtt;
-    out.single(
-        "sensorcast_mqtt_connected",
-        "gauge",
-        "1 while connected to the broker.",
-        b(m.connected.load(Relaxed)),
-    );
-    out.single(
-        "sensorcast_mqtt_subscribed",
-        "gauge",
-        "1 while every configured subscription is acknowledged.",
-        b(m.subscribed.load(Relaxed)),
-    );
-    out.single(
-        "sensorcast_mqtt_reconnects_total",
-        "counter",
-        "Times an established broker connection was lost.",
-        m.reconnects.load(Relaxed) as f64,
-    );
+/// The counter name prometheus-client takes: without the `_total` it appends.
+fn counter_base(name: &str) -> &str {
+    name.strip_suffix("_total").unwrap_or(name)
+}
 
-    out.single(
-        "sensorcast_sockets_connected",
-        "gauge",
-        "Socket.io sockets connected.",
-        app.rt.connections() as f64,
-    );
-    out.single(
-        "sensorcast_sockets_slow",
-        "gauge",
-        "Sockets that cannot keep up right now (served one by one, not by broadcast).",
-        app.rt.slow.count() as f64,
-    );
-    out.single(
-        "sensorcast_sockets_marked_slow_total",
-        "counter",
-        "Times a socket was found unable to keep up (congested connection or full queue).",
-        stats.slow_sockets_marked as f64,
-    );
-    out.single(
-        "sensorcast_subscriptions",
-        "gauge",
-        "Subscriptions (unit, site, organization) held by connected sockets.",
-        subscriptions(app) as f64,
-    );
-    out.family(
-        "sensorcast_deliveries_dropped_total",
-        "counter",
-        "Per-socket deliveries coalesced or dropped, by reason.",
-    );
-    for (reason, n) in &stats.deliveries_dropped {
-        out.sample(
-            "sensorcast_deliveries_dropped_total",
-            &[("reason", reason)],
-            *n as f64,
-        );
-    }
-    out.family(
-        "sensorcast_client_errors_total",
-        "counter",
-        "Client requests refused (handshake, HTTP auth, bad arguments, limits), by reason.",
-    );
-    for (reason, n) in &stats.client_errors {
-        out.sample(
-            "sensorcast_client_errors_total",
-            &[("reason", reason)],
-            *n as f64,
-        );
-    }
-
-    alerts(&mut out, app);
-
-    let (orgs, sites, units, sensors) = app.rt.hub.registry().counts();
-    out.family(
-        "sensorcast_registry_entries",
-        "gauge",
-        "Entries in the registry in force, by kind.",
-    );
-    for (kind, n) in [
-        ("org", orgs),
-        ("site", sites),
-        ("unit", units),
-        ("sensor", sensors),
-    ] {
-        out.sample("sensorcast_registry_entries", &[("kind", kind)], n as f64);
-    }
-
-    out.histogram(
-        "sensorcast_emit_latency_seconds",
-        "Time from MQTT receipt to the reading being handed to every subscribed socket.",
-        &app.rt.hub.stats().emit_latency.snapshot(),
-    );
-    out.text
+fn by_reason(m: &BTreeMap<String, u64>) -> impl Iterator<Item = ([(&str, &str); 1], u64)> {
+    m.iter()
+        .map(|(reason, n)| ([("reason", reason.as_str())], *n))
 }
 
 /// `sensorcast_alerts_open{type,severity}`: the open alerts of the engine's last snapshot.
-fn alerts(out: &mut Exposition, app: &WebState) {
-    out.family(
-        "sensorcast_alerts_open",
-        "gauge",
-        "Open alerts by type and severity.",
-    );
+fn open_alerts(app: &WebState) -> Vec<([(&'static str, &'static str); 2], u64)> {
     let view = app.rt.alerts.view();
-    let mut counts = std::collections::BTreeMap::<(&str, &str), u64>::new();
+    let mut counts = BTreeMap::<(&str, &str), u64>::new();
     for a in &view.alerts {
         *counts
             .entry((a.alert_type.name(), a.severity.name()))
             .or_default() += 1;
     }
-    for ((t, s), n) in counts {
-        out.sample(
-            "sensorcast_alerts_open",
-            &[("type", t), ("severity", s)],
-            n as f64,
-        );
-    }
+    counts
+        .into_iter()
+        .map(|((t, s), n)| ([("type", t), ("severity", s)], n))
+        .collect()
 }
 
 /// Sum of every connected socket's subscriptions: one pass over the sockets at scrape time,
@@ -267,100 +333,4 @@ fn subscriptions(app: &WebState) -> usize {
         .filter_map(|s| s.extensions.get::<Arc<SocketCtx>>())
         .map(|ctx| ctx.subscription_count())
         .sum()
-}
-
-/// The exposition text being written.
-#[derive(Default)]
-struct Exposition {
-    text: String,
-}
-
-impl Exposition {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.text, "# HELP {name} {}", escape_help(help));
-        let _ = writeln!(self.text, "# TYPE {name} {kind}");
-    }
-
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
-        self.text.push_str(name);
-        if !labels.is_empty() {
-            self.text.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.text.push(',');
-                }
-                let _ = write!(self.text, "{k}=\"{}\"", escape_label(v));
-            }
-            self.text.push('}');
-        }
-        let _ = writeln!(self.text, " {}", number(value));
-    }
-
-    fn single(&mut self, name: &str, kind: &str, help: &str, value: f64) {
-        self.family(name, kind, help);
-        self.sample(name, &[], value);
-    }
-
-    fn histogram(&mut self, name: &str, help: &str, h: &HistogramSnapshot) {
-        self.family(name, "histogram", help);
-        let bucket = format!("{name}_bucket");
-        for (bound, n) in &h.buckets {
-            self.sample(&bucket, &[("le", &number(*bound))], *n as f64);
-        }
-        self.sample(&format!("{name}_sum"), &[], h.sum_seconds);
-        self.sample(&format!("{name}_count"), &[], h.count as f64);
-    }
-}
-
-/// Prometheus number syntax (`+Inf`, `NaN`, otherwise Rust's shortest round-trip form).
-fn number(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{v}")
-    }
-}
-
-/// Label values escape backslash, double quote and newline.
-fn escape_label(v: &str) -> String {
-    v.replace('\\', r"\\")
-        .replace('"', "\\\"")
-        .replace('\n', r"\n")
-}
-
-/// HELP text escapes backslash and newline.
-fn escape_help(v: &str) -> String {
-    v.replace('\\', r"\\").replace('\n', r"\n")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn text_format_escapes_and_spells_numbers() {
-        let mut out = Exposition::default();
-        out.family("x_total", "counter", "a \\ b\nc");
-        out.sample("x_total", &[("reason", "a\"b\\c\nd"), ("k", "v")], 3.0);
-        out.histogram(
-            "h",
-            "h",
-            &HistogramSnapshot {
-                buckets: vec![(0.5, 1), (f64::INFINITY, 2)],
-                sum_seconds: 0.75,
-                count: 2,
-            },
-        );
-        assert_eq!(
-            out.text,
-            "# HELP x_total a \\\\ b\\nc\n# TYPE x_total counter\n\
-             x_total{reason=\"a\\\"b\\\\c\\nd\",k=\"v\"} 3\n\
-             # HELP h h\n# TYPE h histogram\n\
-             h_bucket{le=\"0.5\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 0.75\nh_count 2\n"
-        );
-    }
 }

@@ -13,9 +13,10 @@
 //! would not send a `Secure` cookie back over it. `Authorization: Bearer` works too (curl).
 //!
 //! This file is the HTTP side (routes, token, cookie, headers); `page` gathers what the page
-//! shows and renders it (pure).
+//! shows, `view` renders it (pure).
 
 mod page;
+mod view;
 
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -23,15 +24,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use chrono::Utc;
+use cookie::{Cookie, SameSite};
+use maud::html;
 use serde::Deserialize;
-use std::fmt::Write as _;
 
 use crate::auth::AuthError;
 use crate::auth::AuthMode;
 use crate::web::WebState;
 
-use page::small_page;
-pub use page::{age_state, escape, gather, render, PageData};
+pub use page::{age_state, gather, PageData};
+pub use view::render;
+use view::small_page;
 
 /// The cookie that carries the token after `/?token=`.
 pub const COOKIE: &str = "sensorcast_token";
@@ -54,7 +57,7 @@ async fn page(
         return sign_in(&app, &token);
     }
     let from_cookie = cookie(&headers, COOKIE);
-    let token = super::health::bearer(&headers).or(from_cookie);
+    let token = super::health::bearer(&headers).or(from_cookie.as_deref());
     match app.rt.auth.verify(token) {
         Ok(p) if p.is_admin() => {
             let data = gather(&app, &p, app.stale_after, Utc::now());
@@ -66,10 +69,7 @@ async fn page(
             let mut r = unauthorized(e);
             if from_cookie.is_some() {
                 // A stale cookie would keep failing: let the browser forget it.
-                set_cookie(
-                    &mut r,
-                    &format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
-                );
+                set_cookie(&mut r, &session_cookie("", Some(0), 0));
             }
             r
         }
@@ -98,11 +98,15 @@ fn sign_in(app: &WebState, token: &str) -> Response {
 /// The `Set-Cookie` value for `token`: gone no later than the token's `exp` (a token without
 /// `exp` gets a cookie that lasts as long as the browser session).
 pub fn session_cookie(token: &str, expires_at: Option<u64>, now: u64) -> String {
-    let mut c = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
+    let mut c = Cookie::build((COOKIE, token))
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Strict);
     if let Some(exp) = expires_at {
-        let _ = write!(c, "; Max-Age={}", exp.saturating_sub(now));
+        let left = i64::try_from(exp.saturating_sub(now)).unwrap_or(i64::MAX);
+        c = c.max_age(cookie::time::Duration::seconds(left));
     }
-    c
+    c.build().to_string()
 }
 
 fn now_secs() -> u64 {
@@ -110,15 +114,15 @@ fn now_secs() -> u64 {
 }
 
 /// A cookie's value from the request's `Cookie` headers.
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .map(|c| c.value().to_string())
         .filter(|v| !v.is_empty())
 }
 
@@ -139,14 +143,16 @@ fn redirect_home() -> Response {
 fn unauthorized(e: AuthError) -> Response {
     let body = small_page(
         "Sign-in needed",
-        &format!(
-            "<p>This page needs the JWT of an <b>owner</b> or <b>admin</b> \
-             ({reason}).</p>\
-             <p>Open it once as <code>/?token=&lt;JWT&gt;</code>: the token is checked, kept in \
-             an HttpOnly cookie until it expires, and removed from the address.</p>\
-             <p>From a shell: <code>curl -H 'Authorization: Bearer &lt;JWT&gt;' …/</code>.</p>",
-            reason = escape(&e.to_string())
-        ),
+        html! {
+            p {
+                "This page needs the JWT of an " b { "owner" } " or " b { "admin" } " (" (e) ")."
+            }
+            p {
+                "Open it once as " code { "/?token=<JWT>" } ": the token is checked, kept in \
+                 an HttpOnly cookie until it expires, and removed from the address."
+            }
+            p { "From a shell: " code { "curl -H 'Authorization: Bearer <JWT>' …/" } "." }
+        },
     );
     let mut r = html(StatusCode::UNAUTHORIZED, body);
     r.headers_mut()
@@ -155,13 +161,9 @@ fn unauthorized(e: AuthError) -> Response {
 }
 
 fn forbidden() -> Response {
-    html(
-        StatusCode::FORBIDDEN,
-        small_page(
-            "Forbidden",
-            "<p>The status page needs the <b>owner</b> or <b>admin</b> role.</p>",
-        ),
-    )
+    let body =
+        html! { p { "The status page needs the " b { "owner" } " or " b { "admin" } " role." } };
+    html(StatusCode::FORBIDDEN, small_page("Forbidden", body))
 }
 
 fn html(code: StatusCode, body: String) -> Response {
@@ -203,22 +205,26 @@ mod tests {
 
     #[test]
     fn cookie_expires_with_the_token() {
+        let c = Cookie::parse(session_cookie("a.b.c", Some(1_000_600), 1_000_000)).unwrap();
+        assert_eq!(c.name_value(), (COOKIE, "a.b.c"));
         assert_eq!(
-            session_cookie("a.b.c", Some(1_000_600), 1_000_000),
-            "sensorcast_token=a.b.c; Path=/; HttpOnly; SameSite=Strict; Max-Age=600"
+            (c.path(), c.http_only(), c.same_site(), c.secure()),
+            (Some("/"), Some(true), Some(SameSite::Strict), None)
         );
+        assert_eq!(c.max_age(), Some(cookie::time::Duration::seconds(600)));
         assert!(session_cookie("a.b.c", Some(5), 10).ends_with("Max-Age=0"));
         assert!(!session_cookie("a.b.c", None, 10).contains("Max-Age"));
     }
 
     #[test]
-    fn cookies_are_found_among_others() {
+    fn our_cookie_is_found_among_others() {
         let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1; b=2"));
         h.append(
             header::COOKIE,
-            HeaderValue::from_static("a=1; sensorcast_token=tok; b=2"),
+            HeaderValue::from_static("x=1; sensorcast_token=tok"),
         );
-        assert_eq!(cookie(&h, COOKIE), Some("tok"));
+        assert_eq!(cookie(&h, COOKIE).as_deref(), Some("tok"));
         assert_eq!(cookie(&h, "sensorcast"), None);
     }
 }

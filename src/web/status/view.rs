@@ -1,0 +1,301 @@
+//! The status page's HTML, a pure function of [`PageData`], written with maud: it escapes
+//! every value it interpolates, text and attribute alike, and registry ids and names, sensor
+//! ids, topics and error messages all come from outside the code. Only the page's own CSS goes
+//! in as `PreEscaped`.
+
+use chrono::{DateTime, Utc};
+use maud::{html, Markup, PreEscaped, DOCTYPE};
+use std::time::Duration;
+
+use super::page::{Broker, PageData};
+
+/// How often the page reloads itself, seconds.
+const REFRESH_SECONDS: u32 = 10;
+/// At most this many unmapped sensors are listed (the API has them all).
+const MAX_UNMAPPED_SHOWN: usize = 50;
+
+const STYLE: &str =
+    "body{font:15px/1.4 system-ui,sans-serif;margin:0 auto;max-width:70em;padding:1em;\
+color:#222;background:#fafafa}h1{font-size:1.4em;margin:0}h2{font-size:1.1em;margin:1.4em 0 .4em}\
+.meta{color:#666;font-size:.9em}table{border-collapse:collapse;width:100%;background:#fff}\
+th,td{text-align:left;padding:.3em .6em;border-bottom:1px solid #e4e4e4}th{background:#f0f0f0}\
+td.n{text-align:right;font-variant-numeric:tabular-nums}code{font-size:.9em}\
+.pill{display:inline-block;padding:0 .5em;border-radius:.8em;font-size:.85em;background:#ddd}\
+.ok{background:#cdeccd}.stale,.warning,.restoring{background:#ffe6a8}\
+.nodata,.offline,.info{background:#dde3ea}.alarm,.excursion,.critical,.down{background:#f7c3c3}\
+.empty{color:#666}";
+
+/// The whole page.
+pub fn render(d: &PageData) -> String {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width,initial-scale=1";
+                meta http-equiv="refresh" content=(REFRESH_SECONDS);
+                title { "sensorcast status" }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                h1 { "sensorcast" }
+                p.meta {
+                    @if let Some(name) = &d.org_name { (name) " (" (d.org) ")" } @else { (d.org) }
+                    " · version " (d.version) " · up " (human_duration(d.uptime))
+                    " · epoch " (d.epoch) " · " (d.now.format("%Y-%m-%d %H:%M:%S"))
+                    " UTC · refreshes every " (REFRESH_SECONDS) " s"
+                }
+                (broker_section(&d.broker))
+                (units_section(d))
+                (alerts_section(d))
+                (unmapped_section(d))
+                h2 { "Sockets" }
+                p {
+                    (d.sockets.connected) " connected (" (d.sockets.of_org)
+                    " of this organization), " (d.sockets.slow) " slow."
+                }
+                p.meta {
+                    "JSON: " code { "/health" } ", " code { "/api/stats" } ", "
+                    code { "/api/sensors/unmapped" } ". Prometheus: " code { "/metrics" }
+                    " on the metrics listener."
+                }
+            }
+        }
+    }
+    .into_string()
+}
+
+fn broker_section(b: &Broker) -> Markup {
+    let (class, text) = match (b.connected, b.subscribed) {
+        (true, true) => ("ok", "connected, subscribed"),
+        (true, false) => ("stale", "connected, subscriptions not acknowledged yet"),
+        _ => ("down", "not connected"),
+    };
+    html! {
+        h2 { "MQTT broker" }
+        p {
+            (pill(class, text)) " · " (b.reconnects) " reconnect"
+            @if b.reconnects != 1 { "s" }
+            @if let Some(e) = &b.error { " · last error: " code { (e) } }
+        }
+    }
+}
+
+fn units_section(d: &PageData) -> Markup {
+    html! {
+        h2 { "Units" }
+        @if d.units.is_empty() {
+            p.empty { "No units in the registry for this organization." }
+        } @else {
+            table {
+                tr {
+                    th { "Site" } th { "Unit" } th { "State" } th { "Temperature" }
+                    th { "Humidity" } th { "Battery" } th { "Last reading" } th { "Sensor" }
+                }
+                @for u in &d.units {
+                    tr {
+                        td { (u.site) }
+                        td {
+                            @if let Some(name) = &u.unit_name {
+                                (name) " " span.meta { (u.unit_id) }
+                            } @else {
+                                (u.unit_id)
+                            }
+                        }
+                        td { (pill(&u.state.replace(' ', ""), &u.state)) }
+                        @if let Some(r) = &u.latest {
+                            td.n { (display_number(r.temperature)) " °C" }
+                            td.n { (percent(r.humidity)) }
+                            td.n { (percent(r.battery)) }
+                            td { (ago(d.now, r.received_at)) " ago" }
+                            td { code { (r.device_id) } }
+                        } @else {
+                            td { "–" } td { "–" } td { "–" } td { "never" } td {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn alerts_section(d: &PageData) -> Markup {
+    html! {
+        h2 { "Open alerts" }
+        @if d.alerts.is_empty() {
+            p.empty { "None." }
+        } @else {
+            table {
+                tr { th { "Unit" } th { "Type" } th { "Severity" } th { "Since" } th { "Message" } }
+                @for a in &d.alerts {
+                    tr {
+                        td { (a.unit) }
+                        td { (a.alert_type) }
+                        td { (pill(&a.severity, &a.severity)) }
+                        td { (ago(d.now, a.triggered_at)) " ago" }
+                        td { (a.message) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn unmapped_section(d: &PageData) -> Markup {
+    html! {
+        h2 { "Unmapped sensors" }
+        @if d.unmapped.is_empty() {
+            p.empty { "None: every sensor that published is in the registry." }
+        } @else {
+            p.meta { "Publishing, but not in the registry: add them to a unit." }
+            table {
+                tr {
+                    th { "Sensor id" } th { "Topic" } th { "Format" } th { "Readings" }
+                    th { "Last seen" }
+                }
+                @for s in d.unmapped.iter().take(MAX_UNMAPPED_SHOWN) {
+                    tr {
+                        td { code { (s.sensor_id) } }
+                        td { code { (s.topic) } }
+                        td { (s.format) }
+                        td.n { (s.count) }
+                        td { (ago(d.now, s.last_seen)) " ago" }
+                    }
+                }
+            }
+            @if d.unmapped.len() > MAX_UNMAPPED_SHOWN {
+                p.meta {
+                    "and " (d.unmapped.len() - MAX_UNMAPPED_SHOWN) " more (see "
+                    code { "/api/sensors/unmapped" } ")."
+                }
+            }
+        }
+    }
+}
+
+/// The sign-in and forbidden pages: the page's style, a title and a few paragraphs.
+pub(super) fn small_page(title: &str, body: Markup) -> String {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                title { "sensorcast: " (title) }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                h1 { "sensorcast: " (title) }
+                (body)
+            }
+        }
+    }
+    .into_string()
+}
+
+/// A state or severity badge; `class` is one of the page's own words, escaped all the same.
+fn pill(class: &str, text: &str) -> Markup {
+    html! { span class={ "pill " (class) } { (text) } }
+}
+
+/// `12 %`, or a dash when the sensor does not report it.
+fn percent(v: Option<f64>) -> String {
+    v.map_or("–".into(), |v| format!("{} %", display_number(v)))
+}
+
+/// How long before `now` `t` was, for people.
+fn ago(now: DateTime<Utc>, t: DateTime<Utc>) -> String {
+    human_duration((now - t).to_std().unwrap_or_default())
+}
+
+/// At most two decimals, no trailing zeros: `-18.25`, `4`, `3.8`.
+pub fn display_number(v: f64) -> String {
+    let r = (v * 100.0).round() / 100.0;
+    format!("{}", if r == 0.0 { 0.0 } else { r })
+}
+
+/// `12 s`, `4 min`, `3 h`, `2 d`.
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min", s / 60),
+        7200..=172_799 => format!("{} h", s / 3600),
+        _ => format!("{} d", s / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::web::status::page::{AlertRow, Sockets, UnitRow};
+    use chrono::TimeZone;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_700_000_000 + s, 0).unwrap()
+    }
+
+    #[test]
+    fn numbers_and_durations_read_well() {
+        assert_eq!(display_number(-18.25), "-18.25");
+        assert_eq!(display_number(4.0), "4");
+        assert_eq!(display_number(3.756), "3.76");
+        assert_eq!(display_number(-0.001), "0");
+        assert_eq!(human_duration(Duration::from_secs(5)), "5 s");
+        assert_eq!(human_duration(Duration::from_secs(600)), "10 min");
+        assert_eq!(human_duration(Duration::from_secs(3 * 86_400)), "3 d");
+    }
+
+    #[test]
+    fn page_escapes_everything_that_comes_from_outside() {
+        let hostile = "<script>alert(1)</script>";
+        let data = PageData {
+            now: t(100),
+            version: "0.1.0",
+            epoch: "e".into(),
+            uptime: Duration::from_secs(100),
+            org: "o1".into(),
+            org_name: Some(hostile.into()),
+            broker: Broker {
+                connected: false,
+                subscribed: false,
+                reconnects: 1,
+                error: Some(hostile.into()),
+            },
+            units: vec![UnitRow {
+                unit_id: "u1".into(),
+                unit_name: Some(hostile.into()),
+                site: hostile.into(),
+                state: "no data".into(),
+                latest: None,
+            }],
+            alerts: vec![AlertRow {
+                unit: hostile.into(),
+                alert_type: hostile.into(),
+                severity: "x\" onmouseover=\"alert(2)".into(),
+                message: hostile.into(),
+                triggered_at: t(40),
+            }],
+            unmapped: vec![crate::pipeline::hub::UnmappedSensor {
+                sensor_id: hostile.into(),
+                topic: hostile.into(),
+                format: "json",
+                first_seen: t(0),
+                last_seen: t(90),
+                count: 2,
+            }],
+            sockets: Sockets {
+                connected: 0,
+                of_org: 0,
+                slow: 0,
+            },
+        };
+        let page = render(&data);
+        assert!(!page.contains("<script"), "{page}");
+        assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        // A quote cannot end the class attribute of a badge.
+        assert!(!page.contains("\" onmouseover"), "{page}");
+        assert!(page.contains("class=\"pill x&quot; onmouseover=&quot;alert(2)\""));
+        assert!(page.contains("not connected") && page.contains("10 s ago"));
+        assert!(page.contains("<meta http-equiv=\"refresh\" content=\"10\">"));
+    }
+}

@@ -3,26 +3,30 @@
 //! it has been emitted. It keeps a persistent session, subscribes again whenever the broker did
 //! not keep the session, backs off (capped, jittered) between reconnects, and never awaits its
 //! own client's request channel from inside the poll loop (that deadlocks once it is full).
+//!
+//! - [`config`]: the `[mqtt]` section.
+//! - [`session`]: subscriptions and acks per connection.
 
 use rumqttc::{
-    AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Packet, QoS,
-    SubscribeReasonCode, TlsConfiguration, Transport,
+    AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Packet, TlsConfiguration,
+    Transport,
 };
-use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 mod config;
+mod session;
 
 pub use config::{parse_broker_url, BrokerUrlError, MqttConfig};
 
 use crate::core::health::MqttHealth;
 use crate::decode::Subscription;
 use crate::pipeline::Pipeline;
+use session::Session;
 
 /// Requests (acks, subscribes, disconnect) the client may queue for the event loop. The loop
 /// drains them on every poll; acks that do not fit wait in a local queue and are retried.
@@ -191,148 +195,6 @@ async fn disconnect(
     match sent {
         Ok(()) => info!("mqtt disconnected"),
         Err(_) => warn!("mqtt DISCONNECT not confirmed in time"),
-    }
-}
-
-/// Per-connection bookkeeping: what to subscribe, which SUBSCRIBEs await their SUBACK, and acks
-/// that did not fit in the request channel yet.
-struct Session<'a> {
-    client: &'a AsyncClient,
-    subscriptions: Arc<[Subscription]>,
-    /// Topics of each SUBSCRIBE sent and not yet acknowledged, oldest first.
-    awaiting: VecDeque<Vec<String>>,
-    first_connect: bool,
-    pending_acks: VecDeque<rumqttc::Publish>,
-}
-
-fn filter(s: &Subscription) -> rumqttc::SubscribeFilter {
-    let qos = if s.qos == 0 {
-        QoS::AtMostOnce
-    } else {
-        QoS::AtLeastOnce
-    };
-    rumqttc::SubscribeFilter::new(s.topic.clone(), qos)
-}
-
-impl<'a> Session<'a> {
-    fn new(subscriptions: Arc<[Subscription]>, client: &'a AsyncClient) -> Self {
-        Session {
-            client,
-            subscriptions,
-            awaiting: VecDeque::new(),
-            first_connect: true,
-            pending_acks: VecDeque::new(),
-        }
-    }
-
-    /// Subscribes when the broker did not keep our session, and always on the first connect of
-    /// this process (the configured list may have changed since the session was made).
-    fn connected(&mut self, session_present: bool, health: &MqttHealth) {
-        let must_subscribe = self.first_connect || !session_present;
-        self.first_connect = false;
-        self.awaiting.clear();
-        if !must_subscribe {
-            info!("mqtt reconnected, broker kept the session and its subscriptions");
-            health.subscribed.store(true, Relaxed);
-            return;
-        }
-        let all: Vec<Subscription> = self.subscriptions.to_vec();
-        if self.subscribe(&all) {
-            info!(
-                session_present,
-                count = all.len(),
-                "mqtt connected, subscribing"
-            );
-        }
-    }
-
-    fn subscribe(&mut self, subs: &[Subscription]) -> bool {
-        if subs.is_empty() {
-            return true;
-        }
-        match self.client.try_subscribe_many(subs.iter().map(filter)) {
-            Ok(()) => {
-                self.awaiting
-                    .push_back(subs.iter().map(|s| s.topic.clone()).collect());
-                true
-            }
-            Err(e) => {
-                error!(error = %e, "could not queue the MQTT SUBSCRIBE");
-                false
-            }
-        }
-    }
-
-    /// A reloaded subscription list: unsubscribe what went, subscribe what is new or changed.
-    fn update(&mut self, new: Arc<[Subscription]>, connected: bool) {
-        let gone: Vec<String> = self
-            .subscriptions
-            .iter()
-            .filter(|o| !new.iter().any(|n| n.topic == o.topic))
-            .map(|o| o.topic.clone())
-            .collect();
-        let added: Vec<Subscription> = new
-            .iter()
-            .filter(|n| {
-                !self
-                    .subscriptions
-                    .iter()
-                    .any(|o| o.topic == n.topic && o.qos == n.qos)
-            })
-            .cloned()
-            .collect();
-        self.subscriptions = new;
-        info!(
-            removed = gone.len(),
-            added = added.len(),
-            "mqtt subscriptions reloaded"
-        );
-        if !connected {
-            return; // the next ConnAck subscribes to the new list
-        }
-        for topic in gone {
-            if let Err(e) = self.client.try_unsubscribe(topic.clone()) {
-                warn!(%topic, error = %e, "could not queue the MQTT UNSUBSCRIBE");
-            }
-        }
-        self.subscribe(&added);
-    }
-
-    fn suback(&mut self, codes: &[SubscribeReasonCode], health: &MqttHealth) {
-        let topics = self.awaiting.pop_front().unwrap_or_default();
-        let refused: Vec<&str> = codes
-            .iter()
-            .zip(&topics)
-            .filter(|(c, _)| matches!(c, SubscribeReasonCode::Failure))
-            .map(|(_, t)| t.as_str())
-            .collect();
-        if refused.is_empty() {
-            info!("mqtt subscriptions acknowledged");
-            health.subscribed.store(true, Relaxed);
-        } else {
-            error!(?refused, "broker refused subscriptions");
-            health.set_error(Some(format!(
-                "broker refused subscriptions: {}",
-                refused.join(", ")
-            )));
-        }
-    }
-
-    fn ack(&mut self, p: rumqttc::Publish) {
-        if p.qos == QoS::AtMostOnce {
-            return;
-        }
-        self.pending_acks.push_back(p);
-        self.flush_acks();
-    }
-
-    fn flush_acks(&mut self) {
-        while let Some(p) = self.pending_acks.front() {
-            if self.client.try_ack(p).is_err() {
-                return; // channel full: retried after the next poll drains it
-            }
-            self.pending_acks.pop_front();
-        }
     }
 }
 

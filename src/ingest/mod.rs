@@ -4,12 +4,17 @@
 //! not keep the session, backs off (capped, jittered) between reconnects, and never awaits its
 //! own client's request channel from inside the poll loop (that deadlocks once it is full).
 //!
+//! rumqttc reaches the broker through the framing guard ([`guard`]): a message over
+//! `mqtt.max_packet_size` arrives as a tombstone, is counted as `too_large` and acknowledged
+//! like any other, instead of dropping the connection on every reconnect.
+//!
 //! - [`config`]: the `[mqtt]` section.
+//! - [`guard`], [`frames`], [`upstream`]: the framing guard, its parser, its broker connection.
 //! - [`session`]: subscriptions and acks per connection.
 
 use rumqttc::{
-    AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Packet, TlsConfiguration,
-    Transport,
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Packet,
+    StateError, TlsConfiguration, Transport,
 };
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -19,13 +24,18 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 mod config;
+mod frames;
+mod guard;
 mod session;
+mod upstream;
 
 pub use config::{parse_broker_url, BrokerUrlError, MqttConfig};
+pub use guard::GuardError;
 
 use crate::core::health::MqttHealth;
 use crate::decode::Subscription;
 use crate::pipeline::Pipeline;
+use guard::{Guard, Link};
 use session::Session;
 
 /// Requests (acks, subscribes, disconnect) the client may queue for the event loop. The loop
@@ -33,11 +43,13 @@ use session::Session;
 const REQUEST_CAPACITY: usize = 1024;
 /// How long shutdown waits for the DISCONNECT packet to go out.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// rumqttc's connect-to-CONNACK timeout (seconds): above the guard's own
+/// [`upstream::CONNECT_TIMEOUT`], so the guard's reason for a failed connect is the one reported.
+const CONNACK_TIMEOUT_SECS: u64 = 10;
 
-/// Builds the rumqttc options from config. Errors are config errors (bad TLS files).
-pub fn mqtt_options(cfg: &MqttConfig) -> Result<MqttOptions, String> {
-    let (tls, host, port) = parse_broker_url(&cfg.url).map_err(|e| e.to_string())?;
-    let mut o = MqttOptions::new(cfg.client_id.clone(), host, port);
+/// The session settings both the service and the simulator use.
+fn session_options(cfg: &MqttConfig, addr: &str, port: u16) -> MqttOptions {
+    let mut o = MqttOptions::new(cfg.client_id.clone(), addr, port);
     o.set_keep_alive(cfg.keep_alive)
         .set_clean_session(cfg.clean_session)
         .set_max_packet_size(cfg.max_packet_size, cfg.max_packet_size)
@@ -46,6 +58,14 @@ pub fn mqtt_options(cfg: &MqttConfig) -> Result<MqttOptions, String> {
         let pass = cfg.password.as_ref().map_or("", |p| p.expose());
         o.set_credentials(user.clone(), pass);
     }
+    o
+}
+
+/// rumqttc options straight to the broker (the simulator, which only publishes). Errors are
+/// config errors (bad TLS files).
+pub fn mqtt_options(cfg: &MqttConfig) -> Result<MqttOptions, String> {
+    let (tls, host, port) = parse_broker_url(&cfg.url).map_err(|e| e.to_string())?;
+    let mut o = session_options(cfg, &host, port);
     if tls {
         let ca_path = cfg
             .ca_file
@@ -66,6 +86,39 @@ pub fn mqtt_options(cfg: &MqttConfig) -> Result<MqttOptions, String> {
         }));
     }
     Ok(o)
+}
+
+/// The service's way to the broker, built before anything runs: the framing guard (listening,
+/// TLS config loaded) and rumqttc options that point at it. Errors are config errors.
+pub struct Connector {
+    options: MqttOptions,
+    guard: Guard,
+}
+
+impl Connector {
+    pub fn new(cfg: &MqttConfig) -> Result<Connector, GuardError> {
+        let guard = Guard::bind(cfg)?;
+        let mut options = session_options(cfg, guard.socket_path(), 0);
+        options.set_transport(Transport::Unix);
+        Ok(Connector { options, guard })
+    }
+}
+
+/// A low-cardinality label for a rumqttc error (`sensorcast_mqtt_connection_errors_total`).
+fn error_kind(e: &ConnectionError) -> &'static str {
+    match e {
+        ConnectionError::MqttState(StateError::ConnectionAborted) => "closed",
+        ConnectionError::MqttState(StateError::AwaitPingResp)
+        | ConnectionError::NetworkTimeout
+        | ConnectionError::FlushTimeout => "timeout",
+        ConnectionError::MqttState(StateError::Io(_)) | ConnectionError::Io(_) => "io",
+        ConnectionError::MqttState(StateError::Deserialization(
+            rumqttc::Error::PayloadSizeLimitExceeded(_),
+        )) => "too_large",
+        ConnectionError::ConnectionRefused(_) => "rejected",
+        ConnectionError::Tls(_) => "tls",
+        _ => "protocol",
+    }
 }
 
 /// Capped exponential backoff with jitter (each wait is 50-100 % of the current step).
@@ -93,20 +146,25 @@ impl Backoff {
     }
 }
 
-/// Runs until `shutdown` is cancelled, then sends DISCONNECT and returns. `updates` carries
-/// reloaded subscription lists.
+/// Runs until `shutdown` is cancelled, then sends DISCONNECT, stops the guard and returns.
+/// `updates` carries reloaded subscription lists.
 pub async fn run(
     cfg: MqttConfig,
-    options: MqttOptions,
+    connector: Connector,
     mut pipeline: Pipeline,
     health: Arc<MqttHealth>,
     mut updates: watch::Receiver<Arc<[Subscription]>>,
     shutdown: CancellationToken,
 ) {
+    let Connector { options, guard } = connector;
+    let link = guard.link();
+    let guard_stop = CancellationToken::new();
+    let guard_task = tokio::spawn(guard.run(guard_stop.clone()));
+    // Should this future be dropped rather than finish, the guard stops with it.
+    let _guard_stop_on_drop = guard_stop.clone().drop_guard();
     let (client, mut eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
-    // Nagle would hold small acks and publishes back by tens of milliseconds.
     let mut net = rumqttc::NetworkOptions::new();
-    net.set_tcp_nodelay(true);
+    net.set_connection_timeout(CONNACK_TIMEOUT_SECS);
     eventloop.set_network_options(net);
     let mut backoff = Backoff::new(cfg.reconnect_min, cfg.reconnect_max);
     let mut session = Session::new(updates.borrow_and_update().clone(), &client);
@@ -127,7 +185,10 @@ pub async fn run(
         match event {
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 health.busy(true);
-                pipeline.handle(&p.topic, &p.payload).await;
+                match link.oversize(&p.payload) {
+                    Some(size) => pipeline.reject_oversize(&p.topic, size, cfg.max_packet_size),
+                    None => pipeline.handle(&p.topic, &p.payload).await,
+                }
                 health.busy(false);
                 session.ack(p);
             }
@@ -141,23 +202,7 @@ pub async fn run(
             Ok(Event::Incoming(Packet::Disconnect)) => warn!("broker sent DISCONNECT"),
             Ok(_) => session.flush_acks(),
             Err(e) => {
-                let was_connected = health.connected.swap(false, Relaxed);
-                health.subscribed.store(false, Relaxed);
-                let message = e.to_string();
-                // Say each new kind of failure once at warn (a bad certificate, a refused
-                // login); repeats of the same one only at debug.
-                let repeated = health.last_error().as_deref() == Some(message.as_str());
-                health.set_error(Some(message));
-                let wait = backoff.next();
-                if was_connected {
-                    health.reconnects.fetch_add(1, Relaxed);
-                    pipeline.count_reconnect();
-                    warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "mqtt connection lost");
-                } else if !repeated {
-                    warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "mqtt connect failed");
-                } else {
-                    debug!(error = %e, retry_in_ms = wait.as_millis() as u64, "mqtt connect failed");
-                }
+                let wait = handle_failure(&e, &link, &health, &pipeline, &mut backoff);
                 // Acks of the lost connection are void; the broker redelivers those publishes.
                 session.pending_acks.clear();
                 tokio::select! {
@@ -168,6 +213,40 @@ pub async fn run(
         }
     }
     disconnect(&client, &mut eventloop, &mut session, &health).await;
+    guard_stop.cancel();
+    let _ = guard_task.await;
+}
+
+/// Records a failed connection (in the guard's words when the guard knows why), logs it and
+/// returns how long to wait before the next attempt.
+fn handle_failure(
+    e: &ConnectionError,
+    link: &Link,
+    health: &MqttHealth,
+    pipeline: &Pipeline,
+    backoff: &mut Backoff,
+) -> Duration {
+    let (error, kind) = link
+        .take_failure()
+        .unwrap_or_else(|| (e.to_string(), error_kind(e)));
+    let was_connected = health.connected.swap(false, Relaxed);
+    health.subscribed.store(false, Relaxed);
+    // Say each new kind of failure once at warn (a bad certificate, a refused login);
+    // repeats of the same one only at debug.
+    let repeated = health.last_error().as_deref() == Some(error.as_str());
+    health.set_error(Some(error.clone()));
+    let wait = backoff.next();
+    let retry_in_ms = wait.as_millis() as u64;
+    if was_connected {
+        health.reconnects.fetch_add(1, Relaxed);
+        pipeline.count_reconnect();
+        warn!(%error, kind, retry_in_ms, "mqtt connection lost");
+    } else if !repeated {
+        warn!(%error, kind, retry_in_ms, "mqtt connect failed");
+    } else {
+        debug!(%error, kind, retry_in_ms, "mqtt connect failed");
+    }
+    wait
 }
 
 /// Sends any pending acks and a DISCONNECT, polling the loop until it is on the wire.

@@ -1,14 +1,16 @@
 //! Issue 12, item 1: one message the service cannot take must not stop ingest. A QoS 1 publish
 //! over `mqtt.max_packet_size` on a persistent session used to drop the connection, come back
 //! on every reconnect and stop every later reading; the framing guard (`src/ingest/guard.rs`)
-//! now discards it unread, the pipeline counts it as `too_large` and acknowledges it.
+//! now discards it unread, the pipeline counts it as `too_large` and acknowledges it. And when
+//! a connection does fail the same way after every reconnect, `/health` and `/metrics` say so.
 
 mod common;
 
-use common::broker::Broker;
+use common::broker::{free_port, Broker};
 use common::jsclient::{JsClient, JsDriver};
-use common::service::{auth, config_text, http_get, Binary};
-use serde_json::json;
+use common::service::{auth, config_text, http_get, http_get_raw, Binary, Service};
+use rumqttc::{AsyncClient, MqttOptions};
+use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 async fn subscribed(driver: &JsDriver, url: &str, unit: &str) -> JsClient {
@@ -95,6 +97,7 @@ async fn oversize_qos1_messages_are_refused_acked_and_ingest_goes_on() {
     assert_eq!(h["status"], "ok", "{h}");
     assert_eq!(h["pipeline"]["rejected"]["json"]["too_large"], 2, "{h}");
     assert_eq!(h["checks"]["mqtt"]["reconnects"], 0, "{h}");
+    assert_eq!(h["checks"]["mqtt"]["errorRepeats"], 0, "{h}");
     let sessions = broker.log().matches(&format!("as {id} (")).count();
     assert_eq!(sessions, 1, "connected {sessions} times:\n{}", broker.log());
     // The guard reads 16 KiB at a time; rumqttc's buffer is bounded by the framing limit.
@@ -119,4 +122,109 @@ async fn oversize_qos1_messages_are_refused_acked_and_ingest_goes_on() {
     let (_, h) = http_get(again.addr, "/health", None).await;
     assert_eq!(h["pipeline"]["rejected"], json!({}), "{h}");
     assert_eq!(h["pipeline"]["messages"], 1, "{h}");
+}
+
+/// Two instances configured with one client id kick each other off the broker: every
+/// connection ends with the same error a moment after it was made. `/health` reports the loop
+/// (`errorRepeats`, `repeatedError`, status degraded, not ready), `/metrics` the gauge and the
+/// errors by kind; once the other instance is gone and the connection has held, all is clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_error_after_every_reconnect_is_reported_as_a_loop() {
+    let broker = Broker::start().await;
+    let config = config_text(&broker.url());
+    let id = client_id(&config);
+    let service = Service::start_config(&config, true).await;
+
+    // The other instance: same client id, reconnects 300 ms after each time it is kicked.
+    let mut options = MqttOptions::new(id, broker.host(), broker.port());
+    options.set_clean_session(false);
+    let (_client, mut eventloop) = AsyncClient::new(options, 10);
+    let twin = tokio::spawn(async move {
+        loop {
+            if eventloop.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    });
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let h = loop {
+        let (code, h) = service.get("/health", None).await;
+        if h["checks"]["mqtt"]["repeatedError"].is_string() {
+            assert_eq!(code, 503, "{h}");
+            break h;
+        }
+        assert!(Instant::now() < deadline, "no loop reported in 20 s: {h}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mqtt = &h["checks"]["mqtt"];
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert!(mqtt["errorRepeats"].as_u64().unwrap() >= 3, "{h}");
+    assert!(
+        mqtt["error"].as_str().unwrap().contains("the same error"),
+        "{h}"
+    );
+    let (ready, _) = service.get("/health/ready", None).await;
+    assert_eq!(ready, 503);
+    let metrics = http_get_raw(service.metrics_addr, "/metrics", &[])
+        .await
+        .body;
+    let gauge = sample(&metrics, "sensorcast_mqtt_error_repeats ");
+    assert!(gauge >= 3.0, "{metrics}");
+    let closed = sample(
+        &metrics,
+        "sensorcast_mqtt_connection_errors_total{kind=\"closed\"} ",
+    );
+    assert!(closed >= 3.0, "{metrics}");
+
+    twin.abort();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, h) = service.get("/health", None).await;
+        if code == 200 {
+            assert_eq!(h["checks"]["mqtt"]["errorRepeats"], 0, "{h}");
+            assert_eq!(h["checks"]["mqtt"]["repeatedError"], Value::Null, "{h}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "loop still reported: {h}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    service.stop().await;
+}
+
+/// A broker that refuses the TCP connection: `/health` says so in the guard's words (the
+/// guard, not rumqttc, connects to the broker) and counts the repeats, without calling it a
+/// loop, since no connection was ever made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_is_reported_with_its_cause() {
+    let port = free_port();
+    let service =
+        Service::start_config(&config_text(&format!("mqtt://127.0.0.1:{port}")), false).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let h = loop {
+        let (_, h) = service.get("/health", None).await;
+        if h["checks"]["mqtt"]["errorRepeats"].as_u64().unwrap_or(0) >= 2 {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "{h}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let error = h["checks"]["mqtt"]["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("mqtt not connected: ") && error.contains("refused"),
+        "{error}"
+    );
+    assert!(error.contains(&format!("127.0.0.1:{port}")), "{error}");
+    assert_eq!(h["checks"]["mqtt"]["repeatedError"], Value::Null, "{h}");
+    assert_eq!(h["status"], "degraded");
+    service.stop().await;
+}
+
+/// The value of the first exposition line that starts with `prefix` (name and labels).
+fn sample(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sample {prefix:?} in:\n{metrics}"))
 }

@@ -6,7 +6,8 @@
 //!
 //! rumqttc reaches the broker through the framing guard ([`guard`]): a message over
 //! `mqtt.max_packet_size` arrives as a tombstone, is counted as `too_large` and acknowledged
-//! like any other, instead of dropping the connection on every reconnect.
+//! like any other, instead of dropping the connection on every reconnect. A connection that
+//! still fails the same way after every reconnect is reported as a loop ([`MqttHealth`]).
 //!
 //! - [`config`]: the `[mqtt]` section.
 //! - [`guard`], [`frames`], [`upstream`]: the framing guard, its parser, its broker connection.
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 mod config;
 mod frames;
@@ -32,7 +33,7 @@ mod upstream;
 pub use config::{parse_broker_url, BrokerUrlError, MqttConfig};
 pub use guard::GuardError;
 
-use crate::core::health::MqttHealth;
+use crate::core::health::{MqttHealth, STABLE_AFTER};
 use crate::decode::Subscription;
 use crate::pipeline::Pipeline;
 use guard::{Guard, Link};
@@ -193,9 +194,7 @@ pub async fn run(
                 session.ack(p);
             }
             Ok(Event::Incoming(Packet::ConnAck(ack))) if ack.code == ConnectReturnCode::Success => {
-                backoff.reset();
-                health.connected.store(true, Relaxed);
-                health.set_error(None);
+                health.connection_made();
                 session.connected(ack.session_present, &health);
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => session.suback(&ack.return_codes, &health),
@@ -229,22 +228,28 @@ fn handle_failure(
     let (error, kind) = link
         .take_failure()
         .unwrap_or_else(|| (e.to_string(), error_kind(e)));
-    let was_connected = health.connected.swap(false, Relaxed);
-    health.subscribed.store(false, Relaxed);
-    // Say each new kind of failure once at warn (a bad certificate, a refused login);
-    // repeats of the same one only at debug.
-    let repeated = health.last_error().as_deref() == Some(error.as_str());
-    health.set_error(Some(error.clone()));
+    let f = health.connection_failed(&error, kind);
+    // Backoff starts over only after a connection that held: one that fails soon after each
+    // connect must not hammer the broker at the minimum interval.
+    if f.lived.is_some_and(|l| l >= STABLE_AFTER) {
+        backoff.reset();
+    }
     let wait = backoff.next();
     let retry_in_ms = wait.as_millis() as u64;
-    if was_connected {
-        health.reconnects.fetch_add(1, Relaxed);
+    let repeats = f.repeats;
+    if f.loop_started {
+        error!(%error, kind, repeats, retry_in_ms, "mqtt reconnect loop: each connection ends with the same error soon after it is made");
+    }
+    if f.lived.is_some() {
         pipeline.count_reconnect();
-        warn!(%error, kind, retry_in_ms, "mqtt connection lost");
-    } else if !repeated {
-        warn!(%error, kind, retry_in_ms, "mqtt connect failed");
-    } else {
-        debug!(%error, kind, retry_in_ms, "mqtt connect failed");
+    }
+    // Each new failure once at warn (a bad certificate, a refused login, a lost connection);
+    // its repeats at debug.
+    match (f.lived.is_some(), repeats == 1) {
+        (true, true) => warn!(%error, kind, retry_in_ms, "mqtt connection lost"),
+        (false, true) => warn!(%error, kind, retry_in_ms, "mqtt connect failed"),
+        (true, false) => debug!(%error, kind, repeats, retry_in_ms, "mqtt connection lost"),
+        (false, false) => debug!(%error, kind, repeats, retry_in_ms, "mqtt connect failed"),
     }
     wait
 }

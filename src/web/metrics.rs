@@ -158,6 +158,30 @@ pub fn render(app: &WebState) -> String {
         "Times an established broker connection was lost.",
         m.reconnects.load(Relaxed) as f64,
     );
+    out.family(
+        "sensorcast_mqtt_connection_errors_total",
+        "counter",
+        "Failed broker connections and connect attempts, by kind of error.",
+    );
+    for (kind, n) in m.errors_by_kind() {
+        out.sample(
+            "sensorcast_mqtt_connection_errors_total",
+            &[("kind", kind)],
+            n as f64,
+        );
+    }
+    out.single(
+        "sensorcast_mqtt_error_repeats",
+        "gauge",
+        "Connection failures in a row with the same error (0 once a connection has held).",
+        m.error_repeats() as f64,
+    );
+    out.single(
+        "sensorcast_mqtt_reconnect_loop",
+        "gauge",
+        "1 while every connection ends with the same error soon after it is made.",
+        b(m.reconnect_loop().is_some()),
+    );
 
     out.single(
         "sensorcast_sockets_connected",

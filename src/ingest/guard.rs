@@ -219,19 +219,19 @@ async fn serve(
     };
     let framer = Framer::new(limit, link.marker);
     match broker {
-        BrokerStream::Tcp(s) => relay(s, client, framer, &link, id).await,
-        BrokerStream::Tls(s) => relay(*s, client, framer, &link, id).await,
+        // TCP splits into owned halves without a lock between them; TLS needs the shared one.
+        BrokerStream::Tcp(s) => relay(s.into_split(), client, framer, &link, id).await,
+        BrokerStream::Tls(s) => relay(tokio::io::split(*s), client, framer, &link, id).await,
     }
 }
 
-async fn relay<S: AsyncRead + AsyncWrite>(
-    broker: S,
+async fn relay<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    (mut br, mut bw): (R, W),
     client: UnixStream,
     mut framer: Framer,
     link: &Link,
     id: u64,
 ) {
-    let (mut br, mut bw) = tokio::io::split(broker);
     let (mut cr, mut cw) = client.into_split();
     let up = async {
         let mut buf = vec![0u8; UP_BUFFER];

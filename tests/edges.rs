@@ -1,6 +1,7 @@
 //! The edges of the core contract that need real certificates and keys: MQTT over TLS with a
 //! client certificate (mosquitto requiring it), JWTs signed with ES256/RS256 public keys, and
 //! CORS for browser dashboards. Keys and certificates are made with the openssl CLI per test.
+//! The TLS tests also cover the MQTT framing guard, which makes the TLS connection itself.
 
 mod common;
 
@@ -121,35 +122,94 @@ async fn mqtts_with_a_client_certificate() {
     .await;
     let driver = JsDriver::spawn().await;
     let c = subscribed(&driver, &service, auth("o1", "viewer"), &["u1"]).await;
-    // Publish over TLS with the CLI too.
-    let out = tokio::process::Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &broker.port().to_string(),
-            "--cafile",
-            &p("ca.pem"),
-            "--cert",
-            &p("client.pem"),
-            "--key",
-            &p("client.key"),
-            "-t",
-            "sensors/probe-1",
-            "-q",
-            "1",
-            "-m",
-            r#"{"temperature": 2.25}"#,
-        ])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // Publish over TLS with the CLI too: first a 1 MiB message, over the framing limit, which
+    // the framing guard skips inside the TLS stream; the reading after it arrives all the same.
+    std::fs::write(pki.path().join("big.bin"), vec![b'x'; 1 << 20]).unwrap();
+    for message in [["-f", &p("big.bin")], ["-m", r#"{"temperature": 2.25}"#]] {
+        let out = tokio::process::Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &broker.port().to_string(),
+                "--cafile",
+                &p("ca.pem"),
+                "--cert",
+                &p("client.pem"),
+                "--key",
+                &p("client.key"),
+                "-t",
+                "sensors/probe-1",
+                "-q",
+                "1",
+            ])
+            .args(message)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     assert_eq!(c.next_event("sensor:reading").await[0]["temperature"], 2.25);
+    let (_, health) = service.get("/health", None).await;
+    assert_eq!(
+        health["pipeline"]["rejected"]["json"]["too_large"], 1,
+        "{health}"
+    );
+    assert_eq!(health["checks"]["mqtt"]["reconnects"], 0, "{health}");
+    service.stop().await;
+}
+
+/// mqtts:// against a broker whose certificate another CA signed: `/health` says the TLS
+/// handshake failed and why (the framing guard makes the TLS connection, not rumqttc).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtts_with_an_unknown_ca_says_why_in_health() {
+    let pki = tempfile::tempdir().unwrap();
+    make_pki(pki.path());
+    openssl(
+        pki.path(),
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "other.key",
+            "-out",
+            "other-ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=other-ca",
+        ],
+    );
+    let p = |f: &str| pki.path().join(f).display().to_string();
+    let tls = format!(
+        "cafile {}\ncertfile {}\nkeyfile {}\n",
+        p("ca.pem"),
+        p("server.pem"),
+        p("server.key")
+    );
+    let broker = Broker::start_with(&tls).await;
+    let url = format!("mqtts://127.0.0.1:{}", broker.port());
+    let config = TestConfig::for_url(&url).mqtt("ca_file", p("other-ca.pem"));
+    let service = Service::launch(&config, Mode::InProcess, false).await;
+    let error = eventually(WAIT, "a TLS error in /health", || async {
+        let (_, health) = service.get("/health", None).await;
+        let error = health["checks"]["mqtt"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        check(error.contains("TLS"), &error).map(|()| error)
+    })
+    .await;
+    let want = format!("TLS handshake with 127.0.0.1:{} failed", broker.port());
+    assert!(error.contains(&want), "{error}");
+    assert!(error.contains("UnknownIssuer"), "{error}");
     service.stop().await;
 }
 

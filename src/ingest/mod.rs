@@ -3,12 +3,20 @@
 //! it has been emitted. It keeps a persistent session, subscribes again whenever the broker did
 //! not keep the session, backs off (capped, jittered) between reconnects, and never awaits its
 //! own client's request channel from inside the poll loop (that deadlocks once it is full).
+//!
+//! rumqttc reaches the broker through the framing guard ([`guard`]): a message over
+//! `mqtt.max_packet_size` arrives as a tombstone, is counted as `too_large` and acknowledged
+//! like any other, instead of dropping the connection on every reconnect. A connection that
+//! still fails the same way after every reconnect is reported as a loop ([`MqttHealth`]).
+//!
+//! - [`config`]: the `[mqtt]` section.
+//! - [`guard`], [`frames`], [`upstream`]: the framing guard, its parser, its broker connection.
+//! - [`session`]: subscriptions and acks per connection.
 
 use rumqttc::{
-    AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Packet, QoS,
-    SubscribeReasonCode, TlsConfiguration, Transport,
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Packet,
+    StateError, TlsConfiguration, Transport,
 };
-use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,23 +25,32 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 mod config;
+mod frames;
+mod guard;
+mod session;
+mod upstream;
 
 pub use config::{parse_broker_url, BrokerUrlError, MqttConfig};
+pub use guard::GuardError;
 
-use crate::core::health::MqttHealth;
+use crate::core::health::{MqttHealth, STABLE_AFTER};
 use crate::decode::Subscription;
 use crate::pipeline::Pipeline;
+use guard::{Guard, Link};
+use session::Session;
 
 /// Requests (acks, subscribes, disconnect) the client may queue for the event loop. The loop
 /// drains them on every poll; acks that do not fit wait in a local queue and are retried.
 const REQUEST_CAPACITY: usize = 1024;
 /// How long shutdown waits for the DISCONNECT packet to go out.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// rumqttc's connect-to-CONNACK timeout (seconds): above the guard's own
+/// [`upstream::CONNECT_TIMEOUT`], so the guard's reason for a failed connect is the one reported.
+const CONNACK_TIMEOUT_SECS: u64 = 10;
 
-/// Builds the rumqttc options from config. Errors are config errors (bad TLS files).
-pub fn mqtt_options(cfg: &MqttConfig) -> Result<MqttOptions, String> {
-    let (tls, host, port) = parse_broker_url(&cfg.url).map_err(|e| e.to_string())?;
-    let mut o = MqttOptions::new(cfg.client_id.clone(), host, port);
+/// The session settings both the service and the simulator use.
+fn session_options(cfg: &MqttConfig, addr: &str, port: u16) -> MqttOptions {
+    let mut o = MqttOptions::new(cfg.client_id.clone(), addr, port);
     o.set_keep_alive(cfg.keep_alive)
         .set_clean_session(cfg.clean_session)
         .set_max_packet_size(cfg.max_packet_size, cfg.max_packet_size)
@@ -42,6 +59,14 @@ pub fn mqtt_options(cfg: &MqttConfig) -> Result<MqttOptions, String> {
         let pass = cfg.password.as_ref().map_or("", |p| p.expose());
         o.set_credentials(user.clone(), pass);
     }
+    o
+}
+
+/// rumqttc options straight to the broker (the simulator, which only publishes). Errors are
+/// config errors (bad TLS files).
+pub fn mqtt_options(cfg: &MqttConfig) -> Result<MqttOptions, String> {
+    let (tls, host, port) = parse_broker_url(&cfg.url).map_err(|e| e.to_string())?;
+    let mut o = session_options(cfg, &host, port);
     if tls {
         let ca_path = cfg
             .ca_file
@@ -62,6 +87,39 @@ pub fn mqtt_options(cfg: &MqttConfig) -> Result<MqttOptions, String> {
         }));
     }
     Ok(o)
+}
+
+/// The service's way to the broker, built before anything runs: the framing guard (listening,
+/// TLS config loaded) and rumqttc options that point at it. Errors are config errors.
+pub struct Connector {
+    options: MqttOptions,
+    guard: Guard,
+}
+
+impl Connector {
+    pub fn new(cfg: &MqttConfig) -> Result<Connector, GuardError> {
+        let guard = Guard::bind(cfg)?;
+        let mut options = session_options(cfg, guard.socket_path(), 0);
+        options.set_transport(Transport::Unix);
+        Ok(Connector { options, guard })
+    }
+}
+
+/// A low-cardinality label for a rumqttc error (`sensorcast_mqtt_connection_errors_total`).
+fn error_kind(e: &ConnectionError) -> &'static str {
+    match e {
+        ConnectionError::MqttState(StateError::ConnectionAborted) => "closed",
+        ConnectionError::MqttState(StateError::AwaitPingResp)
+        | ConnectionError::NetworkTimeout
+        | ConnectionError::FlushTimeout => "timeout",
+        ConnectionError::MqttState(StateError::Io(_)) | ConnectionError::Io(_) => "io",
+        ConnectionError::MqttState(StateError::Deserialization(
+            rumqttc::Error::PayloadSizeLimitExceeded(_),
+        )) => "too_large",
+        ConnectionError::ConnectionRefused(_) => "rejected",
+        ConnectionError::Tls(_) => "tls",
+        _ => "protocol",
+    }
 }
 
 /// Capped exponential backoff with jitter (each wait is 50-100 % of the current step).
@@ -89,20 +147,25 @@ impl Backoff {
     }
 }
 
-/// Runs until `shutdown` is cancelled, then sends DISCONNECT and returns. `updates` carries
-/// reloaded subscription lists.
+/// Runs until `shutdown` is cancelled, then sends DISCONNECT, stops the guard and returns.
+/// `updates` carries reloaded subscription lists.
 pub async fn run(
     cfg: MqttConfig,
-    options: MqttOptions,
+    connector: Connector,
     mut pipeline: Pipeline,
     health: Arc<MqttHealth>,
     mut updates: watch::Receiver<Arc<[Subscription]>>,
     shutdown: CancellationToken,
 ) {
+    let Connector { options, guard } = connector;
+    let link = guard.link();
+    let guard_stop = CancellationToken::new();
+    let guard_task = tokio::spawn(guard.run(guard_stop.clone()));
+    // Should this future be dropped rather than finish, the guard stops with it.
+    let _guard_stop_on_drop = guard_stop.clone().drop_guard();
     let (client, mut eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
-    // Nagle would hold small acks and publishes back by tens of milliseconds.
     let mut net = rumqttc::NetworkOptions::new();
-    net.set_tcp_nodelay(true);
+    net.set_connection_timeout(CONNACK_TIMEOUT_SECS);
     eventloop.set_network_options(net);
     let mut backoff = Backoff::new(cfg.reconnect_min, cfg.reconnect_max);
     let mut session = Session::new(updates.borrow_and_update().clone(), &client);
@@ -123,37 +186,22 @@ pub async fn run(
         match event {
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 health.busy(true);
-                pipeline.handle(&p.topic, &p.payload).await;
+                match link.oversize(&p.payload) {
+                    Some(size) => pipeline.reject_oversize(&p.topic, size, cfg.max_packet_size),
+                    None => pipeline.handle(&p.topic, &p.payload).await,
+                }
                 health.busy(false);
                 session.ack(p);
             }
             Ok(Event::Incoming(Packet::ConnAck(ack))) if ack.code == ConnectReturnCode::Success => {
-                backoff.reset();
-                health.connected.store(true, Relaxed);
-                health.set_error(None);
+                health.connection_made();
                 session.connected(ack.session_present, &health);
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => session.suback(&ack.return_codes, &health),
             Ok(Event::Incoming(Packet::Disconnect)) => warn!("broker sent DISCONNECT"),
             Ok(_) => session.flush_acks(),
             Err(e) => {
-                let was_connected = health.connected.swap(false, Relaxed);
-                health.subscribed.store(false, Relaxed);
-                let message = e.to_string();
-                // Say each new kind of failure once at warn (a bad certificate, a refused
-                // login); repeats of the same one only at debug.
-                let repeated = health.last_error().as_deref() == Some(message.as_str());
-                health.set_error(Some(message));
-                let wait = backoff.next();
-                if was_connected {
-                    health.reconnects.fetch_add(1, Relaxed);
-                    pipeline.count_reconnect();
-                    warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "mqtt connection lost");
-                } else if !repeated {
-                    warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "mqtt connect failed");
-                } else {
-                    debug!(error = %e, retry_in_ms = wait.as_millis() as u64, "mqtt connect failed");
-                }
+                let wait = handle_failure(&e, &link, &health, &pipeline, &mut backoff);
                 // Acks of the lost connection are void; the broker redelivers those publishes.
                 session.pending_acks.clear();
                 tokio::select! {
@@ -164,6 +212,46 @@ pub async fn run(
         }
     }
     disconnect(&client, &mut eventloop, &mut session, &health).await;
+    guard_stop.cancel();
+    let _ = guard_task.await;
+}
+
+/// Records a failed connection (in the guard's words when the guard knows why), logs it and
+/// returns how long to wait before the next attempt.
+fn handle_failure(
+    e: &ConnectionError,
+    link: &Link,
+    health: &MqttHealth,
+    pipeline: &Pipeline,
+    backoff: &mut Backoff,
+) -> Duration {
+    let (error, kind) = link
+        .take_failure()
+        .unwrap_or_else(|| (e.to_string(), error_kind(e)));
+    let f = health.connection_failed(&error, kind);
+    // Backoff starts over only after a connection that held: one that fails soon after each
+    // connect must not hammer the broker at the minimum interval.
+    if f.lived.is_some_and(|l| l >= STABLE_AFTER) {
+        backoff.reset();
+    }
+    let wait = backoff.next();
+    let retry_in_ms = wait.as_millis() as u64;
+    let repeats = f.repeats;
+    if f.loop_started {
+        error!(%error, kind, repeats, retry_in_ms, "mqtt reconnect loop: each connection ends with the same error soon after it is made");
+    }
+    if f.lived.is_some() {
+        pipeline.count_reconnect();
+    }
+    // Each new failure once at warn (a bad certificate, a refused login, a lost connection);
+    // its repeats at debug.
+    match (f.lived.is_some(), repeats == 1) {
+        (true, true) => warn!(%error, kind, retry_in_ms, "mqtt connection lost"),
+        (false, true) => warn!(%error, kind, retry_in_ms, "mqtt connect failed"),
+        (true, false) => debug!(%error, kind, repeats, retry_in_ms, "mqtt connection lost"),
+        (false, false) => debug!(%error, kind, repeats, retry_in_ms, "mqtt connect failed"),
+    }
+    wait
 }
 
 /// Sends any pending acks and a DISCONNECT, polling the loop until it is on the wire.
@@ -191,148 +279,6 @@ async fn disconnect(
     match sent {
         Ok(()) => info!("mqtt disconnected"),
         Err(_) => warn!("mqtt DISCONNECT not confirmed in time"),
-    }
-}
-
-/// Per-connection bookkeeping: what to subscribe, which SUBSCRIBEs await their SUBACK, and acks
-/// that did not fit in the request channel yet.
-struct Session<'a> {
-    client: &'a AsyncClient,
-    subscriptions: Arc<[Subscription]>,
-    /// Topics of each SUBSCRIBE sent and not yet acknowledged, oldest first.
-    awaiting: VecDeque<Vec<String>>,
-    first_connect: bool,
-    pending_acks: VecDeque<rumqttc::Publish>,
-}
-
-fn filter(s: &Subscription) -> rumqttc::SubscribeFilter {
-    let qos = if s.qos == 0 {
-        QoS::AtMostOnce
-    } else {
-        QoS::AtLeastOnce
-    };
-    rumqttc::SubscribeFilter::new(s.topic.clone(), qos)
-}
-
-impl<'a> Session<'a> {
-    fn new(subscriptions: Arc<[Subscription]>, client: &'a AsyncClient) -> Self {
-        Session {
-            client,
-            subscriptions,
-            awaiting: VecDeque::new(),
-            first_connect: true,
-            pending_acks: VecDeque::new(),
-        }
-    }
-
-    /// Subscribes when the broker did not keep our session, and always on the first connect of
-    /// this process (the configured list may have changed since the session was made).
-    fn connected(&mut self, session_present: bool, health: &MqttHealth) {
-        let must_subscribe = self.first_connect || !session_present;
-        self.first_connect = false;
-        self.awaiting.clear();
-        if !must_subscribe {
-            info!("mqtt reconnected, broker kept the session and its subscriptions");
-            health.subscribed.store(true, Relaxed);
-            return;
-        }
-        let all: Vec<Subscription> = self.subscriptions.to_vec();
-        if self.subscribe(&all) {
-            info!(
-                session_present,
-                count = all.len(),
-                "mqtt connected, subscribing"
-            );
-        }
-    }
-
-    fn subscribe(&mut self, subs: &[Subscription]) -> bool {
-        if subs.is_empty() {
-            return true;
-        }
-        match self.client.try_subscribe_many(subs.iter().map(filter)) {
-            Ok(()) => {
-                self.awaiting
-                    .push_back(subs.iter().map(|s| s.topic.clone()).collect());
-                true
-            }
-            Err(e) => {
-                error!(error = %e, "could not queue the MQTT SUBSCRIBE");
-                false
-            }
-        }
-    }
-
-    /// A reloaded subscription list: unsubscribe what went, subscribe what is new or changed.
-    fn update(&mut self, new: Arc<[Subscription]>, connected: bool) {
-        let gone: Vec<String> = self
-            .subscriptions
-            .iter()
-            .filter(|o| !new.iter().any(|n| n.topic == o.topic))
-            .map(|o| o.topic.clone())
-            .collect();
-        let added: Vec<Subscription> = new
-            .iter()
-            .filter(|n| {
-                !self
-                    .subscriptions
-                    .iter()
-                    .any(|o| o.topic == n.topic && o.qos == n.qos)
-            })
-            .cloned()
-            .collect();
-        self.subscriptions = new;
-        info!(
-            removed = gone.len(),
-            added = added.len(),
-            "mqtt subscriptions reloaded"
-        );
-        if !connected {
-            return; // the next ConnAck subscribes to the new list
-        }
-        for topic in gone {
-            if let Err(e) = self.client.try_unsubscribe(topic.clone()) {
-                warn!(%topic, error = %e, "could not queue the MQTT UNSUBSCRIBE");
-            }
-        }
-        self.subscribe(&added);
-    }
-
-    fn suback(&mut self, codes: &[SubscribeReasonCode], health: &MqttHealth) {
-        let topics = self.awaiting.pop_front().unwrap_or_default();
-        let refused: Vec<&str> = codes
-            .iter()
-            .zip(&topics)
-            .filter(|(c, _)| matches!(c, SubscribeReasonCode::Failure))
-            .map(|(_, t)| t.as_str())
-            .collect();
-        if refused.is_empty() {
-            info!("mqtt subscriptions acknowledged");
-            health.subscribed.store(true, Relaxed);
-        } else {
-            error!(?refused, "broker refused subscriptions");
-            health.set_error(Some(format!(
-                "broker refused subscriptions: {}",
-                refused.join(", ")
-            )));
-        }
-    }
-
-    fn ack(&mut self, p: rumqttc::Publish) {
-        if p.qos == QoS::AtMostOnce {
-            return;
-        }
-        self.pending_acks.push_back(p);
-        self.flush_acks();
-    }
-
-    fn flush_acks(&mut self) {
-        while let Some(p) = self.pending_acks.front() {
-            if self.client.try_ack(p).is_err() {
-                return; // channel full: retried after the next poll drains it
-            }
-            self.pending_acks.pop_front();
-        }
     }
 }
 

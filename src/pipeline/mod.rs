@@ -146,6 +146,24 @@ impl Pipeline {
         }
     }
 
+    /// A message the framing guard discarded unread because it was over the framing limit
+    /// (`mqtt.max_packet_size`): counted as `too_large` under its subscription's format, like a
+    /// payload over `limits.max_payload_bytes`, and logged once a minute per topic.
+    pub fn reject_oversize(&mut self, topic: &str, payload_size: u64, packet_limit: usize) {
+        let stats = self.hub.stats_handle();
+        stats.messages.fetch_add(1, Relaxed);
+        let format = self
+            .routes
+            .iter()
+            .find(|r| topic_matches(&r.sub.topic, topic))
+            .map_or("none", |r| r.sub.format.name());
+        stats.reject(format, "too_large");
+        let why = format!(
+            "message with a {payload_size}-byte payload is over mqtt.max_packet_size ({packet_limit} bytes): discarded unread"
+        );
+        self.log_rejection(topic, topic, &why);
+    }
+
     async fn dispatch(
         &mut self,
         reading: decode::Reading,

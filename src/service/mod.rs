@@ -122,7 +122,7 @@ struct Parts {
     engine: alerts::Engine,
     auth: Authenticator,
     mqtt: Arc<MqttHealth>,
-    options: rumqttc::MqttOptions,
+    connector: ingest::Connector,
 }
 
 fn build(config: &Config, registry: Registry) -> Result<Parts, RunError> {
@@ -130,7 +130,8 @@ fn build(config: &Config, registry: Registry) -> Result<Parts, RunError> {
     if auth.mode() == AuthMode::None {
         warn!(org = ?config.auth.dev_org, "AUTH IS OFF (auth.mode = \"none\"): every socket is trusted as this organization. Development only.");
     }
-    let options = ingest::mqtt_options(&config.mqtt).map_err(RunError::Mqtt)?;
+    let connector =
+        ingest::Connector::new(&config.mqtt).map_err(|e| RunError::Mqtt(e.to_string()))?;
     let (alerts, engine) =
         Alerts::new(&config.alerts, &config.state.dir, &registry, Clock::System)?;
     let history = HistoryLimits {
@@ -144,7 +145,7 @@ fn build(config: &Config, registry: Registry) -> Result<Parts, RunError> {
         engine,
         auth,
         mqtt: Arc::new(MqttHealth::default()),
-        options,
+        connector,
     })
 }
 
@@ -223,7 +224,7 @@ fn start(
     let (subs_tx, subs_rx) = tokio::sync::watch::channel(config.mqtt.subscriptions.clone().into());
     ingest_stage.spawn(ingest::run(
         config.mqtt.clone(),
-        p.options,
+        p.connector,
         pipeline,
         p.mqtt.clone(),
         subs_rx,

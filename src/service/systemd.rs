@@ -25,12 +25,14 @@ pub fn notify(states: &[NotifyState<'_>]) {
 
 /// A one-line summary for `systemctl status`.
 pub fn status_line(mqtt: &MqttHealth, sockets: usize, readings_per_min: u64) -> String {
-    let broker = if mqtt.ready() {
-        "broker: connected"
+    let broker = if let Some((_, repeats)) = mqtt.reconnect_loop() {
+        format!("broker: RECONNECT LOOP (the same error {repeats} times)")
+    } else if mqtt.ready() {
+        "broker: connected".into()
     } else if mqtt.connected.load(Relaxed) {
-        "broker: connected, subscribing"
+        "broker: connected, subscribing".into()
     } else {
-        "broker: DISCONNECTED"
+        "broker: DISCONNECTED".into()
     };
     format!("{broker}; {sockets} sockets; {readings_per_min} readings/min")
 }

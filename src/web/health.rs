@@ -50,9 +50,15 @@ async fn ready(State(app): State<WebState>) -> Response {
     }
 }
 
-/// Why MQTT is not ready, or `None` when connected and subscribed.
+/// Why MQTT is not ready, or `None` when connected and subscribed (and not in a reconnect
+/// loop: connected most of the time, yet every connection ends the same way soon after).
 fn mqtt_problem(app: &WebState) -> Option<String> {
     let m = &app.mqtt;
+    if let Some((error, repeats)) = m.reconnect_loop() {
+        return Some(format!(
+            "mqtt reconnect loop: the same error ended the last {repeats} connections soon after each was made: {error}"
+        ));
+    }
     if m.ready() {
         return None;
     }
@@ -86,6 +92,8 @@ async fn health(State(app): State<WebState>) -> Response {
                 "connected": app.mqtt.connected.load(std::sync::atomic::Ordering::Relaxed),
                 "subscribed": app.mqtt.subscribed.load(std::sync::atomic::Ordering::Relaxed),
                 "reconnects": app.mqtt.reconnects.load(std::sync::atomic::Ordering::Relaxed),
+                "errorRepeats": app.mqtt.error_repeats(),
+                "repeatedError": app.mqtt.reconnect_loop().map(|(error, _)| error),
                 "error": problem,
             },
             "socketio": {

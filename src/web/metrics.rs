@@ -174,6 +174,26 @@ impl Collector for ServiceCollector {
             "Times an established broker connection was lost.",
             m.reconnects.load(Relaxed),
         )?;
+        counters(
+            out,
+            "sensorcast_mqtt_connection_errors_total",
+            "Failed broker connections and connect attempts, by kind of error.",
+            m.errors_by_kind()
+                .into_iter()
+                .map(|(kind, n)| ([("kind", kind)], n)),
+        )?;
+        gauge(
+            out,
+            "sensorcast_mqtt_error_repeats",
+            "Connection failures in a row with the same error (0 once a connection has held).",
+            m.error_repeats(),
+        )?;
+        gauge(
+            out,
+            "sensorcast_mqtt_reconnect_loop",
+            "1 while every connection ends with the same error soon after it is made.",
+            b(m.reconnect_loop().is_some()),
+        )?;
 
         gauge(
             out,

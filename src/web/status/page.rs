@@ -141,7 +141,11 @@ pub fn gather(
             connected: app.mqtt.connected.load(Relaxed),
             subscribed: app.mqtt.subscribed.load(Relaxed),
             reconnects: app.mqtt.reconnects.load(Relaxed),
-            error: app.mqtt.last_error(),
+            // A reconnect loop first: between its failures the last error is clear.
+            error: app.mqtt.reconnect_loop().map_or_else(
+                || app.mqtt.last_error(),
+                |(e, n)| Some(format!("reconnect loop, the same error {n} times: {e}")),
+            ),
         },
         units,
         alerts,

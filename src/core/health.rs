@@ -23,7 +23,8 @@ pub const LOOP_AFTER: u64 = 3;
 /// What the rest of the service may ask about the broker connection.
 pub struct MqttHealth {
     pub connected: AtomicBool,
-    /// Every configured subscription is acknowledged in the current session.
+    /// Every configured subscription is acknowledged (SUBACK in this process) in the current
+    /// session: what readiness (`/health/ready`, systemd READY) waits for.
     pub subscribed: AtomicBool,
     pub reconnects: AtomicU64,
     last_error: Mutex<Option<String>>,

@@ -1,8 +1,10 @@
 //! MQTT ingest: one task owns the rumqttc event loop, hands every publish to the [`Pipeline`],
 //! and acknowledges it afterwards (manual acks), so a QoS 1 reading is never acknowledged before
-//! it has been emitted. It keeps a persistent session, subscribes again whenever the broker did
-//! not keep the session, backs off (capped, jittered) between reconnects, and never awaits its
-//! own client's request channel from inside the poll loop (that deadlocks once it is full).
+//! it has been emitted. It keeps a persistent session, asks again after every reconnect for each
+//! subscription the broker has not acknowledged to this process (a SUBSCRIBE lost with its
+//! connection is not in the session the broker kept), backs off (capped, jittered) between
+//! reconnects, and never awaits its own client's request channel from inside the poll loop
+//! (that deadlocks once it is full).
 //!
 //! rumqttc reaches the broker through the framing guard ([`guard`]): a message over
 //! `mqtt.max_packet_size` arrives as a tombstone, is counted as `too_large` and acknowledged
@@ -11,7 +13,8 @@
 //!
 //! - [`config`]: the `[mqtt]` section.
 //! - [`guard`], [`frames`], [`upstream`]: the framing guard, its parser, its broker connection.
-//! - [`session`]: subscriptions and acks per connection.
+//! - [`ledger`]: which subscriptions the broker acknowledged, and so what is still owed.
+//! - [`session`]: asking for them, and the acks, per connection.
 
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Packet,
@@ -27,6 +30,7 @@ use tracing::{debug, error, info, warn};
 mod config;
 mod frames;
 mod guard;
+mod ledger;
 mod session;
 mod upstream;
 
@@ -178,13 +182,25 @@ pub async fn run(
             Ok(()) = updates.changed() => {
                 let new = updates.borrow_and_update().clone();
                 pipeline.set_subscriptions(&new);
-                session.update(new, health.connected.load(Relaxed));
+                session.update(new, &health);
                 continue;
             }
             ev = eventloop.poll() => ev,
         };
+        let event = match event {
+            Ok(event) => event,
+            Err(e) => {
+                let wait = handle_failure(&e, &link, &health, &pipeline, &mut backoff);
+                session.lost(&mut eventloop);
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                continue;
+            }
+        };
         match event {
-            Ok(Event::Incoming(Packet::Publish(p))) => {
+            Event::Incoming(Packet::Publish(p)) => {
                 health.busy(true);
                 match link.oversize(&p.payload) {
                     Some(size) => pipeline.reject_oversize(&p.topic, size, cfg.max_packet_size),
@@ -193,23 +209,17 @@ pub async fn run(
                 health.busy(false);
                 session.ack(p);
             }
-            Ok(Event::Incoming(Packet::ConnAck(ack))) if ack.code == ConnectReturnCode::Success => {
+            Event::Incoming(Packet::ConnAck(ack)) if ack.code == ConnectReturnCode::Success => {
                 health.connection_made();
                 session.connected(ack.session_present, &health);
             }
-            Ok(Event::Incoming(Packet::SubAck(ack))) => session.suback(&ack.return_codes, &health),
-            Ok(Event::Incoming(Packet::Disconnect)) => warn!("broker sent DISCONNECT"),
-            Ok(_) => session.flush_acks(),
-            Err(e) => {
-                let wait = handle_failure(&e, &link, &health, &pipeline, &mut backoff);
-                // Acks of the lost connection are void; the broker redelivers those publishes.
-                session.pending_acks.clear();
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(wait) => {}
-                }
-            }
+            Event::Incoming(Packet::SubAck(ack)) => session.suback(&ack, &health),
+            Event::Incoming(Packet::UnsubAck(ack)) => session.unsuback(&ack),
+            Event::Incoming(Packet::Disconnect) => warn!("broker sent DISCONNECT"),
+            Event::Outgoing(o) => session.sent(&o),
+            _ => {}
         }
+        session.tick(&health);
     }
     disconnect(&client, &mut eventloop, &mut session, &health).await;
     guard_stop.cancel();

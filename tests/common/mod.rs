@@ -1,8 +1,9 @@
 //! Helpers shared by the integration tests: real peers for sensorcast to talk to, and one way
-//! to start it. `broker` runs a private mosquitto per test; `jsclient` drives the official
-//! Socket.io client (`rawws` a raw websocket); `config` builds the files sensorcast runs on and
-//! `service` starts it on them; `http` asks its endpoints; `wait` is how every test waits;
-//! `fixtures` says where the payload fixtures are.
+//! to start it. `broker` runs a private mosquitto per test; `proxy` stands between sensorcast
+//! and the broker to lose or hold a SUBSCRIBE; `jsclient` drives the official Socket.io client
+//! (`rawws` a raw websocket); `config` builds the files sensorcast runs on and `service` starts
+//! it on them; `http` asks its endpoints; `notify` reads what the binary tells systemd; `wait`
+//! is how every test waits; `fixtures` says where the payload fixtures are.
 #![allow(dead_code)]
 
 pub mod broker;
@@ -10,6 +11,8 @@ pub mod config;
 pub mod fixtures;
 pub mod http;
 pub mod jsclient;
+pub mod notify;
+pub mod proxy;
 pub mod rawws;
 pub mod service;
 pub mod wait;

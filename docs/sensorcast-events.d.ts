@@ -16,6 +16,9 @@ export interface SensorReading {
   receivedAt: string;
   source: string;
   extra: Record<string, number>;
+  /** Present (true) only on a broker's retained copy, handed out because sensorcast
+   * subscribed: the sensor's last value, not a sign that it is alive (docs/protocol.md). */
+  retained?: true;
 }
 
 export interface ConnectionAck {

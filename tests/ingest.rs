@@ -11,8 +11,9 @@ use common::config::TestConfig;
 use common::jsclient::{JsClient, JsDriver};
 use common::notify::NotifySocket;
 use common::proxy::{OnSubscribe, Proxy};
-use common::service::{auth, subscribed, Mode, Service};
+use common::service::{auth, connected, now, subscribed, Mode, Service};
 use common::wait::{check, eventually, WAIT};
+use serde_json::{json, Value};
 use std::time::Duration;
 
 /// Publishes ten readings on `topic` and asserts that `c` receives all ten, in order.
@@ -104,4 +105,100 @@ async fn a_subscribe_lost_with_its_connection_is_sent_again_and_ready_waits_for_
     );
     ten_of_ten(&publisher, &c, "more/probe-1").await;
     bin.stop().await;
+}
+
+/// A dead sensor's retained reading, handed out again when a restarted service subscribes, is
+/// shown (a dashboard gets it as the unit's latest value, marked `retained`) but is no sign
+/// that the sensor lives: its unit stays offline and `monitoring_interrupted` stays open,
+/// whether the payload has no time (probe-1) or its own time an hour ago (probe-2, whose
+/// `recordedAt` says so). A live reading then resolves it, as always.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retained_reading_of_a_dead_sensor_is_shown_but_does_not_bring_its_unit_back_online() {
+    let broker = Broker::start().await;
+    let state = tempfile::tempdir().unwrap();
+    let config = TestConfig::new(&broker)
+        .alerts("offline_after", "1s")
+        .state_dir(state.path());
+    // The sensors' last words, long kept by the broker: probe-1's without a time, probe-2's
+    // an hour old. Then the sensors die, and every unit goes offline.
+    let hour_ago = now() - 3600;
+    broker
+        .publish_retained("sensors/probe-1", r#"{"temperature": 3.5}"#)
+        .await;
+    broker
+        .publish_retained(
+            "sensors/probe-2",
+            format!(r#"{{"temperature": 4.5, "ts": {hour_ago}}}"#),
+        )
+        .await;
+    let service = Service::start(&config).await;
+    service
+        .get_until("/health", None, "three units offline", |_, h| {
+            h["alerts"]["open"]["byType"]["monitoring_interrupted"] == 3
+        })
+        .await;
+    service.stop().await;
+
+    // A restart: subscribing brings both retained copies again. A live reading of u3 (another
+    // organization) after them resolves u3: the engine, which takes its input in order, has
+    // seen the copies by then.
+    let service = Service::start(&config).await;
+    let driver = JsDriver::spawn().await;
+    let o1 = connected(&driver, &service, auth("o1", "viewer")).await;
+    let o2 = connected(&driver, &service, auth("o2", "viewer")).await;
+    let publisher = Publisher::connect(&broker).await;
+    publisher
+        .publish("sensors/probe-3", r#"{"temperature": 5.0}"#, 1)
+        .await;
+    let resolved = o2.next_event("alert:resolved").await.remove(0);
+    assert_eq!(resolved["unitId"], "u3", "{resolved}");
+    let open = o1.emit_ack("get:alerts", vec![]).await.remove(0);
+    let mut offline: Vec<&str> = open["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["alertType"] == "monitoring_interrupted")
+        .map(|a| a["unitId"].as_str().unwrap())
+        .collect();
+    offline.sort();
+    assert_eq!(offline, ["u1", "u2"], "still offline: {open}");
+    o1.assert_no_event("alert:resolved", Duration::ZERO).await;
+
+    // The dashboard still sees the values, marked as the broker's retained copies.
+    let ack = o1
+        .emit_ack("subscribe:unit", vec![json!("u1")])
+        .await
+        .remove(0);
+    let latest = &ack["latest"];
+    assert_eq!(
+        (&latest["temperature"], &latest["retained"]),
+        (&json!(3.5), &json!(true)),
+        "{ack}"
+    );
+    let ack = o1
+        .emit_ack("subscribe:unit", vec![json!("u2")])
+        .await
+        .remove(0);
+    let latest = &ack["latest"];
+    assert_eq!(latest["retained"], true, "{ack}");
+    let recorded = chrono::DateTime::parse_from_rfc3339(latest["recordedAt"].as_str().unwrap());
+    assert_eq!(recorded.unwrap().timestamp() as u64, hour_ago, "{ack}");
+    let (_, stats) = service.get("/health", None).await;
+    assert_eq!(stats["pipeline"]["retained"], 2, "{stats}");
+
+    // A live reading is news: u1 is back.
+    publisher
+        .publish("sensors/probe-1", r#"{"temperature": 3.6}"#, 1)
+        .await;
+    let resolved = o1.next_event("alert:resolved").await.remove(0);
+    let live = o1.next_event("sensor:reading").await.remove(0);
+    assert_eq!(
+        live["retained"],
+        Value::Null,
+        "a live reading is not marked: {live}"
+    );
+    let open = o1.emit_ack("get:alerts", vec![]).await.remove(0);
+    assert_eq!(open["alerts"].as_array().unwrap().len(), 1, "{open}");
+    assert_ne!(open["alerts"][0]["alertId"], resolved["alertId"]);
+    service.stop().await;
 }

@@ -151,9 +151,19 @@ impl Engine {
                 sensor,
                 temperature,
                 battery,
+                measured_at: None,
             } => self
                 .machine
                 .reading(now, &unit, &sensor, temperature, battery),
+            Command::Reading {
+                unit,
+                sensor,
+                temperature,
+                battery,
+                measured_at: Some(at),
+            } => self
+                .machine
+                .retained_reading(now, at, &unit, &sensor, temperature, battery),
             Command::Availability {
                 unit,
                 sensor,

@@ -100,6 +100,27 @@ impl Machine {
         out
     }
 
+    /// A broker's retained copy of a reading of `unit` that its payload says was measured at
+    /// `measured_at`: it shows the sensor alive then, not now ([`Track::on_retained`]).
+    pub fn retained_reading(
+        &mut self,
+        now: DateTime<Utc>,
+        measured_at: DateTime<Utc>,
+        unit: &str,
+        sensor: &str,
+        temperature: f64,
+        battery: Option<f64>,
+    ) -> Vec<Out> {
+        let mut out = Vec::new();
+        self.step(unit, now, &mut out, |track, cx| {
+            track.on_retained(cx, measured_at, sensor, temperature, battery);
+            track.on_time(cx);
+        });
+        self.seen_dirty = true;
+        out.extend(self.advance(now));
+        out
+    }
+
     /// A device's own online/offline report for one sensor of `unit`.
     pub fn availability(
         &mut self,

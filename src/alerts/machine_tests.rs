@@ -245,6 +245,37 @@ fn a_silent_unit_goes_offline_on_time_and_comes_back_with_a_reading() {
     );
 }
 
+/// A broker's retained copy shows the sensor alive when it was measured, not now: measured
+/// before the last reading seen, it is old news; measured since, but `offline_after` or more
+/// ago, it ends no offline and is not judged; measured recently, it is judged as of then, so
+/// the unit goes offline again `offline_after` after that time.
+#[test]
+fn a_retained_copy_counts_as_the_sensor_alive_when_it_was_measured_not_now() {
+    let mut m = machine();
+    read(&mut m, 0, "u1", 4.0);
+    assert_eq!(m.advance(at(15 * MIN)).len(), 4, "u1 and u2 offline");
+    let mut retained = |now: u64, measured: u64, t: f64| {
+        names(&m.retained_reading(at(now), at(measured), "u1", "p1", t, None))
+    };
+    assert!(retained(20 * MIN, 0, 12.0).is_empty(), "old news");
+    assert!(
+        retained(40 * MIN, 20 * MIN, 12.0).is_empty(),
+        "too old to count"
+    );
+    assert_eq!(
+        retained(50 * MIN, 45 * MIN, 4.0),
+        ["u1 resolved", "u1 offline>ok"]
+    );
+    assert!(m.advance(at(59 * MIN)).is_empty());
+    assert_eq!(
+        names(&m.advance(at(60 * MIN))),
+        [
+            "u1 triggered monitoring_interrupted warning",
+            "u1 ok>offline"
+        ]
+    );
+}
+
 #[test]
 fn every_sensor_reporting_offline_takes_the_unit_offline_at_once() {
     let mut m = machine();

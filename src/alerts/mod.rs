@@ -28,6 +28,7 @@ pub mod store;
 mod unit;
 pub mod webhook;
 
+use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -63,6 +64,9 @@ pub(crate) enum Command {
         sensor: Arc<str>,
         temperature: f64,
         battery: Option<f64>,
+        /// `None`: a live reading, judged as of now. `Some(t)`: a broker's retained copy
+        /// measured at `t` (see [`Alerts::retained_reading`]).
+        measured_at: Option<DateTime<Utc>>,
     },
     Availability {
         unit: Arc<str>,
@@ -78,6 +82,16 @@ pub(crate) enum Command {
         book: RuleBook,
         reply: oneshot::Sender<()>,
     },
+}
+
+fn command(r: &SensorReading, measured_at: Option<DateTime<Utc>>) -> Command {
+    Command::Reading {
+        unit: r.unit_id.clone(),
+        sensor: r.device_id.clone(),
+        temperature: r.temperature,
+        battery: r.battery,
+        measured_at,
+    }
 }
 
 /// What the handle shares with the engine task.
@@ -173,15 +187,16 @@ impl Alerts {
         Ok((Alerts(shared), engine))
     }
 
-    /// Hands a mapped reading to the engine; waits while the input queue is full.
+    /// Hands a mapped live reading to the engine; waits while the input queue is full.
     pub async fn reading(&self, r: &SensorReading) {
-        self.send(Command::Reading {
-            unit: r.unit_id.clone(),
-            sensor: r.device_id.clone(),
-            temperature: r.temperature,
-            battery: r.battery,
-        })
-        .await
+        self.send(command(r, None)).await
+    }
+
+    /// Hands the engine a broker's retained copy of a reading whose payload said it was
+    /// measured at `measured_at`: evidence that the sensor was alive then, not now (a copy
+    /// without a time of its own is not handed over at all). See docs/alerts.md.
+    pub async fn retained_reading(&self, r: &SensorReading, measured_at: DateTime<Utc>) {
+        self.send(command(r, Some(measured_at))).await
     }
 
     /// Hands a device's availability report (for a sensor of `unit`) to the engine.

@@ -190,6 +190,34 @@ impl Track {
         battery: Option<f64>,
     ) {
         self.last_seen = cx.now;
+        self.judge(cx, sensor, temperature, battery);
+    }
+
+    /// A broker's retained copy, measured at `measured_at` (its payload's own time; a time
+    /// after `now` counts as now). Not newer than the last reading seen: old news, ignored.
+    /// Newer: the sensor was alive then, so `last_seen` moves there; and it is judged like a
+    /// live reading only if that still makes the unit alive now (within `offline_after`), so
+    /// a dead sensor's last words cannot end its `monitoring_interrupted`.
+    pub fn on_retained(
+        &mut self,
+        cx: &mut Cx,
+        measured_at: DateTime<Utc>,
+        sensor: &str,
+        temperature: f64,
+        battery: Option<f64>,
+    ) {
+        let measured_at = measured_at.min(cx.now);
+        if measured_at <= self.last_seen {
+            return;
+        }
+        self.last_seen = measured_at;
+        if after(measured_at, cx.book.rules.offline_after).is_some_and(|t| t > cx.now) {
+            self.judge(cx, sensor, temperature, battery);
+        }
+    }
+
+    /// A reading that shows the sensor alive now: back online, then temperature and battery.
+    fn judge(&mut self, cx: &mut Cx, sensor: &str, temperature: f64, battery: Option<f64>) {
         if self.offline_sensors.remove(sensor) {
             cx.changed = true;
         }

@@ -30,6 +30,27 @@ pub struct SensorReading {
     /// Other numeric measurements by name (`{}` when none).
     #[serde(serialize_with = "extra_object")]
     pub extra: Extra,
+    /// A broker's retained copy, handed out because sensorcast subscribed: the sensor's last
+    /// value, not a sign that it is alive now. Sent only when true (`retained: true`).
+    #[serde(skip_serializing_if = "is_false")]
+    pub retained: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl SensorReading {
+    /// When this reading shows the sensor was alive: on receipt for a live reading; for a
+    /// retained copy its payload's own time when it had one (`recorded_at` differs from
+    /// `received_at`), else never.
+    pub fn alive_at(&self) -> Option<DateTime<Utc>> {
+        match (self.retained, self.recorded_at != self.received_at) {
+            (false, _) => Some(self.received_at),
+            (true, true) => Some(self.recorded_at.min(self.received_at)),
+            (true, false) => None,
+        }
+    }
 }
 
 /// Extra measurements by name (door, CO2, pressure, power). A `Vec` keeps insertion order and is
@@ -52,4 +73,46 @@ pub fn rfc3339_millis<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S
 
 pub fn now_rfc3339() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn a_retained_copy_is_marked_and_alive_only_at_its_own_time() {
+        let t = |s: i64| Utc.timestamp_opt(1_700_000_000 + s, 0).unwrap();
+        let mut r = SensorReading {
+            id: "e-u-1".into(),
+            seq: 1,
+            unit_id: "u".into(),
+            site_id: "s".into(),
+            organization_id: "o".into(),
+            device_id: "d".into(),
+            temperature: 4.0,
+            humidity: None,
+            battery: None,
+            signal_strength: None,
+            recorded_at: t(0),
+            received_at: t(0),
+            source: "json",
+            extra: Vec::new(),
+            retained: false,
+        };
+        let json = |r: &SensorReading| serde_json::to_value(r).unwrap();
+        assert_eq!(
+            json(&r).get("retained"),
+            None,
+            "live readings are not marked"
+        );
+        assert_eq!(r.alive_at(), Some(t(0)));
+        r.retained = true;
+        assert_eq!(json(&r)["retained"], true);
+        assert_eq!(r.alive_at(), None, "no time of its own");
+        r.recorded_at = t(-3600);
+        assert_eq!(r.alive_at(), Some(t(-3600)));
+        r.recorded_at = t(60);
+        assert_eq!(r.alive_at(), Some(t(0)), "a future time counts as receipt");
+    }
 }

@@ -22,6 +22,9 @@ pub struct Stats {
     pub unmapped: AtomicU64,
     /// Messages on subscribed topics that are not readings (joins, availability...).
     pub ignored: AtomicU64,
+    /// Emitted readings that were a broker's retained copy (shown, not taken as the sensor
+    /// being alive now).
+    pub retained: AtomicU64,
     /// Per-socket deliveries that failed (buffer full or socket closing), by reason.
     deliveries_dropped: DashMap<&'static str, AtomicU64>,
     /// Rejected messages by (format, reason).
@@ -92,6 +95,7 @@ impl Stats {
             emitted: self.emitted.load(Relaxed),
             unmapped: self.unmapped.load(Relaxed),
             ignored: self.ignored.load(Relaxed),
+            retained: self.retained.load(Relaxed),
             rejected,
             deliveries_dropped: labelled(&self.deliveries_dropped),
             client_errors: labelled(&self.client_errors),
@@ -109,6 +113,7 @@ pub struct StatsSnapshot {
     pub emitted: u64,
     pub unmapped: u64,
     pub ignored: u64,
+    pub retained: u64,
     /// format → reason → count
     pub rejected: BTreeMap<String, BTreeMap<String, u64>>,
     pub deliveries_dropped: BTreeMap<String, u64>,

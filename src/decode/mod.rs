@@ -100,7 +100,8 @@ pub struct Reading {
     pub battery: Option<f64>,
     /// dBm (RSSI) or a link-quality figure, as the format provides.
     pub signal_strength: Option<f64>,
-    /// When the sensor measured it; the receive time when the payload does not say.
+    /// When the sensor measured it; when the payload does not say, exactly the `received_at`
+    /// the decoder was given (the pipeline tells a payload's own time by that).
     pub recorded_at: DateTime<Utc>,
     pub source: Format,
     /// Other numeric measurements (door, CO2, pressure, power), bounded by [`MAX_EXTRA`].

@@ -204,7 +204,7 @@ pub async fn run(
                 health.busy(true);
                 match link.oversize(&p.payload) {
                     Some(size) => pipeline.reject_oversize(&p.topic, size, cfg.max_packet_size),
-                    None => pipeline.handle(&p.topic, &p.payload).await,
+                    None => pipeline.handle(&p.topic, &p.payload, p.retain).await,
                 }
                 health.busy(false);
                 session.ack(p);

@@ -149,11 +149,13 @@ impl Hub {
 
     /// Maps a reading to its unit, gives it the unit's next `seq`, keeps it in the unit's
     /// history, and calls `emit` with it while the unit's lock is held (see the module doc).
+    /// `retained`: the broker's retained copy (marked so on the wire).
     pub fn accept(
         &self,
         reading: Reading,
         topic: &str,
         received_at: DateTime<Utc>,
+        retained: bool,
         emit: impl FnOnce(&Arc<SensorReading>, &Arc<Unit>),
     ) -> Accepted {
         let registry = self.registry();
@@ -194,6 +196,7 @@ impl Hub {
             received_at,
             source: reading.source.name(),
             extra: reading.extra,
+            retained,
         });
         feed.push(wire.clone(), self.0.history);
         emit(&wire, &unit);
@@ -330,7 +333,8 @@ mod tests {
             extra: Vec::new(),
         };
         let unit_of =
-            |id: &str| match hub.accept(reading(id), "tele/x/SENSOR", Utc::now(), |_, _| {}) {
+            |id: &str| match hub.accept(reading(id), "tele/x/SENSOR", Utc::now(), false, |_, _| {})
+            {
                 Accepted::Mapped(_, unit) => Some(unit.id.to_string()),
                 Accepted::Unmapped(_) => None,
             };

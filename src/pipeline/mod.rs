@@ -92,8 +92,11 @@ impl Pipeline {
         self.hub.stats().mqtt_reconnects.fetch_add(1, Relaxed);
     }
 
-    /// Handles one MQTT publish end to end.
-    pub async fn handle(&mut self, topic: &str, payload: &[u8]) {
+    /// Handles one MQTT publish end to end. `retained`: the broker's retained copy, sent
+    /// because we subscribed (MQTT sets the flag only then; messages queued for our session
+    /// while we were away arrive unflagged): shown as the latest value, but no sign that the
+    /// sensor is alive now (see [`Pipeline::dispatch`]).
+    pub async fn handle(&mut self, topic: &str, payload: &[u8], retained: bool) {
         // MQTT receipt, for the receipt-to-emit histogram (`/metrics`).
         let received = Instant::now();
         let stats = self.hub.stats_handle();
@@ -121,9 +124,13 @@ impl Pipeline {
             Ok(Decoded::Readings(readings)) => {
                 for reading in readings {
                     stats.decoded.fetch_add(1, Relaxed);
-                    self.dispatch(reading, topic, received_at, received).await;
+                    self.dispatch(reading, topic, received_at, received, retained)
+                        .await;
                 }
             }
+            // A retained availability report is taken as it is: it is the broker's record of
+            // the device's state by design (a last will), and "online" alone never ends an
+            // offline alert, so a retained one cannot make a dead sensor look alive.
             Ok(Decoded::Availability { sensor_id, online }) => {
                 stats.ignored.fetch_add(1, Relaxed);
                 let known = self.hub.set_availability(&sensor_id, online, received_at);
@@ -164,24 +171,30 @@ impl Pipeline {
         self.log_rejection(topic, topic, &why);
     }
 
+    /// Numbers, keeps and emits a decoded reading, then hands it to the alert engine: a live
+    /// one as of now; a retained copy as of its payload's own time when it has one, and not at
+    /// all when it has none (it cannot say when the sensor was alive).
     async fn dispatch(
         &mut self,
         reading: decode::Reading,
         topic: &str,
         received_at: chrono::DateTime<Utc>,
         received: Instant,
+        retained: bool,
     ) {
         let fanout = &self.fanout;
         // Broadcast while the unit's lock is held, so that a resuming subscriber sees it
         // exactly once (hub.rs).
-        let accepted = self.hub.accept(reading, topic, received_at, |wire, unit| {
-            fanout.deliver(
-                unit.rooms.readings(),
-                "sensor:reading",
-                &Payload::Reading(wire.clone()),
-                Kind::Reading(&unit.id),
-            );
-        });
+        let accepted = self
+            .hub
+            .accept(reading, topic, received_at, retained, |wire, unit| {
+                fanout.deliver(
+                    unit.rooms.readings(),
+                    "sensor:reading",
+                    &Payload::Reading(wire.clone()),
+                    Kind::Reading(&unit.id),
+                );
+            });
         match accepted {
             Accepted::Unmapped(sensor) => self.log_rejection(
                 &sensor,
@@ -198,7 +211,16 @@ impl Pipeline {
                 }
                 // Waits when the engine's queue is full (see alerts::INPUT_QUEUE): holding
                 // ingest back is better than an alert judged without this reading.
-                self.alerts.reading(&wire).await;
+                match (retained, wire.alive_at()) {
+                    (false, _) => self.alerts.reading(&wire).await,
+                    (true, at) => {
+                        stats.retained.fetch_add(1, Relaxed);
+                        debug!(unit = %unit.id, topic, timestamped = at.is_some(), "retained copy: shown, not taken as the sensor alive now");
+                        if let Some(at) = at {
+                            self.alerts.retained_reading(&wire, at).await;
+                        }
+                    }
+                }
             }
         }
     }

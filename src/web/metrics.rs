@@ -130,6 +130,12 @@ impl Collector for ServiceCollector {
         )?;
         counter(
             out,
+            "sensorcast_readings_retained_total",
+            "Emitted readings that were a broker's retained copy (not taken as the sensor alive).",
+            stats.retained,
+        )?;
+        counter(
+            out,
             "sensorcast_mqtt_messages_ignored_total",
             "Messages on subscribed topics that are not readings (joins, availability).",
             stats.ignored,

@@ -133,7 +133,17 @@ impl Broker {
     /// QoS 1 or 2, `mosquitto_pub` only exits after the broker acknowledged the message.
     /// The payload goes through stdin (`-s`), so any bytes work; an empty payload uses `-n`.
     pub async fn publish(&self, topic: &str, payload: impl AsRef<[u8]>, qos: u8) {
-        let payload = payload.as_ref();
+        self.mosquitto_pub(topic, payload.as_ref(), qos, false)
+            .await
+    }
+
+    /// [`Broker::publish`] with the retain flag, QoS 1: the broker keeps the message as the
+    /// topic's last value and hands a copy (flagged retained) to every later subscriber.
+    pub async fn publish_retained(&self, topic: &str, payload: impl AsRef<[u8]>) {
+        self.mosquitto_pub(topic, payload.as_ref(), 1, true).await
+    }
+
+    async fn mosquitto_pub(&self, topic: &str, payload: &[u8], qos: u8, retain: bool) {
         let mut cmd = Command::new("mosquitto_pub");
         cmd.args([
             "-h",
@@ -145,6 +155,9 @@ impl Broker {
             "-q",
             &qos.to_string(),
         ]);
+        if retain {
+            cmd.arg("-r");
+        }
         cmd.arg(if payload.is_empty() { "-n" } else { "-s" });
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -75,7 +75,11 @@ pub fn gather(
             let latest = app.rt.hub.latest(&u.id);
             // No reading yet says more than the engine's initial "ok"; after that the engine's
             // state (excursion, alarm, offline...) when it has one, else the reading's age.
-            let age = age_state(latest.as_ref().map(|r| r.received_at), now, stale_after);
+            // A retained copy is as old as its own time says; without one, of unknown age.
+            let age = match latest.as_ref().map(|r| r.alive_at()) {
+                Some(None) => "stale",
+                alive => age_state(alive.flatten(), now, stale_after),
+            };
             let state = match (&latest, view.states.get(&u.id)) {
                 (Some(_), Some(engine_state)) => engine_state.name().to_string(),
                 _ => age.to_string(),

@@ -107,7 +107,13 @@ fn units_section(d: &PageData) -> Markup {
                             td.n { (display_number(r.temperature)) " °C" }
                             td.n { (percent(r.humidity)) }
                             td.n { (percent(r.battery)) }
-                            td { (ago(d.now, r.received_at)) " ago" }
+                            td {
+                                @match (r.retained, r.alive_at()) {
+                                    (false, _) => { (ago(d.now, r.received_at)) " ago" }
+                                    (true, Some(t)) => { (ago(d.now, t)) " ago (retained copy)" }
+                                    (true, None) => { "unknown (retained copy)" }
+                                }
+                            }
                             td { code { (r.device_id) } }
                         } @else {
                             td { "–" } td { "–" } td { "–" } td { "never" } td {}

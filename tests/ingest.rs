@@ -8,10 +8,11 @@ mod common;
 
 use common::broker::{Broker, Publisher};
 use common::config::TestConfig;
+use common::http::http_get_raw;
 use common::jsclient::{JsClient, JsDriver};
 use common::notify::NotifySocket;
 use common::proxy::{OnSubscribe, Proxy};
-use common::service::{auth, connected, now, subscribed, Mode, Service};
+use common::service::{auth, connected, now, rss, subscribed, token, Mode, Service};
 use common::wait::{check, eventually, WAIT};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -201,4 +202,140 @@ async fn a_retained_reading_of_a_dead_sensor_is_shown_but_does_not_bring_its_uni
     assert_eq!(open["alerts"].as_array().unwrap().len(), 1, "{open}");
     assert_ne!(open["alerts"][0]["alertId"], resolved["alertId"]);
     service.stop().await;
+}
+
+/// Publishes `n` messages (QoS 1, acknowledged by the broker) on the topics `topic(i)`.
+async fn flood(publisher: &Publisher, n: usize, topic: impl Fn(usize) -> String, payload: &str) {
+    let mut confirms = Vec::with_capacity(n);
+    for i in 0..n {
+        confirms.push(publisher.publish_nowait(&topic(i), payload, 1).await);
+    }
+    for c in confirms {
+        c.wait().await;
+    }
+}
+
+/// Topics of any length cannot grow the service's memory or its log. 2,000 messages with
+/// 60 KB topics (each one different) are refused as `topic_too_long`, counted, logged in a
+/// bounded form: the peak RSS of the real binary grows by a few MB at most and its log by a
+/// few KB, not by the topics. 1,000 unregistered sensors on 450-byte topics fill the unmapped
+/// list, which `/api/sensors/unmapped` and the status page serve within their byte caps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_topics_are_refused_and_bound_memory_log_and_pages() {
+    const LONG: usize = 2000;
+    const UNMAPPED: usize = 1000;
+    // Unlimited queue: the publisher may run ahead of the service without the broker dropping.
+    let broker = Broker::start_with("max_queued_messages 0\n").await;
+    let config = TestConfig::new(&broker)
+        .subscription("long/#", "json")
+        .subscription_key(2, "sensor_id", "{1}");
+    let mut bin = Service::start_binary(&config, &[]).await;
+    let pid = bin.child().id().expect("running");
+    let mut stderr = bin.child().stderr.take().expect("piped stderr");
+    let log = tokio::spawn(async move {
+        let mut text = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut stderr, &mut text)
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&text).into_owned()
+    });
+    let publisher = Publisher::connect(&broker).await;
+    let payload = r#"{"temperature": 4.0}"#;
+    // Warm up every path a rejection takes before measuring.
+    flood(
+        &publisher,
+        5,
+        |i| format!("sensors/{i}{}", "x".repeat(60_000)),
+        payload,
+    )
+    .await;
+    counted(&bin, 5).await;
+    let (_, peak_before) = rss(pid);
+
+    flood(
+        &publisher,
+        LONG,
+        |i| format!("sensors/{i}{}", "x".repeat(60_000)),
+        payload,
+    )
+    .await;
+    let h = counted(&bin, 5 + LONG).await;
+    let (_, peak_after) = rss(pid);
+    assert_eq!(
+        h["pipeline"]["rejected"]["json"]["topic_too_long"],
+        5 + LONG,
+        "{}",
+        h["pipeline"]
+    );
+    let grown = peak_after.saturating_sub(peak_before);
+    assert!(
+        grown < 4 << 20,
+        "peak RSS grew by {grown} bytes over {LONG} messages with 60 KB topics"
+    );
+
+    let filler = "f".repeat(430);
+    flood(
+        &publisher,
+        UNMAPPED,
+        |i| format!("long/ghost-{i}/{filler}"),
+        payload,
+    )
+    .await;
+    counted(&bin, 5 + LONG + UNMAPPED).await;
+    let admin = token(json!({ "org_id": "o1", "role": "owner" }));
+    let list = http_get_raw(
+        bin.addr,
+        "/api/sensors/unmapped",
+        &[("Authorization", &format!("Bearer {admin}"))],
+    )
+    .await;
+    assert_eq!(list.status, 200);
+    let body: Value = serde_json::from_str(&list.body).unwrap();
+    let count = body["count"].as_u64().unwrap();
+    assert!(count >= 50, "the newest sensors are listed: {count}");
+    assert!(
+        list.body.len() <= 64 * 1024,
+        "/api/sensors/unmapped is {} bytes for {count} sensors",
+        list.body.len()
+    );
+    assert_eq!(
+        body["sensors"][0]["sensorId"],
+        format!("ghost-{}", UNMAPPED - 1)
+    );
+    let page = http_get_raw(
+        bin.addr,
+        "/",
+        &[("Authorization", &format!("Bearer {admin}"))],
+    )
+    .await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.len() <= 32 * 1024,
+        "the status page is {} bytes",
+        page.body.len()
+    );
+    assert!(page.body.contains(&format!("ghost-{}", UNMAPPED - 1)));
+
+    bin.stop().await;
+    let log = log.await.unwrap();
+    assert!(
+        log.len() < 64 * 1024,
+        "{} bytes of log for {} rejected messages; it starts:\n{}",
+        log.len(),
+        5 + LONG + UNMAPPED,
+        &log[..log.len().min(2000)]
+    );
+    assert!(
+        log.contains("topic_too_long") || log.contains("over the"),
+        "{log}"
+    );
+}
+
+/// Waits until the service has taken `n` MQTT messages; returns `/health`.
+async fn counted(bin: &Service, n: usize) -> Value {
+    bin.get_until("/health", None, &format!("{n} messages counted"), |_, h| {
+        h["pipeline"]["messages"].as_u64() == Some(n as u64)
+    })
+    .await
+    .1
 }

@@ -10,25 +10,11 @@ use common::broker::{free_port, Broker};
 use common::config::TestConfig;
 use common::http::http_get_raw;
 use common::jsclient::{JsClient, JsDriver};
-use common::service::{auth, subscribed, Service};
+use common::service::{auth, rss, subscribed, Service};
 use common::wait::{check, eventually};
 use rumqttc::{AsyncClient, MqttOptions};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-
-/// `VmRSS` and `VmHWM` (peak RSS) of a process, bytes.
-fn rss(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map(|kb| kb * 1024)
-            .unwrap_or_else(|| panic!("{name} in /proc/{pid}/status"))
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
 
 /// Publishes a normal reading and returns how long it took to reach the socket.
 async fn reading_arrives(broker: &Broker, c: &JsClient, temperature: f64) -> Duration {

@@ -31,7 +31,7 @@ pub use crate::core::reading::Extra;
 pub use fields::{fahrenheit_to_celsius, parse_timestamp};
 pub use options::{BatteryCurve, FieldPath, JsonFields, Metric, Options, TempUnit, TopicTemplate};
 pub use state::{DecodeState, MAX_DEVICES};
-pub use subscription::{match_filter, validate_topic_filter, Subscription};
+pub use subscription::{match_filter, validate_topic_filter, Subscription, MAX_TOPIC_BYTES};
 
 /// Payload formats a subscription can name (`format = "..."`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]

@@ -121,6 +121,13 @@ fn default_qos() -> u8 {
     1
 }
 
+/// Longest topic a reading may come on, bytes. MQTT allows 65,535; real sensor topics stay
+/// under 200 (a TTN uplink topic with 36-character ids is about 110), so 512 leaves room and
+/// bounds what one message can make the service remember or log. Longer topics are rejected
+/// (`topic_too_long`) before any decoding; a subscription filter longer than this could never
+/// deliver a topic the service takes, so it is a config error.
+pub const MAX_TOPIC_BYTES: usize = 512;
+
 /// The filter the broker matches topics against: `topic` without a `$share/<group>/` prefix
 /// (a shared subscription delivers plain topics). Empty for a `$share/<group>` without a
 /// filter, which [`validate_topic_filter`] refuses.
@@ -147,6 +154,12 @@ pub fn validate_topic_filter(topic: &str) -> Result<(), String> {
     let filter = match_filter(topic);
     if filter.is_empty() {
         return Err("must not be empty".into());
+    }
+    if filter.len() > MAX_TOPIC_BYTES {
+        return Err(format!(
+            "{} bytes is over the {MAX_TOPIC_BYTES}-byte topic limit",
+            filter.len()
+        ));
     }
     if filter.starts_with('$') {
         // rumqttc's `matches`, like a broker's wildcards, never matches a `$` topic.
@@ -192,6 +205,7 @@ mod tests {
             ("$SYS/broker/#", "broker's own"),
             ("$share/g/$SYS/#", "broker's own"),
             ("$share", "broker's own"),
+            (&"a/".repeat(257), "topic limit"),
         ] {
             let err = validate_topic_filter(bad).expect_err(bad);
             assert!(err.contains(why), "{bad}: {err}");

@@ -3,31 +3,27 @@
 //! so a QoS 1 reading is either on its way to sockets or will be redelivered.
 //!
 //! - [`hub`]: per-unit `seq`, latest reading and history, the unmapped-sensor list, the epoch.
-//! - [`topics`]: which subscription a topic belongs to.
+//! - [`topics`]: which subscription a topic belongs to, and the bounded form of long text.
+//! - [`rejections`]: which rejections are also logged (bounded in lines, bytes and memory).
 //!
 //! The pipeline is owned by the MQTT task alone (it is not `Clone` and takes `&mut self`), so
 //! the decoders' memory and the rejection log need no locks.
 
 pub mod hub;
+pub mod rejections;
 pub mod topics;
 
 use chrono::Utc;
-use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
-
-use std::time::{Duration, Instant};
-use tracing::{debug, warn};
+use std::time::Instant;
+use tracing::debug;
 
 use crate::alerts::Alerts;
-use crate::decode::{self, DecodeState, Decoded, Subscription};
+use crate::decode::{self, DecodeState, Decoded, Subscription, MAX_TOPIC_BYTES};
 use crate::delivery::{Batcher, Fanout, Kind, Payload};
 use hub::{Accepted, Hub};
+use rejections::RejectionLog;
 use topics::topic_matches;
-
-/// How often the same sensor (or topic) may log a rejection.
-const LOG_EVERY: Duration = Duration::from_secs(60);
-/// Above this many remembered log keys the memory is cleared (bounds it against id floods).
-const LOG_KEYS_MAX: usize = 10_000;
 
 /// A subscription with the decoder memory that belongs to it (Shelly's last status per device).
 struct Route {
@@ -42,7 +38,7 @@ pub struct Pipeline {
     alerts: Alerts,
     routes: Vec<Route>,
     max_payload: usize,
-    last_logged: HashMap<String, Instant>,
+    rejections: RejectionLog,
 }
 
 impl Pipeline {
@@ -61,7 +57,7 @@ impl Pipeline {
             alerts,
             routes: Vec::new(),
             max_payload,
-            last_logged: HashMap::new(),
+            rejections: RejectionLog::default(),
         };
         p.set_subscriptions(subscriptions);
         p
@@ -107,9 +103,20 @@ impl Pipeline {
             .find(|r| topic_matches(&r.sub.topic, topic))
         else {
             stats.reject("none", "no_subscription");
-            self.log_rejection(topic, topic, "no subscription matches the topic");
+            self.rejections
+                .log(None, topic, "no subscription matches the topic");
             return;
         };
+        if topic.len() > MAX_TOPIC_BYTES {
+            // Before anything keeps or logs (a part of) it: a topic is the publisher's to size.
+            stats.reject(route.sub.format.name(), "topic_too_long");
+            let why = format!(
+                "topic of {} bytes is over the {MAX_TOPIC_BYTES}-byte limit",
+                topic.len()
+            );
+            self.rejections.log(None, topic, &why);
+            return;
+        }
         let received_at = Utc::now();
         let format = route.sub.format;
         let decoded = decode::decode(
@@ -148,7 +155,7 @@ impl Pipeline {
             }
             Err(e) => {
                 stats.reject(format.name(), e.reason());
-                self.log_rejection(topic, topic, &e.to_string());
+                self.rejections.log(None, topic, &e.to_string());
             }
         }
     }
@@ -168,7 +175,7 @@ impl Pipeline {
         let why = format!(
             "message with a {payload_size}-byte payload is over mqtt.max_packet_size ({packet_limit} bytes): discarded unread"
         );
-        self.log_rejection(topic, topic, &why);
+        self.rejections.log(None, topic, &why);
     }
 
     /// Numbers, keeps and emits a decoded reading, then hands it to the alert engine: a live
@@ -196,8 +203,8 @@ impl Pipeline {
                 );
             });
         match accepted {
-            Accepted::Unmapped(sensor) => self.log_rejection(
-                &sensor,
+            Accepted::Unmapped(sensor) => self.rejections.log(
+                Some(&sensor),
                 topic,
                 "sensor is not in the registry (see /api/sensors/unmapped)",
             ),
@@ -222,26 +229,6 @@ impl Pipeline {
                     }
                 }
             }
-        }
-    }
-
-    fn log_rejection(&mut self, key: &str, topic: &str, why: &str) {
-        let now = Instant::now();
-        if self.last_logged.len() > LOG_KEYS_MAX {
-            self.last_logged.clear();
-        }
-        let last = self
-            .last_logged
-            .entry(key.to_string())
-            .or_insert(now - LOG_EVERY * 2);
-        if now.duration_since(*last) >= LOG_EVERY {
-            *last = now;
-            warn!(
-                key,
-                topic,
-                reason = why,
-                "reading rejected (logged once a minute per sensor)"
-            );
         }
     }
 }

@@ -293,6 +293,20 @@ where
     .await
 }
 
+/// `VmRSS` and `VmHWM` (peak RSS) of a process, bytes.
+pub fn rss(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .unwrap_or_else(|| panic!("{name} in /proc/{pid}/status"))
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
 /// Runs `sensorcast check-config` on `config_file` with `env`: (exit code, stdout + stderr).
 pub fn check_config(config_file: &Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
     let out = std::process::Command::new(binary())

@@ -8,10 +8,13 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 use std::time::Duration;
 
 use super::page::{Broker, PageData};
+use crate::pipeline::topics::shortened;
 
 /// How often the page reloads itself, seconds.
 const REFRESH_SECONDS: u32 = 10;
-/// At most this many unmapped sensors are listed (the API has them all).
+/// At most this many unmapped sensors are listed (the API has them all), each with its id and
+/// topic in their shortened form (about 100 bytes each): the section stays under ~20 KB
+/// however long the topics publishers choose.
 const MAX_UNMAPPED_SHOWN: usize = 50;
 
 const STYLE: &str =
@@ -161,8 +164,8 @@ fn unmapped_section(d: &PageData) -> Markup {
                 }
                 @for s in d.unmapped.iter().take(MAX_UNMAPPED_SHOWN) {
                     tr {
-                        td { code { (s.sensor_id) } }
-                        td { code { (s.topic) } }
+                        td { code { (shortened(&s.sensor_id)) } }
+                        td { code { (shortened(&s.topic)) } }
                         td { (s.format) }
                         td.n { (s.count) }
                         td { (ago(d.now, s.last_seen)) " ago" }

@@ -12,7 +12,7 @@ use common::http::http_get_raw;
 use common::jsclient::{JsClient, JsDriver};
 use common::notify::NotifySocket;
 use common::proxy::{OnSubscribe, Proxy};
-use common::service::{auth, connected, now, rss, subscribed, token, Mode, Service};
+use common::service::{auth, check_config, connected, now, rss, subscribed, token, Mode, Service};
 use common::wait::{check, eventually, WAIT};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -338,4 +338,23 @@ async fn counted(bin: &Service, n: usize) -> Value {
     })
     .await
     .1
+}
+
+/// `check-config` (and so the service's start) refuses a shared subscription outside cluster
+/// mode, naming the key, why, and the plain filter to subscribe instead.
+#[test]
+fn check_config_refuses_a_shared_subscription() {
+    let config =
+        TestConfig::for_url("mqtt://127.0.0.1:1").subscription("$share/edge/more/+", "json");
+    let dir = config.write_dir();
+    let (code, out) = check_config(&dir.path().join("sensorcast.toml"), &[]);
+    assert_eq!(code, Some(1), "{out}");
+    for want in [
+        "mqtt.subscriptions[2].topic",
+        "split",
+        "cluster mode",
+        "\"more/+\"",
+    ] {
+        assert!(out.contains(want), "{want:?} not in {out}");
+    }
 }

@@ -142,3 +142,22 @@ fn a_bad_subscription_option_is_a_config_error_with_its_line() {
     assert!(err.contains("sensorcast.toml: line 4"), "{err}");
     assert!(err.contains("unit does not apply"), "{err}");
 }
+
+/// A shared subscription (`$share/<group>/<filter>`) makes the broker deal each message to one
+/// member of the group in turn, splitting one unit's readings (its seq, history and alert
+/// rules) between instances. There is no cluster mode that could make that safe yet, so the
+/// config refuses it, naming the key, why, and what to subscribe instead.
+#[test]
+fn a_shared_subscription_is_refused_with_why_and_what_to_do_instead() {
+    let (dir, _) = setup();
+    let shared = write(
+        dir.path(),
+        "shared.toml",
+        &MINIMAL.replace("\"sensors/+\"", "\"$share/edge/sensors/+\""),
+    );
+    let err = Config::load_with_env(&shared, &[]).unwrap_err().to_string();
+    assert!(err.contains("mqtt.subscriptions[0].topic"), "{err}");
+    for why in ["$share", "split", "cluster", "\"sensors/+\""] {
+        assert!(err.contains(why), "{why:?} not in {err}");
+    }
+}

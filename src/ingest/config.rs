@@ -6,9 +6,10 @@ use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::ledger::is_shared;
 use crate::core::duration::duration_str;
 use crate::core::secret::Secret;
-use crate::decode::{validate_topic_filter, Subscription};
+use crate::decode::{match_filter, validate_topic_filter, Subscription};
 
 /// The `[mqtt]` section: the broker, the session and what to subscribe to.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -89,9 +90,33 @@ impl MqttConfig {
             }
             validate_topic_filter(&s.topic)
                 .map_err(|m| (format!("subscriptions[{i}].topic"), m))?;
+            if is_shared(&s.topic) {
+                return Err((
+                    format!("subscriptions[{i}].topic"),
+                    shared_refused(&s.topic),
+                ));
+            }
         }
         Ok(())
     }
+}
+
+/// Why a `$share/<group>/<filter>` subscription is refused, and what to write instead. The
+/// broker deals a shared group's messages out one by one (Mosquitto: strict round-robin over
+/// the members' sessions), so one unit's readings would be split between instances, each
+/// with its own `seq`, history and alert state: gaps for every dashboard, and alert rules
+/// judging half of the readings. Only a cluster mode (a `[cluster]` section, being designed)
+/// could share the load safely; until then it is refused. `decode::match_filter` keeps
+/// understanding the prefix for that day.
+fn shared_refused(topic: &str) -> String {
+    format!(
+        "{topic:?} is a shared subscription: the broker would deal each message to one \
+         instance of the group in turn, and so split one unit's readings (its seq, history \
+         and alert rules) between instances. sensorcast has no cluster mode yet. Subscribe \
+         to {:?} instead (one instance takes every reading); to spread the load, give each \
+         instance filters of its own, so that all the sensors of a unit go to one instance.",
+        match_filter(topic)
+    )
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -2,7 +2,8 @@
 //! calls for each publish; emitting happens before the message is acknowledged to the broker,
 //! so a QoS 1 reading is either on its way to sockets or will be redelivered.
 //!
-//! - [`hub`]: per-unit `seq`, latest reading and history, the unmapped-sensor list, the epoch.
+//! - [`hub`]: per-unit `seq`, latest reading and history, the epoch; `unmapped`: the bounded
+//!   list of sensors that publish but are not registered.
 //! - [`topics`]: which subscription a topic belongs to, and the bounded form of long text.
 //! - [`rejections`]: which rejections are also logged (bounded in lines, bytes and memory).
 //!
@@ -12,6 +13,7 @@
 pub mod hub;
 pub mod rejections;
 pub mod topics;
+mod unmapped;
 
 use chrono::Utc;
 use std::sync::atomic::Ordering::Relaxed;

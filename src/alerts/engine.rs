@@ -146,14 +146,11 @@ impl Engine {
     async fn handle(&mut self, sinks: &mut Sinks, cmd: Command) {
         let now = self.clock.now();
         let out = match cmd {
-            Command::Reading {
+            Command::Report {
                 unit,
                 sensor,
-                temperature,
-                battery,
-            } => self
-                .machine
-                .reading(now, &unit, &sensor, temperature, battery),
+                report,
+            } => self.machine.report(now, &unit, &sensor, &report),
             Command::Availability {
                 unit,
                 sensor,

@@ -1,5 +1,6 @@
-//! The alert engine: turns readings, device availability and the passing of time into unit
-//! states and alerts (`temperature_excursion`, `monitoring_interrupted`, `low_battery`), announces
+//! The alert engine: turns readings, door states, device availability and the passing of time
+//! into unit states and alerts (`temperature_excursion`, `humidity_excursion`, `door_open`,
+//! `monitoring_interrupted`, `low_battery`), announces
 //! them to the organization's Socket.io rooms and to webhooks, and keeps them across restarts.
 //! A freezer drifting warm is why the product exists: the alert must reach every dashboard of
 //! the organization within a second, escalate even if the sensor then goes quiet, not flap on a
@@ -8,8 +9,9 @@
 //! Layout (docs/alerts.md has the behaviour):
 //! - [`rules`]: rule keys on registry entries and `[alerts]`, inheritance, validation.
 //! - [`model`]: states, alert types, the open [`Alert`], event payloads, alert ids.
-//! - `unit`: one unit's state and transitions (pure), with `judge` (a reading's temperature
-//!   and battery) and `lifecycle` (opening, escalating, resolving its alerts).
+//! - `unit`: one unit's state and transitions (pure), with `judge` (a reading's temperature,
+//!   humidity and battery), `door` (door contacts and `door_open`) and `lifecycle` (opening,
+//!   escalating, resolving its alerts).
 //! - [`machine`]: every unit plus the deadline queue (pure: time is an argument).
 //! - [`engine`]: the task that owns the machine; [`store`] and [`webhook`] are its outputs.
 //!
@@ -18,6 +20,7 @@
 //! engine's input queue plus a read-only view of the open alerts, replaced by the engine after
 //! every change so that `get:alerts` never waits behind readings.
 
+mod door;
 pub mod engine;
 mod judge;
 mod lifecycle;
@@ -41,6 +44,7 @@ pub use engine::{Clock, Engine, Outlets};
 pub use machine::AckError;
 pub use model::{Alert, AlertType, Event, Severity, UnitState};
 pub use rules::{AlertsConfig, RuleBook, RuleError, RuleSet};
+pub use unit::Report;
 
 use crate::core::reading::SensorReading;
 use crate::core::registry::Registry;
@@ -58,11 +62,10 @@ pub const INPUT_QUEUE: usize = 1024;
 pub struct Alerts(Arc<Shared>);
 
 pub(crate) enum Command {
-    Reading {
+    Report {
         unit: Arc<str>,
         sensor: Arc<str>,
-        temperature: f64,
-        battery: Option<f64>,
+        report: Report,
     },
     Availability {
         unit: Arc<str>,
@@ -173,13 +176,26 @@ impl Alerts {
         Ok((Alerts(shared), engine))
     }
 
-    /// Hands a mapped reading to the engine; waits while the input queue is full.
+    /// Hands a mapped reading (its temperature, humidity and battery) to the engine; waits
+    /// while the input queue is full.
     pub async fn reading(&self, r: &SensorReading) {
-        self.send(Command::Reading {
-            unit: r.unit_id.clone(),
-            sensor: r.device_id.clone(),
-            temperature: r.temperature,
+        let report = Report {
+            temperature: Some(r.temperature),
+            humidity: r.humidity,
             battery: r.battery,
+            door_open: None,
+        };
+        self.report(r.unit_id.clone(), r.device_id.clone(), report)
+            .await
+    }
+
+    /// Hands what one message of `sensor` said about `unit` to the engine (a door contact's
+    /// state alone, or a reading with it); waits while the input queue is full.
+    pub async fn report(&self, unit: Arc<str>, sensor: Arc<str>, report: Report) {
+        self.send(Command::Report {
+            unit,
+            sensor,
+            report,
         })
         .await
     }

@@ -47,6 +47,7 @@ fn reading(extra: usize) -> SensorReading {
         extra: (0..extra)
             .map(|i| (format!("m{i}"), i as f64 * 0.5))
             .collect(),
+        door: None,
     }
 }
 

@@ -98,6 +98,7 @@ fn reading(temperature: f64) -> SensorReading {
         received_at: now,
         source: "json",
         extra: Vec::new(),
+        door: None,
     }
 }
 

@@ -198,7 +198,7 @@ impl Webhooks {
         for (url, tx) in &self.queues {
             if tx.try_send(body.clone()).is_err() {
                 let n = self.stats.dropped.fetch_add(1, Relaxed) + 1;
-                if n == 1 || n % 100 == 0 {
+                if n == 1 || n.is_multiple_of(100) {
                     warn!(url, dropped_total = n, "webhook queue full: event dropped");
                 }
             }

@@ -28,7 +28,7 @@ pub fn normalize_sensor_id(id: &str) -> Result<String, SensorIdError> {
     }
     let hex: String = id.chars().filter(|c| !matches!(c, '-' | ':')).collect();
     let is_hex_id = hex.len() >= 8
-        && hex.len() % 2 == 0
+        && hex.len().is_multiple_of(2)
         && hex.chars().all(|c| c.is_ascii_hexdigit())
         && (hex.len() == id.len() || separators_are_regular(id));
     if is_hex_id {

@@ -1,5 +1,6 @@
 //! The `sensor:reading` event as dashboards receive it. One struct, serialised once per emit by
-//! socketioxide and shared (as `Arc`) between the emit and the per-unit "latest" cache.
+//! socketioxide and shared (as `Arc`) between the emit and the per-unit "latest" cache. Also
+//! the `unit:door` event and the door state a reading carries.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Serialize, Serializer};
@@ -30,6 +31,48 @@ pub struct SensorReading {
     /// Other numeric measurements by name (`{}` when none).
     #[serde(serialize_with = "extra_object")]
     pub extra: Extra,
+    /// The unit's door when the reading was emitted; left out until a door contact of the unit
+    /// has reported (so readings of units without one are as they always were).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub door: Option<DoorState>,
+}
+
+/// A unit's door as a reading (and `get:latest`) carries it: the contact that decides it, and
+/// since when it is in that state.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DoorState {
+    pub device_id: Arc<str>,
+    pub open: bool,
+    #[serde(serialize_with = "rfc3339_millis")]
+    pub since: DateTime<Utc>,
+}
+
+/// The `unit:door` event: one door contact of a unit changed state (see docs/protocol.md).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UnitDoor {
+    pub unit_id: Arc<str>,
+    pub site_id: Arc<str>,
+    pub organization_id: Arc<str>,
+    pub device_id: Arc<str>,
+    pub open: bool,
+    /// When sensorcast first received the contact in this state.
+    #[serde(serialize_with = "rfc3339_millis")]
+    pub since: DateTime<Utc>,
+    /// When the contact last reported it (its own time when the payload has one).
+    #[serde(serialize_with = "rfc3339_millis")]
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl From<&UnitDoor> for DoorState {
+    fn from(d: &UnitDoor) -> Self {
+        DoorState {
+            device_id: d.device_id.clone(),
+            open: d.open,
+            since: d.since,
+        }
+    }
 }
 
 /// Extra measurements by name (door, CO2, pressure, power). A `Vec` keeps insertion order and is

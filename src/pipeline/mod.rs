@@ -18,10 +18,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
-use crate::alerts::Alerts;
+use crate::alerts::{Alerts, Report};
 use crate::decode::{self, DecodeState, Decoded, Subscription};
-use crate::delivery::{Batcher, Fanout, Kind, Payload};
-use hub::{Accepted, Hub};
+use crate::delivery::{to_json, Batcher, Fanout, Kind, Payload};
+use hub::{Accepted, Emit, Hub};
 use topics::topic_matches;
 
 /// How often the same sensor (or topic) may log a rejection.
@@ -120,7 +120,12 @@ impl Pipeline {
         match decoded {
             Ok(Decoded::Readings(readings)) => {
                 for reading in readings {
-                    stats.decoded.fetch_add(1, Relaxed);
+                    if reading.temperature.is_some() {
+                        stats.decoded.fetch_add(1, Relaxed);
+                    }
+                    if reading.door_open.is_some() {
+                        stats.door_reports.fetch_add(1, Relaxed);
+                    }
                     self.dispatch(reading, topic, received_at, received).await;
                 }
             }
@@ -154,33 +159,65 @@ impl Pipeline {
         received: Instant,
     ) {
         let fanout = &self.fanout;
+        let report = Report {
+            temperature: reading.temperature,
+            humidity: reading.humidity,
+            battery: reading.battery,
+            door_open: reading.door_open,
+        };
+        // A door contact's reading emits no `sensor:reading` to take the device id from.
+        let device = reading
+            .temperature
+            .is_none()
+            .then(|| reading.sensor_id.clone());
         // Broadcast while the unit's lock is held, so that a resuming subscriber sees it
-        // exactly once (hub.rs).
-        let accepted = self.hub.accept(reading, topic, received_at, |wire, unit| {
-            fanout.deliver(
-                unit.rooms.readings(),
-                "sensor:reading",
-                &Payload::Reading(wire.clone()),
-                Kind::Reading(&unit.id),
-            );
-        });
+        // exactly once (hub.rs). A door change goes to the same rooms as the readings.
+        let accepted = self
+            .hub
+            .accept(reading, topic, received_at, |out, unit| match out {
+                Emit::Reading(wire) => fanout.deliver(
+                    unit.rooms.readings(),
+                    "sensor:reading",
+                    &Payload::Reading(wire.clone()),
+                    Kind::Reading(&unit.id),
+                ),
+                Emit::Door(door) => fanout.deliver(
+                    unit.rooms.readings(),
+                    "unit:door",
+                    &Payload::Event(to_json(door)),
+                    Kind::Event,
+                ),
+            });
         match accepted {
             Accepted::Unmapped(sensor) => self.log_rejection(
                 &sensor,
                 topic,
                 "sensor is not in the registry (see /api/sensors/unmapped)",
             ),
-            Accepted::Mapped(wire, unit) => {
+            Accepted::Mapped {
+                reading,
+                unit,
+                door_changed,
+            } => {
                 // Handed to every socket (or its slow queue) by now.
                 let stats = self.hub.stats();
-                stats.emit_latency.observe(received.elapsed());
-                stats.emitted.fetch_add(1, Relaxed);
-                if let Some(b) = &self.batcher {
-                    b.push(&unit, &wire);
+                if door_changed {
+                    stats.door_changes.fetch_add(1, Relaxed);
                 }
+                let sensor = match &reading {
+                    Some(wire) => {
+                        stats.emit_latency.observe(received.elapsed());
+                        stats.emitted.fetch_add(1, Relaxed);
+                        if let Some(b) = &self.batcher {
+                            b.push(&unit, wire);
+                        }
+                        wire.device_id.clone()
+                    }
+                    None => device.unwrap_or_default().into(),
+                };
                 // Waits when the engine's queue is full (see alerts::INPUT_QUEUE): holding
                 // ingest back is better than an alert judged without this reading.
-                self.alerts.reading(&wire).await;
+                self.alerts.report(unit.id.clone(), sensor, report).await;
             }
         }
     }

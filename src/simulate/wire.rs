@@ -306,7 +306,7 @@ pub(super) mod tests {
                 panic!("{id}: not a reading");
             };
             assert_eq!(r[0].sensor_id, id);
-            assert_eq!(r[0].temperature, -18.37);
+            assert_eq!(r[0].temperature, Some(-18.37));
             assert_eq!(r[0].humidity, Some(71.5));
             assert_eq!(r[0].battery, Some(88.0));
         }

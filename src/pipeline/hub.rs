@@ -16,6 +16,7 @@ use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
+use super::doors::Doors;
 use crate::core::reading::{rfc3339_millis, DoorState, SensorReading, UnitDoor};
 use crate::core::registry::{Registry, Unit};
 use crate::core::stats::Stats;
@@ -50,7 +51,7 @@ pub struct UnitFeed {
     seq: u64,
     latest: Option<Arc<SensorReading>>,
     history: VecDeque<Arc<SensorReading>>,
-    doors: Vec<UnitDoor>,
+    doors: Doors,
 }
 
 impl UnitFeed {
@@ -71,50 +72,12 @@ impl UnitFeed {
     /// The unit's door: open while any contact is (the one open longest), else the contact
     /// that closed last; `None` until a contact has reported.
     pub fn door(&self) -> Option<&UnitDoor> {
-        let open = self.doors.iter().filter(|d| d.open).min_by_key(|d| d.since);
-        open.or_else(|| self.doors.iter().max_by_key(|d| d.since))
+        self.doors.current()
     }
 
     /// Each door contact's last state.
     pub fn doors(&self) -> &[UnitDoor] {
-        &self.doors
-    }
-
-    /// Records what `device` says; the `unit:door` event when that is a change (the first
-    /// report of a contact since the start is one: its state was not known before).
-    fn set_door(
-        &mut self,
-        unit: &Unit,
-        device: &Arc<str>,
-        open: bool,
-        received_at: DateTime<Utc>,
-        recorded_at: DateTime<Utc>,
-    ) -> Option<UnitDoor> {
-        match self.doors.iter_mut().find(|d| d.device_id == *device) {
-            Some(d) if d.open == open => {
-                d.recorded_at = recorded_at;
-                None
-            }
-            Some(d) => {
-                d.open = open;
-                d.since = received_at;
-                d.recorded_at = recorded_at;
-                Some(d.clone())
-            }
-            None => {
-                let d = UnitDoor {
-                    unit_id: unit.id.clone(),
-                    site_id: unit.site.clone(),
-                    organization_id: unit.org.clone(),
-                    device_id: device.clone(),
-                    open,
-                    since: received_at,
-                    recorded_at,
-                };
-                self.doors.push(d.clone());
-                Some(d)
-            }
-        }
+        self.doors.all()
     }
 
     pub fn seq(&self) -> u64 {
@@ -212,11 +175,7 @@ impl Hub {
             let kept = registry.unit(id).is_some();
             if kept {
                 let mut feed = feed.lock().expect("unit feed lock");
-                feed.doors.retain(|d| {
-                    registry
-                        .unit_for_key(&d.device_id)
-                        .is_some_and(|u| u.id == *id)
-                });
+                feed.doors.retain_mapped(&registry, id);
             }
             kept
         });
@@ -268,9 +227,10 @@ impl Hub {
         let device: Arc<str> = reading.sensor_id.into();
         let feed = self.feed(&unit.id);
         let mut feed = feed.lock().expect("unit feed lock");
-        let change = reading
-            .door_open
-            .and_then(|open| feed.set_door(&unit, &device, open, received_at, reading.recorded_at));
+        let change = reading.door_open.and_then(|open| {
+            feed.doors
+                .set(&unit, &device, open, received_at, reading.recorded_at)
+        });
         if let Some(door) = &change {
             emit(Emit::Door(door), &unit);
         }
@@ -352,7 +312,7 @@ impl Hub {
             .iter()
             .map(|f| {
                 let feed = f.lock().expect("unit feed lock");
-                feed.doors.iter().filter(|d| d.open).count()
+                feed.doors.open_count()
             })
             .sum()
     }

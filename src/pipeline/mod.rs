@@ -2,12 +2,14 @@
 //! calls for each publish; emitting happens before the message is acknowledged to the broker,
 //! so a QoS 1 reading is either on its way to sockets or will be redelivered.
 //!
-//! - [`hub`]: per-unit `seq`, latest reading and history, the unmapped-sensor list, the epoch.
+//! - [`hub`]: per-unit `seq`, latest reading and history, the unmapped-sensor list, the epoch;
+//!   `doors`: each unit's door contacts.
 //! - [`topics`]: which subscription a topic belongs to.
 //!
 //! The pipeline is owned by the MQTT task alone (it is not `Clone` and takes `&mut self`), so
 //! the decoders' memory and the rejection log need no locks.
 
+mod doors;
 pub mod hub;
 pub mod topics;
 

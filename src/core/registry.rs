@@ -173,6 +173,12 @@ impl Registry {
             key,
             message,
         };
+        let entry = |kind, index| Entry {
+            kind,
+            index,
+            path,
+            text,
+        };
         let mut reg = Registry::default();
         for (i, o) in file.org.into_iter().enumerate() {
             check_id(&o.id).map_err(|m| err(format!("org[{i}].id"), m))?;
@@ -183,13 +189,7 @@ impl Registry {
                     format!("duplicate org id {id:?}"),
                 ));
             }
-            let at = Entry {
-                kind: "org",
-                index: i,
-                path,
-                text,
-            };
-            check_rules(&mut reg.org_rules, &id, rule_set!(o), &at)?;
+            check_rules(&mut reg.org_rules, &id, rule_set!(o), &entry("org", i))?;
             reg.orgs.insert(id.clone(), Org { id, name: o.name });
         }
         for (i, s) in file.site.into_iter().enumerate() {
@@ -207,13 +207,7 @@ impl Registry {
                     format!("duplicate site id {id:?}"),
                 ));
             }
-            let at = Entry {
-                kind: "site",
-                index: i,
-                path,
-                text,
-            };
-            check_rules(&mut reg.site_rules, &id, rule_set!(s), &at)?;
+            check_rules(&mut reg.site_rules, &id, rule_set!(s), &entry("site", i))?;
             let site = Site {
                 id: id.clone(),
                 org: org.id.clone(),
@@ -236,13 +230,7 @@ impl Registry {
                     format!("duplicate unit id {id:?}"),
                 ));
             }
-            let at = Entry {
-                kind: "unit",
-                index: i,
-                path,
-                text,
-            };
-            check_rules(&mut reg.unit_rules, &id, rule_set!(u), &at)?;
+            check_rules(&mut reg.unit_rules, &id, rule_set!(u), &entry("unit", i))?;
             let unit = Arc::new(Unit {
                 rooms: UnitRooms::new(&site.org, &site.id, &id),
                 id: id.clone(),

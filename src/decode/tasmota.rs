@@ -92,16 +92,30 @@ fn result(
     received_at: DateTime<Utc>,
 ) -> Result<Decoded, DecodeError> {
     let obj = fields::json_object(payload)?;
-    match switch(opts, obj.get("Switch1"))? {
+    let door = switch(opts, obj.get("Switch1"))?;
+    door_only(
+        opts,
+        topic,
+        door,
+        received_at,
+        "RESULT without a Switch1 state",
+    )
+}
+
+/// The device's door alone as the message's outcome; `Ignored(otherwise)` without one.
+fn door_only(
+    opts: &Options,
+    topic: &str,
+    door: Option<bool>,
+    at: DateTime<Utc>,
+    otherwise: &'static str,
+) -> Result<Decoded, DecodeError> {
+    match door {
         Some(open) => {
             let device = device_id(opts, topic)?;
-            Ok(Decoded::Readings(vec![door_reading(
-                &device,
-                open,
-                received_at,
-            )?]))
+            Ok(Decoded::Readings(vec![door_reading(&device, open, at)?]))
         }
-        None => Ok(Decoded::Ignored("RESULT without a Switch1 state")),
+        None => Ok(Decoded::Ignored(otherwise)),
     }
 }
 
@@ -128,17 +142,8 @@ fn sensor(
         .collect();
     let door = switch(opts, obj.get("Switch1"))?;
     if probes.is_empty() {
-        return match door {
-            Some(open) => {
-                let device = device_id(opts, topic)?;
-                Ok(Decoded::Readings(vec![door_reading(
-                    &device,
-                    open,
-                    received_at,
-                )?]))
-            }
-            None => Ok(Decoded::Ignored("no temperature in this SENSOR message")),
-        };
+        let otherwise = "no temperature in this SENSOR message";
+        return door_only(opts, topic, door, received_at, otherwise);
     }
     let device = device_id(opts, topic)?;
     let several = probes.len() > 1;

@@ -219,6 +219,7 @@ pub fn door_payload(
 ) -> Option<Vec<u8>> {
     let value = match route.format {
         Format::TtnV3 => {
+            // The probe's uplink envelope, with the contact's decoded payload in it.
             let sample = Sample {
                 temperature: 0.0,
                 humidity: 0.0,
@@ -312,6 +313,20 @@ pub(super) mod tests {
         );
     }
 
+    /// What the service's decoder makes of a payload on its route.
+    fn read_back(
+        s: &Subscription,
+        route: &Route,
+        bytes: &[u8],
+        now: DateTime<Utc>,
+    ) -> Vec<crate::decode::Reading> {
+        let mut state = crate::decode::DecodeState::new();
+        match crate::decode::decode(s, &mut state, &route.topic, bytes, now, 65536) {
+            Ok(crate::decode::Decoded::Readings(r)) => r,
+            other => panic!("{}: not a reading: {other:?}", route.topic),
+        }
+    }
+
     /// Every payload goes through the real decoder back to the same sensor and values.
 
     #[test]
@@ -333,18 +348,7 @@ pub(super) mod tests {
         ] {
             let route = route_for(id, std::slice::from_ref(&s)).unwrap();
             let bytes = payload(&route, id, &sample, now, 3).unwrap();
-            let decoded = crate::decode::decode(
-                &s,
-                &mut crate::decode::DecodeState::new(),
-                &route.topic,
-                &bytes,
-                now,
-                65536,
-            )
-            .unwrap();
-            let crate::decode::Decoded::Readings(r) = decoded else {
-                panic!("{id}: not a reading");
-            };
+            let r = read_back(&s, &route, &bytes, now);
             assert_eq!(r[0].sensor_id, id);
             assert_eq!(r[0].temperature, Some(-18.37));
             assert_eq!(r[0].humidity, Some(71.5));
@@ -366,18 +370,7 @@ pub(super) mod tests {
         ] {
             let route = route_for(id, std::slice::from_ref(&s)).unwrap();
             let bytes = door_payload(&route, id, open, 91.0, now, 4).unwrap();
-            let decoded = crate::decode::decode(
-                &s,
-                &mut crate::decode::DecodeState::new(),
-                &route.topic,
-                &bytes,
-                now,
-                65536,
-            )
-            .unwrap();
-            let crate::decode::Decoded::Readings(r) = decoded else {
-                panic!("{id}: not a reading");
-            };
+            let r = read_back(&s, &route, &bytes, now);
             assert_eq!(r[0].sensor_id, id);
             assert_eq!((r[0].temperature, r[0].door_open), (None, Some(open)));
             assert_eq!(r[0].battery, Some(91.0));

@@ -80,10 +80,16 @@ impl Track {
         }
     }
 
-    /// The door rule went away (registry reload): its alert is resolved; the doors' state is
-    /// kept, so a rule that comes back counts from when they were opened.
-    pub(super) fn door_rule_removed(&mut self, cx: &mut Cx) {
-        if cx.book.rules.door.is_none() && self.door_alert().is_some() {
+    /// New rules (registry reload): a contact that left the unit no longer holds its door
+    /// open; without a door rule, or with no door left open, the alert is resolved. The other
+    /// doors' state is kept, so a rule that comes back counts from when they were opened.
+    pub(super) fn door_rules_changed(&mut self, cx: &mut Cx) {
+        let before = self.doors_open.len();
+        self.doors_open
+            .retain(|sensor, _| cx.book.sensor_ids.contains(sensor));
+        cx.changed |= self.doors_open.len() != before;
+        let moot = cx.book.rules.door.is_none() || self.doors_open.is_empty();
+        if moot && self.door_alert().is_some() {
             self.resolve(cx, AlertType::DoorOpen);
         }
     }

@@ -255,6 +255,23 @@ fn removing_the_door_or_humidity_rule_resolves_their_alerts() {
     // The door is still known to be open: the rule coming back counts from its opening.
     m.reload(book_of(REGISTRY), at(7 * MIN));
     assert_eq!(m.next_deadline(), Some(at(5 * MIN)));
+    assert_eq!(
+        names(&m.advance(at(7 * MIN))),
+        ["walkin triggered door_open warning"]
+    );
+    // The contact leaves the registry: it holds the door open no longer.
+    let moved = REGISTRY.replace(
+        "id = \"door-a\"\nunit = \"walkin\"",
+        "id = \"door-a\"\nunit = \"produce\"",
+    );
+    assert_eq!(
+        names(&m.reload(book_of(&moved), at(8 * MIN))),
+        ["walkin resolved"]
+    );
+    assert!(m
+        .open_alerts()
+        .iter()
+        .all(|a| a.alert_type != AlertType::DoorOpen));
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! a load error naming the unit, never a surprise at 3 a.m.
 
 use serde::Deserialize;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -171,6 +171,8 @@ pub struct UnitBook {
     pub unit: Arc<Unit>,
     pub rules: UnitRules,
     pub sensors: usize,
+    /// The registry's (normalised) ids of those sensors.
+    pub sensor_ids: BTreeSet<String>,
 }
 
 impl UnitBook {
@@ -207,9 +209,9 @@ pub struct RuleBook {
 
 impl RuleBook {
     pub fn build(registry: &Registry, defaults: &RuleSet) -> Result<RuleBook, RuleError> {
-        let mut sensors: HashMap<&str, usize> = HashMap::new();
-        for (_, unit) in registry.sensors() {
-            *sensors.entry(&unit.id).or_default() += 1;
+        let mut sensors: HashMap<&str, BTreeSet<String>> = HashMap::new();
+        for (id, unit) in registry.sensors() {
+            sensors.entry(&unit.id).or_default().insert(id.to_string());
         }
         let none = RuleSet::default();
         let mut units = HashMap::new();
@@ -221,10 +223,12 @@ impl RuleBook {
                 .over(registry.org_rules(&unit.org).unwrap_or(&none))
                 .over(defaults);
             let rules = effective(&unit.id, &set)?;
+            let sensor_ids = sensors.remove(&*unit.id).unwrap_or_default();
             let book = UnitBook {
                 unit: unit.clone(),
                 rules,
-                sensors: sensors.get(&*unit.id).copied().unwrap_or(0),
+                sensors: sensor_ids.len(),
+                sensor_ids,
             };
             units.insert(unit.id.clone(), book);
         }

@@ -366,7 +366,7 @@ impl Track {
                 self.restored(cx, q, why);
             }
         }
-        self.door_rule_removed(cx);
+        self.door_rules_changed(cx);
     }
 
     /// Records an acknowledgement: `None` if no such alert is open here, `Some(None)` if it

@@ -48,6 +48,7 @@ fn reading(extra: usize) -> SensorReading {
             .map(|i| (format!("m{i}"), i as f64 * 0.5))
             .collect(),
         retained: false,
+        door: None,
     }
 }
 

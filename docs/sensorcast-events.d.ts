@@ -19,6 +19,25 @@ export interface SensorReading {
   /** Present (true) only on a broker's retained copy, handed out because sensorcast
    * subscribed: the sensor's last value, not a sign that it is alive (docs/protocol.md). */
   retained?: true;
+  /** The unit's door; absent until a door contact of the unit has reported. */
+  door?: DoorState;
+}
+
+/** A unit's door: the contact that decides it (the open one, else the one changed last). */
+export interface DoorState {
+  deviceId: string;
+  open: boolean;
+  /** When sensorcast first received this state. */
+  since: string;
+}
+
+/** `unit:door`: one door contact of a unit changed state (also the acks' `door`/`doors`). */
+export interface UnitDoor extends DoorState {
+  unitId: string;
+  siteId: string;
+  organizationId: string;
+  /** When the contact last reported it. */
+  recordedAt: string;
 }
 
 export interface ConnectionAck {
@@ -36,7 +55,12 @@ export interface SubscriptionError {
 }
 
 export type UnitState = "ok" | "excursion" | "alarm" | "restoring" | "offline";
-export type AlertType = "temperature_excursion" | "monitoring_interrupted" | "low_battery";
+export type AlertType =
+  | "temperature_excursion"
+  | "humidity_excursion"
+  | "door_open"
+  | "monitoring_interrupted"
+  | "low_battery";
 export type Severity = "info" | "warning" | "critical";
 
 export interface UnitStateChanged {
@@ -57,7 +81,7 @@ export interface AlertTriggered {
   alertType: AlertType;
   severity: Severity;
   message: string;
-  /** The reading (°C) or battery (%); null for monitoring_interrupted. */
+  /** The reading (°C, %RH), the battery (%), the seconds a door was open; null for monitoring_interrupted. */
   value: number | null;
   threshold: number | null;
   thresholdViolated: "min" | "max" | null;
@@ -95,10 +119,10 @@ export interface Alert extends AlertTriggered {
 
 export type Failure = { ok: false; error: string };
 export type UnitSubscribeAck =
-  | { ok: true; latest: SensorReading | null; epoch: string; recovered?: boolean }
+  | { ok: true; latest: SensorReading | null; door: UnitDoor | null; epoch: string; recovered?: boolean }
   | Failure;
 export type ManySubscribeAck =
-  | { ok: true; latest: SensorReading[]; epoch: string; recovered?: boolean }
+  | { ok: true; latest: SensorReading[]; doors: UnitDoor[]; epoch: string; recovered?: boolean }
   | Failure;
 export type OkAck = { ok: true } | Failure;
 export type AlertAckAnswer = { ok: true; alert: Alert } | Failure;
@@ -107,6 +131,7 @@ export type AlertsAnswer = { ok: true; alerts: Alert[] } | Failure;
 export interface ServerToClientEvents {
   "connection:ack": (ack: ConnectionAck) => void;
   "sensor:reading": (reading: SensorReading) => void;
+  "unit:door": (door: UnitDoor) => void;
   "subscription:error": (err: SubscriptionError) => void;
   "auth:expired": (info: { message: "Token expired" }) => void;
   "sensor:readings:batch": (batch: { unitId: string; readings: SensorReading[]; count: number }) => void;

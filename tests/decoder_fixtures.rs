@@ -134,7 +134,13 @@ fn check_reading(want: &Value, r: &Reading) -> Result<(), String> {
     let want = want.as_object().ok_or("expect must be an object")?;
     for (key, value) in want {
         match key.as_str() {
-            "temperature" => number(key, value, Some(r.temperature))?,
+            "temperature" => number(key, value, r.temperature)?,
+            "door" => {
+                let got = r.door_open.map(|open| if open { "open" } else { "closed" });
+                if value.as_str() != got {
+                    return Err(format!("door: expected {value}, got {got:?}"));
+                }
+            }
             "humidity" => number(key, value, r.humidity)?,
             "battery" => number(key, value, r.battery)?,
             "signalStrength" => number(key, value, r.signal_strength)?,

@@ -146,24 +146,20 @@ impl Engine {
     async fn handle(&mut self, sinks: &mut Sinks, cmd: Command) {
         let now = self.clock.now();
         let out = match cmd {
-            Command::Reading {
+            Command::Report {
                 unit,
                 sensor,
-                temperature,
-                battery,
+                report,
                 measured_at: None,
-            } => self
-                .machine
-                .reading(now, &unit, &sensor, temperature, battery),
-            Command::Reading {
+            } => self.machine.report(now, &unit, &sensor, &report),
+            Command::Report {
                 unit,
                 sensor,
-                temperature,
-                battery,
+                report,
                 measured_at: Some(at),
             } => self
                 .machine
-                .retained_reading(now, at, &unit, &sensor, temperature, battery),
+                .retained_report(now, at, &unit, &sensor, &report),
             Command::Availability {
                 unit,
                 sensor,

@@ -51,9 +51,8 @@ impl Track {
         self.alerts.push(alert);
     }
 
-    pub(super) fn escalate(&mut self, cx: &mut Cx) {
+    pub(super) fn escalate(&mut self, cx: &mut Cx, ty: AlertType) {
         cx.changed = true;
-        let ty = AlertType::TemperatureExcursion;
         let Some(a) = self.alerts.iter_mut().find(|a| a.alert_type == ty) else {
             return;
         };

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use super::model::{millis, Alert, Event, UnitState};
 use super::rules::RuleBook;
-use super::unit::{after, Cx, Out, Track};
+use super::unit::{after, Cx, Out, Report, Track};
 
 /// The state file's content.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,7 +81,8 @@ impl Machine {
         (m, out)
     }
 
-    /// A reading of `unit` (after it was emitted). Unknown units are ignored.
+    /// A temperature reading of `unit` (after it was emitted), with its battery level if any.
+    /// Unknown units are ignored.
     pub fn reading(
         &mut self,
         now: DateTime<Utc>,
@@ -90,9 +91,26 @@ impl Machine {
         temperature: f64,
         battery: Option<f64>,
     ) -> Vec<Out> {
+        let report = Report {
+            temperature: Some(temperature),
+            battery,
+            ..Report::default()
+        };
+        self.report(now, unit, sensor, &report)
+    }
+
+    /// Whatever one message of `sensor` says about `unit` (a reading, a door contact's state,
+    /// or both). Unknown units are ignored.
+    pub fn report(
+        &mut self,
+        now: DateTime<Utc>,
+        unit: &str,
+        sensor: &str,
+        report: &Report,
+    ) -> Vec<Out> {
         let mut out = Vec::new();
         self.step(unit, now, &mut out, |track, cx| {
-            track.on_reading(cx, sensor, temperature, battery);
+            track.on_report(cx, sensor, report);
             track.on_time(cx);
         });
         self.seen_dirty = true;
@@ -100,20 +118,19 @@ impl Machine {
         out
     }
 
-    /// A broker's retained copy of a reading of `unit` that its payload says was measured at
+    /// A broker's retained copy of a report of `unit` that its payload says was measured at
     /// `measured_at`: it shows the sensor alive then, not now ([`Track::on_retained`]).
-    pub fn retained_reading(
+    pub fn retained_report(
         &mut self,
         now: DateTime<Utc>,
         measured_at: DateTime<Utc>,
         unit: &str,
         sensor: &str,
-        temperature: f64,
-        battery: Option<f64>,
+        report: &Report,
     ) -> Vec<Out> {
         let mut out = Vec::new();
         self.step(unit, now, &mut out, |track, cx| {
-            track.on_retained(cx, measured_at, sensor, temperature, battery);
+            track.on_retained(cx, measured_at, sensor, report);
             track.on_time(cx);
         });
         self.seen_dirty = true;
@@ -291,6 +308,9 @@ impl Machine {
     }
 }
 
+#[cfg(test)]
+#[path = "parts_tests.rs"]
+mod parts_tests;
 #[cfg(test)]
 #[path = "machine_tests.rs"]
 mod tests;

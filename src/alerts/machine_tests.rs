@@ -36,18 +36,18 @@ id = "p3"
 unit = "u2"
 "#;
 
-fn t0() -> DateTime<Utc> {
+pub(super) fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 15, 12, 0, 0).unwrap()
 }
 
 /// `t0` plus `s` seconds.
-fn at(s: u64) -> DateTime<Utc> {
+pub(super) fn at(s: u64) -> DateTime<Utc> {
     t0() + chrono::Duration::seconds(s as i64)
 }
 
-const MIN: u64 = 60;
+pub(super) const MIN: u64 = 60;
 
-fn book_of(text: &str) -> RuleBook {
+pub(super) fn book_of(text: &str) -> RuleBook {
     let reg = Registry::parse(text, Path::new("r.toml")).unwrap();
     RuleBook::build(&reg, &AlertsConfig::default().defaults()).unwrap()
 }
@@ -57,7 +57,7 @@ fn machine() -> Machine {
 }
 
 /// Events as short strings, in order.
-fn names(out: &[Out]) -> Vec<String> {
+pub(super) fn names(out: &[Out]) -> Vec<String> {
     out.iter()
         .map(|o| match &o.event {
             Event::StateChanged(e) => format!(
@@ -255,7 +255,11 @@ fn a_retained_copy_counts_as_the_sensor_alive_when_it_was_measured_not_now() {
     read(&mut m, 0, "u1", 4.0);
     assert_eq!(m.advance(at(15 * MIN)).len(), 4, "u1 and u2 offline");
     let mut retained = |now: u64, measured: u64, t: f64| {
-        names(&m.retained_reading(at(now), at(measured), "u1", "p1", t, None))
+        let report = Report {
+            temperature: Some(t),
+            ..Report::default()
+        };
+        names(&m.retained_report(at(now), at(measured), "u1", "p1", &report))
     };
     assert!(retained(20 * MIN, 0, 12.0).is_empty(), "old news");
     assert!(

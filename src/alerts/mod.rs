@@ -1,5 +1,6 @@
-//! The alert engine: turns readings, device availability and the passing of time into unit
-//! states and alerts (`temperature_excursion`, `monitoring_interrupted`, `low_battery`), announces
+//! The alert engine: turns readings, door states, device availability and the passing of time
+//! into unit states and alerts (`temperature_excursion`, `humidity_excursion`, `door_open`,
+//! `monitoring_interrupted`, `low_battery`), announces
 //! them to the organization's Socket.io rooms and to webhooks, and keeps them across restarts.
 //! A freezer drifting warm is why the product exists: the alert must reach every dashboard of
 //! the organization within a second, escalate even if the sensor then goes quiet, not flap on a
@@ -8,8 +9,9 @@
 //! Layout (docs/alerts.md has the behaviour):
 //! - [`rules`]: rule keys on registry entries and `[alerts]`, inheritance, validation.
 //! - [`model`]: states, alert types, the open [`Alert`], event payloads, alert ids.
-//! - `unit`: one unit's state and transitions (pure), with `judge` (a reading's temperature
-//!   and battery) and `lifecycle` (opening, escalating, resolving its alerts).
+//! - `unit`: one unit's state and transitions (pure), with `judge` (a reading's temperature,
+//!   humidity and battery), `door` (door contacts and `door_open`) and `lifecycle` (opening,
+//!   escalating, resolving its alerts).
 //! - [`machine`]: every unit plus the deadline queue (pure: time is an argument).
 //! - [`engine`]: the task that owns the machine; [`store`] and [`webhook`] are its outputs.
 //!
@@ -18,6 +20,7 @@
 //! engine's input queue plus a read-only view of the open alerts, replaced by the engine after
 //! every change so that `get:alerts` never waits behind readings.
 
+mod door;
 pub mod engine;
 mod judge;
 mod lifecycle;
@@ -42,6 +45,7 @@ pub use engine::{Clock, Engine, Outlets};
 pub use machine::AckError;
 pub use model::{Alert, AlertType, Event, Severity, UnitState};
 pub use rules::{AlertsConfig, RuleBook, RuleError, RuleSet};
+pub use unit::Report;
 
 use crate::core::reading::SensorReading;
 use crate::core::registry::Registry;
@@ -59,13 +63,12 @@ pub const INPUT_QUEUE: usize = 1024;
 pub struct Alerts(Arc<Shared>);
 
 pub(crate) enum Command {
-    Reading {
+    Report {
         unit: Arc<str>,
         sensor: Arc<str>,
-        temperature: f64,
-        battery: Option<f64>,
-        /// `None`: a live reading, judged as of now. `Some(t)`: a broker's retained copy
-        /// measured at `t` (see [`Alerts::retained_reading`]).
+        report: Report,
+        /// `None`: a live report, judged as of now. `Some(t)`: a broker's retained copy
+        /// measured at `t` (see [`Alerts::retained_report`]).
         measured_at: Option<DateTime<Utc>>,
     },
     Availability {
@@ -82,16 +85,6 @@ pub(crate) enum Command {
         book: RuleBook,
         reply: oneshot::Sender<()>,
     },
-}
-
-fn command(r: &SensorReading, measured_at: Option<DateTime<Utc>>) -> Command {
-    Command::Reading {
-        unit: r.unit_id.clone(),
-        sensor: r.device_id.clone(),
-        temperature: r.temperature,
-        battery: r.battery,
-        measured_at,
-    }
 }
 
 /// What the handle shares with the engine task.
@@ -187,16 +180,49 @@ impl Alerts {
         Ok((Alerts(shared), engine))
     }
 
-    /// Hands a mapped live reading to the engine; waits while the input queue is full.
+    /// Hands a mapped live reading (its temperature, humidity and battery) to the engine;
+    /// waits while the input queue is full.
     pub async fn reading(&self, r: &SensorReading) {
-        self.send(command(r, None)).await
+        let report = Report {
+            temperature: Some(r.temperature),
+            humidity: r.humidity,
+            battery: r.battery,
+            door_open: None,
+        };
+        self.report(r.unit_id.clone(), r.device_id.clone(), report)
+            .await
     }
 
-    /// Hands the engine a broker's retained copy of a reading whose payload said it was
-    /// measured at `measured_at`: evidence that the sensor was alive then, not now (a copy
-    /// without a time of its own is not handed over at all). See docs/alerts.md.
-    pub async fn retained_reading(&self, r: &SensorReading, measured_at: DateTime<Utc>) {
-        self.send(command(r, Some(measured_at))).await
+    /// Hands the engine a broker's retained copy of what `sensor` said about `unit`, whose
+    /// payload said it was measured at `measured_at`: evidence that the sensor was alive then,
+    /// not now (a copy without a time of its own is not handed over at all). See
+    /// docs/alerts.md.
+    pub async fn retained_report(
+        &self,
+        unit: Arc<str>,
+        sensor: Arc<str>,
+        report: Report,
+        measured_at: DateTime<Utc>,
+    ) {
+        self.send(Command::Report {
+            unit,
+            sensor,
+            report,
+            measured_at: Some(measured_at),
+        })
+        .await
+    }
+
+    /// Hands what one live message of `sensor` said about `unit` to the engine (a door
+    /// contact's state alone, or a reading with it); waits while the input queue is full.
+    pub async fn report(&self, unit: Arc<str>, sensor: Arc<str>, report: Report) {
+        self.send(Command::Report {
+            unit,
+            sensor,
+            report,
+            measured_at: None,
+        })
+        .await
     }
 
     /// Hands a device's availability report (for a sensor of `unit`) to the engine.

@@ -38,19 +38,25 @@ pub enum AlertType {
     TemperatureExcursion,
     MonitoringInterrupted,
     LowBattery,
+    DoorOpen,
+    HumidityExcursion,
 }
 
 impl AlertType {
-    pub const ALL: [AlertType; 3] = [
+    pub const ALL: [AlertType; 5] = [
         AlertType::TemperatureExcursion,
         AlertType::MonitoringInterrupted,
         AlertType::LowBattery,
+        AlertType::DoorOpen,
+        AlertType::HumidityExcursion,
     ];
     pub fn name(self) -> &'static str {
         match self {
             AlertType::TemperatureExcursion => "temperature_excursion",
             AlertType::MonitoringInterrupted => "monitoring_interrupted",
             AlertType::LowBattery => "low_battery",
+            AlertType::DoorOpen => "door_open",
+            AlertType::HumidityExcursion => "humidity_excursion",
         }
     }
 }
@@ -94,7 +100,8 @@ pub struct Alert {
     pub alert_type: AlertType,
     pub severity: Severity,
     pub message: String,
-    /// The value that crossed the threshold (°C or %); `null` for monitoring_interrupted.
+    /// The value that crossed the threshold (°C, %RH, battery %, or for door_open the seconds
+    /// the door had been open); `null` for monitoring_interrupted.
     pub value: Option<f64>,
     pub threshold: Option<f64>,
     pub threshold_violated: Option<Side>,

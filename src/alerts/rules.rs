@@ -6,7 +6,7 @@
 //! a load error naming the unit, never a surprise at 3 a.m.
 
 use serde::Deserialize;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +30,12 @@ pub struct AlertsConfig {
     #[serde(with = "duration_str")]
     pub offline_after: Duration,
     pub battery_low: f64,
+    /// %RH limits; either alone is a rule.
+    pub humidity_min: Option<Rh>,
+    pub humidity_max: Option<Rh>,
+    pub humidity_hysteresis: Rh,
+    /// A door open longer than this raises `door_open`; none: no door rule.
+    pub door_open_after: Option<DoorOpenAfter>,
     /// After a restart, no time-driven transition fires before this much time has passed, so
     /// readings the broker queued while sensorcast was away are seen first.
     #[serde(with = "duration_str")]
@@ -59,6 +65,10 @@ impl Default for AlertsConfig {
             restore_after: DEFAULT_RESTORE_AFTER,
             offline_after: DEFAULT_OFFLINE_AFTER,
             battery_low: DEFAULT_BATTERY_LOW,
+            humidity_min: None,
+            humidity_max: None,
+            humidity_hysteresis: Rh(DEFAULT_HUMIDITY_HYSTERESIS),
+            door_open_after: None,
             resume_grace: Duration::from_secs(60),
             webhooks: Vec::new(),
             webhook_ca_file: None,
@@ -81,6 +91,10 @@ impl AlertsConfig {
             restore_after: Some(self.restore_after),
             offline_after: Some(self.offline_after),
             battery_low: Some(self.battery_low),
+            humidity_min: self.humidity_min.map(|v| v.0),
+            humidity_max: self.humidity_max.map(|v| v.0),
+            humidity_hysteresis: Some(self.humidity_hysteresis.0),
+            door_open_after: self.door_open_after.map(|d| d.0),
         }
     }
 
@@ -120,6 +134,24 @@ pub struct TempRule {
     pub restore_after: RestoreAfter,
 }
 
+/// The humidity rule of a unit: at least one limit is known (%RH).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HumidityRule {
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub hysteresis: f64,
+    pub restore_after: RestoreAfter,
+}
+
+/// The door rule of a unit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DoorRule {
+    /// A door open longer than this raises `door_open` (warning).
+    pub open_after: Duration,
+    /// ... which escalates to critical this long after it was raised.
+    pub confirm_after: Duration,
+}
+
 /// The effective rules of one unit, after inheritance.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct UnitRules {
@@ -127,6 +159,10 @@ pub struct UnitRules {
     pub temp: Option<TempRule>,
     pub offline_after: Duration,
     pub battery_low: f64,
+    /// `None` when neither `humidity_min` nor `humidity_max` applies to the unit.
+    pub humidity: Option<HumidityRule>,
+    /// `None` without `door_open_after`.
+    pub door: Option<DoorRule>,
 }
 
 /// One unit as the engine sees it: where it is, its rules, how many sensors report for it.
@@ -135,6 +171,8 @@ pub struct UnitBook {
     pub unit: Arc<Unit>,
     pub rules: UnitRules,
     pub sensors: usize,
+    /// The registry's (normalised) ids of those sensors.
+    pub sensor_ids: BTreeSet<String>,
 }
 
 impl UnitBook {
@@ -154,6 +192,13 @@ pub enum RuleError {
         max: f64,
         hysteresis: f64,
     },
+    #[error("unit {unit:?}: humidity_min {min} + humidity_hysteresis {hysteresis} must be below humidity_max {max} (keys inherit unit > site > org > [alerts])")]
+    HumidityBand {
+        unit: String,
+        min: f64,
+        max: f64,
+        hysteresis: f64,
+    },
 }
 
 /// The effective rules of every unit of a registry.
@@ -164,9 +209,9 @@ pub struct RuleBook {
 
 impl RuleBook {
     pub fn build(registry: &Registry, defaults: &RuleSet) -> Result<RuleBook, RuleError> {
-        let mut sensors: HashMap<&str, usize> = HashMap::new();
-        for (_, unit) in registry.sensors() {
-            *sensors.entry(&unit.id).or_default() += 1;
+        let mut sensors: HashMap<&str, BTreeSet<String>> = HashMap::new();
+        for (id, unit) in registry.sensors() {
+            sensors.entry(&unit.id).or_default().insert(id.to_string());
         }
         let none = RuleSet::default();
         let mut units = HashMap::new();
@@ -178,10 +223,12 @@ impl RuleBook {
                 .over(registry.org_rules(&unit.org).unwrap_or(&none))
                 .over(defaults);
             let rules = effective(&unit.id, &set)?;
+            let sensor_ids = sensors.remove(&*unit.id).unwrap_or_default();
             let book = UnitBook {
                 unit: unit.clone(),
                 rules,
-                sensors: sensors.get(&*unit.id).copied().unwrap_or(0),
+                sensors: sensor_ids.len(),
+                sensor_ids,
             };
             units.insert(unit.id.clone(), book);
         }
@@ -228,155 +275,47 @@ fn effective(unit: &str, set: &RuleSet) -> Result<UnitRules, RuleError> {
             None
         }
     };
+    let confirm_after = set.confirm_after.unwrap_or(DEFAULT_CONFIRM_AFTER);
+    let restore_after = set.restore_after.unwrap_or(DEFAULT_RESTORE_AFTER);
     Ok(UnitRules {
         temp,
         offline_after: set.offline_after.unwrap_or(DEFAULT_OFFLINE_AFTER),
         battery_low: set.battery_low.unwrap_or(DEFAULT_BATTERY_LOW),
+        humidity: humidity(unit, set, restore_after)?,
+        door: set.door_open_after.map(|open_after| DoorRule {
+            open_after,
+            confirm_after,
+        }),
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::path::Path;
-
-    const REG: &str = r#"
-[[org]]
-id = "o1"
-temp_min = 0
-temp_max = 8
-offline_after = "30m"
-[[site]]
-id = "s1"
-org = "o1"
-temp_max = 5.5
-restore_after = 3
-[[site]]
-id = "s2"
-org = "o1"
-[[unit]]
-id = "freezer"
-site = "s1"
-temp_min = -25
-temp_max = -15
-confirm_after = "90s"
-[[unit]]
-id = "fridge"
-site = "s1"
-[[unit]]
-id = "plain"
-site = "s2"
-hysteresis = 1
-[[sensor]]
-id = "a"
-unit = "freezer"
-[[sensor]]
-id = "b"
-unit = "freezer"
-"#;
-
-    fn book(text: &str, defaults: &AlertsConfig) -> Result<RuleBook, RuleError> {
-        let reg = Registry::parse(text, Path::new("r.toml")).expect("registry parses");
-        RuleBook::build(&reg, &defaults.defaults())
-    }
-
-    #[test]
-    fn each_key_inherits_unit_over_site_over_org_over_defaults() {
-        let b = book(REG, &AlertsConfig::default()).unwrap();
-        let freezer = b.get("freezer").unwrap();
-        let t = freezer.rules.temp.unwrap();
-        assert_eq!((t.min, t.max, t.hysteresis), (-25.0, -15.0, 0.5));
-        assert_eq!(t.confirm_after, Duration::from_secs(90));
-        assert_eq!(t.restore_after, RestoreAfter::Readings(3), "from the site");
-        assert_eq!(freezer.rules.offline_after, Duration::from_secs(1800));
-        assert_eq!(freezer.rules.battery_low, 20.0);
-        assert_eq!(freezer.sensors, 2);
-
-        let fridge = b.get("fridge").unwrap().rules.temp.unwrap();
-        assert_eq!(
-            (fridge.min, fridge.max),
-            (0.0, 5.5),
-            "min from org, max from site"
-        );
-        assert_eq!(fridge.confirm_after, DEFAULT_CONFIRM_AFTER);
-        let plain = b.get("plain").unwrap().rules.temp.unwrap();
-        assert_eq!((plain.min, plain.max, plain.hysteresis), (0.0, 8.0, 1.0));
-    }
-
-    #[test]
-    fn a_unit_needs_both_limits_and_defaults_can_supply_them() {
-        let text = "[[org]]\nid = \"o\"\ntemp_max = 4\n[[site]]\nid = \"s\"\norg = \"o\"\n[[unit]]\nid = \"u\"\nsite = \"s\"\n";
-        let b = book(text, &AlertsConfig::default()).unwrap();
-        assert_eq!(b.get("u").unwrap().rules.temp, None);
-        let defaults = AlertsConfig {
-            temp_min: Some(0.0),
-            ..AlertsConfig::default()
-        };
-        let b = book(text, &defaults).unwrap();
-        assert_eq!(b.get("u").unwrap().rules.temp.unwrap().max, 4.0);
-    }
-
-    #[test]
-    fn inherited_limits_that_leave_no_band_are_an_error_naming_the_unit() {
-        // The org's temp_max 8 with the unit's temp_min 7.8 and hysteresis 0.5: no room.
-        let text = REG.replace(
-            "id = \"plain\"\nsite = \"s2\"\nhysteresis = 1",
-            "id = \"plain\"\nsite = \"s2\"\ntemp_min = 7.8",
-        );
-        let err = book(&text, &AlertsConfig::default()).unwrap_err();
-        assert_eq!(
-            err,
-            RuleError::Band {
-                unit: "plain".into(),
-                min: 7.8,
-                max: 8.0,
-                hysteresis: 0.5
-            }
-        );
-        assert!(err.to_string().contains("\"plain\""), "{err}");
-    }
-
-    #[test]
-    fn restore_after_is_a_duration_or_a_count_and_keys_are_checked_per_entry() {
-        #[derive(Deserialize)]
-        struct T {
-            r: RestoreAfter,
+fn humidity(
+    unit: &str,
+    set: &RuleSet,
+    restore_after: RestoreAfter,
+) -> Result<Option<HumidityRule>, RuleError> {
+    let hysteresis = set
+        .humidity_hysteresis
+        .unwrap_or(DEFAULT_HUMIDITY_HYSTERESIS);
+    let (min, max) = (set.humidity_min, set.humidity_max);
+    if let (Some(min), Some(max)) = (min, max) {
+        if min + hysteresis >= max {
+            return Err(RuleError::HumidityBand {
+                unit: unit.to_string(),
+                min,
+                max,
+                hysteresis,
+            });
         }
-        let parse = |s: &str| toml::from_str::<T>(&format!("r = {s}")).map(|t| t.r);
-        assert_eq!(
-            parse("\"90s\"").unwrap(),
-            RestoreAfter::Time(Duration::from_secs(90))
-        );
-        assert_eq!(parse("3").unwrap(), RestoreAfter::Readings(3));
-        assert!(parse("0").unwrap_err().to_string().contains("1 or more"));
-        assert!(parse("true")
-            .unwrap_err()
-            .to_string()
-            .contains("number of readings"));
-
-        let bad = |key: &str, v: &str| {
-            let text = REG.replace("hysteresis = 1", &format!("{key} = {v}"));
-            let err = Registry::parse(&text, Path::new("r.toml"))
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains(&format!("unit[2].{key}")), "{err}");
-        };
-        bad("hysteresis", "-1");
-        bad("battery_low", "120");
-        bad("offline_after", "\"0s\"");
-        bad("temp_min", "9\ntemp_max = 2");
     }
-
-    #[test]
-    fn the_alerts_table_is_validated() {
-        let mut c = AlertsConfig::default();
-        assert!(c.validate().is_ok());
-        c.webhooks = vec!["https://example.com/hook".into()];
-        assert!(c.validate().is_ok());
-        c.webhooks.push("ftp://example.com/hook".into());
-        assert_eq!(c.validate().unwrap_err().0, "webhooks[1]");
-        c.webhooks.clear();
-        c.hysteresis = f64::NAN;
-        assert_eq!(c.validate().unwrap_err().0, "hysteresis");
-    }
+    Ok((min.is_some() || max.is_some()).then_some(HumidityRule {
+        min,
+        max,
+        hysteresis,
+        restore_after,
+    }))
 }
+
+#[cfg(test)]
+#[path = "rules_tests.rs"]
+mod tests;

@@ -99,6 +99,7 @@ fn reading(temperature: f64) -> SensorReading {
         source: "json",
         extra: Vec::new(),
         retained: false,
+        door: None,
     }
 }
 

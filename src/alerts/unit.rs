@@ -1,37 +1,55 @@
-//! One unit's alert state and its transitions, as plain data and pure functions: a reading, a
-//! device availability report or the passing of time goes in, the new state and a list of
-//! events come out. Three independent parts make up a unit's state:
+//! One unit's alert state and its transitions, as plain data and pure functions: a report (a
+//! reading, a door contact's state), a device availability report or the passing of time goes
+//! in, the new state and a list of events come out. Five independent parts make up a unit's
+//! state:
 //!
 //! - temperature: `ok` → `excursion` (warning alert) → `alarm` (escalated, critical) →
 //!   `restoring` → `ok` (alert resolved), with hysteresis on the way back;
+//! - humidity: the same without `alarm` (`humidity_excursion`, warning, never escalated);
+//! - doors: open for `door_open_after` → `door_open` (warning), critical `confirm_after` later,
+//!   resolved when every door is closed (`door.rs`);
 //! - connectivity: silent for `offline_after`, or every sensor reported offline → `offline`
-//!   (`monitoring_interrupted`), resolved by the next reading;
+//!   (`monitoring_interrupted`), resolved by the next report;
 //! - battery: at or below `battery_low` → `low_battery` (info), cleared
 //!   [`BATTERY_HYSTERESIS`](super::rules::BATTERY_HYSTERESIS) points above it.
 //!
-//! The state shown to dashboards is `offline` while offline, else the temperature state.
-//! Everything here is serialisable: it is what the state file keeps.
+//! The state shown to dashboards is `offline` while offline, else the temperature state; the
+//! other parts show as their alerts. Everything here is serialisable: it is what the state
+//! file keeps (parts added later default when an older file is read).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::judge::Quantity;
 use super::model::{
     millis, opt_millis, Alert, AlertAcknowledged, AlertType, Event, Severity, Side, UnitState,
     UnitStateChanged,
 };
-use super::rules::{RestoreAfter, TempRule, UnitBook, UnitRules};
+use super::rules::{RestoreAfter, UnitBook, UnitRules};
 
-/// The temperature part of a unit's state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What one message says about a unit: any of a temperature, a humidity, a battery level and a
+/// door state (a door contact alone carries only the last two).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Report {
+    pub temperature: Option<f64>,
+    pub humidity: Option<f64>,
+    pub battery: Option<f64>,
+    /// `Some(true)`: the sensor's door is open.
+    pub door_open: Option<bool>,
+}
+
+/// The temperature part of a unit's state, and its humidity part (which never reaches `Alarm`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(
     tag = "state",
     rename_all = "snake_case",
     rename_all_fields = "camelCase"
 )]
 pub enum Temp {
+    #[default]
     Ok,
     /// Out of range since `since`; escalates at `since + confirm_after`.
     Excursion {
@@ -71,6 +89,11 @@ pub enum OfflineCause {
 #[serde(rename_all = "camelCase")]
 pub struct Track {
     pub temp: Temp,
+    #[serde(default)]
+    pub humidity: Temp,
+    /// Door contacts of the unit that are open, with when the engine saw each open.
+    #[serde(default)]
+    pub doors_open: BTreeMap<String, DateTime<Utc>>,
     /// The last reading from any sensor of the unit, or when watching began.
     #[serde(with = "millis")]
     pub last_seen: DateTime<Utc>,
@@ -155,11 +178,27 @@ pub fn human(d: Duration) -> String {
     out
 }
 
+/// When a part restoring by time is back to `ok`, if it is restoring by time.
+fn restore_deadline(part: &Temp, q: Quantity, rules: &UnitRules) -> Option<DateTime<Utc>> {
+    match (part, q.limits(rules)?.restore_after) {
+        (
+            Temp::Restoring {
+                in_band_since: Some(s),
+                ..
+            },
+            RestoreAfter::Time(d),
+        ) => after(*s, d),
+        _ => None,
+    }
+}
+
 impl Track {
     /// A unit first seen at `now` (service start or added by a reload): watched from then on.
     pub fn new(now: DateTime<Utc>) -> Track {
         Track {
             temp: Temp::Ok,
+            humidity: Temp::Ok,
+            doors_open: BTreeMap::new(),
             last_seen: now,
             offline: None,
             offline_sensors: BTreeSet::new(),
@@ -182,29 +221,24 @@ impl Track {
         }
     }
 
-    pub fn on_reading(
-        &mut self,
-        cx: &mut Cx,
-        sensor: &str,
-        temperature: f64,
-        battery: Option<f64>,
-    ) {
+    /// A report from `sensor`: every part it carries is judged. Any report, a door contact's
+    /// too, shows that the unit's sensors are alive.
+    pub fn on_report(&mut self, cx: &mut Cx, sensor: &str, r: &Report) {
         self.last_seen = cx.now;
-        self.judge(cx, sensor, temperature, battery);
+        self.alive(cx, sensor, r);
     }
 
     /// A broker's retained copy, measured at `measured_at` (its payload's own time; a time
     /// after `now` counts as now). Not newer than the last reading seen: old news, ignored.
     /// Newer: the sensor was alive then, so `last_seen` moves there; and it is judged like a
-    /// live reading only if that still makes the unit alive now (within `offline_after`), so
+    /// live report only if that still makes the unit alive now (within `offline_after`), so
     /// a dead sensor's last words cannot end its `monitoring_interrupted`.
     pub fn on_retained(
         &mut self,
         cx: &mut Cx,
         measured_at: DateTime<Utc>,
         sensor: &str,
-        temperature: f64,
-        battery: Option<f64>,
+        r: &Report,
     ) {
         let measured_at = measured_at.min(cx.now);
         if measured_at <= self.last_seen {
@@ -212,12 +246,12 @@ impl Track {
         }
         self.last_seen = measured_at;
         if after(measured_at, cx.book.rules.offline_after).is_some_and(|t| t > cx.now) {
-            self.judge(cx, sensor, temperature, battery);
+            self.alive(cx, sensor, r);
         }
     }
 
-    /// A reading that shows the sensor alive now: back online, then temperature and battery.
-    fn judge(&mut self, cx: &mut Cx, sensor: &str, temperature: f64, battery: Option<f64>) {
+    /// A report that shows the sensor alive now: back online, then each part it carries.
+    fn alive(&mut self, cx: &mut Cx, sensor: &str, r: &Report) {
         if self.offline_sensors.remove(sensor) {
             cx.changed = true;
         }
@@ -225,8 +259,16 @@ impl Track {
             cx.reason = "reading received".into();
             self.resolve(cx, AlertType::MonitoringInterrupted);
         }
-        self.temperature(cx, temperature);
-        if let Some(b) = battery {
+        if let Some(open) = r.door_open {
+            self.door(cx, sensor, open);
+        }
+        if let Some(h) = r.humidity {
+            self.judge(cx, Quantity::Humidity, h);
+        }
+        if let Some(t) = r.temperature {
+            self.judge(cx, Quantity::Temperature, t);
+        }
+        if let Some(b) = r.battery {
             self.battery(cx, b);
         }
     }
@@ -266,16 +308,19 @@ impl Track {
                     since: *since,
                 };
                 cx.reason = format!("out of range for {}", human(r.confirm_after));
-                self.escalate(cx);
+                self.escalate(cx, AlertType::TemperatureExcursion);
             }
         }
-        if let (Some(r), Temp::Restoring { in_band_since, .. }) = (rules.temp, &self.temp) {
-            if let (RestoreAfter::Time(d), Some(s)) = (r.restore_after, in_band_since) {
-                if after(*s, d).is_some_and(|at| at <= cx.now) {
-                    self.restored(cx, &format!("back in range for {}", human(d)));
-                }
+        for q in Quantity::ALL {
+            if restore_deadline(self.part(q), q, &rules).is_some_and(|at| at <= cx.now) {
+                let d = match q.limits(&rules).map(|l| l.restore_after) {
+                    Some(RestoreAfter::Time(d)) => d,
+                    _ => continue,
+                };
+                self.restored(cx, q, &format!("back in range for {}", human(d)));
             }
         }
+        self.door_time(cx);
         let silent_until = after(self.last_seen, rules.offline_after);
         if self.offline.is_none() && silent_until.is_some_and(|at| at <= cx.now) {
             self.offline = Some(OfflineCause::Silent);
@@ -294,25 +339,23 @@ impl Track {
 
     /// The next moment [`Track::on_time`] has something to do, if any.
     pub fn deadline(&self, rules: &UnitRules) -> Option<DateTime<Utc>> {
-        let temp = match (&self.temp, rules.temp) {
+        let escalation = match (&self.temp, rules.temp) {
             (Temp::Excursion { since, .. }, Some(r)) => after(*since, r.confirm_after),
-            (
-                Temp::Restoring {
-                    in_band_since: Some(s),
-                    ..
-                },
-                Some(TempRule {
-                    restore_after: RestoreAfter::Time(d),
-                    ..
-                }),
-            ) => after(*s, d),
             _ => None,
         };
+        let restore = Quantity::ALL
+            .into_iter()
+            .filter_map(|q| restore_deadline(self.part(q), q, rules));
         let offline = match self.offline {
             None => after(self.last_seen, rules.offline_after),
             Some(_) => None,
         };
-        temp.into_iter().chain(offline).min()
+        escalation
+            .into_iter()
+            .chain(restore)
+            .chain(self.door_deadline(rules))
+            .chain(offline)
+            .min()
     }
 
     /// Emits `unit:state:changed` if the shown state moved during this step.
@@ -341,9 +384,16 @@ impl Track {
 
     /// The rules changed (registry reload): drop what no longer has a rule.
     pub fn rules_changed(&mut self, cx: &mut Cx) {
-        if cx.book.rules.temp.is_none() && self.temp != Temp::Ok {
-            self.restored(cx, "temperature rule removed");
+        for q in Quantity::ALL {
+            if q.limits(&cx.book.rules).is_none() && *self.part(q) != Temp::Ok {
+                let why = match q {
+                    Quantity::Temperature => "temperature rule removed",
+                    Quantity::Humidity => "humidity rule removed",
+                };
+                self.restored(cx, q, why);
+            }
         }
+        self.door_rules_changed(cx);
     }
 
     /// Records an acknowledgement: `None` if no such alert is open here, `Some(None)` if it

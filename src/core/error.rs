@@ -63,3 +63,27 @@ fn value_key(text: &str, line_start: usize, at: usize) -> Option<String> {
         None => key.to_string(),
     })
 }
+
+/// The line (1-based) of `key = ...` inside the `index`-th (0-based) `[[kind]]` table of
+/// `text`, for errors the parser cannot place because each value was fine on its own (two keys
+/// of one entry that contradict each other). `None` when the key is not written there plainly.
+pub fn key_line(text: &str, kind: &str, index: usize, key: &str) -> Option<usize> {
+    let header = format!("[[{kind}]]");
+    let mut seen = 0;
+    let mut inside = false;
+    for (n, line) in text.lines().enumerate() {
+        let t = line.split('#').next().unwrap_or_default().trim();
+        if t.starts_with('[') {
+            inside = t == header && {
+                seen += 1;
+                seen == index + 1
+            };
+            continue;
+        }
+        let rest = t.strip_prefix(key).map(str::trim_start);
+        if inside && rest.is_some_and(|r| r.starts_with('=')) {
+            return Some(n + 1);
+        }
+    }
+    None
+}

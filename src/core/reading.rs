@@ -1,5 +1,6 @@
 //! The `sensor:reading` event as dashboards receive it. One struct, serialised once per emit by
-//! socketioxide and shared (as `Arc`) between the emit and the per-unit "latest" cache.
+//! socketioxide and shared (as `Arc`) between the emit and the per-unit "latest" cache. Also
+//! the `unit:door` event and the door state a reading carries.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Serialize, Serializer};
@@ -34,6 +35,10 @@ pub struct SensorReading {
     /// value, not a sign that it is alive now. Sent only when true (`retained: true`).
     #[serde(skip_serializing_if = "is_false")]
     pub retained: bool,
+    /// The unit's door when the reading was emitted; left out until a door contact of the unit
+    /// has reported (so readings of units without one are as they always were).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub door: Option<DoorState>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -49,6 +54,44 @@ impl SensorReading {
             (false, _) => Some(self.received_at),
             (true, true) => Some(self.recorded_at.min(self.received_at)),
             (true, false) => None,
+        }
+    }
+}
+
+/// A unit's door as a reading (and `get:latest`) carries it: the contact that decides it, and
+/// since when it is in that state.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DoorState {
+    pub device_id: Arc<str>,
+    pub open: bool,
+    #[serde(serialize_with = "rfc3339_millis")]
+    pub since: DateTime<Utc>,
+}
+
+/// The `unit:door` event: one door contact of a unit changed state (see docs/protocol.md).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UnitDoor {
+    pub unit_id: Arc<str>,
+    pub site_id: Arc<str>,
+    pub organization_id: Arc<str>,
+    pub device_id: Arc<str>,
+    pub open: bool,
+    /// When sensorcast first received the contact in this state.
+    #[serde(serialize_with = "rfc3339_millis")]
+    pub since: DateTime<Utc>,
+    /// When the contact last reported it (its own time when the payload has one).
+    #[serde(serialize_with = "rfc3339_millis")]
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl From<&UnitDoor> for DoorState {
+    fn from(d: &UnitDoor) -> Self {
+        DoorState {
+            device_id: d.device_id.clone(),
+            open: d.open,
+            since: d.since,
         }
     }
 }
@@ -99,6 +142,7 @@ mod tests {
             source: "json",
             extra: Vec::new(),
             retained: false,
+            door: None,
         };
         let json = |r: &SensorReading| serde_json::to_value(r).unwrap();
         assert_eq!(

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::duration::HumanDuration;
-use super::error::{toml_error_message, ConfigError};
+use super::error::{key_line, toml_error_message, ConfigError};
 use super::ids::{check_id, normalize_sensor_id};
 use super::rooms::UnitRooms;
-use super::rules::{RestoreAfter, RuleSet};
+use super::rules::{DoorOpenAfter, RestoreAfter, Rh, RuleSet};
 
 /// The alert rule keys of a registry entry, as a [`RuleSet`] (the same keys on every level).
 macro_rules! rule_set {
@@ -25,6 +25,10 @@ macro_rules! rule_set {
             restore_after: $e.restore_after,
             offline_after: $e.offline_after.map(|d| d.0),
             battery_low: $e.battery_low,
+            humidity_min: $e.humidity_min.map(|v| v.0),
+            humidity_max: $e.humidity_max.map(|v| v.0),
+            humidity_hysteresis: $e.humidity_hysteresis.map(|v| v.0),
+            door_open_after: $e.door_open_after.map(|d| d.0),
         }
     };
 }
@@ -55,6 +59,10 @@ struct OrgEntry {
     restore_after: Option<RestoreAfter>,
     offline_after: Option<HumanDuration>,
     battery_low: Option<f64>,
+    humidity_min: Option<Rh>,
+    humidity_max: Option<Rh>,
+    humidity_hysteresis: Option<Rh>,
+    door_open_after: Option<DoorOpenAfter>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,6 +79,10 @@ struct SiteEntry {
     restore_after: Option<RestoreAfter>,
     offline_after: Option<HumanDuration>,
     battery_low: Option<f64>,
+    humidity_min: Option<Rh>,
+    humidity_max: Option<Rh>,
+    humidity_hysteresis: Option<Rh>,
+    door_open_after: Option<DoorOpenAfter>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,6 +99,10 @@ struct UnitEntry {
     restore_after: Option<RestoreAfter>,
     offline_after: Option<HumanDuration>,
     battery_low: Option<f64>,
+    humidity_min: Option<Rh>,
+    humidity_max: Option<Rh>,
+    humidity_hysteresis: Option<Rh>,
+    door_open_after: Option<DoorOpenAfter>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,14 +164,20 @@ impl Registry {
             path: path.to_owned(),
             message: toml_error_message(text, &e),
         })?;
-        Self::build(file, path)
+        Self::build(file, path, text)
     }
 
-    fn build(file: RegistryFile, path: &Path) -> Result<Registry, ConfigError> {
+    fn build(file: RegistryFile, path: &Path, text: &str) -> Result<Registry, ConfigError> {
         let err = |key: String, message: String| ConfigError::Invalid {
             path: PathBuf::from(path),
             key,
             message,
+        };
+        let entry = |kind, index| Entry {
+            kind,
+            index,
+            path,
+            text,
         };
         let mut reg = Registry::default();
         for (i, o) in file.org.into_iter().enumerate() {
@@ -167,7 +189,7 @@ impl Registry {
                     format!("duplicate org id {id:?}"),
                 ));
             }
-            check_rules(&mut reg.org_rules, &id, rule_set!(o), "org", i, path)?;
+            check_rules(&mut reg.org_rules, &id, rule_set!(o), &entry("org", i))?;
             reg.orgs.insert(id.clone(), Org { id, name: o.name });
         }
         for (i, s) in file.site.into_iter().enumerate() {
@@ -185,7 +207,7 @@ impl Registry {
                     format!("duplicate site id {id:?}"),
                 ));
             }
-            check_rules(&mut reg.site_rules, &id, rule_set!(s), "site", i, path)?;
+            check_rules(&mut reg.site_rules, &id, rule_set!(s), &entry("site", i))?;
             let site = Site {
                 id: id.clone(),
                 org: org.id.clone(),
@@ -208,7 +230,7 @@ impl Registry {
                     format!("duplicate unit id {id:?}"),
                 ));
             }
-            check_rules(&mut reg.unit_rules, &id, rule_set!(u), "unit", i, path)?;
+            check_rules(&mut reg.unit_rules, &id, rule_set!(u), &entry("unit", i))?;
             let unit = Arc::new(Unit {
                 rooms: UnitRooms::new(&site.org, &site.id, &id),
                 id: id.clone(),
@@ -305,20 +327,38 @@ impl Registry {
     }
 }
 
-/// Validates the rule keys of entry `kind[i]` on their own and keeps them when any is set.
+/// Where an entry is written, for errors that the TOML parser cannot place (a check of two
+/// keys together).
+struct Entry<'a> {
+    kind: &'static str,
+    index: usize,
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Entry<'_> {
+    /// `line L: kind[i].key` when the key's line is found, else `kind[i].key`.
+    fn key(&self, key: &str) -> String {
+        let name = format!("{}[{}].{key}", self.kind, self.index);
+        match key_line(self.text, self.kind, self.index, key) {
+            Some(line) => format!("line {line}: {name}"),
+            None => name,
+        }
+    }
+}
+
+/// Validates the rule keys of one entry on their own and keeps them when any is set.
 fn check_rules(
     into: &mut HashMap<Arc<str>, RuleSet>,
     id: &Arc<str>,
     rules: RuleSet,
-    kind: &str,
-    i: usize,
-    path: &Path,
+    at: &Entry,
 ) -> Result<(), ConfigError> {
     rules
         .check()
         .map_err(|(key, message)| ConfigError::Invalid {
-            path: path.to_owned(),
-            key: format!("{kind}[{i}].{key}"),
+            path: at.path.to_owned(),
+            key: at.key(key),
             message,
         })?;
     if rules != RuleSet::default() {

@@ -15,6 +15,8 @@ pub const DEFAULT_CONFIRM_AFTER: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_RESTORE_AFTER: RestoreAfter = RestoreAfter::Time(Duration::from_secs(2 * 60));
 pub const DEFAULT_OFFLINE_AFTER: Duration = Duration::from_secs(15 * 60);
 pub const DEFAULT_BATTERY_LOW: f64 = 20.0;
+/// %RH. After a humidity excursion, only readings this far back inside the limit count.
+pub const DEFAULT_HUMIDITY_HYSTERESIS: f64 = 2.0;
 /// A low-battery alert clears only once the battery is this many points above `battery_low`.
 pub const BATTERY_HYSTERESIS: f64 = 5.0;
 
@@ -53,6 +55,42 @@ impl<'de> Deserialize<'de> for RestoreAfter {
     }
 }
 
+/// A relative humidity (or a difference of two) as written in a file: a finite number from 0
+/// to 100. Checked while parsing, so a bad value is an error naming its file, line and key.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct Rh(pub f64);
+
+impl<'de> Deserialize<'de> for Rh {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = f64::deserialize(d)?;
+        if v.is_finite() && (0.0..=100.0).contains(&v) {
+            Ok(Rh(v))
+        } else {
+            Err(de::Error::custom(format!(
+                "{v} is not a relative humidity (0 to 100 %RH)"
+            )))
+        }
+    }
+}
+
+/// `door_open_after` as written in a file: a duration of at least 1 s, checked while parsing
+/// (file, line and key in the error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DoorOpenAfter(pub Duration);
+
+impl<'de> Deserialize<'de> for DoorOpenAfter {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let v = duration_str::parse(&s).map_err(de::Error::custom)?;
+        if v < Duration::from_secs(1) {
+            return Err(de::Error::custom(format!(
+                "{s:?}: a door must be allowed to stay open at least 1s"
+            )));
+        }
+        Ok(DoorOpenAfter(v))
+    }
+}
+
 /// The rule keys one level sets; `None` inherits from the level above.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RuleSet {
@@ -63,6 +101,12 @@ pub struct RuleSet {
     pub restore_after: Option<RestoreAfter>,
     pub offline_after: Option<Duration>,
     pub battery_low: Option<f64>,
+    /// %RH; either limit alone is a rule (a produce room may only need a minimum).
+    pub humidity_min: Option<f64>,
+    pub humidity_max: Option<f64>,
+    pub humidity_hysteresis: Option<f64>,
+    /// A door of the unit open longer than this raises `door_open`.
+    pub door_open_after: Option<Duration>,
 }
 
 impl RuleSet {
@@ -76,6 +120,10 @@ impl RuleSet {
             restore_after: self.restore_after.or(parent.restore_after),
             offline_after: self.offline_after.or(parent.offline_after),
             battery_low: self.battery_low.or(parent.battery_low),
+            humidity_min: self.humidity_min.or(parent.humidity_min),
+            humidity_max: self.humidity_max.or(parent.humidity_max),
+            humidity_hysteresis: self.humidity_hysteresis.or(parent.humidity_hysteresis),
+            door_open_after: self.door_open_after.or(parent.door_open_after),
         }
     }
 
@@ -108,6 +156,16 @@ impl RuleSet {
             .is_some_and(|d| d < Duration::from_secs(1))
         {
             return Err(("offline_after", "must be at least 1s".into()));
+        }
+        // Each humidity value and door_open_after is checked while parsing (Rh, DoorOpenAfter);
+        // what spans keys of one entry is checked here.
+        if let (Some(min), Some(max)) = (self.humidity_min, self.humidity_max) {
+            if min >= max {
+                return Err((
+                    "humidity_min",
+                    format!("{min} must be below humidity_max {max}"),
+                ));
+            }
         }
         Ok(())
     }

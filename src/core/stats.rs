@@ -14,8 +14,12 @@ use std::time::Duration;
 pub struct Stats {
     /// MQTT messages handed to the pipeline.
     pub messages: AtomicU64,
-    /// Readings decoded from them (a message may carry several).
+    /// Readings with a temperature decoded from them (a message may carry several).
     pub decoded: AtomicU64,
+    /// Door states decoded: a door contact's reading, or one that came with a temperature.
+    pub door_reports: AtomicU64,
+    /// `unit:door` events emitted (a mapped door contact changed state).
+    pub door_changes: AtomicU64,
     /// Readings mapped to a unit and emitted.
     pub emitted: AtomicU64,
     /// Readings from sensors the registry does not know.
@@ -92,6 +96,8 @@ impl Stats {
         StatsSnapshot {
             messages: self.messages.load(Relaxed),
             decoded: self.decoded.load(Relaxed),
+            door_reports: self.door_reports.load(Relaxed),
+            door_changes: self.door_changes.load(Relaxed),
             emitted: self.emitted.load(Relaxed),
             unmapped: self.unmapped.load(Relaxed),
             ignored: self.ignored.load(Relaxed),
@@ -110,6 +116,8 @@ impl Stats {
 pub struct StatsSnapshot {
     pub messages: u64,
     pub decoded: u64,
+    pub door_reports: u64,
+    pub door_changes: u64,
     pub emitted: u64,
     pub unmapped: u64,
     pub ignored: u64,

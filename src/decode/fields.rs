@@ -49,6 +49,52 @@ pub fn ranged(
     }
 }
 
+/// A door state: `true`/`false`, `1`/`0`, or the words `open`/`closed`, `on`/`off`,
+/// `true`/`false` (any case); `true` is open. A `contact` field says the opposite (Zigbee's
+/// `contact: true` is a closed door), which `contact` inverts. `Ok(None)` for null/absent.
+pub fn door_state(
+    field: &'static str,
+    v: Option<&Value>,
+    contact: bool,
+) -> Result<Option<bool>, DecodeError> {
+    let open = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Bool(b)) => Some(*b),
+        Some(Value::Number(n)) => n.as_f64().and_then(|x| {
+            if x == 1.0 {
+                Some(true)
+            } else if x == 0.0 {
+                Some(false)
+            } else {
+                None
+            }
+        }),
+        Some(Value::String(s)) => door_word(s),
+        Some(_) => None,
+    };
+    match open {
+        Some(open) => Ok(Some(open != contact)),
+        None => Err(DecodeError::NotADoorState {
+            field,
+            value: short(v.expect("checked above")),
+        }),
+    }
+}
+
+/// `open`/`on`/`true` → `true`, `closed`/`close`/`off`/`false` → `false` (any case, blanks
+/// allowed).
+pub fn door_word(text: &str) -> Option<bool> {
+    let t = text.trim();
+    let is = |w: &str| t.eq_ignore_ascii_case(w);
+    if is("open") || is("on") || is("true") || is("1") {
+        Some(true)
+    } else if is("closed") || is("close") || is("off") || is("false") || is("0") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
 /// Converts °F to °C. Rounded to 6 decimals so that 38.3 °F gives 3.5, not 3.4999999999999996.
 pub fn fahrenheit_to_celsius(f: f64) -> f64 {
     (((f - 32.0) * 5.0 / 9.0) * 1e6).round() / 1e6

@@ -4,6 +4,12 @@
 //! in the subscription's `unit`. The sensor id comes from a payload field (`sensor_id_field`) or
 //! the topic (`sensor_id` template; default: the last level). Other top-level numbers and
 //! booleans are kept in `extra`.
+//!
+//! A door state comes from `fields.door`, else a top-level `door` (`true`, `1`, `"open"`:
+//! open). A message with a door state and no temperature is a door contact's reading. The
+//! default `door` key is taken only when it holds a door state (an older publisher may use the
+//! name for something else); a configured path that holds anything else rejects the message.
+//! `door` stays in `extra` as well, as it always was.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -49,8 +55,14 @@ pub fn decode(
         "temperature",
         pick(&f.temperature, &["temperature"]),
         opts.unit,
-    )?
-    .ok_or(DecodeError::NoTemperature)?;
+    )?;
+    let door_open = match &f.door {
+        Some(path) => fields::door_state("door", path.get(&root), false)?,
+        None => fields::door_state("door", obj.get("door"), false).unwrap_or(None),
+    };
+    if temperature.is_none() && door_open.is_none() {
+        return Err(DecodeError::NoTemperature);
+    }
     let recorded_at = match pick(&f.timestamp, &TIMESTAMP_KEYS) {
         Some(v) => fields::parse_timestamp(v)?,
         None => received_at,
@@ -91,6 +103,7 @@ pub fn decode(
         sensor_id: sensor,
         fallback_sensor_id: None,
         temperature,
+        door_open,
         humidity,
         battery,
         signal_strength,

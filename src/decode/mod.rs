@@ -1,4 +1,6 @@
-//! Payload decoders: bytes from one MQTT topic in, zero or more readings out. Every decoder is a
+//! Payload decoders: bytes from one MQTT topic in, zero or more readings out. A reading carries
+//! a temperature, a door state, or both: a door contact alone (no temperature) is a reading
+//! too, which the pipeline turns into door events rather than a `sensor:reading`. Every decoder is a
 //! function of (subscription options, topic, payload, receive time) so that it can be tested
 //! against real fixtures and fuzzed without a broker; the one exception, Shelly's partial
 //! status, reads and updates a bounded [`DecodeState`] passed in by the caller. A payload is
@@ -29,7 +31,9 @@ use crate::core::ids::{normalize_sensor_id, SensorIdError};
 
 pub use crate::core::reading::Extra;
 pub use fields::{fahrenheit_to_celsius, parse_timestamp};
-pub use options::{BatteryCurve, FieldPath, JsonFields, Metric, Options, TempUnit, TopicTemplate};
+pub use options::{
+    BatteryCurve, FieldPath, JsonFields, Metric, Options, SwitchOn, TempUnit, TopicTemplate,
+};
 pub use state::{DecodeState, MAX_DEVICES};
 pub use subscription::{match_filter, validate_topic_filter, Subscription, MAX_TOPIC_BYTES};
 
@@ -85,7 +89,8 @@ impl std::str::FromStr for Format {
     }
 }
 
-/// One decoded measurement, before it is mapped to a unit.
+/// One decoded measurement, before it is mapped to a unit. A decoder never returns one with
+/// neither a temperature nor a door state (that is `no_temperature`, or not a reading at all).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reading {
     /// The device id as the decoder reports it (normalised hex for hex device ids).
@@ -93,8 +98,12 @@ pub struct Reading {
     /// A second id to route by when `sensor_id` is not registered: a Tasmota device with several
     /// probes names each reading `<topic>/<probe>`, and its first probe also answers to `<topic>`.
     pub fallback_sensor_id: Option<String>,
-    /// °C, as the sensor gave it (converted only when the sensor reports °F).
-    pub temperature: f64,
+    /// °C, as the sensor gave it (converted only when the sensor reports °F); `None` for a door
+    /// contact that measures no temperature.
+    pub temperature: Option<f64>,
+    /// `Some(true)`: the sensor's door (or window) is open; `None`: the message says nothing
+    /// about a door.
+    pub door_open: Option<bool>,
     pub humidity: Option<f64>,
     /// Percent.
     pub battery: Option<f64>,
@@ -104,7 +113,8 @@ pub struct Reading {
     /// the decoder was given (the pipeline tells a payload's own time by that).
     pub recorded_at: DateTime<Utc>,
     pub source: Format,
-    /// Other numeric measurements (door, CO2, pressure, power), bounded by [`MAX_EXTRA`].
+    /// Other numeric measurements (CO2, pressure, power; a door field as published, too),
+    /// bounded by [`MAX_EXTRA`].
     pub extra: Extra,
 }
 
@@ -140,6 +150,8 @@ pub enum DecodeError {
     NoTemperature,
     #[error("{field}: not a number ({value})")]
     NotANumber { field: &'static str, value: String },
+    #[error("{field}: {value} is not a door state (open or closed)")]
+    NotADoorState { field: &'static str, value: String },
     // `{value:?}` switches to exponent form for tiny and huge values, so the message stays short.
     #[error("{field}: {value:?} is outside the physical range {min}..={max}")]
     OutOfRange {
@@ -169,6 +181,7 @@ impl DecodeError {
             DecodeError::TooDeep { .. } => "too_deep",
             DecodeError::NoTemperature => "no_temperature",
             DecodeError::NotANumber { .. } => "not_a_number",
+            DecodeError::NotADoorState { .. } => "not_a_door_state",
             DecodeError::OutOfRange { .. } => "out_of_range",
             DecodeError::BadTimestamp(_) => "bad_timestamp",
             DecodeError::NoSensorId(_) => "no_sensor_id",
@@ -237,6 +250,8 @@ fn sensor_id(raw: &str) -> Result<String, DecodeError> {
     normalize_sensor_id(raw).map_err(DecodeError::BadSensorId)
 }
 
+#[cfg(test)]
+mod door_tests;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]

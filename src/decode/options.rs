@@ -27,6 +27,18 @@ pub struct Options {
     pub battery_curve: Option<BatteryCurve>,
     /// `zigbee2mqtt`: Zigbee2MQTT's own `base_topic` (may contain `/`).
     pub base_topic: Option<String>,
+    /// `tasmota`: what `Switch1` `ON` means for a door contact.
+    pub switch_on: SwitchOn,
+}
+
+/// What a Tasmota switch's `ON` says about its door (`switch_on = "open"` or `"closed"`): it
+/// depends on how the reed contact is wired and on `SwitchMode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SwitchOn {
+    #[default]
+    Open,
+    Closed,
 }
 
 /// Temperature unit of a publisher (`unit = "C"` or `"F"`).
@@ -50,6 +62,7 @@ pub enum Metric {
 }
 
 /// `json` field paths (`fields = { temperature = "data.temp" }`); unset ones keep the defaults.
+/// `ttn-v3` takes `door` only, as a path inside `decoded_payload`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JsonFields {
@@ -58,6 +71,8 @@ pub struct JsonFields {
     pub battery: Option<FieldPath>,
     pub signal_strength: Option<FieldPath>,
     pub timestamp: Option<FieldPath>,
+    /// A door state (`true`, `1` or `"open"` is open).
+    pub door: Option<FieldPath>,
 }
 
 /// Deepest field path accepted; payloads are depth-capped anyway.
@@ -76,11 +91,18 @@ pub struct FieldPath {
 impl FieldPath {
     /// The value at this path, if every step exists.
     pub fn get<'v>(&self, root: &'v serde_json::Value) -> Option<&'v serde_json::Value> {
-        self.segments.iter().try_fold(root, |v, seg| match v {
-            serde_json::Value::Object(m) => m.get(seg.as_str()),
-            serde_json::Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
-            _ => None,
-        })
+        self.segments.iter().try_fold(root, |v, seg| step(v, seg))
+    }
+
+    /// The value at this path inside an object (a path relative to `ttn-v3`'s
+    /// `decoded_payload`).
+    pub fn get_in<'v>(
+        &self,
+        map: &'v serde_json::Map<String, serde_json::Value>,
+    ) -> Option<&'v serde_json::Value> {
+        let (first, rest) = self.segments.split_first()?;
+        rest.iter()
+            .try_fold(map.get(first.as_str())?, |v, seg| step(v, seg))
     }
 
     /// The top-level key the path starts with.
@@ -90,6 +112,15 @@ impl FieldPath {
 
     pub fn as_str(&self) -> &str {
         &self.text
+    }
+}
+
+/// One step of a path: a key of an object, or an index into an array.
+fn step<'v>(v: &'v serde_json::Value, seg: &str) -> Option<&'v serde_json::Value> {
+    match v {
+        serde_json::Value::Object(m) => m.get(seg),
+        serde_json::Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
+        _ => None,
     }
 }
 

@@ -46,6 +46,8 @@ struct Remembered {
 pub struct DeviceStatus {
     pub temperatures: Vec<(u32, Option<f64>)>,
     pub humidities: Vec<(u32, Option<f64>)>,
+    /// `window:N` components (door/window contacts): `Some(true)` is open.
+    pub windows: Vec<(u32, Option<bool>)>,
     pub battery: Option<f64>,
     pub signal_strength: Option<f64>,
     pub extra: Extra,

@@ -7,7 +7,7 @@
 use serde::Deserialize;
 
 use super::{
-    BatteryCurve, FieldPath, Format, JsonFields, Metric, Options, TempUnit, TopicTemplate,
+    BatteryCurve, FieldPath, Format, JsonFields, Metric, Options, SwitchOn, TempUnit, TopicTemplate,
 };
 
 /// One MQTT subscription and how to decode what arrives on it. The decoder options are checked
@@ -47,7 +47,7 @@ struct SubscriptionFile {
     sensor_id: Option<TopicTemplate>,
     /// json: a payload field (dotted path) holding the sensor id.
     sensor_id_field: Option<FieldPath>,
-    /// json: dotted paths to the values.
+    /// json: dotted paths to the values; ttn-v3: `door` only (inside decoded_payload).
     fields: Option<JsonFields>,
     /// json, value: "C" (default) or "F".
     unit: Option<TempUnit>,
@@ -57,6 +57,8 @@ struct SubscriptionFile {
     battery_curve: Option<BatteryCurve>,
     /// zigbee2mqtt: Zigbee2MQTT's `base_topic` (default "zigbee2mqtt").
     base_topic: Option<String>,
+    /// tasmota: what `Switch1` `ON` means, "open" (default) or "closed".
+    switch_on: Option<SwitchOn>,
 }
 
 impl TryFrom<SubscriptionFile> for Subscription {
@@ -78,7 +80,20 @@ impl TryFrom<SubscriptionFile> for Subscription {
         };
         only("sensor_id", f.sensor_id.is_some(), &[Json, Value, Tasmota])?;
         only("sensor_id_field", f.sensor_id_field.is_some(), &[Json])?;
-        only("fields", f.fields.is_some(), &[Json])?;
+        only("fields", f.fields.is_some(), &[Json, TtnV3])?;
+        if let (TtnV3, Some(fields)) = (format, &f.fields) {
+            let door_only = JsonFields {
+                door: fields.door.clone(),
+                ..JsonFields::default()
+            };
+            if *fields != door_only {
+                return Err(
+                    "fields: format \"ttn-v3\" takes only fields.door (a path inside decoded_payload)"
+                        .into(),
+                );
+            }
+        }
+        only("switch_on", f.switch_on.is_some(), &[Tasmota])?;
         only("unit", f.unit.is_some(), &[Json, Value])?;
         only("metric", f.metric.is_some(), &[Value])?;
         only("battery_curve", f.battery_curve.is_some(), &[TtnV3])?;
@@ -112,6 +127,7 @@ impl TryFrom<SubscriptionFile> for Subscription {
                 metric,
                 battery_curve: f.battery_curve,
                 base_topic: f.base_topic,
+                switch_on: f.switch_on.unwrap_or_default(),
             },
         })
     }

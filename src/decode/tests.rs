@@ -7,13 +7,13 @@ use super::*;
 use std::cell::{RefCell, RefMut};
 
 /// A subscription with its own decoder memory, as the pipeline keeps one per subscription.
-struct Sub {
+pub(super) struct Sub {
     sub: Subscription,
     state: RefCell<DecodeState>,
 }
 
 impl Sub {
-    fn new(topic: &str, format: Format) -> Sub {
+    pub(super) fn new(topic: &str, format: Format) -> Sub {
         Sub::from(Subscription::new(topic, format))
     }
 
@@ -45,18 +45,18 @@ fn now() -> DateTime<Utc> {
 }
 
 /// A subscription parsed from the body of a `[[mqtt.subscriptions]]` table.
-fn sub(table: &str) -> Sub {
+pub(super) fn sub(table: &str) -> Sub {
     Sub::from(toml::from_str::<Subscription>(table).unwrap_or_else(|e| panic!("{table}: {e}")))
 }
 
-fn sub_err(table: &str) -> String {
+pub(super) fn sub_err(table: &str) -> String {
     match toml::from_str::<Subscription>(table) {
         Ok(s) => panic!("{table} was accepted: {s:?}"),
         Err(e) => e.to_string(),
     }
 }
 
-fn run(s: &Sub, topic: &str, payload: &str) -> Result<Decoded, DecodeError> {
+pub(super) fn run(s: &Sub, topic: &str, payload: &str) -> Result<Decoded, DecodeError> {
     decode(
         s,
         &mut s.decode_state(),
@@ -67,28 +67,28 @@ fn run(s: &Sub, topic: &str, payload: &str) -> Result<Decoded, DecodeError> {
     )
 }
 
-fn one(s: &Sub, topic: &str, payload: &str) -> Reading {
+pub(super) fn one(s: &Sub, topic: &str, payload: &str) -> Reading {
     match run(s, topic, payload) {
         Ok(Decoded::Readings(mut r)) if r.len() == 1 => r.remove(0),
         other => panic!("{topic} {payload}: expected one reading, got {other:?}"),
     }
 }
 
-fn readings(s: &Sub, topic: &str, payload: &str) -> Vec<Reading> {
+pub(super) fn readings(s: &Sub, topic: &str, payload: &str) -> Vec<Reading> {
     match run(s, topic, payload) {
         Ok(Decoded::Readings(r)) => r,
         other => panic!("{topic} {payload}: expected readings, got {other:?}"),
     }
 }
 
-fn ignored(s: &Sub, topic: &str, payload: &str) -> &'static str {
+pub(super) fn ignored(s: &Sub, topic: &str, payload: &str) -> &'static str {
     match run(s, topic, payload) {
         Ok(Decoded::Ignored(why)) => why,
         other => panic!("{topic} {payload}: expected ignored, got {other:?}"),
     }
 }
 
-fn reason(s: &Sub, topic: &str, payload: &str) -> &'static str {
+pub(super) fn reason(s: &Sub, topic: &str, payload: &str) -> &'static str {
     match run(s, topic, payload) {
         Err(e) => e.reason(),
         other => panic!("{topic} {payload}: expected an error, got {other:?}"),
@@ -346,7 +346,7 @@ fields = { temperature = "data.temp", humidity = "params.humidity:0.rh", timesta
         r#"{"data": {"temp": 38.3, "at": 1700000000}, "params": {"humidity:0": {"rh": "55"}}, "door": true, "note": "x", "co2": 612}"#,
     );
     assert_eq!(r.sensor_id, "abc");
-    assert_eq!(r.temperature, 3.5);
+    assert_eq!(r.temperature, Some(3.5));
     assert_eq!(r.humidity, Some(55.0));
     assert_eq!(r.recorded_at, Utc.timestamp_opt(1_700_000_000, 0).unwrap());
     assert_eq!(r.extra, vec![("co2".into(), 612.0), ("door".into(), 1.0)]);
@@ -492,7 +492,7 @@ fn tasmota_units_extras_and_non_readings() {
         r#"{"BME280":{"Temperature":50.0,"Humidity":40.1,"DewPoint":30.2,"Pressure":1010.2},"TempUnit":"F"}"#,
     );
     assert_eq!(r.sensor_id, "kitchen/th");
-    assert_eq!(r.temperature, 10.0);
+    assert_eq!(r.temperature, Some(10.0));
     assert_eq!(extra(&r, "Pressure"), Some(1010.2));
     assert_eq!(r.fallback_sensor_id, None);
     ignored(&s, "tele/plug/SENSOR", r#"{"ENERGY":{"Power":12}}"#);
@@ -582,9 +582,9 @@ fn zigbee2mqtt_names_commands_bridge_and_availability() {
 
 // ---- shelly-gen2 ----
 
-const HT: &str = "shellyplusht-b8d61a8b17cc";
+pub(super) const HT: &str = "shellyplusht-b8d61a8b17cc";
 
-fn shelly(method: &str, params: &str) -> String {
+pub(super) fn shelly(method: &str, params: &str) -> String {
     format!(r#"{{"src":"{HT}","dst":"{HT}/events","method":"{method}","params":{params}}}"#)
 }
 
@@ -599,7 +599,7 @@ fn shelly_deltas_overlay_the_last_full_status() {
     let r = one(&s, &topic, &full);
     assert_eq!(
         (r.temperature, r.humidity, r.battery),
-        (19.8, Some(42.2), Some(80.0))
+        (Some(19.8), Some(42.2), Some(80.0))
     );
     assert_eq!(r.signal_strength, Some(-61.0));
     assert_eq!(
@@ -617,7 +617,7 @@ fn shelly_deltas_overlay_the_last_full_status() {
     );
     assert_eq!(
         (r.temperature, r.humidity, r.battery),
-        (19.8, Some(45.0), Some(80.0))
+        (Some(19.8), Some(45.0), Some(80.0))
     );
     assert_eq!(r.recorded_at, Utc.timestamp_opt(1_680_963_000, 0).unwrap());
 
@@ -636,7 +636,7 @@ fn shelly_deltas_overlay_the_last_full_status() {
     );
     assert_eq!(
         (r.temperature, r.humidity, r.signal_strength),
-        (20.5, Some(45.0), Some(-70.0))
+        (Some(20.5), Some(45.0), Some(-70.0))
     );
 
     // A bad value is rejected and does not reach the memory.
@@ -684,7 +684,7 @@ fn shelly_other_messages_probes_and_availability() {
         r#"{"method":"NotifyFullStatus","params":{"temperature:101":{"tC":-18},"temperature:100":{"tC":-20},"illuminance:0":{"lux":3}}}"#,
     );
     assert_eq!(r.sensor_id, "addon", "no src: the topic prefix");
-    assert_eq!(r.temperature, -20.0);
+    assert_eq!(r.temperature, Some(-20.0));
     assert_eq!(extra(&r, "temperature:101"), Some(-18.0));
     assert_eq!(extra(&r, "illuminance"), Some(3.0));
     assert_eq!(r.recorded_at, now());
@@ -728,8 +728,8 @@ fn value_payloads_are_one_number() {
     let s = Sub::new("home/#", Format::Value);
     let topic = "home/bathroom/analog/temperature";
     let r = one(&s, topic, " 21.50\n");
-    assert_eq!((r.sensor_id.as_str(), r.temperature), (topic, 21.5));
-    assert_eq!(one(&s, topic, "\"4\"").temperature, 4.0);
+    assert_eq!((r.sensor_id.as_str(), r.temperature), (topic, Some(21.5)));
+    assert_eq!(one(&s, topic, "\"4\"").temperature, Some(4.0));
     assert_eq!(reason(&s, topic, "warm"), "not_a_number");
     assert_eq!(reason(&s, topic, "NaN"), "not_a_number");
     assert_eq!(reason(&s, topic, "inf"), "not_a_number");
@@ -741,6 +741,6 @@ fn value_payloads_are_one_number() {
     let r = one(&f, topic, "32");
     assert_eq!(
         (r.sensor_id.as_str(), r.temperature),
-        ("bathroom-analog", 0.0)
+        ("bathroom-analog", Some(0.0))
     );
 }

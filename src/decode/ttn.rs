@@ -5,6 +5,12 @@
 //! percentage only through the subscription's `battery_curve`; other numeric fields of the
 //! decoded payload are kept in `extra`.
 //!
+//! A door state comes from `fields.door` (a path inside `decoded_payload`), else the first of
+//! `door_open`, `open`, `DOOR_OPEN_STATUS` (Dragino LDS02), `magnet_status` (Milesight,
+//! `"open"`/`"close"`) that holds one (`true`/`1`: open),
+//! else `contact` (`true`: closed). A door sensor's uplink without a temperature is a door
+//! contact's reading.
+//!
 //! The envelope is parsed into borrowed structs: unknown parts (correlation ids, settings,
 //! locations) are skipped by the parser without being built, and ids and times are not copied.
 
@@ -63,6 +69,8 @@ const TEMPERATURE_F: &[&str] = &["temperature_f", "TempF"];
 const HUMIDITY: &[&str] = &["humidity", "Hum_SHT", "rh", "relative_humidity"];
 const BATTERY: &[&str] = &["battery", "battery_percent", "batteryLevel", "BatP"];
 const BATTERY_VOLTAGE: &[&str] = &["battery_voltage", "BatV", "batV", "battery_v", "vbat"];
+/// Door states, `true`/`1` being open; `contact` (`true`: closed) is tried after them.
+const DOOR_OPEN: &[&str] = &["door_open", "open", "DOOR_OPEN_STATUS", "magnet_status"];
 
 pub fn decode(
     opts: &Options,
@@ -95,25 +103,31 @@ pub fn decode(
     let pick = |names: &[&'static str]| names.iter().find_map(|n| decoded.get(*n).map(|v| (*n, v)));
     let mut used: [Option<&str>; 4] = [None; 4];
 
-    let temperature = match pick(TEMPERATURE_C) {
+    let mut temperature = match pick(TEMPERATURE_C) {
         Some((name, v)) => {
             used[0] = Some(name);
             number("temperature", Some(v))?
         }
         None => None,
     };
-    let temperature = match temperature {
-        Some(c) => c,
-        None => match pick(TEMPERATURE_F) {
-            Some((name, v)) => {
-                used[0] = Some(name);
-                number("temperature_f", Some(v))?
-                    .map(fields::fahrenheit_to_celsius)
-                    .ok_or(DecodeError::NoTemperature)?
-            }
-            None => return Err(DecodeError::NoTemperature),
-        },
+    if temperature.is_none() {
+        if let Some((name, v)) = pick(TEMPERATURE_F) {
+            used[0] = Some(name);
+            temperature = number("temperature_f", Some(v))?.map(fields::fahrenheit_to_celsius);
+        }
+    }
+    let temperature = temperature.map(fields::check_temperature).transpose()?;
+    let door_open = match &opts.fields.door {
+        Some(path) => fields::door_state("door", path.get_in(decoded), false)?,
+        None => DOOR_OPEN
+            .iter()
+            .map(|n| (*n, false))
+            .chain([("contact", true)])
+            .find_map(|(n, contact)| fields::door_state("door", decoded.get(n), contact).ok()?),
     };
+    if temperature.is_none() && door_open.is_none() {
+        return Err(DecodeError::NoTemperature);
+    }
     let humidity = pick(HUMIDITY);
     used[1] = humidity.map(|(n, _)| n);
     let humidity = ranged("humidity", humidity.map(|(_, v)| v), fields::HUMIDITY)?;
@@ -146,7 +160,8 @@ pub fn decode(
     Ok(Decoded::Readings(vec![Reading {
         sensor_id: sensor,
         fallback_sensor_id: None,
-        temperature: fields::check_temperature(temperature)?,
+        temperature,
+        door_open,
         humidity,
         battery,
         signal_strength: best_rssi(&msg.rx_metadata),

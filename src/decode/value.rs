@@ -34,7 +34,8 @@ pub fn decode(
     Ok(Decoded::Readings(vec![Reading {
         sensor_id: sensor,
         fallback_sensor_id: None,
-        temperature,
+        temperature: Some(temperature),
+        door_open: None,
         humidity: None,
         battery: None,
         signal_strength: None,

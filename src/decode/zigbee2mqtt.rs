@@ -2,11 +2,13 @@
 //! friendly name may itself contain `/`, so the sensor id is everything after the base topic
 //! (`zigbee2mqtt` unless the subscription sets `base_topic`, as Zigbee2MQTT's own setting does).
 //!
-//! `temperature`, `humidity`, `battery` and `linkquality` (as the signal) fill the reading; every
+//! `temperature`, `humidity`, `battery` and `linkquality` (as the signal) fill the reading, and
+//! `contact` its door state (`false` is an open door: the magnet has left the reed); every
 //! other number or boolean (`pressure`, `voltage`, `co2`, `contact` as 1/0...) goes to `extra`.
+//! A door contact's state (no temperature) is a reading with only the door.
 //! `<name>/availability` (`online`/`offline`, or `{"state": "online"}`) is the device's
 //! availability. `bridge/...`, `<name>/set[/...]` and `<name>/get[/...]` are not readings, and
-//! neither is the state of a device without a temperature (a plug, a light, a door contact):
+//! neither is the state of a device with neither a temperature nor a contact (a plug, a light):
 //! those are ignored rather than rejected, since one subscription carries the whole network.
 
 use chrono::{DateTime, Utc};
@@ -44,11 +46,14 @@ pub fn decode(
     }
 
     let obj = fields::json_object(payload)?;
-    let Some(temperature) =
-        fields::temperature("temperature", obj.get("temperature"), Default::default())?
-    else {
-        return Ok(Decoded::Ignored("device state without a temperature"));
-    };
+    let temperature =
+        fields::temperature("temperature", obj.get("temperature"), Default::default())?;
+    let door_open = fields::door_state("contact", obj.get("contact"), true)?;
+    if temperature.is_none() && door_open.is_none() {
+        return Ok(Decoded::Ignored(
+            "device state without a temperature or a contact",
+        ));
+    }
     let mut extra = Vec::new();
     for (k, v) in obj.iter().filter(|(k, _)| !USED.contains(&k.as_str())) {
         fields::push_extra(&mut extra, k, v);
@@ -57,6 +62,7 @@ pub fn decode(
         sensor_id: sensor_id(name)?,
         fallback_sensor_id: None,
         temperature,
+        door_open,
         humidity: ranged("humidity", obj.get("humidity"), fields::HUMIDITY)?,
         battery: ranged("battery", obj.get("battery"), fields::BATTERY)?,
         signal_strength: ranged("linkquality", obj.get("linkquality"), fields::SIGNAL)?,

@@ -1,21 +1,24 @@
 //! The hub: the state every reading passes through between decoding and emitting. It owns the
-//! registry in force, each unit's `seq` counter and latest reading, the service `epoch`, and the
-//! bounded list of sensors that publish but are not registered (`unmapped.rs`). Cheap to clone
-//! (one `Arc`).
+//! registry in force, each unit's `seq` counter, latest reading and door contacts' states, the
+//! service `epoch`, and the bounded list of sensors that publish but are not registered
+//! (`unmapped.rs`). Cheap to clone (one `Arc`).
 //!
 //! Readings enter from the single MQTT task, so per-unit `seq` order is publish order. Each unit
 //! has its own lock, held while a reading is numbered, kept in the unit's history and emitted:
 //! a subscribe that takes the same lock to join a room and replay history therefore sees every
-//! reading exactly once, either in the replay or live, never both and never neither.
+//! reading exactly once, either in the replay or live, never both and never neither. A door
+//! contact's change is emitted (`unit:door`) under the same lock, so a subscribe ack's door
+//! state is never older than the events the socket gets after it.
 
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, RwLock};
 
+use super::doors::Doors;
 use super::unmapped::Unmapped;
 pub use super::unmapped::UnmappedSensor;
-use crate::core::reading::SensorReading;
+use crate::core::reading::{DoorState, SensorReading, UnitDoor};
 use crate::core::registry::{Registry, Unit};
 use crate::core::stats::Stats;
 use crate::decode::Reading;
@@ -41,17 +44,41 @@ pub struct HistoryLimits {
     pub max_age: std::time::Duration,
 }
 
-/// One unit's numbered readings: the counter, the latest, and a bounded recent history.
+/// One unit's numbered readings: the counter, the latest, and a bounded recent history; and
+/// the last state of each of its door contacts (at most one entry per sensor the registry
+/// maps to the unit, since only mapped readings get here).
 #[derive(Default)]
 pub struct UnitFeed {
     seq: u64,
     latest: Option<Arc<SensorReading>>,
     history: VecDeque<Arc<SensorReading>>,
+    doors: Doors,
 }
 
 impl UnitFeed {
     pub fn latest(&self) -> Option<&Arc<SensorReading>> {
         self.latest.as_ref()
+    }
+
+    /// The latest reading as JSON with `door` set to the unit's door now (it may have changed
+    /// since the reading was emitted), for `get:latest` and subscribe acks.
+    pub fn latest_json(&self) -> Option<serde_json::Value> {
+        let mut v = serde_json::to_value(self.latest.as_deref()?).ok()?;
+        if let Some(d) = self.door() {
+            v["door"] = serde_json::to_value(DoorState::from(d)).ok()?;
+        }
+        Some(v)
+    }
+
+    /// The unit's door: open while any contact is (the one open longest), else the contact
+    /// that closed last; `None` until a contact has reported.
+    pub fn door(&self) -> Option<&UnitDoor> {
+        self.doors.current()
+    }
+
+    /// Each door contact's last state.
+    pub fn doors(&self) -> &[UnitDoor] {
+        self.doors.all()
     }
 
     pub fn seq(&self) -> u64 {
@@ -88,10 +115,22 @@ impl UnitFeed {
 
 /// What happened to one decoded reading.
 pub enum Accepted {
-    /// Mapped: emit it to these rooms.
-    Mapped(Arc<SensorReading>, Arc<Unit>),
+    /// Mapped to `unit`. `reading`: the `sensor:reading` emitted (none for a door contact's
+    /// reading, which has no temperature); `door_changed`: a `unit:door` was emitted.
+    Mapped {
+        reading: Option<Arc<SensorReading>>,
+        unit: Arc<Unit>,
+        door_changed: bool,
+    },
     /// The sensor (this id) is not in the registry; it was recorded in the unmapped list.
     Unmapped(String),
+}
+
+/// What [`Hub::accept`] hands to its `emit`, in this order, under the unit's lock.
+pub enum Emit<'a> {
+    /// A door contact changed state.
+    Door(&'a UnitDoor),
+    Reading(&'a Arc<SensorReading>),
 }
 
 impl Hub {
@@ -126,14 +165,21 @@ impl Hub {
         self.0.registry.read().expect("registry lock").clone()
     }
 
-    /// Puts a new registry in force and forgets the feeds of units it no longer has.
-    /// Returns the previous one.
+    /// Puts a new registry in force and forgets the feeds of units it no longer has, and the
+    /// door contacts that no longer belong to their unit. Returns the previous one.
     pub fn set_registry(&self, registry: Arc<Registry>) -> Arc<Registry> {
         let old = std::mem::replace(
             &mut *self.0.registry.write().expect("registry lock"),
             registry.clone(),
         );
-        self.0.units.retain(|id, _| registry.unit(id).is_some());
+        self.0.units.retain(|id, feed| {
+            let kept = registry.unit(id).is_some();
+            if kept {
+                let mut feed = feed.lock().expect("unit feed lock");
+                feed.doors.retain_mapped(&registry, id);
+            }
+            kept
+        });
         old
     }
 
@@ -149,8 +195,9 @@ impl Hub {
         self.0.units.entry(unit_id.clone()).or_default().clone()
     }
 
-    /// Maps a reading to its unit, gives it the unit's next `seq`, keeps it in the unit's
-    /// history, and calls `emit` with it while the unit's lock is held (see the module doc).
+    /// Maps a reading to its unit; records its door state (emitting `unit:door` on a change);
+    /// if it has a temperature, gives it the unit's next `seq`, keeps it in the unit's history
+    /// and emits it. `emit` is called while the unit's lock is held (see the module doc).
     /// `retained`: the broker's retained copy (marked so on the wire).
     pub fn accept(
         &self,
@@ -158,7 +205,7 @@ impl Hub {
         topic: &str,
         received_at: DateTime<Utc>,
         retained: bool,
-        emit: impl FnOnce(&Arc<SensorReading>, &Arc<Unit>),
+        mut emit: impl FnMut(Emit<'_>, &Arc<Unit>),
     ) -> Accepted {
         let registry = self.registry();
         // A multi-probe device (Tasmota) may be registered as a whole: try its device id too.
@@ -180,8 +227,23 @@ impl Hub {
             );
             return Accepted::Unmapped(reading.sensor_id);
         };
+        let device: Arc<str> = reading.sensor_id.into();
         let feed = self.feed(&unit.id);
         let mut feed = feed.lock().expect("unit feed lock");
+        let change = reading.door_open.and_then(|open| {
+            feed.doors
+                .set(&unit, &device, open, received_at, reading.recorded_at)
+        });
+        if let Some(door) = &change {
+            emit(Emit::Door(door), &unit);
+        }
+        let Some(temperature) = reading.temperature else {
+            return Accepted::Mapped {
+                reading: None,
+                unit,
+                door_changed: change.is_some(),
+            };
+        };
         feed.seq += 1;
         let wire = Arc::new(SensorReading {
             id: format!("{}-{}-{}", self.0.epoch, unit.id, feed.seq),
@@ -189,8 +251,8 @@ impl Hub {
             unit_id: unit.id.clone(),
             site_id: unit.site.clone(),
             organization_id: unit.org.clone(),
-            device_id: reading.sensor_id.into(),
-            temperature: reading.temperature,
+            device_id: device,
+            temperature,
             humidity: reading.humidity,
             battery: reading.battery,
             signal_strength: reading.signal_strength,
@@ -199,11 +261,16 @@ impl Hub {
             source: reading.source.name(),
             extra: reading.extra,
             retained,
+            door: feed.door().map(DoorState::from),
         });
         feed.push(wire.clone(), self.0.history);
-        emit(&wire, &unit);
+        emit(Emit::Reading(&wire), &unit);
         drop(feed);
-        Accepted::Mapped(wire, unit)
+        Accepted::Mapped {
+            reading: Some(wire),
+            unit,
+            door_changed: change.is_some(),
+        }
     }
 
     /// Records a device's own online/offline report. Unknown sensors are not remembered.
@@ -226,6 +293,32 @@ impl Hub {
         let feed = self.0.units.get(unit_id)?.clone();
         let latest = feed.lock().expect("unit feed lock").latest.clone();
         latest
+    }
+
+    /// `get:latest`: the unit's last reading with its door now (see [`UnitFeed::latest_json`]).
+    pub fn latest_json(&self, unit_id: &str) -> Option<serde_json::Value> {
+        let feed = self.0.units.get(unit_id)?.clone();
+        let latest = feed.lock().expect("unit feed lock").latest_json();
+        latest
+    }
+
+    /// The unit's door now (see [`UnitFeed::door`]).
+    pub fn door(&self, unit_id: &str) -> Option<UnitDoor> {
+        let feed = self.0.units.get(unit_id)?.clone();
+        let door = feed.lock().expect("unit feed lock").door().cloned();
+        door
+    }
+
+    /// Door contacts open right now, over every unit (a scan: for `/metrics` and `/health`).
+    pub fn doors_open(&self) -> usize {
+        let feeds: Vec<_> = self.0.units.iter().map(|e| e.value().clone()).collect();
+        feeds
+            .iter()
+            .map(|f| {
+                let feed = f.lock().expect("unit feed lock");
+                feed.doors.open_count()
+            })
+            .sum()
     }
 
     pub fn unmapped(&self) -> Vec<UnmappedSensor> {
@@ -257,7 +350,8 @@ mod tests {
         let reading = |id: &str| Reading {
             sensor_id: id.into(),
             fallback_sensor_id: Some("tasmota_dev".into()),
-            temperature: 4.0,
+            temperature: Some(4.0),
+            door_open: None,
             humidity: None,
             battery: None,
             signal_strength: None,
@@ -268,7 +362,7 @@ mod tests {
         let unit_of =
             |id: &str| match hub.accept(reading(id), "tele/x/SENSOR", Utc::now(), false, |_, _| {})
             {
-                Accepted::Mapped(_, unit) => Some(unit.id.to_string()),
+                Accepted::Mapped { unit, .. } => Some(unit.id.to_string()),
                 Accepted::Unmapped(_) => None,
             };
         assert_eq!(unit_of("tasmota_dev/DS18B20-1").as_deref(), Some("u1"));

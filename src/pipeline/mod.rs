@@ -3,13 +3,14 @@
 //! so a QoS 1 reading is either on its way to sockets or will be redelivered.
 //!
 //! - [`hub`]: per-unit `seq`, latest reading and history, the epoch; `unmapped`: the bounded
-//!   list of sensors that publish but are not registered.
+//!   list of sensors that publish but are not registered; `doors`: each unit's door contacts.
 //! - [`topics`]: which subscription a topic belongs to, and the bounded form of long text.
 //! - [`rejections`]: which rejections are also logged (bounded in lines, bytes and memory).
 //!
 //! The pipeline is owned by the MQTT task alone (it is not `Clone` and takes `&mut self`), so
 //! the decoders' memory and the rejection log need no locks.
 
+mod doors;
 pub mod hub;
 pub mod rejections;
 pub mod topics;
@@ -20,10 +21,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 use tracing::debug;
 
-use crate::alerts::Alerts;
+use crate::alerts::{Alerts, Report};
 use crate::decode::{self, DecodeState, Decoded, Subscription, MAX_TOPIC_BYTES};
-use crate::delivery::{Batcher, Fanout, Kind, Payload};
-use hub::{Accepted, Hub};
+use crate::delivery::{to_json, Batcher, Fanout, Kind, Payload};
+use hub::{Accepted, Emit, Hub};
 use rejections::RejectionLog;
 use topics::topic_matches;
 
@@ -132,7 +133,12 @@ impl Pipeline {
         match decoded {
             Ok(Decoded::Readings(readings)) => {
                 for reading in readings {
-                    stats.decoded.fetch_add(1, Relaxed);
+                    if reading.temperature.is_some() {
+                        stats.decoded.fetch_add(1, Relaxed);
+                    }
+                    if reading.door_open.is_some() {
+                        stats.door_reports.fetch_add(1, Relaxed);
+                    }
                     self.dispatch(reading, topic, received_at, received, retained)
                         .await;
                 }
@@ -192,42 +198,81 @@ impl Pipeline {
         retained: bool,
     ) {
         let fanout = &self.fanout;
+        let report = Report {
+            temperature: reading.temperature,
+            humidity: reading.humidity,
+            battery: reading.battery,
+            door_open: reading.door_open,
+        };
+        // A retained copy shows the sensor alive only at its payload's own time, if it has one
+        // (decoders give `recorded_at = received_at` when the payload has no time).
+        let own_time =
+            (reading.recorded_at != received_at).then(|| reading.recorded_at.min(received_at));
+        // A door contact's reading emits no `sensor:reading` to take the device id from.
+        let device = reading
+            .temperature
+            .is_none()
+            .then(|| reading.sensor_id.clone());
         // Broadcast while the unit's lock is held, so that a resuming subscriber sees it
-        // exactly once (hub.rs).
-        let accepted = self
-            .hub
-            .accept(reading, topic, received_at, retained, |wire, unit| {
-                fanout.deliver(
+        // exactly once (hub.rs). A door change goes to the same rooms as the readings.
+        let accepted = self.hub.accept(
+            reading,
+            topic,
+            received_at,
+            retained,
+            |out, unit| match out {
+                Emit::Reading(wire) => fanout.deliver(
                     unit.rooms.readings(),
                     "sensor:reading",
                     &Payload::Reading(wire.clone()),
                     Kind::Reading(&unit.id),
-                );
-            });
+                ),
+                Emit::Door(door) => fanout.deliver(
+                    unit.rooms.readings(),
+                    "unit:door",
+                    &Payload::Event(to_json(door)),
+                    Kind::Event,
+                ),
+            },
+        );
         match accepted {
             Accepted::Unmapped(sensor) => self.rejections.log(
                 Some(&sensor),
                 topic,
                 "sensor is not in the registry (see /api/sensors/unmapped)",
             ),
-            Accepted::Mapped(wire, unit) => {
+            Accepted::Mapped {
+                reading,
+                unit,
+                door_changed,
+            } => {
                 // Handed to every socket (or its slow queue) by now.
                 let stats = self.hub.stats();
-                stats.emit_latency.observe(received.elapsed());
-                stats.emitted.fetch_add(1, Relaxed);
-                if let Some(b) = &self.batcher {
-                    b.push(&unit, &wire);
+                if door_changed {
+                    stats.door_changes.fetch_add(1, Relaxed);
                 }
+                let sensor = match &reading {
+                    Some(wire) => {
+                        stats.emit_latency.observe(received.elapsed());
+                        stats.emitted.fetch_add(1, Relaxed);
+                        if let Some(b) = &self.batcher {
+                            b.push(&unit, wire);
+                        }
+                        wire.device_id.clone()
+                    }
+                    None => device.unwrap_or_default().into(),
+                };
                 // Waits when the engine's queue is full (see alerts::INPUT_QUEUE): holding
                 // ingest back is better than an alert judged without this reading.
-                match (retained, wire.alive_at()) {
-                    (false, _) => self.alerts.reading(&wire).await,
-                    (true, at) => {
-                        stats.retained.fetch_add(1, Relaxed);
-                        debug!(unit = %unit.id, topic, timestamped = at.is_some(), "retained copy: shown, not taken as the sensor alive now");
-                        if let Some(at) = at {
-                            self.alerts.retained_reading(&wire, at).await;
-                        }
+                if !retained {
+                    self.alerts.report(unit.id.clone(), sensor, report).await;
+                } else {
+                    stats.retained.fetch_add(1, Relaxed);
+                    debug!(unit = %unit.id, topic, timestamped = own_time.is_some(), "retained copy: shown, not taken as the sensor alive now");
+                    if let Some(at) = own_time {
+                        self.alerts
+                            .retained_report(unit.id.clone(), sensor, report, at)
+                            .await;
                     }
                 }
             }

@@ -1,7 +1,8 @@
 //! Subscribe, unsubscribe and get:latest, with resume. A subscribe that names where the client
 //! left off (`since: { epoch, seq }`) joins the room and replays the missed readings while
 //! holding the unit's lock (the same lock the MQTT task holds while emitting), so the client
-//! gets every reading after `seq` exactly once: replayed, or live after the replay.
+//! gets every reading after `seq` exactly once: replayed, or live after the replay. The acks
+//! also carry each unit's door, read under the same locks (see `pipeline::hub`).
 
 use serde_json::{json, Map, Value};
 use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
@@ -206,16 +207,21 @@ fn subscribe(
         .since
         .as_ref()
         .map(|since| replay(&s, &app, entity, since, &units, &guards));
-    let latest: Vec<Value> = guards
+    let latest: Vec<Value> = guards.iter().filter_map(|g| g.latest_json()).collect();
+    let doors: Vec<Value> = guards
         .iter()
-        .filter_map(|g| g.latest().map(|r| json!(r)))
+        .filter_map(|g| g.door().map(|d| json!(d)))
         .collect();
     drop(guards);
-    let latest = match entity {
-        Entity::Unit => latest.into_iter().next().unwrap_or(Value::Null),
-        _ => Value::Array(latest),
+    let mut answer = match entity {
+        Entity::Unit => json!({
+            "ok": true,
+            "latest": latest.into_iter().next().unwrap_or(Value::Null),
+            "door": doors.into_iter().next().unwrap_or(Value::Null),
+            "epoch": app.hub.epoch(),
+        }),
+        _ => json!({ "ok": true, "latest": latest, "doors": doors, "epoch": app.hub.epoch() }),
     };
-    let mut answer = json!({ "ok": true, "latest": latest, "epoch": app.hub.epoch() });
     if let Some(recovered) = recovered {
         answer["recovered"] = json!(recovered);
     }
@@ -314,8 +320,8 @@ handler!(unsubscribe_unit, unsubscribe, Entity::Unit);
 handler!(unsubscribe_site, unsubscribe, Entity::Site);
 handler!(unsubscribe_org, unsubscribe, Entity::Organization);
 
-/// `get:latest(unitId, ack)`: the unit's last reading or `null`; a unit the socket may not see
-/// gets `{ ok: false, error: "Access denied" }`.
+/// `get:latest(unitId, ack)`: the unit's last reading (with the unit's door now) or `null`; a
+/// unit the socket may not see gets `{ ok: false, error: "Access denied" }`.
 pub(super) async fn get_latest(
     TryData(d): TryData<Value>,
     ack: AckSender,
@@ -332,5 +338,5 @@ pub(super) async fn get_latest(
     if units_for(&app, &ctx.principal, Entity::Unit, &id).is_none() {
         return fail(&app, ack, "access_denied", "Access denied");
     }
-    let _ = ack.send(&app.hub.latest(&id));
+    let _ = ack.send(&app.hub.latest_json(&id));
 }

@@ -9,8 +9,14 @@
 //!   slow compressor cycle on top;
 //! - now and then has its door opened: a spike of a few degrees that decays once it is shut;
 //! - rarely has an excursion: minutes of climbing well above its range, then recovery;
-//! - one sensor (the last by id, when there are two or more) goes quiet for 3 of every 10
+//! - one sensor (the last probe by id, when there are two or more) goes quiet for 3 of every 10
 //!   minutes, so the status page shows a stale unit.
+//!
+//! A sensor whose id contains `door` is a door contact instead: it reports only its door state
+//! and battery (no temperature), opens for about a minute now and then, and once in a while
+//! stays open for 6 to 10 minutes (at 5 s a step), past a `door_open_after` of 5 minutes. The
+//! probes of its unit then follow that door instead of opening one at random: they warm while
+//! it is open. Every probe also reports a humidity, which a door opening lifts.
 //!
 //! Which subscription a sensor is published on: a LoRaWAN-style id (16 hex digits) prefers a
 //! `ttn-v3` subscription, any other id a `json` one; when the preferred format has no usable
@@ -28,6 +34,7 @@ mod wire;
 
 use chrono::Utc;
 use rumqttc::{AsyncClient, Event, Outgoing, Packet, QoS};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,8 +46,8 @@ use crate::config::Config;
 use crate::core::registry::Registry;
 use crate::decode::Subscription;
 
-pub use model::{is_quiet, Sample, SensorModel, UnitKind};
-pub use wire::{fill_topic, payload, route_for, Route};
+pub use model::{is_quiet, DoorModel, Sample, SensorModel, UnitKind};
+pub use wire::{door_payload, fill_topic, payload, route_for, Route};
 
 /// Requests the simulator's MQTT client may queue. When full (broker away) readings are
 /// dropped, as a real sensor's would be, and the drop is logged.
@@ -75,6 +82,8 @@ pub struct SimSensor {
     pub unit_id: String,
     pub route: Route,
     pub model: SensorModel,
+    /// Set for a door contact (an id with `door` in it): it reports this instead of `model`.
+    pub door: Option<DoorModel>,
 }
 
 /// The sensors to play, in id order, and one line per sensor that cannot be played. `run_seed`
@@ -92,11 +101,14 @@ pub fn plan(
         match route_for(id, subscriptions) {
             Some(route) => {
                 let kind = UnitKind::guess(&unit.id, unit.name.as_deref());
+                let seed = seed(id, i) ^ run_seed;
+                let is_door = id.to_ascii_lowercase().contains("door");
                 out.push(SimSensor {
                     sensor_id: id.to_string(),
                     unit_id: unit.id.to_string(),
                     route,
-                    model: SensorModel::new(kind, seed(id, i) ^ run_seed),
+                    model: SensorModel::new(kind, seed),
+                    door: is_door.then(|| DoorModel::new(seed)),
                 });
             }
             None => skipped.push(format!(
@@ -129,12 +141,16 @@ pub async fn run(
     if sensors.is_empty() {
         return Err(SimulateError::NothingToSimulate);
     }
-    let quiet = (sensors.len() >= 2).then(|| sensors.len() - 1);
+    let probes: Vec<usize> = (0..sensors.len())
+        .filter(|i| sensors[*i].door.is_none())
+        .collect();
+    let quiet = (probes.len() >= 2).then(|| probes[probes.len() - 1]);
     for (i, s) in sensors.iter().enumerate() {
         info!(
             sensor = %s.sensor_id,
             unit = %s.unit_id,
             kind = ?s.model.kind,
+            door_contact = s.door.is_some(),
             topic = %s.route.topic,
             format = s.route.format.name(),
             goes_quiet = quiet == Some(i),
@@ -176,8 +192,9 @@ async fn once(
     shutdown: &CancellationToken,
 ) -> Result<(), SimulateError> {
     let mut sent = 0;
+    let doors = step_doors(sensors);
     for s in sensors.iter_mut() {
-        let Some((topic, qos, bytes)) = next_message(s, 1) else {
+        let Some((topic, qos, bytes)) = next_message(s, 1, &doors) else {
             continue;
         };
         tokio::select! {
@@ -223,6 +240,7 @@ async fn forever(
     let mut step: u64 = 0;
     let mut dropped: u64 = 0;
     loop {
+        let doors = step_doors(sensors);
         for (i, s) in sensors.iter_mut().enumerate() {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -238,7 +256,7 @@ async fn forever(
                 }
             }
             let was = s.model.in_excursion();
-            let Some((topic, qos, bytes)) = next_message(s, step + 1) else {
+            let Some((topic, qos, bytes)) = next_message(s, step + 1, &doors) else {
                 continue;
             };
             if s.model.in_excursion() != was {
@@ -256,10 +274,42 @@ async fn forever(
     }
 }
 
-/// The next reading of `s` as (topic, QoS, payload).
-fn next_message(s: &mut SimSensor, counter: u64) -> Option<(String, QoS, Vec<u8>)> {
-    let sample = s.model.next_sample();
-    let bytes = payload(&s.route, &s.sensor_id, &sample, Utc::now(), counter)?;
+/// Moves every door contact one step; the units that have one, with whether a door is open.
+fn step_doors(sensors: &mut [SimSensor]) -> HashMap<String, bool> {
+    let mut units: HashMap<String, bool> = HashMap::new();
+    for s in sensors.iter_mut() {
+        if let Some(door) = &mut s.door {
+            let was = door.is_open();
+            let open = door.step();
+            if open != was {
+                debug!(sensor = %s.sensor_id, open, "door {}", if open { "opened" } else { "shut" });
+            }
+            *units.entry(s.unit_id.clone()).or_default() |= open;
+        }
+    }
+    units
+}
+
+/// The next message of `s` as (topic, QoS, payload); `doors` says which units' doors are open.
+fn next_message(
+    s: &mut SimSensor,
+    counter: u64,
+    doors: &HashMap<String, bool>,
+) -> Option<(String, QoS, Vec<u8>)> {
+    let now = Utc::now();
+    let bytes = match &s.door {
+        Some(door) => {
+            let (open, battery) = (door.is_open(), door.battery());
+            door_payload(&s.route, &s.sensor_id, open, battery, now, counter)?
+        }
+        None => {
+            if let Some(open) = doors.get(&s.unit_id) {
+                s.model.follow_door(*open);
+            }
+            let sample = s.model.next_sample();
+            payload(&s.route, &s.sensor_id, &sample, now, counter)?
+        }
+    };
     let qos = if s.route.qos == 0 {
         QoS::AtMostOnce
     } else {
@@ -348,14 +398,23 @@ unit = "u"
 [[sensor]]
 id = "kitchen/probe"
 unit = "u"
+[[sensor]]
+id = "freezer-door"
+unit = "u"
 "#,
             Path::new("r.toml"),
         )
         .unwrap();
         let (sensors, skipped) = plan(&reg, &[sub("sensors/+", Format::Json)], 42);
         let ids: Vec<_> = sensors.iter().map(|s| s.sensor_id.as_str()).collect();
-        assert_eq!(ids, ["AC1F09FFFE01454E", "probe-1"]);
+        assert_eq!(ids, ["AC1F09FFFE01454E", "freezer-door", "probe-1"]);
         assert_eq!(sensors[0].model.kind, UnitKind::Freezer);
+        let doors: Vec<_> = sensors.iter().map(|s| s.door.is_some()).collect();
+        assert_eq!(
+            doors,
+            [false, true, false],
+            "an id with `door` is a door contact"
+        );
         assert_eq!(skipped.len(), 1);
         assert!(skipped[0].contains("kitchen/probe"), "{skipped:?}");
     }

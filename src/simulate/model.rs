@@ -96,6 +96,9 @@ pub struct SensorModel {
     rssi: f64,
     step: u64,
     rng: fastrand::Rng,
+    /// Set when the unit has a door contact: its door then follows the contact (see
+    /// [`SensorModel::follow_door`]) instead of opening at random.
+    door_open: Option<bool>,
 }
 
 /// Chance per step that a door is opened, and that an excursion starts.
@@ -119,7 +122,14 @@ impl SensorModel {
             rssi: -100.0 + rng.f64() * 30.0,
             step: 0,
             rng,
+            door_open: None,
         }
+    }
+
+    /// The unit's door contact says the door is `open` (for the next sample): while open the
+    /// air warms towards the door peak, once shut it cools back.
+    pub fn follow_door(&mut self, open: bool) {
+        self.door_open = Some(open);
     }
 
     /// Whether an excursion is under way (for logs and tests).
@@ -132,7 +142,14 @@ impl SensorModel {
         self.step += 1;
         let kind = self.kind;
         self.drift = self.drift * 0.9 + normal(&mut self.rng) * 0.08;
-        if self.door_steps > 0 {
+        if let Some(open) = self.door_open {
+            let peak = kind.door_peak();
+            self.door = if open {
+                (self.door + peak * 0.2).min(peak)
+            } else {
+                self.door * 0.5
+            };
+        } else if self.door_steps > 0 {
             self.door_steps -= 1;
         } else {
             self.door *= 0.5; // shut: the air cools back down
@@ -171,6 +188,60 @@ impl SensorModel {
             battery: self.battery.round(),
             rssi: (self.rssi + normal(&mut self.rng) * 2.0).round(),
         }
+    }
+}
+
+/// Per step, the chance that a closed door is opened (at 5 s a step: every 8 minutes or so).
+const CONTACT_OPEN_CHANCE: f64 = 0.01;
+/// An ordinary opening, in steps (30 s to 70 s at 5 s a step: "a minute").
+const CONTACT_SHORT: std::ops::RangeInclusive<u32> = 6..=14;
+/// The share of openings left open too long, and how long (6 to 10 minutes at 5 s a step:
+/// past a `door_open_after` of 5 minutes).
+const CONTACT_LONG_CHANCE: f64 = 0.12;
+const CONTACT_LONG: std::ops::RangeInclusive<u32> = 72..=120;
+
+/// A door contact: closed most of the time, opened for about a minute now and then, and once
+/// in a while left open for too long. Pure, like [`SensorModel`].
+#[derive(Debug, Clone)]
+pub struct DoorModel {
+    /// Steps the door stays open from now; 0: closed.
+    open_steps: u32,
+    battery: f64,
+    rng: fastrand::Rng,
+}
+
+impl DoorModel {
+    pub fn new(seed: u64) -> DoorModel {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        DoorModel {
+            open_steps: 0,
+            battery: 70.0 + rng.f64() * 30.0,
+            rng,
+        }
+    }
+
+    /// Advances one step; whether the door is open now.
+    pub fn step(&mut self) -> bool {
+        if self.open_steps > 0 {
+            self.open_steps -= 1;
+        } else if self.rng.f64() < CONTACT_OPEN_CHANCE {
+            self.open_steps = if self.rng.f64() < CONTACT_LONG_CHANCE {
+                self.rng.u32(CONTACT_LONG)
+            } else {
+                self.rng.u32(CONTACT_SHORT)
+            };
+        }
+        self.battery = (self.battery - 0.001).max(1.0);
+        self.is_open()
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.open_steps > 0
+    }
+
+    /// %, whole.
+    pub fn battery(&self) -> f64 {
+        self.battery.round()
     }
 }
 
@@ -245,6 +316,47 @@ mod tests {
         assert!((-20.0..-15.0).contains(&freezer.temperature), "{freezer:?}");
         assert!(samples.iter().all(|s| (0.0..=100.0).contains(&s.humidity)));
         assert!(samples.iter().all(|s| (1.0..=100.0).contains(&s.battery)));
+    }
+
+    /// A door contact opens for about a minute now and then, and once in a while stays open
+    /// past 5 minutes (at 5 s a step); a probe of its unit warms while it is open.
+    #[test]
+    fn a_door_opens_for_a_minute_now_and_then_and_sometimes_too_long() {
+        let mut door = DoorModel::new(3);
+        let states: Vec<bool> = (0..50_000).map(|_| door.step()).collect();
+        let mut openings = Vec::new();
+        let mut run = 0;
+        for open in &states {
+            match (open, run) {
+                (true, _) => run += 1,
+                (false, 0) => {}
+                (false, n) => {
+                    openings.push(n);
+                    run = 0;
+                }
+            }
+        }
+        let short = openings.iter().filter(|n| (6..=15).contains(*n)).count();
+        let long = openings.iter().filter(|n| **n >= 60).count();
+        assert!(openings.len() > 100, "{}", openings.len());
+        assert!(short > openings.len() * 3 / 4, "{openings:?}");
+        assert!(long >= 5 && long < openings.len() / 4, "{openings:?}");
+        assert!(!states[..10].iter().all(|o| *o) && (1.0..=100.0).contains(&door.battery()));
+
+        let mut probe = SensorModel::new(UnitKind::Freezer, 1);
+        probe.follow_door(false);
+        let shut = probe.next_sample().temperature;
+        probe.follow_door(true);
+        let mut warm = shut;
+        for _ in 0..10 {
+            warm = probe.next_sample().temperature;
+        }
+        assert!(warm > shut + 5.0, "{shut} -> {warm}");
+        probe.follow_door(false);
+        for _ in 0..10 {
+            warm = probe.next_sample().temperature;
+        }
+        assert!(warm < shut + 2.0, "cools back: {warm}");
     }
 
     #[test]

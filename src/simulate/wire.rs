@@ -206,6 +206,47 @@ pub fn payload(
     Some(value.to_string().into_bytes())
 }
 
+/// The payload a door contact of `route` sends: its state and battery, no temperature (as
+/// `door_open` in a TTN uplink's decoded payload, as `door` in a json one).
+#[allow(unreachable_patterns)] // other formats may be added to `Format`
+pub fn door_payload(
+    route: &Route,
+    sensor_id: &str,
+    open: bool,
+    battery: f64,
+    now: DateTime<Utc>,
+    counter: u64,
+) -> Option<Vec<u8>> {
+    let value = match route.format {
+        Format::TtnV3 => {
+            // The probe's uplink envelope, with the contact's decoded payload in it.
+            let sample = Sample {
+                temperature: 0.0,
+                humidity: 0.0,
+                battery,
+                rssi: -90.0,
+            };
+            let mut v: Value =
+                serde_json::from_slice(&payload(route, sensor_id, &sample, now, counter)?).ok()?;
+            v["uplink_message"]["decoded_payload"] =
+                json!({ "door_open": open, "battery": battery });
+            v
+        }
+        Format::Json => {
+            let mut m = Map::new();
+            if let Some(field) = &route.id_field {
+                m.insert(field.clone(), json!(sensor_id));
+            }
+            m.insert("door".into(), json!(open));
+            m.insert("battery".into(), json!(battery));
+            m.insert("ts".into(), json!(now.timestamp_millis()));
+            Value::Object(m)
+        }
+        _ => return None,
+    };
+    Some(value.to_string().into_bytes())
+}
+
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
@@ -272,6 +313,20 @@ pub(super) mod tests {
         );
     }
 
+    /// What the service's decoder makes of a payload on its route.
+    fn read_back(
+        s: &Subscription,
+        route: &Route,
+        bytes: &[u8],
+        now: DateTime<Utc>,
+    ) -> Vec<crate::decode::Reading> {
+        let mut state = crate::decode::DecodeState::new();
+        match crate::decode::decode(s, &mut state, &route.topic, bytes, now, 65536) {
+            Ok(crate::decode::Decoded::Readings(r)) => r,
+            other => panic!("{}: not a reading: {other:?}", route.topic),
+        }
+    }
+
     /// Every payload goes through the real decoder back to the same sensor and values.
 
     #[test]
@@ -293,22 +348,32 @@ pub(super) mod tests {
         ] {
             let route = route_for(id, std::slice::from_ref(&s)).unwrap();
             let bytes = payload(&route, id, &sample, now, 3).unwrap();
-            let decoded = crate::decode::decode(
-                &s,
-                &mut crate::decode::DecodeState::new(),
-                &route.topic,
-                &bytes,
-                now,
-                65536,
-            )
-            .unwrap();
-            let crate::decode::Decoded::Readings(r) = decoded else {
-                panic!("{id}: not a reading");
-            };
+            let r = read_back(&s, &route, &bytes, now);
             assert_eq!(r[0].sensor_id, id);
-            assert_eq!(r[0].temperature, -18.37);
+            assert_eq!(r[0].temperature, Some(-18.37));
             assert_eq!(r[0].humidity, Some(71.5));
             assert_eq!(r[0].battery, Some(88.0));
+        }
+    }
+
+    /// A door contact's payloads decode to a reading with its door and battery, no temperature.
+    #[test]
+    fn door_payloads_decode_to_a_door_contacts_reading() {
+        let now = Utc::now();
+        for (s, id, open) in [
+            (
+                sub("v3/+/devices/+/up", Format::TtnV3),
+                "A84041A0B1C2D3E4",
+                true,
+            ),
+            (sub("sensors/+", Format::Json), "walkin-door", false),
+        ] {
+            let route = route_for(id, std::slice::from_ref(&s)).unwrap();
+            let bytes = door_payload(&route, id, open, 91.0, now, 4).unwrap();
+            let r = read_back(&s, &route, &bytes, now);
+            assert_eq!(r[0].sensor_id, id);
+            assert_eq!((r[0].temperature, r[0].door_open), (None, Some(open)));
+            assert_eq!(r[0].battery, Some(91.0));
         }
     }
 }

@@ -113,8 +113,26 @@ impl Collector for ServiceCollector {
         counter(
             out,
             "sensorcast_readings_decoded_total",
-            "Readings decoded from MQTT messages (a message may carry several).",
+            "Readings with a temperature decoded from MQTT messages (a message may carry several).",
             stats.decoded,
+        )?;
+        counter(
+            out,
+            "sensorcast_door_reports_total",
+            "Door states decoded (a door contact alone, or with a temperature).",
+            stats.door_reports,
+        )?;
+        counter(
+            out,
+            "sensorcast_door_changes_total",
+            "unit:door events emitted: a registered door contact changed state.",
+            stats.door_changes,
+        )?;
+        gauge(
+            out,
+            "sensorcast_doors_open",
+            "Registered door contacts whose last report says open.",
+            app.rt.hub.doors_open(),
         )?;
         counter(
             out,
@@ -241,7 +259,7 @@ impl Collector for ServiceCollector {
         gauges(
             out,
             "sensorcast_alerts_open",
-            "Open alerts by type and severity.",
+            "Open alerts by type (temperature_excursion, humidity_excursion, door_open, monitoring_interrupted, low_battery) and severity.",
             open_alerts(app),
         )?;
 

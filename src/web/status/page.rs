@@ -40,6 +40,10 @@ pub struct UnitRow {
     pub site: String,
     pub state: String,
     pub latest: Option<std::sync::Arc<crate::core::reading::SensorReading>>,
+    /// The unit's door (see `pipeline::hub::UnitFeed::door`), if it has a contact that reported.
+    pub door: Option<crate::core::reading::UnitDoor>,
+    /// A `humidity_excursion` alert is open for the unit.
+    pub humidity_alert: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -73,17 +77,23 @@ pub fn gather(
         .filter(|u| *u.org == *p.org && p.may_see_site(&u.site))
         .map(|u| {
             let latest = app.rt.hub.latest(&u.id);
+            let door = app.rt.hub.door(&u.id);
             // No reading yet says more than the engine's initial "ok"; after that the engine's
-            // state (excursion, alarm, offline...) when it has one, else the reading's age.
-            // A retained copy is as old as its own time says; without one, of unknown age.
+            // state (excursion, alarm, offline...) when it has one, else the reading's age. A
+            // door contact's report counts as data too. A retained copy is as old as its own
+            // time says; without one, of unknown age.
             let age = match latest.as_ref().map(|r| r.alive_at()) {
                 Some(None) => "stale",
                 alive => age_state(alive.flatten(), now, stale_after),
             };
-            let state = match (&latest, view.states.get(&u.id)) {
-                (Some(_), Some(engine_state)) => engine_state.name().to_string(),
+            let heard = latest.is_some() || door.is_some();
+            let state = match (heard, view.states.get(&u.id)) {
+                (true, Some(engine_state)) => engine_state.name().to_string(),
                 _ => age.to_string(),
             };
+            let humidity_alert = view.alerts.iter().any(|a| {
+                a.unit_id == u.id && a.alert_type == crate::alerts::AlertType::HumidityExcursion
+            });
             let site = registry
                 .site(&u.site)
                 .and_then(|s| s.name.clone())
@@ -94,6 +104,8 @@ pub fn gather(
                 site,
                 state,
                 latest,
+                door,
+                humidity_alert,
             }
         })
         .collect();

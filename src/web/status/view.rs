@@ -8,6 +8,7 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 use std::time::Duration;
 
 use super::page::{Broker, PageData};
+use crate::core::reading::UnitDoor;
 use crate::pipeline::topics::shortened;
 
 /// How often the page reloads itself, seconds.
@@ -24,7 +25,7 @@ color:#222;background:#fafafa}h1{font-size:1.4em;margin:0}h2{font-size:1.1em;mar
 th,td{text-align:left;padding:.3em .6em;border-bottom:1px solid #e4e4e4}th{background:#f0f0f0}\
 td.n{text-align:right;font-variant-numeric:tabular-nums}code{font-size:.9em}\
 .pill{display:inline-block;padding:0 .5em;border-radius:.8em;font-size:.85em;background:#ddd}\
-.ok{background:#cdeccd}.stale,.warning,.restoring{background:#ffe6a8}\
+.ok{background:#cdeccd}.stale,.warning,.restoring,.open{background:#ffe6a8}\
 .nodata,.offline,.info{background:#dde3ea}.alarm,.excursion,.critical,.down{background:#f7c3c3}\
 .empty{color:#666}";
 
@@ -93,7 +94,8 @@ fn units_section(d: &PageData) -> Markup {
             table {
                 tr {
                     th { "Site" } th { "Unit" } th { "State" } th { "Temperature" }
-                    th { "Humidity" } th { "Battery" } th { "Last reading" } th { "Sensor" }
+                    th { "Humidity" } th { "Door" } th { "Battery" } th { "Last reading" }
+                    th { "Sensor" }
                 }
                 @for u in &d.units {
                     tr {
@@ -108,7 +110,11 @@ fn units_section(d: &PageData) -> Markup {
                         td { (pill(&u.state.replace(' ', ""), &u.state)) }
                         @if let Some(r) = &u.latest {
                             td.n { (display_number(r.temperature)) " °C" }
-                            td.n { (percent(r.humidity)) }
+                            td.n {
+                                (percent(r.humidity))
+                                @if u.humidity_alert { " " (pill("excursion", "out of range")) }
+                            }
+                            td { (door_cell(d.now, u.door.as_ref())) }
                             td.n { (percent(r.battery)) }
                             td {
                                 @match (r.retained, r.alive_at()) {
@@ -119,7 +125,8 @@ fn units_section(d: &PageData) -> Markup {
                             }
                             td { code { (r.device_id) } }
                         } @else {
-                            td { "–" } td { "–" } td { "–" } td { "never" } td {}
+                            td { "–" } td { "–" } td { (door_cell(d.now, u.door.as_ref())) }
+                            td { "–" } td { "never" } td {}
                         }
                     }
                 }
@@ -206,6 +213,15 @@ fn pill(class: &str, text: &str) -> Markup {
     html! { span class={ "pill " (class) } { (text) } }
 }
 
+/// The unit's door: `open 3 min` (a badge), `closed`, or a dash without a contact.
+fn door_cell(now: DateTime<Utc>, door: Option<&UnitDoor>) -> Markup {
+    match door {
+        Some(d) if d.open => pill("open", &format!("open {}", ago(now, d.since))),
+        Some(_) => html! { "closed" },
+        None => html! { "–" },
+    }
+}
+
 /// `12 %`, or a dash when the sensor does not report it.
 fn percent(v: Option<f64>) -> String {
     v.map_or("–".into(), |v| format!("{} %", display_number(v)))
@@ -276,6 +292,8 @@ mod tests {
                 site: hostile.into(),
                 state: "no data".into(),
                 latest: None,
+                door: None,
+                humidity_alert: false,
             }],
             alerts: vec![AlertRow {
                 unit: hostile.into(),
@@ -306,5 +324,90 @@ mod tests {
         assert!(page.contains("class=\"pill x&quot; onmouseover=&quot;alert(2)\""));
         assert!(page.contains("not connected") && page.contains("10 s ago"));
         assert!(page.contains("<meta http-equiv=\"refresh\" content=\"10\">"));
+    }
+
+    #[test]
+    fn units_show_their_door_and_a_humidity_out_of_range() {
+        let door = |open, since| UnitDoor {
+            unit_id: "u1".into(),
+            site_id: "s1".into(),
+            organization_id: "o1".into(),
+            device_id: "door-1".into(),
+            open,
+            since,
+            recorded_at: since,
+        };
+        assert_eq!(
+            door_cell(t(200), Some(&door(true, t(20)))).into_string(),
+            "<span class=\"pill open\">open 3 min</span>"
+        );
+        assert_eq!(
+            door_cell(t(200), Some(&door(false, t(20)))).into_string(),
+            "closed"
+        );
+        assert_eq!(door_cell(t(200), None).into_string(), "–");
+        let reading = crate::core::reading::SensorReading {
+            id: "e-u1-1".into(),
+            seq: 1,
+            unit_id: "u1".into(),
+            site_id: "s1".into(),
+            organization_id: "o1".into(),
+            device_id: "probe".into(),
+            temperature: 4.0,
+            humidity: Some(91.0),
+            battery: None,
+            signal_strength: None,
+            recorded_at: t(190),
+            received_at: t(190),
+            source: "json",
+            extra: Vec::new(),
+            retained: false,
+            door: None,
+        };
+        let row = UnitRow {
+            unit_id: "u1".into(),
+            unit_name: None,
+            site: "s1".into(),
+            state: "ok".into(),
+            latest: Some(std::sync::Arc::new(reading)),
+            door: Some(door(true, t(20))),
+            humidity_alert: true,
+        };
+        let units = units_section(&PageData {
+            units: vec![row],
+            ..empty_page()
+        })
+        .into_string();
+        assert!(units.contains("<th>Door</th>"), "{units}");
+        assert!(
+            units.contains("91 % <span class=\"pill excursion\">out of range</span>"),
+            "{units}"
+        );
+        assert!(units.contains("open 3 min"), "{units}");
+    }
+
+    fn empty_page() -> PageData {
+        PageData {
+            now: t(200),
+            version: "0.1.0",
+            epoch: "e".into(),
+            uptime: Duration::from_secs(1),
+            org: "o1".into(),
+            org_name: None,
+            broker: Broker {
+                connected: true,
+                subscribed: true,
+                reconnects: 0,
+                error: None,
+            },
+            units: Vec::new(),
+            alerts: Vec::new(),
+            unmapped: Vec::new(),
+            sockets: Sockets {
+                connected: 0,
+                of_org: 0,
+                slow: 0,
+            },
+        }
     }
 }

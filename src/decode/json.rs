@@ -11,22 +11,21 @@
 //! name for something else); a configured path that holds anything else rejects the message.
 //! `door` stays in `extra` as well, as it always was.
 
-use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::fields::{self, ranged};
 use super::options::{FieldPath, Options};
-use super::{sensor_id, DecodeError, Decoded, Format, Reading};
+use super::{sensor_id, DecodeError, Decoded, Format, Message, Reading};
 
 const TIMESTAMP_KEYS: [&str; 3] = ["ts", "timestamp", "time"];
 const SIGNAL_KEYS: [&str; 2] = ["signalStrength", "rssi"];
 
-pub fn decode(
-    opts: &Options,
-    topic: &str,
-    payload: &[u8],
-    received_at: DateTime<Utc>,
-) -> Result<Decoded, DecodeError> {
+pub fn decode(opts: &Options, msg: Message) -> Result<Decoded, DecodeError> {
+    let Message {
+        topic,
+        payload,
+        received_at,
+    } = msg;
     let root = fields::json_value(payload)?;
     let Value::Object(obj) = &root else {
         return Err(DecodeError::NotJson(format!(

@@ -91,12 +91,17 @@ pub struct Track {
     pub temp: Temp,
     #[serde(default)]
     pub humidity: Temp,
-    /// Door contacts of the unit that are open, with when the engine saw each open.
+    /// Door contacts of the unit that are open, with when each was seen open.
     #[serde(default)]
     pub doors_open: BTreeMap<String, DateTime<Utc>>,
-    /// The last reading from any sensor of the unit, or when watching began.
+    /// The last report that shows the unit's monitoring alive (see [`Track::on_report`]), or
+    /// when watching began.
     #[serde(with = "millis")]
     pub last_seen: DateTime<Utc>,
+    /// Whether a sensor of the unit has reported a temperature or humidity (from then on a
+    /// door contact's report alone no longer keeps the unit's monitoring alive).
+    #[serde(default)]
+    pub measures: bool,
     pub offline: Option<OfflineCause>,
     #[serde(default)]
     pub offline_sensors: BTreeSet<String>,
@@ -200,6 +205,7 @@ impl Track {
             humidity: Temp::Ok,
             doors_open: BTreeMap::new(),
             last_seen: now,
+            measures: false,
             offline: None,
             offline_sensors: BTreeSet::new(),
             battery_low: false,
@@ -221,46 +227,54 @@ impl Track {
         }
     }
 
-    /// A report from `sensor`: every part it carries is judged. Any report, a door contact's
-    /// too, shows that the unit's sensors are alive.
-    pub fn on_report(&mut self, cx: &mut Cx, sensor: &str, r: &Report) {
-        self.last_seen = cx.now;
-        self.alive(cx, sensor, r);
-    }
-
-    /// A broker's retained copy, measured at `measured_at` (its payload's own time; a time
-    /// after `now` counts as now). Not newer than the last reading seen: old news, ignored.
-    /// Newer: the sensor was alive then, so `last_seen` moves there; and it is judged like a
-    /// live report only if that still makes the unit alive now (within `offline_after`), so
-    /// a dead sensor's last words cannot end its `monitoring_interrupted`.
-    pub fn on_retained(
+    /// A report from `sensor`: every part it carries is judged.
+    ///
+    /// `measured_at` is `None` for a live report, measured now. A broker's retained copy
+    /// carries the time its payload names (a time after now counts as now): not newer than
+    /// the last report seen, it is old news and ignored; newer, the sensor was alive then, and
+    /// the copy is judged only if that still makes the unit alive now (within
+    /// `offline_after`), so a dead sensor's last words cannot end its `monitoring_interrupted`.
+    ///
+    /// Which reports show the unit's monitoring alive (`last_seen`, the end of
+    /// `monitoring_interrupted`): once any sensor of the unit has reported a temperature or a
+    /// humidity, only such reports do; a door contact alone still checking in must not hide a
+    /// dead probe. A unit that has only ever had door reports is kept alive by them.
+    pub fn on_report(
         &mut self,
         cx: &mut Cx,
-        measured_at: DateTime<Utc>,
         sensor: &str,
         r: &Report,
+        measured_at: Option<DateTime<Utc>>,
     ) {
-        let measured_at = measured_at.min(cx.now);
-        if measured_at <= self.last_seen {
+        let at = measured_at.map_or(cx.now, |t| t.min(cx.now));
+        if measured_at.is_some() && at <= self.last_seen {
             return;
         }
-        self.last_seen = measured_at;
-        if after(measured_at, cx.book.rules.offline_after).is_some_and(|t| t > cx.now) {
-            self.alive(cx, sensor, r);
+        let measures = r.temperature.is_some() || r.humidity.is_some();
+        self.measures |= measures;
+        let monitors = measures || !self.measures;
+        if monitors {
+            self.last_seen = at;
+        }
+        let live = measured_at.is_none()
+            || after(at, cx.book.rules.offline_after).is_some_and(|t| t > cx.now);
+        if live {
+            self.alive(cx, sensor, r, at, monitors);
         }
     }
 
-    /// A report that shows the sensor alive now: back online, then each part it carries.
-    fn alive(&mut self, cx: &mut Cx, sensor: &str, r: &Report) {
+    /// A report that shows `sensor` alive at `at` (now, or a retained copy's time): that sensor
+    /// is back online, the unit too if the report `monitors` it, then each part it carries.
+    fn alive(&mut self, cx: &mut Cx, sensor: &str, r: &Report, at: DateTime<Utc>, monitors: bool) {
         if self.offline_sensors.remove(sensor) {
             cx.changed = true;
         }
-        if self.offline.take().is_some() {
+        if monitors && self.offline.take().is_some() {
             cx.reason = "reading received".into();
             self.resolve(cx, AlertType::MonitoringInterrupted);
         }
         if let Some(open) = r.door_open {
-            self.door(cx, sensor, open);
+            self.door(cx, sensor, open, at);
         }
         if let Some(h) = r.humidity {
             self.judge(cx, Quantity::Humidity, h);

@@ -21,11 +21,7 @@ const TIMESTAMP_KEYS: [&str; 3] = ["ts", "timestamp", "time"];
 const SIGNAL_KEYS: [&str; 2] = ["signalStrength", "rssi"];
 
 pub fn decode(opts: &Options, msg: Message) -> Result<Decoded, DecodeError> {
-    let Message {
-        topic,
-        payload,
-        received_at,
-    } = msg;
+    let (topic, payload, received_at) = (msg.topic, msg.payload, msg.received_at);
     let root = fields::json_value(payload)?;
     let Value::Object(obj) = &root else {
         return Err(DecodeError::NotJson(format!(
@@ -99,16 +95,13 @@ pub fn decode(opts: &Options, msg: Message) -> Result<Decoded, DecodeError> {
         fields::push_extra(&mut extra, k, v);
     }
     Ok(Decoded::Readings(vec![Reading {
-        sensor_id: sensor,
-        fallback_sensor_id: None,
         temperature,
         door_open,
         humidity,
         battery,
         signal_strength,
-        recorded_at,
         extra,
-        source: Format::Json,
+        ..Reading::new(sensor, Format::Json, recorded_at)
     }]))
 }
 

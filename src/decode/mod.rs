@@ -118,6 +118,24 @@ pub struct Reading {
     pub extra: Extra,
 }
 
+impl Reading {
+    /// A reading of `sensor_id` that carries nothing yet: decoders fill in what they found.
+    pub fn new(sensor_id: String, source: Format, recorded_at: DateTime<Utc>) -> Reading {
+        Reading {
+            sensor_id,
+            fallback_sensor_id: None,
+            temperature: None,
+            door_open: None,
+            humidity: None,
+            battery: None,
+            signal_strength: None,
+            recorded_at,
+            source,
+            extra: Vec::new(),
+        }
+    }
+}
+
 /// At most this many extra measurements are kept per reading (the rest are not emitted).
 pub const MAX_EXTRA: usize = 16;
 

@@ -29,11 +29,7 @@ use super::state::{DecodeState, DeviceStatus};
 use super::{sensor_id, DecodeError, Decoded, Extra, Format, Message, Reading, MAX_EXTRA};
 
 pub fn decode(state: &mut DecodeState, msg: Message) -> Result<Decoded, DecodeError> {
-    let Message {
-        topic,
-        payload,
-        received_at,
-    } = msg;
+    let (topic, payload, received_at) = (msg.topic, msg.payload, msg.received_at);
     if let Some(device) = topic.strip_suffix("/online") {
         let text = String::from_utf8_lossy(payload);
         let online = fields::online_word(&text).ok_or_else(|| {

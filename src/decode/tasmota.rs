@@ -81,11 +81,7 @@ fn door_reading(device: &str, open: bool, at: DateTime<Utc>) -> Result<Reading, 
 
 /// `stat/<topic>/RESULT`: a switch that changed, or the answer to some command (not a reading).
 fn result(opts: &Options, msg: Message) -> Result<Decoded, DecodeError> {
-    let Message {
-        topic,
-        payload,
-        received_at,
-    } = msg;
+    let (topic, payload, received_at) = (msg.topic, msg.payload, msg.received_at);
     let obj = fields::json_object(payload)?;
     let door = switch(opts, obj.get("Switch1"))?;
     door_only(
@@ -115,11 +111,7 @@ fn door_only(
 }
 
 fn sensor(opts: &Options, msg: Message) -> Result<Decoded, DecodeError> {
-    let Message {
-        topic,
-        payload,
-        received_at,
-    } = msg;
+    let (topic, payload, received_at) = (msg.topic, msg.payload, msg.received_at);
     let obj = fields::json_object(payload)?;
     let unit = match obj.get("TempUnit") {
         Some(Value::String(u)) if u.eq_ignore_ascii_case("F") => TempUnit::Fahrenheit,

@@ -72,11 +72,7 @@ const BATTERY_VOLTAGE: &[&str] = &["battery_voltage", "BatV", "batV", "battery_v
 const DOOR_OPEN: &[&str] = &["door_open", "open", "DOOR_OPEN_STATUS", "magnet_status"];
 
 pub fn decode(opts: &Options, msg: Message) -> Result<Decoded, DecodeError> {
-    let Message {
-        topic,
-        payload,
-        received_at,
-    } = msg;
+    let (topic, payload, received_at) = (msg.topic, msg.payload, msg.received_at);
     if !topic.ends_with("/up") {
         // joins, downlink acks and the like share the subscription but are not readings.
         return Ok(Decoded::Ignored("not an uplink"));
@@ -156,17 +152,16 @@ pub fn decode(opts: &Options, msg: Message) -> Result<Decoded, DecodeError> {
             fields::push_extra(&mut extra, k, v);
         }
     }
+    let signal_strength = best_rssi(&msg.rx_metadata);
+    let reading = Reading::new(sensor, Format::TtnV3, recorded_at);
     Ok(Decoded::Readings(vec![Reading {
-        sensor_id: sensor,
-        fallback_sensor_id: None,
+        signal_strength,
         temperature,
-        door_open,
         humidity,
         battery,
-        signal_strength: best_rssi(&msg.rx_metadata),
-        recorded_at,
+        door_open,
         extra,
-        source: Format::TtnV3,
+        ..reading
     }]))
 }
 

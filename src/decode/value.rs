@@ -15,11 +15,7 @@ use super::{sensor_id, DecodeError, Decoded, Format, Message, Reading};
 const MAX_NUMBER_TEXT: usize = 64;
 
 pub fn decode(opts: &Options, msg: Message) -> Result<Decoded, DecodeError> {
-    let Message {
-        topic,
-        payload,
-        received_at,
-    } = msg;
+    let (topic, payload, received_at) = (msg.topic, msg.payload, msg.received_at);
     let raw = parse_number(payload)?;
     if opts.metric != Metric::Temperature {
         // Config loading refuses this; a reading cannot be made of a humidity alone.

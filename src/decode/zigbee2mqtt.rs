@@ -21,11 +21,7 @@ const DEFAULT_BASE: &str = "zigbee2mqtt";
 const USED: [&str; 4] = ["temperature", "humidity", "battery", "linkquality"];
 
 pub fn decode(opts: &Options, msg: Message) -> Result<Decoded, DecodeError> {
-    let Message {
-        topic,
-        payload,
-        received_at,
-    } = msg;
+    let (topic, payload, received_at) = (msg.topic, msg.payload, msg.received_at);
     let base = opts.base_topic.as_deref().unwrap_or(DEFAULT_BASE);
     let name = topic
         .strip_prefix(base)

@@ -9,7 +9,7 @@
 //! - doors: open for `door_open_after` → `door_open` (warning), critical `confirm_after` later,
 //!   resolved when every door is closed (`door.rs`);
 //! - connectivity: silent for `offline_after`, or every sensor reported offline → `offline`
-//!   (`monitoring_interrupted`), resolved by the next report;
+//!   (`monitoring_interrupted`), resolved by the next report that shows it alive (`report.rs`);
 //! - battery: at or below `battery_low` → `low_battery` (info), cleared
 //!   [`BATTERY_HYSTERESIS`](super::rules::BATTERY_HYSTERESIS) points above it.
 //!
@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use super::judge::Quantity;
 use super::model::{
-    millis, opt_millis, Alert, AlertAcknowledged, AlertType, Event, Severity, Side, UnitState,
+    millis, opt_millis, Alert, AlertAcknowledged, AlertType, Event, Side, UnitState,
     UnitStateChanged,
 };
 use super::rules::{RestoreAfter, UnitBook, UnitRules};
@@ -227,88 +227,6 @@ impl Track {
         }
     }
 
-    /// A report from `sensor`: every part it carries is judged.
-    ///
-    /// `measured_at` is `None` for a live report, measured now. A broker's retained copy
-    /// carries the time its payload names (a time after now counts as now): not newer than
-    /// the last report seen, it is old news and ignored; newer, the sensor was alive then, and
-    /// the copy is judged only if that still makes the unit alive now (within
-    /// `offline_after`), so a dead sensor's last words cannot end its `monitoring_interrupted`.
-    ///
-    /// Which reports show the unit's monitoring alive (`last_seen`, the end of
-    /// `monitoring_interrupted`): once any sensor of the unit has reported a temperature or a
-    /// humidity, only such reports do; a door contact alone still checking in must not hide a
-    /// dead probe. A unit that has only ever had door reports is kept alive by them.
-    pub fn on_report(
-        &mut self,
-        cx: &mut Cx,
-        sensor: &str,
-        r: &Report,
-        measured_at: Option<DateTime<Utc>>,
-    ) {
-        let at = measured_at.map_or(cx.now, |t| t.min(cx.now));
-        if measured_at.is_some() && at <= self.last_seen {
-            return;
-        }
-        let measures = r.temperature.is_some() || r.humidity.is_some();
-        self.measures |= measures;
-        let monitors = measures || !self.measures;
-        if monitors {
-            self.last_seen = at;
-        }
-        let live = measured_at.is_none()
-            || after(at, cx.book.rules.offline_after).is_some_and(|t| t > cx.now);
-        if live {
-            self.alive(cx, sensor, r, at, monitors);
-        }
-    }
-
-    /// A report that shows `sensor` alive at `at` (now, or a retained copy's time): that sensor
-    /// is back online, the unit too if the report `monitors` it, then each part it carries.
-    fn alive(&mut self, cx: &mut Cx, sensor: &str, r: &Report, at: DateTime<Utc>, monitors: bool) {
-        if self.offline_sensors.remove(sensor) {
-            cx.changed = true;
-        }
-        if monitors && self.offline.take().is_some() {
-            cx.reason = "reading received".into();
-            self.resolve(cx, AlertType::MonitoringInterrupted);
-        }
-        if let Some(open) = r.door_open {
-            self.door(cx, sensor, open, at);
-        }
-        if let Some(h) = r.humidity {
-            self.judge(cx, Quantity::Humidity, h);
-        }
-        if let Some(t) = r.temperature {
-            self.judge(cx, Quantity::Temperature, t);
-        }
-        if let Some(b) = r.battery {
-            self.battery(cx, b);
-        }
-    }
-
-    pub fn on_availability(&mut self, cx: &mut Cx, sensor: &str, online: bool) {
-        let changed = if online {
-            self.offline_sensors.remove(sensor)
-        } else {
-            self.offline_sensors.insert(sensor.to_string())
-        };
-        cx.changed |= changed;
-        let all_offline = self.offline_sensors.len() >= cx.book.sensors.max(1);
-        if !online && all_offline && self.offline.is_none() {
-            self.offline = Some(OfflineCause::DeviceReport);
-            cx.reason = "device reported offline".into();
-            let message = format!("{}: the device reported that it is offline", cx.label());
-            let alert = self.alert(
-                cx,
-                AlertType::MonitoringInterrupted,
-                Severity::Warning,
-                message,
-            );
-            self.trigger(cx, alert);
-        }
-    }
-
     /// Fires whatever is due at `cx.now` (unless held after a restart).
     pub fn on_time(&mut self, cx: &mut Cx) {
         if cx.held() {
@@ -337,17 +255,8 @@ impl Track {
         self.door_time(cx);
         let silent_until = after(self.last_seen, rules.offline_after);
         if self.offline.is_none() && silent_until.is_some_and(|at| at <= cx.now) {
-            self.offline = Some(OfflineCause::Silent);
-            let d = human(rules.offline_after);
-            cx.reason = format!("no reading for {d}");
-            let message = format!("{}: no reading for {d}", cx.label());
-            let alert = self.alert(
-                cx,
-                AlertType::MonitoringInterrupted,
-                Severity::Warning,
-                message,
-            );
-            self.trigger(cx, alert);
+            let why = format!("no reading for {}", human(rules.offline_after));
+            self.go_offline(cx, OfflineCause::Silent, &why, &why);
         }
     }
 

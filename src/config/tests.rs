@@ -145,8 +145,8 @@ fn a_bad_subscription_option_is_a_config_error_with_its_line() {
 
 /// A shared subscription (`$share/<group>/<filter>`) makes the broker deal each message to one
 /// member of the group in turn, splitting one unit's readings (its seq, history and alert
-/// rules) between instances. There is no cluster mode that could make that safe yet, so the
-/// config refuses it, naming the key, why, and what to subscribe instead.
+/// rules) between instances. Cluster mode does not use them either (every instance subscribes to
+/// everything), so the config refuses it, naming the key, why, and what to subscribe instead.
 #[test]
 fn a_shared_subscription_is_refused_with_why_and_what_to_do_instead() {
     let (dir, _) = setup();

@@ -3,6 +3,13 @@
 //! service `epoch`, and the bounded list of sensors that publish but are not registered
 //! (`unmapped.rs`). Cheap to clone (one `Arc`).
 //!
+//! In cluster mode (`shared.rs`) a reading is numbered by Redis instead: the instance that owns
+//! the unit [`Hub::prepare`]s it (door state, the wire form without `seq`), and every instance,
+//! the owner too, takes the numbered result back from the event stream with
+//! [`Hub::relay_reading`], under the same lock, so resume works the same way. While Redis is
+//! unreachable every instance numbers locally again ([`Hub::accept`]), under an epoch of its
+//! own, continuing from the last `seq` it knew so that no connected client sees one go back.
+//!
 //! Readings enter from the single MQTT task, so per-unit `seq` order is publish order. Each unit
 //! has its own lock, held while a reading is numbered, kept in the unit's history and emitted:
 //! a subscribe that takes the same lock to join a room and replay history therefore sees every
@@ -16,6 +23,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, RwLock};
 
 use super::doors::Doors;
+use super::shared::SharedHistory;
 use super::unmapped::Unmapped;
 pub use super::unmapped::UnmappedSensor;
 use crate::core::reading::{DoorState, SensorReading, UnitDoor};
@@ -33,8 +41,11 @@ struct Inner {
     /// Last availability report per sensor id (online?, when), for the alert engine.
     availability: DashMap<String, (bool, DateTime<Utc>)>,
     unmapped: Mutex<Unmapped>,
-    epoch: String,
+    /// Replaced when the cluster's epoch is learnt or changes, or while degraded.
+    epoch: RwLock<Arc<str>>,
     stats: Arc<Stats>,
+    /// The cluster's shared history, for resumes memory cannot serve (cluster mode only).
+    shared: std::sync::OnceLock<Arc<dyn SharedHistory>>,
 }
 
 /// How much recent history each unit keeps for resuming subscribers.
@@ -102,6 +113,32 @@ impl UnitFeed {
         complete.then_some(kept)
     }
 
+    /// [`UnitFeed::after`], or when memory does not reach back that far, what the shared
+    /// history gave (`(readings, through)`, read before this lock was taken) followed by
+    /// memory.
+    pub fn after_with(
+        &self,
+        seq: u64,
+        stored: Option<&(Vec<Arc<SensorReading>>, u64)>,
+        limits: HistoryLimits,
+    ) -> Option<Vec<Arc<SensorReading>>> {
+        if let Some(v) = self.after(seq, limits) {
+            return Some(v);
+        }
+        let (kept, through) = stored?;
+        let mut v: Vec<_> = kept
+            .iter()
+            .filter(|r| r.seq > seq && r.seq <= self.seq)
+            .cloned()
+            .collect();
+        if *through < self.seq {
+            v.extend(self.after(*through, limits)?);
+        }
+        let complete = v.first().is_some_and(|r| r.seq == seq + 1)
+            && v.windows(2).all(|w| w[1].seq == w[0].seq + 1);
+        complete.then_some(v)
+    }
+
     fn push(&mut self, reading: Arc<SensorReading>, limits: HistoryLimits) {
         if limits.max_readings > 0 {
             if self.history.len() >= limits.max_readings {
@@ -135,21 +172,55 @@ pub enum Emit<'a> {
 
 impl Hub {
     pub fn new(registry: Registry, unmapped_capacity: usize, history: HistoryLimits) -> Hub {
-        let epoch = format!("{:x}", Utc::now().timestamp_millis());
         Hub(Arc::new(Inner {
             registry: RwLock::new(Arc::new(registry)),
             units: DashMap::new(),
             history,
             availability: DashMap::new(),
             unmapped: Mutex::new(Unmapped::new(unmapped_capacity)),
-            epoch,
+            epoch: RwLock::new(new_epoch("").into()),
             stats: Arc::new(Stats::default()),
+            shared: std::sync::OnceLock::new(),
         }))
     }
 
-    /// Changes whenever history cannot be trusted (each start of the service).
-    pub fn epoch(&self) -> &str {
-        &self.0.epoch
+    /// Changes whenever history cannot be trusted (each start of the service; in cluster
+    /// mode, when Redis lost the shared state, and while this instance is degraded).
+    pub fn epoch(&self) -> Arc<str> {
+        self.0.epoch.read().expect("epoch lock").clone()
+    }
+
+    /// Puts `epoch` in force (cluster mode). Returns whether it changed.
+    pub fn set_epoch(&self, epoch: &str) -> bool {
+        let mut e = self.0.epoch.write().expect("epoch lock");
+        if &**e == epoch {
+            return false;
+        }
+        *e = epoch.into();
+        true
+    }
+
+    /// Attaches the cluster's shared history (once, at start in cluster mode).
+    pub fn set_shared(&self, shared: Arc<dyn SharedHistory>) {
+        let _ = self.0.shared.set(shared);
+    }
+
+    /// What the shared history keeps of `unit` after `after` (cluster mode; `None` without
+    /// one, or when it cannot tell): `(readings, through)`.
+    pub async fn stored_after(
+        &self,
+        unit: &Unit,
+        after: u64,
+    ) -> Option<(Vec<Arc<SensorReading>>, u64)> {
+        let shared = self.0.shared.get()?.clone();
+        shared.readings_after(&unit.id, after).await
+    }
+
+    /// Whether memory alone can serve a resume of `unit` from `after`.
+    pub fn in_memory_after(&self, unit: &Arc<str>, after: u64) -> bool {
+        let feed = self.feed(unit);
+        let feed = feed.lock().expect("unit feed lock");
+        feed.after(after, self.0.history).is_some()
     }
 
     pub fn stats(&self) -> &Stats {
@@ -207,6 +278,42 @@ impl Hub {
         retained: bool,
         mut emit: impl FnMut(Emit<'_>, &Arc<Unit>),
     ) -> Accepted {
+        let unit = match self.unit_of(&reading, topic, received_at) {
+            Ok(unit) => unit,
+            Err(()) => return Accepted::Unmapped(reading.sensor_id),
+        };
+        let feed = self.feed(&unit.id);
+        let mut feed = feed.lock().expect("unit feed lock");
+        let epoch = self.epoch();
+        let (change, wire) = prepare(&mut feed, &unit, reading, received_at, retained);
+        if let Some(door) = &change {
+            emit(Emit::Door(door), &unit);
+        }
+        let wire = wire.map(|mut wire| {
+            feed.seq += 1;
+            wire.seq = feed.seq;
+            wire.id = format!("{epoch}-{}-{}", unit.id, feed.seq);
+            let wire = Arc::new(wire);
+            feed.push(wire.clone(), self.0.history);
+            emit(Emit::Reading(&wire), &unit);
+            wire
+        });
+        drop(feed);
+        Accepted::Mapped {
+            reading: wire,
+            unit,
+            door_changed: change.is_some(),
+        }
+    }
+
+    /// The unit `reading` belongs to; an unregistered sensor is counted and recorded in the
+    /// unmapped list (`Err`).
+    pub fn unit_of(
+        &self,
+        reading: &Reading,
+        topic: &str,
+        received_at: DateTime<Utc>,
+    ) -> Result<Arc<Unit>, ()> {
         let registry = self.registry();
         // A multi-probe device (Tasmota) may be registered as a whole: try its device id too.
         // Decoders give normalised ids: looked up as they are.
@@ -214,7 +321,7 @@ impl Hub {
             .unit_for_key(&reading.sensor_id)
             .or_else(|| registry.unit_for_key(reading.fallback_sensor_id.as_deref()?))
             .cloned();
-        let Some(unit) = unit else {
+        unit.ok_or_else(|| {
             self.0
                 .stats
                 .unmapped
@@ -225,51 +332,85 @@ impl Hub {
                 reading.source.name(),
                 received_at,
             );
-            return Accepted::Unmapped(reading.sensor_id);
-        };
-        let device: Arc<str> = reading.sensor_id.into();
+        })
+    }
+
+    /// Cluster mode, on the instance that owns `unit`: records the reading's door state and
+    /// returns the door change (if any) and the reading's wire form (if it has a temperature)
+    /// with `seq` 0 and no `id`: Redis numbers it (see the module doc).
+    pub fn prepare(
+        &self,
+        reading: Reading,
+        unit: &Arc<Unit>,
+        received_at: DateTime<Utc>,
+        retained: bool,
+    ) -> (Option<UnitDoor>, Option<SensorReading>) {
         let feed = self.feed(&unit.id);
         let mut feed = feed.lock().expect("unit feed lock");
-        let change = reading.door_open.and_then(|open| {
-            feed.doors
-                .set(&unit, &device, open, received_at, reading.recorded_at)
-        });
-        if let Some(door) = &change {
-            emit(Emit::Door(door), &unit);
-        }
-        let Some(temperature) = reading.temperature else {
-            return Accepted::Mapped {
-                reading: None,
-                unit,
-                door_changed: change.is_some(),
-            };
-        };
-        feed.seq += 1;
-        let wire = Arc::new(SensorReading {
-            id: format!("{}-{}-{}", self.0.epoch, unit.id, feed.seq),
-            seq: feed.seq,
-            unit_id: unit.id.clone(),
-            site_id: unit.site.clone(),
-            organization_id: unit.org.clone(),
-            device_id: device,
-            temperature,
-            humidity: reading.humidity,
-            battery: reading.battery,
-            signal_strength: reading.signal_strength,
-            recorded_at: reading.recorded_at,
-            received_at,
-            source: reading.source.name(),
-            extra: reading.extra,
-            retained,
-            door: feed.door().map(DoorState::from),
-        });
+        prepare(&mut feed, unit, reading, received_at, retained)
+    }
+
+    /// Cluster mode: a numbered reading from the event stream. Kept as the unit's latest and
+    /// in its history, and handed to `emit` under the unit's lock (see the module doc).
+    pub fn relay_reading(&self, wire: Arc<SensorReading>, emit: impl FnOnce(&Arc<SensorReading>)) {
+        let feed = self.feed(&wire.unit_id);
+        let mut feed = feed.lock().expect("unit feed lock");
+        feed.seq = feed.seq.max(wire.seq);
         feed.push(wire.clone(), self.0.history);
-        emit(Emit::Reading(&wire), &unit);
-        drop(feed);
-        Accepted::Mapped {
-            reading: Some(wire),
-            unit,
-            door_changed: change.is_some(),
+        emit(&wire);
+    }
+
+    /// Cluster mode: a door change from the event stream, handed to `emit` under the unit's
+    /// lock. Recorded unless this instance owns the unit (`owner`): the owner recorded it when
+    /// it prepared the reading, and may be ahead of the stream.
+    pub fn relay_door(&self, door: &UnitDoor, owner: bool, emit: impl FnOnce()) {
+        let feed = self.feed(&door.unit_id);
+        let mut feed = feed.lock().expect("unit feed lock");
+        if !owner {
+            feed.doors.apply(door);
+        }
+        emit();
+    }
+
+    /// Cluster mode, degraded: a prepared reading (see [`Hub::prepare`]) that could not reach
+    /// Redis, numbered here under this instance's epoch, kept, and handed to `emit` under the
+    /// unit's lock.
+    pub fn number_alone(&self, mut wire: SensorReading, emit: impl FnOnce(&Arc<SensorReading>)) {
+        let feed = self.feed(&wire.unit_id);
+        let mut feed = feed.lock().expect("unit feed lock");
+        feed.seq += 1;
+        wire.seq = feed.seq;
+        wire.id = format!("{}-{}-{}", self.epoch(), wire.unit_id, feed.seq);
+        let wire = Arc::new(wire);
+        feed.push(wire.clone(), self.0.history);
+        emit(&wire);
+    }
+
+    /// Each unit's last `seq` in this process (cluster mode: what a rejoin must not go below).
+    pub fn seqs(&self) -> Vec<(Arc<str>, u64)> {
+        let feeds: Vec<_> = self
+            .0
+            .units
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        feeds
+            .into_iter()
+            .map(|(u, f)| {
+                let seq = f.lock().expect("unit feed lock").seq;
+                (u, seq)
+            })
+            .filter(|(_, s)| *s > 0)
+            .collect()
+    }
+
+    /// Cluster mode: the unit's latest reading as Redis keeps it, at start (memory knows none).
+    pub fn restore_latest(&self, wire: Arc<SensorReading>) {
+        let feed = self.feed(&wire.unit_id);
+        let mut feed = feed.lock().expect("unit feed lock");
+        if feed.latest.is_none() {
+            feed.seq = feed.seq.max(wire.seq);
+            feed.latest = Some(wire);
         }
     }
 
@@ -324,6 +465,51 @@ impl Hub {
     pub fn unmapped(&self) -> Vec<UnmappedSensor> {
         self.0.unmapped.lock().expect("unmapped lock").list()
     }
+}
+
+/// A new epoch: the time in hex, and `suffix` (a node id while degraded) when not empty.
+pub fn new_epoch(suffix: &str) -> String {
+    let t = format!("{:x}", Utc::now().timestamp_millis());
+    if suffix.is_empty() {
+        t
+    } else {
+        format!("{t}.{suffix}")
+    }
+}
+
+/// Records the reading's door state (the change, if any) and builds its wire form (if it has
+/// a temperature) without `seq` and `id`, under the unit's lock.
+fn prepare(
+    feed: &mut UnitFeed,
+    unit: &Arc<Unit>,
+    reading: Reading,
+    received_at: DateTime<Utc>,
+    retained: bool,
+) -> (Option<UnitDoor>, Option<SensorReading>) {
+    let device: Arc<str> = reading.sensor_id.into();
+    let change = reading.door_open.and_then(|open| {
+        feed.doors
+            .set(unit, &device, open, received_at, reading.recorded_at)
+    });
+    let wire = reading.temperature.map(|temperature| SensorReading {
+        id: String::new(),
+        seq: 0,
+        unit_id: unit.id.clone(),
+        site_id: unit.site.clone(),
+        organization_id: unit.org.clone(),
+        device_id: device,
+        temperature,
+        humidity: reading.humidity,
+        battery: reading.battery,
+        signal_strength: reading.signal_strength,
+        recorded_at: reading.recorded_at,
+        received_at,
+        source: reading.source.name(),
+        extra: reading.extra,
+        retained,
+        door: feed.door().map(DoorState::from),
+    });
+    (change, wire)
 }
 
 #[cfg(test)]

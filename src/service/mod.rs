@@ -22,12 +22,14 @@ use tracing::{error, info, warn};
 
 use crate::alerts::{self, Alerts, Clock, Outlets};
 use crate::auth::{self, AuthMode, Authenticator};
+use crate::cluster::{self, Cluster};
 use crate::config::Config;
 use crate::core::health::{MqttHealth, ReloadLog};
 use crate::core::registry::Registry;
 use crate::delivery::{Batcher, Congestion, Fanout, SlowPolicy, SlowSockets};
 use crate::ingest;
 use crate::pipeline::hub::{HistoryLimits, Hub};
+use crate::pipeline::shared::Replicas;
 use crate::pipeline::Pipeline;
 use crate::realtime::{self, transport, Realtime};
 use crate::web::{self, WebState};
@@ -53,6 +55,8 @@ pub enum RunError {
     Cors(String),
     #[error("http server: {0}")]
     Http(#[from] std::io::Error),
+    #[error("{0}")]
+    Cluster(#[from] cluster::ClusterError),
 }
 
 /// How the caller steers a running service.
@@ -91,6 +95,8 @@ pub async fn run(
 ///    and send DISCONNECT;
 /// 3. stop the alert engine: it judges what is queued, announces it while sockets are still
 ///    connected, and writes its state; webhooks get one last attempt at what they hold;
+///    in cluster mode, what is queued for Redis is written, the units are released and the
+///    instance leaves the cluster (the others take its units at once);
 /// 4. flush pending batches and what slow sockets still have pending;
 /// 5. disconnect sockets;
 /// 6. let the HTTP server finish.
@@ -103,7 +109,7 @@ pub async fn run_with(
     mut control: Control,
 ) -> Result<(), RunError> {
     let parts = build(&config, registry)?;
-    let running = start(&config, parts, listeners, control.log_level.take())?;
+    let running = start(&config, parts, listeners, control.log_level.take()).await?;
     let reloads = running.side.token();
     running.side.spawn(reload::run(
         config.clone(),
@@ -132,8 +138,11 @@ fn build(config: &Config, registry: Registry) -> Result<Parts, RunError> {
     }
     let connector =
         ingest::Connector::new(&config.mqtt).map_err(|e| RunError::Mqtt(e.to_string()))?;
-    let (alerts, engine) =
-        Alerts::new(&config.alerts, &config.state.dir, &registry, Clock::System)?;
+    let (alerts, engine) = match &config.cluster {
+        // Cluster mode: alert state lives in Redis, per unit, with its owner.
+        Some(_) => Alerts::new_cluster(&config.alerts, &registry, Clock::System)?,
+        None => Alerts::new(&config.alerts, &config.state.dir, &registry, Clock::System)?,
+    };
     let history = HistoryLimits {
         max_readings: config.realtime.history_readings,
         max_age: config.realtime.history_age,
@@ -154,6 +163,7 @@ struct Running {
     side: Stage,
     ingest: Stage,
     alerts: Stage,
+    cluster: Option<(Cluster, Stage)>,
     delivery: Stage,
     rt: Realtime,
     fanout: Fanout,
@@ -164,7 +174,7 @@ struct Running {
     metrics: Option<JoinHandle<()>>,
 }
 
-fn start(
+async fn start(
     config: &Config,
     p: Parts,
     listeners: Listeners,
@@ -188,16 +198,6 @@ fn start(
     let (io_layer, io) = socket_io(config, rt.clone());
     let fanout = Fanout::new(io.clone(), slow);
 
-    let alert_stage = Stage::new("alert engine");
-    let outlets = Outlets {
-        fanout: Some(fanout.clone()),
-        tap: None,
-    };
-    alert_stage.spawn(
-        p.engine
-            .run(outlets, alert_stage.tracker(), alert_stage.token()),
-    );
-
     let delivery = Stage::new("delivery");
     delivery.spawn(fanout.clone().run(delivery.token()));
     let batcher = rtc.batch.then(|| {
@@ -212,15 +212,52 @@ fn start(
         delivery.spawn(b.clone().run(delivery.token()));
     }
 
-    let ingest_stage = Stage::new("mqtt ingest");
-    let pipeline = Pipeline::new(
-        p.hub,
+    let mut pipeline = Pipeline::new(
+        p.hub.clone(),
         fanout.clone(),
-        batcher,
-        p.alerts,
+        batcher.clone(),
+        p.alerts.clone(),
         &config.mqtt.subscriptions,
         config.limits.max_payload_bytes,
     );
+    let (cluster, changes) = match &config.cluster {
+        None => (None, None),
+        Some(cc) => {
+            let replicas = Replicas::new(cc.held_window(), cc.max_held);
+            let sockets = rt.clone();
+            let parts = cluster::Parts {
+                hub: p.hub.clone(),
+                fanout: fanout.clone(),
+                alerts: p.alerts.clone(),
+                batcher,
+                owned: replicas.owned(),
+                local_sockets: Box::new(move || sockets.connections()),
+                http_port: listeners.http.local_addr()?.port(),
+            };
+            let (cluster, changes) = Cluster::new(cc, parts)?;
+            pipeline = pipeline.with_cluster(Arc::new(cluster.clone()), replicas);
+            let stage = Stage::new("cluster");
+            let mqtt = p.mqtt.clone();
+            let ready = Box::new(move || mqtt.ready());
+            cluster.start(ready, &stage.tracker(), stage.token()).await;
+            (Some((cluster, stage)), Some(changes))
+        }
+    };
+
+    let alert_stage = Stage::new("alert engine");
+    let outlets = Outlets {
+        fanout: Some(fanout.clone()),
+        tap: None,
+        cluster: cluster
+            .as_ref()
+            .map(|(c, _)| Arc::new(c.clone()) as Arc<dyn alerts::cluster::ClusterSink>),
+    };
+    alert_stage.spawn(
+        p.engine
+            .run(outlets, alert_stage.tracker(), alert_stage.token()),
+    );
+
+    let ingest_stage = Stage::new("mqtt ingest");
     let (subs_tx, subs_rx) = tokio::sync::watch::channel(config.mqtt.subscriptions.clone().into());
     ingest_stage.spawn(ingest::run(
         config.mqtt.clone(),
@@ -228,6 +265,7 @@ fn start(
         pipeline,
         p.mqtt.clone(),
         subs_rx,
+        changes,
         ingest_stage.token(),
     ));
 
@@ -238,6 +276,7 @@ fn start(
         p.mqtt.clone(),
         reload_log.clone(),
         config.status.stale_after,
+        cluster.as_ref().map(|(c, _)| c.clone()),
     );
     let router = web::router(web_state.clone())
         .layer(io_layer)
@@ -287,6 +326,7 @@ fn start(
         side,
         ingest: ingest_stage,
         alerts: alert_stage,
+        cluster,
         delivery,
         rt,
         fanout,
@@ -327,6 +367,10 @@ impl Running {
         self.server_stop.cancel();
         self.ingest.stop(limit).await;
         self.alerts.stop(limit).await;
+        if let Some((cluster, stage)) = &self.cluster {
+            bounded("cluster", limit, cluster.leave()).await;
+            stage.stop(limit).await;
+        }
         // Pending batches are flushed, slow sockets get one last drain.
         self.delivery.stop(limit).await;
         self.fanout.drain();

@@ -252,6 +252,9 @@ impl Machine {
                 let mut out = Vec::new();
                 if let Some(e) = event {
                     self.dirty = true;
+                    if self.owned.is_some() {
+                        self.changed.insert(alert.unit_id.clone());
+                    }
                     out.push(Out {
                         event: Event::Acknowledged(e),
                         org: alert.organization_id.clone(),

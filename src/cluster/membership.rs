@@ -5,11 +5,13 @@
 //! claim that succeeds only when nobody owns it, its owner is dead, or it is its own; it gives
 //! a unit up (after what it queued for it is written) when another instance should own it.
 //!
-//! A heartbeat that fails puts the instance in degraded mode; the next one that succeeds
-//! rejoins: seqs numbered alone are carried over (no client sees a seq go back), the alert
-//! state of held units is written again, and held units are claimed again (or dropped, if
-//! another instance took them meanwhile). An epoch that changed under a live connection means
-//! Redis lost its data: the same steps follow.
+//! A heartbeat that fails puts the instance in degraded mode (it keeps its units: fencing
+//! refuses its writes if another takes them meanwhile); the next one that succeeds rejoins:
+//! held units are claimed again (or dropped, if another instance took them meanwhile), seqs
+//! numbered alone are carried over (no client sees a seq go back), and the alert state of held
+//! units is written again. An epoch that changed under a live connection means Redis lost its
+//! data: the same steps follow. For a node TTL after a rejoin no instance takes new units, so
+//! each first claims back its own.
 
 use redis::Value;
 use std::sync::atomic::Ordering::Relaxed;
@@ -143,7 +145,9 @@ pub async fn first_contact(c: &Cluster) {
 pub async fn run(c: Cluster, ready: Box<dyn Fn() -> bool + Send + Sync>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(c.0.cfg.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_ok = Instant::now();
+    // After a rejoin, every instance first claims back its own units, for a node TTL, before
+    // any takes new ones: otherwise the first one back would take everybody's.
+    let mut settle_until = Instant::now();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -153,27 +157,28 @@ pub async fn run(c: Cluster, ready: Box<dyn Fn() -> bool + Send + Sync>, stop: C
         if !join && c.0.joined.swap(false, Relaxed) {
             // No MQTT: this instance would publish nothing for its units. Let them go.
             info!("mqtt not ready: leaving the cluster's ownership until it is");
-            drop_all(&c, true).await;
+            drop_all(&c).await;
         }
         match heartbeat(&c, join).await {
             Err(e) => {
+                // Units stay owned here: if Redis counts this instance dead meanwhile and
+                // another takes them, fencing refuses this one's writes, and the rejoin drops
+                // them.
                 c.0.stats.redis_error("heartbeat");
                 c.go_alone(&e.to_string());
-                // Before Redis counts this instance dead, stop acting as an owner.
-                if last_ok.elapsed() > c.0.cfg.node_ttl / 2 && c.0.joined.swap(false, Relaxed) {
-                    drop_all(&c, false).await;
-                }
             }
             Ok(beat) => {
-                last_ok = Instant::now();
                 if c.0.alone.load(Relaxed) || *c.0.hub.epoch() != beat.epoch {
-                    rejoin(&c, &beat.epoch).await;
+                    if !rejoin(&c, &beat.epoch).await {
+                        continue;
+                    }
+                    settle_until = Instant::now() + c.0.cfg.node_ttl;
                 }
                 *c.0.view.lock().expect("cluster view") = ClusterView {
                     live: beat.live.clone(),
                     sockets: beat.sockets,
                 };
-                if join {
+                if join && Instant::now() >= settle_until {
                     c.0.joined.store(true, Relaxed);
                     if let Err(e) = rebalance(&c, &beat.live).await {
                         c.0.stats.redis_error("claim");
@@ -185,27 +190,11 @@ pub async fn run(c: Cluster, ready: Box<dyn Fn() -> bool + Send + Sync>, stop: C
     }
 }
 
-/// Back from degraded mode (or Redis lost its data): carry seqs over, write the alert state
-/// again, take the cluster's epoch, stop being alone, and check every held unit is still ours.
-async fn rejoin(c: &Cluster, epoch: &str) {
+/// Back from degraded mode (or Redis lost its data): claim the held units back (or drop the
+/// ones another instance took meanwhile), carry seqs over, write their alert state again,
+/// take the cluster's epoch and stop being alone. `false` when Redis failed again.
+async fn rejoin(c: &Cluster, epoch: &str) -> bool {
     let lost_data = !c.0.alone.load(Relaxed);
-    if let Err(e) = floor(c).await {
-        c.0.stats.redis_error("rejoin");
-        return warn!(error = %e, "cluster: rejoin failed; still degraded");
-    }
-    c.0.alerts.touch_all().await;
-    c.0.hub.set_epoch(epoch);
-    c.0.alone.store(false, Relaxed);
-    // Readings numbered alone between the first floor and the switch.
-    let _ = floor(c).await;
-    if lost_data {
-        warn!(
-            epoch,
-            "cluster: the epoch changed under a live connection (redis lost its data?)"
-        );
-    } else {
-        info!(epoch, "cluster: redis reachable again, rejoined");
-    }
     let held: Vec<Arc<str>> =
         c.0.claimed
             .lock()
@@ -222,9 +211,34 @@ async fn rejoin(c: &Cluster, epoch: &str) {
                     }
                 }
             }
-            Err(_) => return,
+            Err(e) => {
+                c.0.stats.redis_error("rejoin");
+                warn!(error = %e, "cluster: rejoin failed; still degraded");
+                return false;
+            }
         }
     }
+    if let Err(e) = floor(c).await {
+        c.0.stats.redis_error("rejoin");
+        warn!(error = %e, "cluster: rejoin failed; still degraded");
+        return false;
+    }
+    c.0.alerts.touch_all().await;
+    // Held messages from before are either published or were delivered here alone.
+    let _ = c.0.changes.send(Change::Rejoined).await;
+    c.0.hub.set_epoch(epoch);
+    c.0.alone.store(false, Relaxed);
+    // Readings numbered alone between the first floor and the switch.
+    let _ = floor(c).await;
+    if lost_data {
+        warn!(
+            epoch,
+            "cluster: the epoch changed under a live connection (redis lost its data?)"
+        );
+    } else {
+        info!(epoch, "cluster: redis reachable again, rejoined");
+    }
+    true
 }
 
 /// Raises every unit's seq in Redis to at least this instance's own.
@@ -352,16 +366,11 @@ async fn lose(c: &Cluster, unit: &Arc<str>) {
     }
 }
 
-/// Stops owning every unit; `release`: also give them up in Redis (after what is queued).
-async fn drop_all(c: &Cluster, release: bool) {
+/// Gives every unit up (after what is queued for it is written).
+async fn drop_all(c: &Cluster) {
     let held: Vec<Arc<str>> = c.0.claimed.lock().expect("claimed").drain().collect();
     for unit in held {
-        let change = if release {
-            Change::Release { unit }
-        } else {
-            Change::Lost { unit }
-        };
-        let _ = c.0.changes.send(change).await;
+        let _ = c.0.changes.send(Change::Release { unit }).await;
     }
 }
 

@@ -178,26 +178,28 @@ pub async fn run(
     let mut session = Session::new(updates.borrow_and_update().clone(), &client);
     info!(url = %cfg.url, client_id = %cfg.client_id, "mqtt ingest starting");
     let mut expire = tokio::time::interval(EXPIRE_HELD);
-    loop {
-        // No timer arm here: dropping `poll` mid-connect loses the connection attempt.
-        let event = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            Ok(()) = updates.changed() => {
-                let new = updates.borrow_and_update().clone();
-                pipeline.set_subscriptions(&new);
-                session.update(new, &health);
-                continue;
+    'run: loop {
+        // `poll` is never dropped half-way but at shutdown: it is not cancel-safe (a dropped
+        // poll loses a connection attempt, or the acks it took from the request channel and
+        // had not written yet, after which the broker stops sending at its in-flight limit).
+        // The other arms run while it waits, and it goes on afterwards.
+        let event = {
+            let poll = eventloop.poll();
+            tokio::pin!(poll);
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => break 'run,
+                    Ok(()) = updates.changed() => {
+                        let new = updates.borrow_and_update().clone();
+                        pipeline.set_subscriptions(&new);
+                        session.update(new, &health);
+                    }
+                    Some(change) = next_change(&mut changes) => pipeline.apply(change).await,
+                    _ = expire.tick(), if changes.is_some() => pipeline.expire_held(),
+                    ev = &mut poll => break ev,
+                }
             }
-            Some(change) = next_change(&mut changes) => {
-                pipeline.apply(change).await;
-                continue;
-            }
-            _ = expire.tick(), if changes.is_some() => {
-                pipeline.expire_held();
-                continue;
-            }
-            ev = eventloop.poll() => ev,
         };
         let event = match event {
             Ok(event) => event,

@@ -111,6 +111,7 @@ impl Pipeline {
                 replicas.disown(&unit);
                 self.alerts.release(unit).await;
             }
+            Change::Rejoined => replicas.clear(),
         }
     }
 

@@ -80,6 +80,9 @@ pub enum Change {
     Release { unit: Arc<str> },
     /// `unit` was taken over by another instance (this one was fenced out): stop.
     Lost { unit: Arc<str> },
+    /// Back from degraded mode: what is held from before was published by its owner or
+    /// delivered here alone, so it is forgotten.
+    Rejoined,
 }
 
 /// A message of a unit this instance does not own, kept for a takeover.
@@ -205,6 +208,12 @@ impl Replicas {
     pub fn disown(&mut self, unit: &str) {
         self.owned.remove(unit);
         self.skip.remove(unit);
+    }
+
+    /// Forgets everything held and skipped (see [`Change::Rejoined`]).
+    pub fn clear(&mut self) {
+        self.held.clear();
+        self.skip.clear();
     }
 
     /// Units with messages held, and how many (health, tests).

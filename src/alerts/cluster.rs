@@ -49,10 +49,13 @@ pub trait AckForward: Send + Sync {
     ) -> BoxFuture<'a, Result<Alert, AckError>>;
 }
 
+/// A unit's shown state and open alerts.
+type UnitView = (UnitState, Vec<Alert>);
+
 /// Every unit's shown state and open alerts as last committed by its owner.
 #[derive(Default)]
 pub struct ClusterView {
-    units: Mutex<BTreeMap<Arc<str>, (UnitState, Vec<Alert>)>>,
+    units: Mutex<BTreeMap<Arc<str>, UnitView>>,
     forward: OnceLock<Arc<dyn AckForward>>,
 }
 

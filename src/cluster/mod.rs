@@ -323,7 +323,7 @@ impl Publish for Cluster {
 
     fn publish(&self, out: Outbound) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            if self.0.jobs.send(Job::Publish(out)).await.is_err() {
+            if self.0.jobs.send(Job::Publish(Box::new(out))).await.is_err() {
                 self.0.stats.dropped("writer_stopped", 1);
             }
         })

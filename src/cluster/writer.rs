@@ -25,7 +25,8 @@ use crate::pipeline::shared::{Change, Outbound};
 const BATCH: usize = 256;
 
 pub enum Job {
-    Publish(Outbound),
+    /// Boxed: a reading is much larger than the other jobs.
+    Publish(Box<Outbound>),
     Release(Arc<str>),
     Commit(Vec<UnitCommit>, Webhooks),
     /// Answered once everything queued before it is written.
@@ -253,6 +254,7 @@ fn alone(c: &Cluster, job: Job) {
     match job {
         Job::Publish(out) => {
             use crate::pipeline::shared::Publish;
+            let out = *out;
             c.delivered_alone(out.fp);
             if let Some(door) = &out.door {
                 deliver_door(c, door, &to_json(door), true);

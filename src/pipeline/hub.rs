@@ -278,9 +278,8 @@ impl Hub {
         retained: bool,
         mut emit: impl FnMut(Emit<'_>, &Arc<Unit>),
     ) -> Accepted {
-        let unit = match self.unit_of(&reading, topic, received_at) {
-            Ok(unit) => unit,
-            Err(()) => return Accepted::Unmapped(reading.sensor_id),
+        let Some(unit) = self.unit_of(&reading, topic, received_at) else {
+            return Accepted::Unmapped(reading.sensor_id);
         };
         let feed = self.feed(&unit.id);
         let mut feed = feed.lock().expect("unit feed lock");
@@ -307,13 +306,13 @@ impl Hub {
     }
 
     /// The unit `reading` belongs to; an unregistered sensor is counted and recorded in the
-    /// unmapped list (`Err`).
+    /// unmapped list (`None`).
     pub fn unit_of(
         &self,
         reading: &Reading,
         topic: &str,
         received_at: DateTime<Utc>,
-    ) -> Result<Arc<Unit>, ()> {
+    ) -> Option<Arc<Unit>> {
         let registry = self.registry();
         // A multi-probe device (Tasmota) may be registered as a whole: try its device id too.
         // Decoders give normalised ids: looked up as they are.
@@ -321,7 +320,7 @@ impl Hub {
             .unit_for_key(&reading.sensor_id)
             .or_else(|| registry.unit_for_key(reading.fallback_sensor_id.as_deref()?))
             .cloned();
-        unit.ok_or_else(|| {
+        if unit.is_none() {
             self.0
                 .stats
                 .unmapped
@@ -332,7 +331,8 @@ impl Hub {
                 reading.source.name(),
                 received_at,
             );
-        })
+        }
+        unit
     }
 
     /// Cluster mode, on the instance that owns `unit`: records the reading's door state and

@@ -16,12 +16,9 @@ impl Pipeline {
     /// Cluster mode, the cluster reachable: publish (owned unit) or hold (another's).
     pub(super) async fn dispatch_shared(&mut self, reading: decode::Reading, o: &Origin<'_>) {
         let fp = fingerprint(o.topic, o.payload, &reading.sensor_id);
-        let unit = match self.hub.unit_of(&reading, o.topic, o.received_at) {
-            Ok(unit) => unit,
-            Err(()) => {
-                let why = "sensor is not in the registry (see /api/sensors/unmapped)";
-                return self.rejections.log(Some(&reading.sensor_id), o.topic, why);
-            }
+        let Some(unit) = self.hub.unit_of(&reading, o.topic, o.received_at) else {
+            let why = "sensor is not in the registry (see /api/sensors/unmapped)";
+            return self.rejections.log(Some(&reading.sensor_id), o.topic, why);
         };
         let Some((_, replicas)) = &mut self.cluster else {
             return;
@@ -95,7 +92,7 @@ impl Pipeline {
                     .cluster_replayed
                     .fetch_add(replay.len() as u64, Relaxed);
                 for h in replay {
-                    let Ok(u) = self.hub.unit_of(&h.reading, &h.topic, h.received_at) else {
+                    let Some(u) = self.hub.unit_of(&h.reading, &h.topic, h.received_at) else {
                         continue;
                     };
                     self.publish_owned(u, h.reading, h.fp, &h.topic, h.received_at, h.retained)

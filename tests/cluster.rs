@@ -6,125 +6,26 @@
 //! per excursion, acknowledgements seen everywhere, escalation on time after the evaluating
 //! instance is killed; Redis and broker restarts; a kill in the middle of 2000 readings.
 //!
+//! (About 500 lines: seven scenarios on one setup, kept in one test binary to spare CI a link.)
+//!
 //! Timings are short so the tests are fast: heartbeat 100 ms, node TTL 600 ms (the failover
 //! window), Redis timeout 500 ms.
 
 mod common;
 
 use common::broker::{Broker, Publisher};
-use common::config::{TestConfig, TestRegistry};
+use common::cluster::{
+    by_unit, cluster_check, cluster_config, node, publish, readings, start, wait_formed, FAILOVER,
+    QUIET,
+};
 use common::jsclient::{JsClient, JsDriver};
 use common::redis::Redis;
 use common::service::{auth, connected, subscribed, Service};
-use common::wait::{check, eventually, WAIT};
+use common::wait::WAIT;
 use common::webhook::webhook_receiver;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
-
-/// How long "nothing more arrives" is watched for.
-const QUIET: Duration = Duration::from_millis(500);
-/// Failover: node TTL plus a few heartbeats, on a busy machine.
-const FAILOVER: Duration = Duration::from_secs(5);
-
-/// One org, one site, `n` units `u1..un` with a json sensor `p1..pn` each.
-fn registry(n: usize) -> TestRegistry {
-    let mut r = TestRegistry::default().org("o1").site("s1", "o1");
-    for i in 1..=n {
-        r = r
-            .unit(&format!("u{i}"), "s1")
-            .sensor(&format!("p{i}"), &format!("u{i}"));
-    }
-    r
-}
-
-/// The cluster's test config: fast heartbeats, a short TTL, the given registry.
-fn cluster_config(broker: &Broker, redis: &Redis, units: usize) -> TestConfig {
-    TestConfig::new(broker)
-        .registry(&registry(units))
-        .set("cluster", "redis_url", redis.url())
-        .set("cluster", "heartbeat", "100ms")
-        .set("cluster", "node_ttl", "600ms")
-        .set("cluster", "redis_timeout", "500ms")
-        .set("log", "level", "info")
-}
-
-/// Instance `id` of the cluster: its own node id and MQTT client id.
-fn node(config: &TestConfig, id: &str) -> TestConfig {
-    config.clone().set("cluster", "node_id", id).mqtt(
-        "client_id",
-        format!("sensorcast-{id}-{}", fastrand::u64(..)),
-    )
-}
-
-/// Starts one binary per id and waits until the cluster has formed (see [`wait_formed`]).
-async fn start(config: &TestConfig, ids: &[&str], units: usize) -> Vec<Service> {
-    let mut nodes = Vec::new();
-    for id in ids {
-        nodes.push(Service::start_binary(&node(config, id), &[]).await);
-    }
-    wait_formed(&nodes.iter().collect::<Vec<_>>(), units).await;
-    nodes
-}
-
-/// `checks.cluster` of an instance.
-async fn cluster_check(s: &Service) -> Value {
-    let (_, h) = s.get("/health", None).await;
-    h["checks"]["cluster"].clone()
-}
-
-/// Every instance sees all of them alive and not degraded, and the units are all owned, once.
-async fn wait_formed(nodes: &[&Service], units: usize) {
-    eventually(WAIT, "the cluster to form", || async {
-        let mut owned = 0;
-        let mut seen = Vec::new();
-        for n in nodes {
-            let c = cluster_check(n).await;
-            seen.push(c.clone());
-            if c["degraded"] != false || c["liveInstances"] != nodes.len() {
-                return Err(format!("{seen:?}"));
-            }
-            owned += c["ownedUnits"].as_u64().unwrap_or(0);
-        }
-        check(
-            owned == units as u64,
-            format!("{owned} units owned of {units}: {seen:?}"),
-        )
-    })
-    .await
-}
-
-/// A reading for sensor `p{unit}`.
-async fn publish(p: &Publisher, unit: usize, temperature: f64) {
-    let body = json!({ "temperature": temperature }).to_string();
-    p.publish(&format!("sensors/p{unit}"), body, 1).await;
-}
-
-/// The next `n` readings `c` receives, then nothing more for [`QUIET`].
-async fn readings(c: &JsClient, n: usize) -> Vec<Value> {
-    let mut out = Vec::with_capacity(n);
-    while out.len() < n {
-        out.push(c.next_event("sensor:reading").await[0].clone());
-    }
-    c.assert_no_event("sensor:reading", QUIET).await;
-    out
-}
-
-/// Per unit: the temperatures in arrival order, and whether seqs grew by one each time.
-fn by_unit(readings: &[Value]) -> BTreeMap<String, (Vec<f64>, bool)> {
-    let mut units: BTreeMap<String, (Vec<f64>, Vec<u64>)> = BTreeMap::new();
-    for r in readings {
-        let e = units
-            .entry(r["unitId"].as_str().unwrap().to_string())
-            .or_default();
-        e.0.push(r["temperature"].as_f64().unwrap());
-        e.1.push(r["seq"].as_u64().unwrap());
-    }
-    units
-        .into_iter()
-        .map(|(u, (t, seqs))| (u, (t, seqs.windows(2).all(|w| w[1] == w[0] + 1))))
-        .collect()
-}
 
 /// A client on either instance gets every reading of its rooms exactly once, in order and
 /// numbered 1, 2, 3... per unit, whichever instance owns (ingests for the cluster) the unit;

@@ -20,25 +20,14 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::rendezvous::owner_of;
 use super::store::evalsha;
 use super::writer::Job;
 use super::{Cluster, ClusterView};
-use crate::pipeline::shared::{fingerprint, Change};
+use crate::pipeline::shared::Change;
 
 /// Units claimed per pipelined round trip.
 const CLAIM_BATCH: usize = 256;
-
-/// The owner of `unit` among `live`: highest rendezvous score (FNV-1a of node and unit,
-/// finished with splitmix64's mixer so that similar names spread).
-pub fn owner_of<'a>(unit: &str, live: &'a [Arc<str>]) -> Option<&'a Arc<str>> {
-    let score = |node: &str| {
-        let mut z = fingerprint(node, unit.as_bytes(), "");
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    };
-    live.iter().max_by(|a, b| (score(a), a).cmp(&(score(b), b)))
-}
 
 /// Loads every script (after a Redis restart its script cache is empty).
 pub async fn load_scripts(c: &Cluster) -> redis::RedisResult<()> {
@@ -402,31 +391,5 @@ pub async fn leave(c: &Cluster) {
     match left {
         Ok(Ok(_)) => info!(units = held.len(), "left the cluster"),
         _ => warn!("could not leave the cluster cleanly: the others take over after node_ttl"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Rendezvous hashing: every unit has one owner, a node's death moves only its own units,
-    /// and the units spread over the nodes.
-    #[test]
-    fn ownership_moves_only_the_units_of_a_node_that_left() {
-        let nodes: Vec<Arc<str>> = ["a:1", "b:1", "c:1"].map(Arc::from).to_vec();
-        let units: Vec<String> = (0..3000).map(|i| format!("unit-{i}")).collect();
-        let before: Vec<&Arc<str>> = units.iter().map(|u| owner_of(u, &nodes).unwrap()).collect();
-        for n in &nodes {
-            let share = before.iter().filter(|o| **o == n).count();
-            assert!((800..1200).contains(&share), "{n}: {share} of 3000");
-        }
-        let two: Vec<Arc<str>> = nodes[..2].to_vec();
-        for (u, was) in units.iter().zip(&before) {
-            let now = owner_of(u, &two).unwrap();
-            if **was != nodes[2] {
-                assert_eq!(now, *was, "{u} moved although its owner is alive");
-            }
-        }
-        assert!(owner_of("u", &[]).is_none());
     }
 }

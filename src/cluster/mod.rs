@@ -26,6 +26,8 @@
 pub mod config;
 mod membership;
 mod relay;
+mod rendezvous;
+mod requests;
 pub mod store;
 mod writer;
 
@@ -348,7 +350,7 @@ impl SharedHistory for Cluster {
         unit: &'a str,
         after: u64,
     ) -> BoxFuture<'a, Option<(Vec<Arc<SensorReading>>, u64)>> {
-        Box::pin(relay::history_after(self, unit, after))
+        Box::pin(requests::history_after(self, unit, after))
     }
 }
 
@@ -376,6 +378,6 @@ impl crate::alerts::cluster::AckForward for Cluster {
         by: &'a str,
     ) -> crate::alerts::cluster::BoxFuture<'a, Result<crate::alerts::Alert, crate::alerts::AckError>>
     {
-        Box::pin(relay::forward_ack(self, alert_id, by))
+        Box::pin(requests::forward_ack(self, alert_id, by))
     }
 }

@@ -25,6 +25,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use super::doors::Doors;
 use super::shared::SharedHistory;
 use super::unmapped::Unmapped;
+
+#[path = "hub_shared.rs"]
+mod shared;
 pub use super::unmapped::UnmappedSensor;
 use crate::core::reading::{DoorState, SensorReading, UnitDoor};
 use crate::core::registry::{Registry, Unit};
@@ -190,39 +193,6 @@ impl Hub {
         self.0.epoch.read().expect("epoch lock").clone()
     }
 
-    /// Puts `epoch` in force (cluster mode). Returns whether it changed.
-    pub fn set_epoch(&self, epoch: &str) -> bool {
-        let mut e = self.0.epoch.write().expect("epoch lock");
-        if &**e == epoch {
-            return false;
-        }
-        *e = epoch.into();
-        true
-    }
-
-    /// Attaches the cluster's shared history (once, at start in cluster mode).
-    pub fn set_shared(&self, shared: Arc<dyn SharedHistory>) {
-        let _ = self.0.shared.set(shared);
-    }
-
-    /// What the shared history keeps of `unit` after `after` (cluster mode; `None` without
-    /// one, or when it cannot tell): `(readings, through)`.
-    pub async fn stored_after(
-        &self,
-        unit: &Unit,
-        after: u64,
-    ) -> Option<(Vec<Arc<SensorReading>>, u64)> {
-        let shared = self.0.shared.get()?.clone();
-        shared.readings_after(&unit.id, after).await
-    }
-
-    /// Whether memory alone can serve a resume of `unit` from `after`.
-    pub fn in_memory_after(&self, unit: &Arc<str>, after: u64) -> bool {
-        let feed = self.feed(unit);
-        let feed = feed.lock().expect("unit feed lock");
-        feed.after(after, self.0.history).is_some()
-    }
-
     pub fn stats(&self) -> &Stats {
         &self.0.stats
     }
@@ -335,85 +305,6 @@ impl Hub {
         unit
     }
 
-    /// Cluster mode, on the instance that owns `unit`: records the reading's door state and
-    /// returns the door change (if any) and the reading's wire form (if it has a temperature)
-    /// with `seq` 0 and no `id`: Redis numbers it (see the module doc).
-    pub fn prepare(
-        &self,
-        reading: Reading,
-        unit: &Arc<Unit>,
-        received_at: DateTime<Utc>,
-        retained: bool,
-    ) -> (Option<UnitDoor>, Option<SensorReading>) {
-        let feed = self.feed(&unit.id);
-        let mut feed = feed.lock().expect("unit feed lock");
-        prepare(&mut feed, unit, reading, received_at, retained)
-    }
-
-    /// Cluster mode: a numbered reading from the event stream. Kept as the unit's latest and
-    /// in its history, and handed to `emit` under the unit's lock (see the module doc).
-    pub fn relay_reading(&self, wire: Arc<SensorReading>, emit: impl FnOnce(&Arc<SensorReading>)) {
-        let feed = self.feed(&wire.unit_id);
-        let mut feed = feed.lock().expect("unit feed lock");
-        feed.seq = feed.seq.max(wire.seq);
-        feed.push(wire.clone(), self.0.history);
-        emit(&wire);
-    }
-
-    /// Cluster mode: a door change from the event stream, handed to `emit` under the unit's
-    /// lock. Recorded unless this instance owns the unit (`owner`): the owner recorded it when
-    /// it prepared the reading, and may be ahead of the stream.
-    pub fn relay_door(&self, door: &UnitDoor, owner: bool, emit: impl FnOnce()) {
-        let feed = self.feed(&door.unit_id);
-        let mut feed = feed.lock().expect("unit feed lock");
-        if !owner {
-            feed.doors.apply(door);
-        }
-        emit();
-    }
-
-    /// Cluster mode, degraded: a prepared reading (see [`Hub::prepare`]) that could not reach
-    /// Redis, numbered here under this instance's epoch, kept, and handed to `emit` under the
-    /// unit's lock.
-    pub fn number_alone(&self, mut wire: SensorReading, emit: impl FnOnce(&Arc<SensorReading>)) {
-        let feed = self.feed(&wire.unit_id);
-        let mut feed = feed.lock().expect("unit feed lock");
-        feed.seq += 1;
-        wire.seq = feed.seq;
-        wire.id = format!("{}-{}-{}", self.epoch(), wire.unit_id, feed.seq);
-        let wire = Arc::new(wire);
-        feed.push(wire.clone(), self.0.history);
-        emit(&wire);
-    }
-
-    /// Each unit's last `seq` in this process (cluster mode: what a rejoin must not go below).
-    pub fn seqs(&self) -> Vec<(Arc<str>, u64)> {
-        let feeds: Vec<_> = self
-            .0
-            .units
-            .iter()
-            .map(|e| (e.key().clone(), e.value().clone()))
-            .collect();
-        feeds
-            .into_iter()
-            .map(|(u, f)| {
-                let seq = f.lock().expect("unit feed lock").seq;
-                (u, seq)
-            })
-            .filter(|(_, s)| *s > 0)
-            .collect()
-    }
-
-    /// Cluster mode: the unit's latest reading as Redis keeps it, at start (memory knows none).
-    pub fn restore_latest(&self, wire: Arc<SensorReading>) {
-        let feed = self.feed(&wire.unit_id);
-        let mut feed = feed.lock().expect("unit feed lock");
-        if feed.latest.is_none() {
-            feed.seq = feed.seq.max(wire.seq);
-            feed.latest = Some(wire);
-        }
-    }
-
     /// Records a device's own online/offline report. Unknown sensors are not remembered.
     pub fn set_availability(&self, sensor_id: &str, online: bool, at: DateTime<Utc>) -> bool {
         let known = self.registry().unit_for_key(sensor_id).is_some();
@@ -513,45 +404,5 @@ fn prepare(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A probe of a multi-probe device maps through the device id when only the device is
-    /// registered; a registered probe id wins.
-    #[test]
-    fn readings_fall_back_to_the_device_id() {
-        let registry = Registry::parse(
-            "[[org]]\nid = \"o\"\n[[site]]\nid = \"s\"\norg = \"o\"\n\
-             [[unit]]\nid = \"u1\"\nsite = \"s\"\n[[unit]]\nid = \"u2\"\nsite = \"s\"\n\
-             [[sensor]]\nid = \"tasmota_dev\"\nunit = \"u1\"\n\
-             [[sensor]]\nid = \"tasmota_dev/SI7021\"\nunit = \"u2\"\n",
-            std::path::Path::new("r.toml"),
-        )
-        .unwrap();
-        let limits = HistoryLimits {
-            max_readings: 4,
-            max_age: std::time::Duration::from_secs(60),
-        };
-        let hub = Hub::new(registry, 4, limits);
-        let reading = |id: &str| Reading {
-            sensor_id: id.into(),
-            fallback_sensor_id: Some("tasmota_dev".into()),
-            temperature: Some(4.0),
-            door_open: None,
-            humidity: None,
-            battery: None,
-            signal_strength: None,
-            recorded_at: Utc::now(),
-            source: crate::decode::Format::Tasmota,
-            extra: Vec::new(),
-        };
-        let unit_of =
-            |id: &str| match hub.accept(reading(id), "tele/x/SENSOR", Utc::now(), false, |_, _| {})
-            {
-                Accepted::Mapped { unit, .. } => Some(unit.id.to_string()),
-                Accepted::Unmapped(_) => None,
-            };
-        assert_eq!(unit_of("tasmota_dev/DS18B20-1").as_deref(), Some("u1"));
-        assert_eq!(unit_of("tasmota_dev/SI7021").as_deref(), Some("u2"));
-    }
-}
+#[path = "hub_tests.rs"]
+mod tests;

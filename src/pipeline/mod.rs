@@ -86,9 +86,8 @@ impl Pipeline {
 
     /// Cluster mode: readings of units this instance owns go to `cluster`, the others are held
     /// (see [`shared`]).
-    pub fn with_cluster(mut self, cluster: Arc<dyn Publish>, replicas: Replicas) -> Self {
+    pub fn attach_cluster(&mut self, cluster: Arc<dyn Publish>, replicas: Replicas) {
         self.cluster = Some((cluster, replicas));
-        self
     }
 
     /// A reloaded subscription list. A subscription that is still there unchanged keeps its

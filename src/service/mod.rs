@@ -5,7 +5,9 @@
 //! - [`stage`]: a cancellation token plus a task tracker, stopped with a bound.
 //! - [`reload`]: SIGHUP: registry, log level and subscriptions without a restart.
 //! - [`systemd`]: the notify protocol (READY, WATCHDOG, STATUS, RELOADING, STOPPING).
+//! - `clustered`: cluster mode's part of the wiring.
 
+mod clustered;
 pub mod reload;
 pub mod stage;
 pub mod systemd;
@@ -29,7 +31,6 @@ use crate::core::registry::Registry;
 use crate::delivery::{Batcher, Congestion, Fanout, SlowPolicy, SlowSockets};
 use crate::ingest;
 use crate::pipeline::hub::{HistoryLimits, Hub};
-use crate::pipeline::shared::Replicas;
 use crate::pipeline::Pipeline;
 use crate::realtime::{self, transport, Realtime};
 use crate::web::{self, WebState};
@@ -223,24 +224,20 @@ async fn start(
     let (cluster, changes) = match &config.cluster {
         None => (None, None),
         Some(cc) => {
-            let replicas = Replicas::new(cc.held_window(), cc.max_held);
-            let sockets = rt.clone();
             let parts = cluster::Parts {
                 hub: p.hub.clone(),
                 fanout: fanout.clone(),
                 alerts: p.alerts.clone(),
                 batcher,
-                owned: replicas.owned(),
-                local_sockets: Box::new(move || sockets.connections()),
+                owned: Default::default(),
+                local_sockets: Box::new({
+                    let rt = rt.clone();
+                    move || rt.connections()
+                }),
                 http_port: listeners.http.local_addr()?.port(),
             };
-            let (cluster, changes) = Cluster::new(cc, parts)?;
-            pipeline = pipeline.with_cluster(Arc::new(cluster.clone()), replicas);
-            let stage = Stage::new("cluster");
-            let mqtt = p.mqtt.clone();
-            let ready = Box::new(move || mqtt.ready());
-            cluster.start(ready, &stage.tracker(), stage.token()).await;
-            (Some((cluster, stage)), Some(changes))
+            let (c, stage, changes) = clustered::start(cc, parts, &mut pipeline, &p.mqtt).await?;
+            (Some((c, stage)), Some(changes))
         }
     };
 

@@ -13,18 +13,21 @@
 
 mod common;
 
+use common::broker::free_port;
 use common::broker::{Broker, Publisher};
 use common::cluster::{
     by_unit, cluster_check, cluster_config, node, publish, readings, start, wait_formed, FAILOVER,
     QUIET,
 };
+use common::http::http_get_raw;
 use common::jsclient::{JsClient, JsDriver};
 use common::redis::Redis;
-use common::service::{auth, connected, subscribed, Service};
+use common::service::{auth, connected, subscribed, token, Service};
 use common::wait::WAIT;
 use common::webhook::webhook_receiver;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// A client on either instance gets every reading of its rooms exactly once, in order and
@@ -52,6 +55,17 @@ async fn a_client_on_either_instance_gets_every_reading_once_whichever_instance_
             v["websocket"]["connections"] == 1 && v["websocket"]["clusterConnections"] == 2
         })
         .await;
+    let owner = format!(
+        "Bearer {}",
+        token(json!({ "org_id": "o1", "role": "owner" }))
+    );
+    let page = http_get_raw(nodes[1].addr, "/", &[("authorization", &owner)]).await;
+    for shown in ["Redis connected", "2 live instances", "2 on every instance"] {
+        assert!(
+            page.body.contains(shown),
+            "{shown:?} not on the status page"
+        );
+    }
 
     let p = Publisher::connect(&broker).await;
     for i in 0..60u32 {
@@ -318,8 +332,20 @@ async fn killing_the_evaluating_instance_still_escalates_on_time_once() {
 async fn a_redis_restart_degrades_every_instance_alone_and_they_rejoin() {
     let broker = Broker::start().await;
     let mut redis = Redis::start().await;
-    let config = cluster_config(&broker, &redis, 2);
-    let nodes = start(&config, &["a", "b"], 2).await;
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config = cluster_config(&broker, &redis, 2)
+        .set("metrics", "enabled", true)
+        .set("metrics", "listen", metrics.to_string());
+    let a = Service::start_binary(&node(&config, "a"), &[]).await;
+    let b_config = node(&config, "b").set("metrics", "enabled", false);
+    let b = Service::start_binary(&b_config, &[]).await;
+    let nodes = vec![a, b];
+    wait_formed(&nodes.iter().collect::<Vec<_>>(), 2).await;
+    let gauge = |text: &str, name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .map(|v| v.trim().to_string())
+    };
     let driver = JsDriver::spawn().await;
     let clients = [
         subscribed(&driver, &nodes[0], auth("o1", "staff"), &["u1", "u2"]).await,
@@ -350,6 +376,29 @@ async fn a_redis_restart_degrades_every_instance_alone_and_they_rejoin() {
         })
         .await;
     }
+    let text = http_get_raw(metrics, "/metrics", &[]).await.body;
+    assert_eq!(
+        gauge(&text, "sensorcast_cluster_degraded").as_deref(),
+        Some("1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sensorcast_cluster_redis_errors_total{op="),
+        "{text}"
+    );
+    let page = http_get_raw(
+        nodes[0].addr,
+        "/",
+        &[(
+            "authorization",
+            &format!(
+                "Bearer {}",
+                token(json!({ "org_id": "o1", "role": "owner" }))
+            ),
+        )],
+    )
+    .await;
+    assert!(page.body.contains("Redis unavailable"), "{}", page.body);
     phase(30).await;
     for (c, seen) in clients.iter().zip(&mut all) {
         seen.extend(readings(c, 10).await);
@@ -357,6 +406,21 @@ async fn a_redis_restart_degrades_every_instance_alone_and_they_rejoin() {
 
     redis.start_again().await;
     wait_formed(&nodes.iter().collect::<Vec<_>>(), 2).await;
+    let text = http_get_raw(metrics, "/metrics", &[]).await.body;
+    assert_eq!(
+        gauge(&text, "sensorcast_cluster_degraded").as_deref(),
+        Some("0"),
+        "{text}"
+    );
+    assert_eq!(
+        gauge(&text, "sensorcast_cluster_instances").as_deref(),
+        Some("2"),
+        "{text}"
+    );
+    assert_eq!(
+        gauge(&text, "sensorcast_cluster_degraded_periods_total").as_deref(),
+        Some("1")
+    );
     phase(60).await;
     for (c, seen) in clients.iter().zip(&mut all) {
         seen.extend(readings(c, 10).await);

@@ -58,21 +58,14 @@ pub async fn forward_ack(c: &Cluster, alert_id: &str, by: &str) -> Result<Alert,
         .to_string();
     let (tx, rx) = tokio::sync::oneshot::channel();
     c.0.pending_acks.insert(req.clone(), tx);
-    let mut conn = c.conn();
-    let sent: redis::RedisResult<String> = conn
-        .xadd_maxlen(
-            c.0.keys.events(),
-            redis::streams::StreamMaxlen::Approx(c.0.cfg.stream_max_len),
-            "*",
-            &[
-                ("k", "c"),
-                ("i", &req),
-                ("n", &c.0.node),
-                ("a", alert_id),
-                ("b", by),
-            ],
-        )
-        .await;
+    let fields = [
+        ("k", "c"),
+        ("i", &req),
+        ("n", &c.0.node),
+        ("a", alert_id),
+        ("b", by),
+    ];
+    let sent = append(c, &fields).await;
     if let Err(e) = sent {
         c.0.pending_acks.remove(&req);
         c.0.stats.redis_error("ack_forward");
@@ -119,17 +112,18 @@ pub(super) fn answer_ack(c: &Cluster, map: &HashMap<String, redis::Value>) {
             Ok(alert) => json!({ "alert": alert }),
             Err(e) => json!({ "error": e.to_string() }),
         };
-        let mut conn = c.conn();
-        let sent: redis::RedisResult<String> = conn
-            .xadd_maxlen(
-                c.0.keys.events(),
-                redis::streams::StreamMaxlen::Approx(c.0.cfg.stream_max_len),
-                "*",
-                &[("k", "y"), ("i", req.as_str()), ("p", &answer.to_string())],
-            )
-            .await;
+        let answer = answer.to_string();
+        let sent = append(&c, &[("k", "y"), ("i", req.as_str()), ("p", &answer)]).await;
         if sent.is_err() {
             c.0.stats.redis_error("ack_answer");
         }
     });
+}
+
+/// Appends one entry to the cluster's stream.
+async fn append(c: &Cluster, fields: &[(&str, &str)]) -> redis::RedisResult<String> {
+    let max = redis::streams::StreamMaxlen::Approx(c.0.cfg.stream_max_len);
+    c.conn()
+        .xadd_maxlen(c.0.keys.events(), max, "*", fields)
+        .await
 }

@@ -151,12 +151,7 @@ fn cluster_main(
     let harness_cpu = 1 - server_cpu.min(1);
     procstat::pin_current_thread(harness_cpu);
     procstat::raise_nofile();
-    let dir = std::env::temp_dir().join(format!("sensorcast-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let (mosquitto, mqtt_port) = servers::start_mosquitto(&dir, harness_cpu)?;
+    let (dir, rt, mosquitto, mqtt_port) = bench_setup(harness_cpu)?;
     let env = scenario::Env {
         paths: servers::Paths {
             sensorcast_bin: bin.clone(),
@@ -227,12 +222,7 @@ fn compare_main(command: Cmd) -> anyhow::Result<()> {
         &plain_bin,
         "cargo build --profile bench-server --bin plain --manifest-path benches/loadgen/Cargo.toml",
     )?;
-    let dir = std::env::temp_dir().join(format!("sensorcast-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let (mosquitto, mqtt_port) = servers::start_mosquitto(&dir, harness_cpu)?;
+    let (dir, rt, mosquitto, mqtt_port) = bench_setup(harness_cpu)?;
     let env = scenario::Env {
         paths: servers::Paths {
             sensorcast_bin: sensorcast_bin.clone(),
@@ -334,4 +324,17 @@ fn merge(into: &mut StackResults, from: StackResults) {
     into.alert = into.alert.take().or(from.alert);
     into.strace = into.strace.take().or(from.strace);
     into.errors.extend(from.errors);
+}
+
+/// The bench's temp folder, its runtime, and mosquitto on the harness core.
+fn bench_setup(
+    harness_cpu: usize,
+) -> anyhow::Result<(PathBuf, tokio::runtime::Runtime, servers::Proc, u16)> {
+    let dir = std::env::temp_dir().join(format!("sensorcast-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (mosquitto, mqtt_port) = servers::start_mosquitto(&dir, harness_cpu)?;
+    Ok((dir, rt, mosquitto, mqtt_port))
 }

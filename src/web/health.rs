@@ -126,7 +126,11 @@ async fn stats(State(app): State<WebState>) -> Json<crate::core::stats::StatsSna
 
 /// 401 without a valid token, 403 for roles other than owner/admin.
 async fn require_admin(State(app): State<WebState>, req: Request, next: Next) -> Response {
-    match app.rt.auth.verify(bearer(req.headers())) {
+    match app
+        .rt
+        .auth
+        .verify(crate::web::signin::bearer(req.headers()))
+    {
         Ok(p) if p.is_admin() => next.run(req).await,
         Ok(_) => (
             StatusCode::FORBIDDEN,
@@ -147,15 +151,4 @@ async fn require_admin(State(app): State<WebState>, req: Request, next: Next) ->
             r
         }
     }
-}
-
-/// The token of an `Authorization: Bearer <token>` header (also used by the status page).
-pub(crate) fn bearer(headers: &header::HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
 }

@@ -74,6 +74,42 @@ pub struct HttpConfig {
     /// systemd READY=1 is sent once MQTT is subscribed, or after this long (degraded).
     #[serde(with = "duration_str")]
     pub ready_timeout: Duration,
+    /// A client must send a whole request header within this long after connecting (or after
+    /// the previous response on a kept-alive connection), or the connection is closed.
+    #[serde(with = "duration_str")]
+    pub header_timeout: Duration,
+    /// A connection from which nothing was read for this long is closed. Must be longer than
+    /// `realtime.ping_interval + realtime.ping_timeout` (a live Socket.io client answers every
+    /// ping).
+    #[serde(with = "duration_str")]
+    pub idle_timeout: Duration,
+    /// HTTP connections open at once (websockets included); more are answered 503 and closed.
+    /// Never more than the fd limit less a reserve (`core::connections::FD_RESERVE`); unset:
+    /// exactly that.
+    pub max_connections: Option<usize>,
+}
+
+impl HttpConfig {
+    /// `Err((key under http., message))`; the idle timeout must outlast a Socket.io heartbeat.
+    pub fn validate(&self, realtime: &RealtimeConfig) -> Result<(), (String, String)> {
+        if self.header_timeout.is_zero() {
+            return Err(("header_timeout".into(), "must be above 0".into()));
+        }
+        let heartbeat = realtime.ping_interval + realtime.ping_timeout;
+        if self.idle_timeout <= heartbeat {
+            return Err((
+                "idle_timeout".into(),
+                format!(
+                    "must be longer than realtime.ping_interval + realtime.ping_timeout ({}), or live sockets are cut",
+                    humantime::format_duration(heartbeat)
+                ),
+            ));
+        }
+        if self.max_connections == Some(0) {
+            return Err(("max_connections".into(), "must be above 0".into()));
+        }
+        Ok(())
+    }
 }
 
 impl Default for HttpConfig {
@@ -83,6 +119,9 @@ impl Default for HttpConfig {
             cors_origins: Vec::new(),
             shutdown_timeout: Duration::from_secs(10),
             ready_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            max_connections: None,
         }
     }
 }
@@ -226,6 +265,7 @@ impl Config {
                 invalid(key, message)
             })
         };
+        section("http", self.http.validate(&self.realtime))?;
         section("mqtt", self.mqtt.validate())?;
         section("auth", self.auth.validate())?;
         section("log", self.log.validate())?;

@@ -6,12 +6,14 @@
 //! - `subscribe`: subscriptions, resume and `get:latest`; `alerts`: `alert:ack`, `get:alerts`.
 //! - [`expiry`]: token expiry of connected sockets; `limits`: rate limit and subscription cap.
 //! - [`state`]: the handle every handler gets; [`config`]: `[realtime]` and `[limits]`.
-//! - [`transport`]: the HTTP listener's connections (cuts connections whose writes stall).
+//! - [`transport`]: the HTTP listener's connections (cap, refusals); `stall`: one connection's
+//!   I/O (cut when its writes stall or nothing is read for the idle timeout).
 
 mod alerts;
 pub mod config;
 pub mod expiry;
 mod limits;
+mod stall;
 pub mod state;
 mod subscribe;
 pub mod transport;

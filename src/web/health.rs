@@ -12,6 +12,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
+use crate::core::connections::ConnEnd;
 use crate::web::WebState;
 
 pub fn router(app: WebState) -> Router {
@@ -95,6 +96,15 @@ async fn health(State(app): State<WebState>) -> Response {
                 "errorRepeats": app.mqtt.error_repeats(),
                 "repeatedError": app.mqtt.reconnect_loop().map(|(error, _)| error),
                 "error": problem,
+            },
+            "http": {
+                "connections": app.http.open(),
+                "maxConnections": app.http.max(),
+                "fdLimit": app.http.fd_limit(),
+                "refused": app.http.ended(ConnEnd::Refused),
+                "acceptErrors": app.http.ended(ConnEnd::AcceptError),
+                "headerTimeouts": app.http.ended(ConnEnd::HeaderTimeout),
+                "idleTimeouts": app.http.ended(ConnEnd::IdleTimeout),
             },
             "socketio": {
                 "status": "ok",

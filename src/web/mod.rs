@@ -4,11 +4,13 @@
 //! - [`status`]: the status page (`GET /`), server-rendered.
 //! - [`signin`]: how a browser page gets its token (`POST /signin`, the cookie), for every page.
 //! - [`metrics`]: `GET /metrics` (Prometheus text) on a listener of its own.
+//! - [`serve`]: the HTTP serve loop (hyper with a timer: header timeouts), for both listeners.
 //! - [`state`]: the handle the routes share; [`config`]: `[metrics]` and `[status]`.
 
 pub mod config;
 pub mod health;
 pub mod metrics;
+pub mod serve;
 pub mod signin;
 pub mod state;
 pub mod status;

@@ -8,9 +8,9 @@ mod common;
 use common::broker::Broker;
 use common::config::TestConfig;
 use common::jsclient::JsDriver;
-use common::service::{auth, publish_until_reading, subscribed, Mode, Service};
+use common::service::{auth, connected, publish_until_reading, subscribed, token, Mode, Service};
 use common::wait::{eventually, WAIT};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -205,4 +205,73 @@ async fn idle_and_slow_connections_cannot_exhaust_file_descriptors() {
     let next = dashboard.next_event("sensor:reading").await;
     assert_eq!(next[0]["temperature"], 5.5);
     service.stop().await;
+}
+
+/// Item 7: every client event goes through the socket's event rate limit (a burst of each,
+/// from a fresh socket, gets `Rate limited` once the burst is spent), counted; an alert
+/// acknowledged again and again is logged once at INFO.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_client_event_is_rate_limited_and_repeated_acks_are_logged_once() {
+    let broker = Broker::start().await;
+    let config = TestConfig::new(&broker)
+        .limit("event_rate", 0.5)
+        .limit("event_burst", 4.0)
+        .alerts("temp_min", 0)
+        .alerts("temp_max", 8);
+    let mut service = Service::start_binary(&config, &[("RUST_LOG", "info")]).await;
+    let driver = JsDriver::spawn().await;
+    let events: [(&str, Vec<Value>); 11] = [
+        ("subscribe:unit", vec![json!("u1")]),
+        ("subscribe:site", vec![json!("s1")]),
+        ("subscribe:organization", vec![]),
+        ("unsubscribe:unit", vec![json!("u1")]),
+        ("unsubscribe:site", vec![json!("s1")]),
+        ("unsubscribe:organization", vec![]),
+        ("get:latest", vec![json!("u1")]),
+        ("ping", vec![]),
+        ("alert:ack", vec![json!({ "alertId": "01NOSUCHALERT" })]),
+        ("get:alerts", vec![]),
+        ("no:such:event", vec![json!(1)]),
+    ];
+    let limited = json!({ "ok": false, "error": "Rate limited" });
+    for (event, args) in &events {
+        let c = connected(&driver, &service, auth("o1", "owner")).await;
+        let mut refused = 0;
+        for _ in 0..10 {
+            if c.emit_ack(event, args.clone()).await[0] == limited {
+                refused += 1;
+            }
+        }
+        assert!(refused >= 5, "{event}: {refused} of 10 rate limited");
+        c.close().await;
+    }
+    let owner = token(json!({ "org_id": "o1", "role": "owner" }));
+    let (_, stats) = service.get("/api/stats", Some(&owner)).await;
+    assert!(
+        stats["clientErrors"]["rate_limited"].as_u64() >= Some(55),
+        "{stats}"
+    );
+
+    let staff = connected(&driver, &service, auth("o1", "staff")).await;
+    broker
+        .publish("sensors/probe-1", r#"{"temperature": 9.5}"#, 1)
+        .await;
+    let id = staff.next_event("alert:triggered").await[0]["alertId"].clone();
+    for _ in 0..4 {
+        let ok = staff
+            .emit_ack("alert:ack", vec![json!({ "alertId": id })])
+            .await;
+        assert_eq!(ok[0]["ok"], true, "{ok:?}");
+    }
+    service.signal("TERM");
+    tokio::time::timeout(Duration::from_secs(15), service.child().wait())
+        .await
+        .expect("exits")
+        .unwrap();
+    let log = service.stderr().await;
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("alert acknowledged"))
+        .count();
+    assert_eq!(lines, 1, "one line for four acknowledgements:\n{log}");
 }

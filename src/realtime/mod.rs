@@ -198,6 +198,8 @@ fn join_own_rooms(s: &SocketRef, p: &Principal) {
     }
 }
 
+/// Every client event, and each handler passes [`admit`] (the socket's event rate limit)
+/// before doing anything else; `tests/connections.rs` sends a burst of each.
 fn register_handlers(s: &SocketRef) {
     s.on("subscribe:unit", subscribe::subscribe_unit);
     s.on("subscribe:site", subscribe::subscribe_site);

@@ -275,3 +275,47 @@ async fn every_client_event_is_rate_limited_and_repeated_acks_are_logged_once() 
         .count();
     assert_eq!(lines, 1, "one line for four acknowledgements:\n{log}");
 }
+
+/// Item 8: a token over 16 KiB is answered `connect_error: Token too large` over long-polling
+/// and over a websocket alike (the transport takes a CONNECT packet that large), and counted;
+/// a normal token still connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_token_gets_a_clear_connect_error_and_is_counted() {
+    let broker = Broker::start().await;
+    let service = Service::start(&TestConfig::new(&broker)).await;
+    let driver = JsDriver::spawn().await;
+    let big = token(json!({ "org_id": "o1", "role": "owner", "pad": "x".repeat(20_000) }));
+    assert!(big.len() > 16 * 1024);
+    for transports in [None, Some(vec!["websocket"])] {
+        let c = driver
+            .connect_with(
+                &service.url(),
+                Some(json!({ "token": big })),
+                transports.clone(),
+            )
+            .await;
+        assert_eq!(
+            c.wait_connect().await,
+            Err("Token too large".to_string()),
+            "{transports:?}"
+        );
+    }
+    let owner = token(json!({ "org_id": "o1", "role": "owner" }));
+    let (_, stats) = service.get("/api/stats", Some(&owner)).await;
+    assert_eq!(stats["clientErrors"]["token_too_large"], 2, "{stats}");
+    connected(&driver, &service, auth("o1", "viewer")).await;
+
+    // Far beyond what the transport takes: refused by the transport, and counted.
+    let huge = token(json!({ "org_id": "o1", "pad": "x".repeat(200_000) }));
+    let c = driver
+        .connect(&service.url(), Some(json!({ "token": huge })))
+        .await;
+    let refused = c.wait_connect().await;
+    assert!(refused.is_err(), "{refused:?}");
+    let (_, stats) = service.get("/api/stats", Some(&owner)).await;
+    assert!(
+        stats["clientErrors"]["payload_too_large"].as_u64() >= Some(1),
+        "{refused:?} {stats}"
+    );
+    service.stop().await;
+}

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::duration::HumanDuration;
 use super::error::{key_line, toml_error_message, ConfigError};
-use super::ids::{check_id, normalize_sensor_id};
+use super::ids::{canonical_id, nfc, normalize_sensor_id};
 use super::rooms::UnitRooms;
 use super::rules::{DoorOpenAfter, RestoreAfter, Rh, RuleSet};
 
@@ -181,8 +181,9 @@ impl Registry {
         };
         let mut reg = Registry::default();
         for (i, o) in file.org.into_iter().enumerate() {
-            check_id(&o.id).map_err(|m| err(format!("org[{i}].id"), m))?;
-            let id: Arc<str> = o.id.into();
+            let id: Arc<str> = canonical_id(&o.id)
+                .map_err(|m| err(format!("org[{i}].id"), m))?
+                .into();
             if reg.orgs.contains_key(&id) {
                 return Err(err(
                     format!("org[{i}].id"),
@@ -193,14 +194,15 @@ impl Registry {
             reg.orgs.insert(id.clone(), Org { id, name: o.name });
         }
         for (i, s) in file.site.into_iter().enumerate() {
-            check_id(&s.id).map_err(|m| err(format!("site[{i}].id"), m))?;
-            let org = reg.orgs.get(s.org.as_str()).ok_or_else(|| {
+            let id: Arc<str> = canonical_id(&s.id)
+                .map_err(|m| err(format!("site[{i}].id"), m))?
+                .into();
+            let org = reg.orgs.get(&*nfc(&s.org)).ok_or_else(|| {
                 err(
                     format!("site[{i}].org"),
                     format!("no org with id {:?}", s.org),
                 )
             })?;
-            let id: Arc<str> = s.id.into();
             if reg.sites.contains_key(&id) {
                 return Err(err(
                     format!("site[{i}].id"),
@@ -216,14 +218,15 @@ impl Registry {
             reg.sites.insert(id, site);
         }
         for (i, u) in file.unit.into_iter().enumerate() {
-            check_id(&u.id).map_err(|m| err(format!("unit[{i}].id"), m))?;
-            let site = reg.sites.get(u.site.as_str()).ok_or_else(|| {
+            let id: Arc<str> = canonical_id(&u.id)
+                .map_err(|m| err(format!("unit[{i}].id"), m))?
+                .into();
+            let site = reg.sites.get(&*nfc(&u.site)).ok_or_else(|| {
                 err(
                     format!("unit[{i}].site"),
                     format!("no site with id {:?}", u.site),
                 )
             })?;
-            let id: Arc<str> = u.id.into();
             if reg.units.contains_key(&id) {
                 return Err(err(
                     format!("unit[{i}].id"),
@@ -244,7 +247,7 @@ impl Registry {
         for (i, s) in file.sensor.into_iter().enumerate() {
             let key = normalize_sensor_id(&s.id)
                 .map_err(|m| err(format!("sensor[{i}].id"), m.to_string()))?;
-            let unit = reg.units.get(s.unit.as_str()).ok_or_else(|| {
+            let unit = reg.units.get(&*nfc(&s.unit)).ok_or_else(|| {
                 err(
                     format!("sensor[{i}].unit"),
                     format!("no unit with id {:?}", s.unit),
@@ -278,16 +281,17 @@ impl Registry {
         self.sensors.get(key)
     }
 
+    /// The unit, site or organization of that id, compared in NFC (see [`super::ids::nfc`]).
     pub fn unit(&self, id: &str) -> Option<&Arc<Unit>> {
-        self.units.get(id)
+        self.units.get(&*nfc(id))
     }
 
     pub fn site(&self, id: &str) -> Option<&Site> {
-        self.sites.get(id)
+        self.sites.get(&*nfc(id))
     }
 
     pub fn org(&self, id: &str) -> Option<&Org> {
-        self.orgs.get(id)
+        self.orgs.get(&*nfc(id))
     }
 
     /// Site ids with their organization.

@@ -20,7 +20,7 @@ pub struct LimitsConfig {
     pub max_client_payload: u64,
     /// Sockets connected at once; more are refused with `Too many connections`.
     pub max_connections: usize,
-    /// Sockets per token subject (`sub`); more are refused.
+    /// Sockets per user (a token's `sub` within its organization); more are refused.
     pub max_connections_per_subject: usize,
     /// Rooms one socket may subscribe to.
     pub max_subscriptions_per_socket: usize,

@@ -82,6 +82,20 @@ pub async fn bind_websocket(req: axum::extract::Request) -> axum::extract::Reque
     req
 }
 
+/// Counts (`payload_too_large`) the long-polling messages the transport refuses with 413 as
+/// over its limit: the client sees a failed request, and this is where it shows.
+pub async fn count_refused_payloads(
+    axum::extract::State(rt): axum::extract::State<super::Realtime>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let r = next.run(req).await;
+    if r.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        rt.hub.stats().client_error("payload_too_large");
+    }
+    r
+}
+
 pub struct GuardedListener {
     inner: TcpListener,
     write_timeout: Duration,

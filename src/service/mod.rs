@@ -246,7 +246,11 @@ fn start(
         .layer(io_layer)
         .layer(cors_layer(&config.http.cors_origins)?)
         .layer(axum::middleware::map_request(transport::detach_request))
-        .layer(axum::middleware::map_request(transport::bind_websocket));
+        .layer(axum::middleware::map_request(transport::bind_websocket))
+        .layer(axum::middleware::from_fn_with_state(
+            rt.clone(),
+            transport::count_refused_payloads,
+        ));
     let addr = listeners.http.local_addr()?;
     let server_stop = CancellationToken::new();
     let options = transport::ListenerOptions {
@@ -345,9 +349,10 @@ fn socket_io(config: &Config, rt: Realtime) -> (SocketIoLayer, SocketIo) {
     let (layer, io) = SocketIo::builder()
         .with_state(rt)
         .max_buffer_size(limits.socket_buffer)
-        .max_payload(limits.max_client_payload)
-        .ws_max_message_size(limits.max_client_payload as usize)
-        .ws_max_frame_size(limits.max_client_payload as usize)
+        // Room for a CONNECT packet whose token is too large, so it is answered, not cut.
+        .max_payload(limits.max_client_payload + realtime::TOKEN_ALLOWANCE)
+        .ws_max_message_size((limits.max_client_payload + realtime::TOKEN_ALLOWANCE) as usize)
+        .ws_max_frame_size((limits.max_client_payload + realtime::TOKEN_ALLOWANCE) as usize)
         // Client frames are small; the default 4 KiB read buffer per socket is mostly idle.
         .ws_read_buffer_size(512)
         .connect_timeout(limits.handshake_timeout)

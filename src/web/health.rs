@@ -136,11 +136,7 @@ async fn stats(State(app): State<WebState>) -> Json<crate::core::stats::StatsSna
 
 /// 401 without a valid token, 403 for roles other than owner/admin.
 async fn require_admin(State(app): State<WebState>, req: Request, next: Next) -> Response {
-    match app
-        .rt
-        .auth
-        .verify(crate::web::signin::bearer(req.headers()))
-    {
+    match app.rt.verify(crate::web::signin::bearer(req.headers())) {
         Ok(p) if p.is_admin() => next.run(req).await,
         Ok(_) => (
             StatusCode::FORBIDDEN,

@@ -74,7 +74,7 @@ pub fn authenticate(
     let linked = uri
         .query()
         .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("token=")));
-    match app.rt.auth.verify(token) {
+    match app.rt.verify(token) {
         Ok(p) if need.admits(&p) => Ok(p),
         Ok(_) => Err(Denied(Box::new(forbidden(need)))),
         Err(e) => {
@@ -143,7 +143,7 @@ async fn sign_in(
     if app.rt.auth.mode() == AuthMode::None {
         return redirect(next);
     }
-    match app.rt.auth.verify(Some(&form.token)) {
+    match app.rt.verify(Some(&form.token)) {
         Ok(p) => {
             let mut r = redirect(next);
             let value = session_cookie(&form.token, p.expires_at, now_secs(), https);

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::duration::HumanDuration;
-use super::error::{key_line, toml_error_message, ConfigError};
+use super::error::{key_line, located, read_text, toml_error_message, ConfigError};
 use super::ids::{canonical_id, nfc, normalize_sensor_id};
 use super::rooms::UnitRooms;
 use super::rules::{DoorOpenAfter, RestoreAfter, Rh, RuleSet};
@@ -152,10 +152,7 @@ pub struct Registry {
 
 impl Registry {
     pub fn load(path: &Path) -> Result<Registry, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = read_text(path)?;
         Self::parse(&text, path)
     }
 
@@ -170,7 +167,7 @@ impl Registry {
     fn build(file: RegistryFile, path: &Path, text: &str) -> Result<Registry, ConfigError> {
         let err = |key: String, message: String| ConfigError::Invalid {
             path: PathBuf::from(path),
-            key,
+            key: located(text, &key),
             message,
         };
         let entry = |kind, index| Entry {

@@ -54,6 +54,8 @@ pub enum RunError {
     Cors(String),
     #[error("http server: {0}")]
     Http(#[from] std::io::Error),
+    #[error("state.dir {0}: {1}")]
+    State(std::path::PathBuf, std::io::Error),
 }
 
 /// How the caller steers a running service.
@@ -127,6 +129,10 @@ struct Parts {
 }
 
 fn build(config: &Config, registry: Registry) -> Result<Parts, RunError> {
+    // Made now, so that a state directory the service cannot have fails the start, not the
+    // first alert.
+    std::fs::create_dir_all(&config.state.dir)
+        .map_err(|e| RunError::State(config.state.dir.clone(), e))?;
     let auth = Authenticator::from_config(&config.auth)?;
     if auth.mode() == AuthMode::None {
         warn!(org = ?config.auth.dev_org, "AUTH IS OFF (auth.mode = \"none\"): every socket is trusted as this organization. Development only.");

@@ -152,6 +152,31 @@ fn key_position(text: &str, key: &str) -> Option<usize> {
     None
 }
 
+/// Where the `[[kind]]` entry with `id = "<id>"` starts in `text`: `line L: kind[i]`, for
+/// errors about an entry as a whole (rules that fail only once inherited). `None` when no such
+/// entry is written plainly.
+pub fn entry_at(text: &str, kind: &str, id: &str) -> Option<String> {
+    let header = format!("[[{kind}]]");
+    let (mut seen, mut inside, mut start) = (0, None, 0);
+    for (n, line) in text.lines().enumerate() {
+        let t = line.split('#').next().unwrap_or_default().trim();
+        if t.starts_with('[') {
+            inside = (t == header).then_some(seen);
+            seen += usize::from(t == header);
+            start = n + 1;
+            continue;
+        }
+        let value = t.strip_prefix("id").map(str::trim_start);
+        let value = value.and_then(|r| r.strip_prefix('=')).map(str::trim);
+        if let (Some(i), Some(v)) = (inside, value) {
+            if v.trim_matches(|c| c == '"' || c == '\'') == id {
+                return Some(format!("line {start}: {kind}[{i}]"));
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::located;

@@ -176,12 +176,19 @@ async fn reload_once(config: &Config, cx: &ReloadContext) -> Option<Config> {
 /// `check-config` checks, and what SIGHUP applies (so a registry whose alert rules fail only
 /// after inheritance is refused as a whole, not routed by while alerts keep the old rules).
 pub fn load(path: &std::path::Path) -> anyhow::Result<(Config, Registry)> {
-    use anyhow::Context;
     let config = Config::load(path)?;
     let registry = Registry::load(&config.registry.file)?;
     // The alert rules are valid only in combination with [alerts]: check them together.
-    crate::alerts::RuleBook::build(&registry, &config.alerts.defaults())
-        .with_context(|| format!("{}", config.registry.file.display()))?;
+    // Such an error is about a unit's entry as a whole: name where that entry starts.
+    if let Err(e) = crate::alerts::RuleBook::build(&registry, &config.alerts.defaults()) {
+        let file = &config.registry.file;
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        let at = match crate::core::error::entry_at(&text, "unit", e.unit()) {
+            Some(entry) => format!("{}: {entry}", file.display()),
+            None => file.display().to_string(),
+        };
+        return Err(anyhow::Error::new(e).context(at));
+    }
     Ok((config, registry))
 }
 

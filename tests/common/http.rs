@@ -178,3 +178,13 @@ pub async fn get_until(
     })
     .await
 }
+
+/// The value of the first Prometheus exposition line that starts with `prefix` (the name and,
+/// if any, the labels; end a bare name with a space).
+pub fn sample(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sample {prefix:?} in:\n{metrics}"))
+}

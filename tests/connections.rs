@@ -78,9 +78,9 @@ async fn idle_and_slow_connections_cannot_exhaust_file_descriptors() {
     let mut broker = Broker::start().await;
     let config = TestConfig::new(&broker)
         .http("header_timeout", "2s")
-        .http("idle_timeout", "4s")
+        .http("idle_timeout", "5s")
         .realtime("ping_interval", "1s")
-        .realtime("ping_timeout", "1s")
+        .realtime("ping_timeout", "3s")
         .mqtt("reconnect_max", "300ms");
     let mut service = Service::launch(
         &config,

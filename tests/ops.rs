@@ -586,3 +586,49 @@ fn parse_value(v: &str) -> f64 {
         _ => v.parse().unwrap_or_else(|_| panic!("not a number: {v:?}")),
     }
 }
+
+/// The sign-in in a real browser (chromium through playwright-core, tests/js/signin.js): the
+/// page's own form signs in under the page's Content-Security-Policy and the browser keeps an
+/// HttpOnly, SameSite=Strict cookie and shows the units; a link with `?token=` sets nothing; a
+/// page of another site, or of another port of the same host, whose form posts a token to
+/// `/signin` (what a login-CSRF attack does) is refused, and the browser keeps no cookie.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_browser_signs_in_by_the_form_and_never_from_another_site() {
+    let broker = Broker::start().await;
+    let service = Service::start(&TestConfig::new(&broker)).await;
+    let owner = token(json!({ "org_id": "o1", "role": "owner" }));
+    let attacker = token(json!({ "org_id": "o2", "role": "owner", "sub": "mallory" }));
+    let script = common::service::repo_path("tests/js/signin.js");
+    let run = tokio::process::Command::new("node")
+        .arg(script)
+        .args([service.url(), owner, attacker])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(90), run)
+        .await
+        .expect("the browser run ends")
+        .expect("node runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "signin.js failed: {stderr}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    let session = json!([{
+        "name": "sensorcast_token", "httpOnly": true, "sameSite": "Strict", "secure": false
+    }]);
+    assert_eq!(r["signedIn"]["firstStatus"], 401, "{r}");
+    assert_eq!(r["signedIn"]["units"], true, "{r}");
+    assert_eq!(r["signedIn"]["cookies"], session, "{r}");
+    assert_eq!(r["linked"]["status"], 401, "{r}");
+    assert_eq!(r["linked"]["cookies"], json!([]), "{r}");
+    for attack in ["crossSite", "sameSite"] {
+        assert_eq!(r[attack]["refused"], true, "{attack}: {r}");
+        assert_eq!(r[attack]["cookies"], json!([]), "{attack}: {r}");
+    }
+    let (_, stats) = service
+        .get(
+            "/api/stats",
+            Some(&token(json!({ "org_id": "o1", "role": "owner" }))),
+        )
+        .await;
+    assert_eq!(stats["clientErrors"]["signin_cross_origin"], 2, "{stats}");
+    service.stop().await;
+}

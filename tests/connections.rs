@@ -193,6 +193,7 @@ async fn idle_and_slow_connections_cannot_exhaust_file_descriptors() {
     })
     .await;
     let http = &h["checks"]["http"];
+    eprintln!("fd limit {HARD}, cap {cap}: peak fds {peak}; after the flood: {http}");
     let n = |k: &str| http[k].as_u64().unwrap_or(0);
     assert!(n("refused") >= 40, "{http}");
     assert!(n("headerTimeouts") >= cap / 2, "{http}");

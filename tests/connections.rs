@@ -71,7 +71,7 @@ async fn closed_by_server(tcp: &mut TcpStream, within: Duration) -> bool {
 /// the cap are answered 503 and counted, never accepted into the fds the broker needs. While a
 /// flood keeps the listener full, the broker restarts and the dashboard connected before gets
 /// the next reading (the MQTT reconnect had its fd); the fds in use stay below the limit less
-/// the reserve; afterwards `/health` answers with every refusal and timeout counted, and the
+/// the reserve; an alert raised meanwhile is written to the state file; afterwards `/health` answers with every refusal and timeout counted, and the
 /// dashboard's socket (which answers pings) was never cut by the idle timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_and_slow_connections_cannot_exhaust_file_descriptors() {
@@ -81,7 +81,9 @@ async fn idle_and_slow_connections_cannot_exhaust_file_descriptors() {
         .http("idle_timeout", "5s")
         .realtime("ping_interval", "1s")
         .realtime("ping_timeout", "3s")
-        .mqtt("reconnect_max", "300ms");
+        .mqtt("reconnect_max", "300ms")
+        .alerts("temp_min", 0)
+        .alerts("temp_max", 8);
     let mut service = Service::launch(
         &config,
         Mode::BinaryUnder(&["prlimit", PRLIMIT, "--"], &[]),
@@ -164,6 +166,21 @@ async fn idle_and_slow_connections_cannot_exhaust_file_descriptors() {
     })
     .await;
     assert_eq!(reading[0]["temperature"], 4.5);
+    // An alert raised while the listener is full is stored (the state file gets its fd).
+    broker
+        .publish("sensors/probe-1", r#"{"temperature": 9.5}"#, 1)
+        .await;
+    dashboard.next_event("alert:triggered").await;
+    assert_eq!(
+        dashboard.next_event("sensor:reading").await[0]["temperature"],
+        9.5
+    );
+    let state = service.dir.path().join("state");
+    eventually(WAIT, "the open alert in the state file", || async {
+        let text = std::fs::read_to_string(state.join("alerts.json")).unwrap_or_default();
+        common::wait::check(text.contains("temperature_excursion"), text)
+    })
+    .await;
     flooding.store(false, Ordering::Relaxed);
     flood.await.unwrap();
     let peak = peak.load(Ordering::Relaxed) as u64;
@@ -199,6 +216,7 @@ async fn idle_and_slow_connections_cannot_exhaust_file_descriptors() {
     assert!(n("headerTimeouts") >= cap / 2, "{http}");
     assert!(n("idleTimeouts") >= cap / 4 - 10, "slow bodies: {http}");
     assert_eq!(n("acceptErrors"), 0, "never out of fds: {http}");
+    assert_eq!(h["alerts"]["store"]["writeErrors"], 0, "{h}");
     // The dashboard (pinged every second) was never idle: still connected and receiving.
     broker
         .publish("sensors/probe-1", r#"{"temperature": 5.5}"#, 1)

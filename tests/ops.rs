@@ -74,6 +74,24 @@ async fn metrics_count_readings_rejections_and_emit_latency() {
     assert_eq!(m.kind("sensorcast_alerts_open"), "gauge");
     assert_eq!(m.kind("sensorcast_deliveries_dropped_total"), "counter");
     assert_eq!(m.kind("sensorcast_client_errors_total"), "counter");
+    // The HTTP listener's connections (issue 12 item 6): the socket's connection is open.
+    assert!(m.value("sensorcast_http_connections", &[]) >= 1.0);
+    assert!(m.value("sensorcast_http_connections_max", &[]) >= 1.0);
+    assert!(m.value("sensorcast_fd_limit", &[]) >= 1024.0);
+    for reason in ["limit", "accept_error"] {
+        let refused = &[("reason", reason)];
+        assert_eq!(
+            m.value("sensorcast_http_connections_refused_total", refused),
+            0.0
+        );
+    }
+    for reason in ["header_timeout", "idle_timeout"] {
+        let closed = &[("reason", reason)];
+        assert_eq!(
+            m.value("sensorcast_http_connections_closed_total", closed),
+            0.0
+        );
+    }
 
     // The histogram: one observation, cumulative buckets ending in +Inf.
     assert_eq!(m.kind("sensorcast_emit_latency_seconds"), "histogram");

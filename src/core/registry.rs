@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::duration::HumanDuration;
-use super::error::{key_line, toml_error_message, ConfigError};
-use super::ids::{check_id, normalize_sensor_id};
+use super::error::{key_line, located, read_text, toml_error_message, ConfigError};
+use super::ids::{canonical_id, nfc, normalize_sensor_id};
 use super::rooms::UnitRooms;
 use super::rules::{DoorOpenAfter, RestoreAfter, Rh, RuleSet};
 
@@ -122,10 +122,7 @@ pub struct Registry {
 
 impl Registry {
     pub fn load(path: &Path) -> Result<Registry, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = read_text(path)?;
         Self::parse(&text, path)
     }
 
@@ -140,7 +137,7 @@ impl Registry {
     fn build(file: RegistryFile, path: &Path, text: &str) -> Result<Registry, ConfigError> {
         let err = |key: String, message: String| ConfigError::Invalid {
             path: PathBuf::from(path),
-            key,
+            key: located(text, &key),
             message,
         };
         let entry = |kind, index| Entry {
@@ -150,9 +147,10 @@ impl Registry {
             text,
         };
         // A new entry's id: valid and not taken yet in its kind.
-        let new_id = |kind: &str, i: usize, id: String, taken: bool| {
-            check_id(&id).map_err(|m| err(format!("{kind}[{i}].id"), m))?;
-            match taken {
+        // Kept and compared in NFC (`ids::canonical_id`).
+        let new_id = |kind: &str, i: usize, id: &str, taken: &dyn Fn(&str) -> bool| {
+            let id = canonical_id(id).map_err(|m| err(format!("{kind}[{i}].id"), m))?;
+            match taken(&id) {
                 true => Err(err(
                     format!("{kind}[{i}].id"),
                     format!("duplicate {kind} id {id:?}"),
@@ -168,21 +166,19 @@ impl Registry {
             err: impl Fn(String, String) -> ConfigError,
         ) -> Result<&'m T, ConfigError> {
             let kind = at.rsplit('.').next().unwrap_or_default().to_owned();
-            map.get(id)
+            map.get(&*nfc(id))
                 .ok_or_else(|| err(at, format!("no {kind} with id {id:?}")))
         }
         let mut reg = Registry::default();
         for (i, o) in file.org.into_iter().enumerate() {
-            let taken = reg.orgs.contains_key(o.id.as_str());
-            let id = new_id("org", i, o.id, taken)?;
+            let id = new_id("org", i, &o.id, &|id| reg.orgs.contains_key(id))?;
             check_rules(&mut reg.org_rules, &id, rule_set!(o), &entry("org", i))?;
             reg.orgs.insert(id.clone(), Org { id, name: o.name });
         }
         for (i, s) in file.site.into_iter().enumerate() {
             let org = parent(&reg.orgs, &s.org, format!("site[{i}].org"), err)?;
             let org = org.id.clone();
-            let taken = reg.sites.contains_key(s.id.as_str());
-            let id = new_id("site", i, s.id, taken)?;
+            let id = new_id("site", i, &s.id, &|id| reg.sites.contains_key(id))?;
             check_rules(&mut reg.site_rules, &id, rule_set!(s), &entry("site", i))?;
             let site = Site {
                 id: id.clone(),
@@ -194,8 +190,7 @@ impl Registry {
         for (i, u) in file.unit.into_iter().enumerate() {
             let site = parent(&reg.sites, &u.site, format!("unit[{i}].site"), err)?;
             let (site_id, org) = (site.id.clone(), site.org.clone());
-            let taken = reg.units.contains_key(u.id.as_str());
-            let id = new_id("unit", i, u.id, taken)?;
+            let id = new_id("unit", i, &u.id, &|id| reg.units.contains_key(id))?;
             check_rules(&mut reg.unit_rules, &id, rule_set!(u), &entry("unit", i))?;
             let unit = Arc::new(Unit {
                 rooms: UnitRooms::new(&org, &site_id, &id),
@@ -239,16 +234,17 @@ impl Registry {
         self.sensors.get(key)
     }
 
+    /// The unit, site or organization of that id, compared in NFC (see [`super::ids::nfc`]).
     pub fn unit(&self, id: &str) -> Option<&Arc<Unit>> {
-        self.units.get(id)
+        self.units.get(&*nfc(id))
     }
 
     pub fn site(&self, id: &str) -> Option<&Site> {
-        self.sites.get(id)
+        self.sites.get(&*nfc(id))
     }
 
     pub fn org(&self, id: &str) -> Option<&Org> {
-        self.orgs.get(id)
+        self.orgs.get(&*nfc(id))
     }
 
     /// Site ids with their organization.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cluster::Cluster;
+use crate::core::connections::HttpConnections;
 use crate::core::health::{MqttHealth, ReloadLog};
 use crate::delivery::Fanout;
 use crate::realtime::Realtime;
@@ -21,6 +22,8 @@ pub struct Inner {
     pub started: Instant,
     /// A unit whose last reading is older than this is `stale` on the status page.
     pub stale_after: Duration,
+    /// The main listener's connections (open, cap, refusals, timeouts).
+    pub http: Arc<HttpConnections>,
     /// Cluster mode: the cluster's state (`/health`, `/metrics`, the status page).
     pub cluster: Option<Cluster>,
 }
@@ -39,6 +42,7 @@ impl WebState {
         mqtt: Arc<MqttHealth>,
         reload: Arc<ReloadLog>,
         stale_after: Duration,
+        http: Arc<HttpConnections>,
         cluster: Option<Cluster>,
     ) -> Self {
         WebState(Arc::new(Inner {
@@ -48,6 +52,7 @@ impl WebState {
             reload,
             started: Instant::now(),
             stale_after,
+            http,
             cluster,
         }))
     }

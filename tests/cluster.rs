@@ -9,7 +9,7 @@
 //! (About 500 lines: seven scenarios on one setup, kept in one test binary to spare CI a link.)
 //!
 //! Timings are short so the tests are fast: heartbeat 100 ms, node TTL 600 ms (the failover
-//! window), Redis timeout 500 ms.
+//! window), Redis timeout 1 s.
 
 mod common;
 

@@ -86,6 +86,8 @@ pub struct Inner {
     joined: AtomicBool,
     /// Fingerprints delivered alone, not to be delivered again from the stream (bounded).
     alone_fps: Mutex<relay::Recent>,
+    /// Fingerprints delivered from the stream, not to be delivered again alone (bounded).
+    relayed_fps: Mutex<relay::Recent>,
     /// Acknowledgements forwarded to another instance, waiting for its answer.
     pending_acks: DashMap<String, oneshot::Sender<serde_json::Value>>,
     /// What the last heartbeat learnt.
@@ -226,7 +228,8 @@ impl Cluster {
             changes,
             alone: AtomicBool::new(true),
             joined: AtomicBool::new(false),
-            alone_fps: Mutex::default(),
+            alone_fps: Mutex::new(relay::Recent::new(relay::ALONE_FPS)),
+            relayed_fps: Mutex::new(relay::Recent::new(relay::RELAYED_FPS)),
             pending_acks: DashMap::new(),
             view: Mutex::default(),
             local_sockets: parts.local_sockets,
@@ -339,8 +342,13 @@ impl Publish for Cluster {
         })
     }
 
-    fn delivered_alone(&self, fp: u64) {
+    fn deliver_alone(&self, fp: u64) -> bool {
+        if self.0.relayed_fps.lock().expect("relayed fps").take(fp) {
+            self.0.stats.dropped("delivered_from_the_stream", 1);
+            return false;
+        }
         self.0.alone_fps.lock().expect("alone fps").insert(fp);
+        true
     }
 }
 

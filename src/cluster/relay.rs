@@ -27,20 +27,32 @@ use crate::delivery::{Json, Kind, Payload};
 const READ_COUNT: usize = 512;
 /// Fingerprints of messages delivered alone remembered (the oldest forgotten first): about a
 /// minute at 3000 readings/s.
-const ALONE_FPS: usize = 200_000;
+pub const ALONE_FPS: usize = 200_000;
+/// Fingerprints of messages delivered from the stream remembered, for the switch to degraded
+/// mode (ingest may be behind the stream): about 15 s at 3000 readings/s.
+pub const RELAYED_FPS: usize = 50_000;
 
-/// Fingerprints delivered alone (bounded).
-#[derive(Default)]
+/// Fingerprints of messages delivered one way (alone, or from the stream), so that the other
+/// way does not deliver them again. Bounded: the oldest are forgotten first.
 pub struct Recent {
     order: VecDeque<u64>,
     set: HashSet<u64>,
+    capacity: usize,
 }
 
 impl Recent {
+    pub fn new(capacity: usize) -> Recent {
+        Recent {
+            order: VecDeque::new(),
+            set: HashSet::new(),
+            capacity,
+        }
+    }
+
     pub fn insert(&mut self, fp: u64) {
         if self.set.insert(fp) {
             self.order.push_back(fp);
-            if self.order.len() > ALONE_FPS {
+            if self.order.len() > self.capacity {
                 if let Some(old) = self.order.pop_front() {
                     self.set.remove(&old);
                 }
@@ -48,8 +60,8 @@ impl Recent {
         }
     }
 
-    /// Whether `fp` was delivered alone (forgotten once asked: each message comes once).
-    fn take(&mut self, fp: u64) -> bool {
+    /// Whether `fp` was delivered (forgotten once asked: each message comes once).
+    pub fn take(&mut self, fp: u64) -> bool {
         self.set.remove(&fp)
     }
 }
@@ -182,6 +194,7 @@ fn handle(c: &Cluster, map: &HashMap<String, redis::Value>) {
             c.0.hub
                 .relay_reading(Arc::new(wire), |w| deliver_reading(c, w));
             c.0.stats.relayed("reading");
+            relayed(c, fp);
         }
         "d" => {
             if delivered_alone(fp) {
@@ -196,6 +209,7 @@ fn handle(c: &Cluster, map: &HashMap<String, redis::Value>) {
             let owner = c.0.owned.contains(unit);
             deliver_door(c, &door, &Json::from(raw), owner);
             c.0.stats.relayed("door");
+            relayed(c, fp);
         }
         "a" => {
             let (Some(name), Some(org), Some(site)) =
@@ -219,6 +233,13 @@ fn handle(c: &Cluster, map: &HashMap<String, redis::Value>) {
             }
         }
         _ => c.0.stats.dropped("bad_entry", 1),
+    }
+}
+
+/// Remembers that the stream delivered this message here (see [`Recent`]).
+fn relayed(c: &Cluster, fp: Option<u64>) {
+    if let Some(fp) = fp {
+        c.0.relayed_fps.lock().expect("relayed fps").insert(fp);
     }
 }
 

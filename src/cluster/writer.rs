@@ -255,7 +255,9 @@ fn alone(c: &Cluster, job: Job) {
         Job::Publish(out) => {
             use crate::pipeline::shared::Publish;
             let out = *out;
-            c.delivered_alone(out.fp);
+            if !c.deliver_alone(out.fp) {
+                return; // the script ran, and its entry came back before Redis failed
+            }
             if let Some(door) = &out.door {
                 deliver_door(c, door, &to_json(door), true);
             }

@@ -220,9 +220,10 @@ impl Pipeline {
         match &self.cluster {
             Some((cluster, _)) if !cluster.alone() => self.dispatch_shared(reading, o).await,
             Some((cluster, _)) => {
-                cluster.delivered_alone(fingerprint(o.topic, o.payload, &reading.sensor_id));
-                self.dispatch_local(reading, o.topic, o.received_at, o.received, o.retained)
-                    .await
+                if cluster.deliver_alone(fingerprint(o.topic, o.payload, &reading.sensor_id)) {
+                    self.dispatch_local(reading, o.topic, o.received_at, o.received, o.retained)
+                        .await
+                }
             }
             None => {
                 self.dispatch_local(reading, o.topic, o.received_at, o.received, o.retained)

@@ -60,8 +60,10 @@ pub trait Publish: Send + Sync {
     fn publish(&self, out: Outbound) -> BoxFuture<'_, ()>;
     /// Gives `unit` up, after everything queued before.
     fn release(&self, unit: Arc<str>) -> BoxFuture<'_, ()>;
-    /// A message delivered locally while alone: the stream must not deliver it again.
-    fn delivered_alone(&self, fp: u64);
+    /// A message about to be delivered here while alone: `false` when the stream delivered it
+    /// already (ingest may be behind the stream when the cluster goes away); otherwise it is
+    /// remembered, so that the stream does not deliver it again after a rejoin.
+    fn deliver_alone(&self, fp: u64) -> bool;
 }
 
 /// An ownership change, decided by the cluster, applied by the ingest task.

@@ -37,7 +37,7 @@ pub fn cluster_config(broker: &Broker, redis: &Redis, units: usize) -> TestConfi
         .set("cluster", "redis_url", redis.url())
         .set("cluster", "heartbeat", "100ms")
         .set("cluster", "node_ttl", "600ms")
-        .set("cluster", "redis_timeout", "500ms")
+        .set("cluster", "redis_timeout", "1s")
         .set("log", "level", "info")
 }
 

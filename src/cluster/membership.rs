@@ -320,6 +320,8 @@ async fn rebalance(c: &Cluster, live: &[Arc<str>]) -> redis::RedisResult<()> {
             .collect();
         (to_claim, to_release)
     };
+    // Settled when this round leaves nothing to release and every claim succeeds.
+    let mut settled = to_release.is_empty();
     for unit in to_release {
         c.0.claimed.lock().expect("claimed").remove(&unit);
         c.0.stats.releases.fetch_add(1, Relaxed);
@@ -329,6 +331,7 @@ async fn rebalance(c: &Cluster, live: &[Arc<str>]) -> redis::RedisResult<()> {
         let answers = claim(c, chunk).await?;
         for (unit, answer) in chunk.iter().zip(answers) {
             let Some(got) = answer else {
+                settled = false;
                 continue; // its owner is alive: it releases the unit at its next heartbeat
             };
             c.0.claimed.lock().expect("claimed").insert(unit.clone());
@@ -345,6 +348,7 @@ async fn rebalance(c: &Cluster, live: &[Arc<str>]) -> redis::RedisResult<()> {
             let _ = c.0.changes.send(change).await;
         }
     }
+    c.0.settled.store(settled, Relaxed);
     Ok(())
 }
 

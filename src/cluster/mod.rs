@@ -84,6 +84,8 @@ pub struct Inner {
     alone: AtomicBool,
     /// Set once this instance has joined (heartbeats) since its start.
     joined: AtomicBool,
+    /// The last rebalance left nothing to claim or release here (`/health`).
+    settled: AtomicBool,
     /// Fingerprints delivered alone, not to be delivered again from the stream (bounded).
     alone_fps: Mutex<relay::Recent>,
     /// Fingerprints delivered from the stream, not to be delivered again alone (bounded).
@@ -182,6 +184,8 @@ pub struct ClusterHealth {
     pub live_instances: usize,
     pub instances: Vec<String>,
     pub owned_units: usize,
+    /// The last rebalance left nothing to claim or release on this instance.
+    pub settled: bool,
     pub cluster_connections: u64,
 }
 
@@ -228,6 +232,7 @@ impl Cluster {
             changes,
             alone: AtomicBool::new(true),
             joined: AtomicBool::new(false),
+            settled: AtomicBool::new(false),
             alone_fps: Mutex::new(relay::Recent::new(relay::ALONE_FPS)),
             relayed_fps: Mutex::new(relay::Recent::new(relay::RELAYED_FPS)),
             pending_acks: DashMap::new(),
@@ -296,6 +301,7 @@ impl Cluster {
             live_instances: if degraded { 1 } else { view.live.len() },
             instances: view.live.iter().map(|n| n.to_string()).collect(),
             owned_units: self.0.owned.len(),
+            settled: !degraded && self.0.settled.load(Relaxed),
             cluster_connections: self.connections(),
         }
     }

@@ -65,7 +65,8 @@ pub async fn cluster_check(s: &Service) -> Value {
     h["checks"]["cluster"].clone()
 }
 
-/// Every instance sees all of them alive and not degraded, and the units are all owned, once.
+/// Every instance sees all of them alive and not degraded, has nothing left to claim or
+/// release, and the units are all owned, once.
 pub async fn wait_formed(nodes: &[&Service], units: usize) {
     eventually(WAIT, "the cluster to form", || async {
         let mut owned = 0;
@@ -73,7 +74,8 @@ pub async fn wait_formed(nodes: &[&Service], units: usize) {
         for n in nodes {
             let c = cluster_check(n).await;
             seen.push(c.clone());
-            if c["degraded"] != false || c["liveInstances"] != nodes.len() {
+            let settled = c["settled"] == true;
+            if c["degraded"] != false || c["liveInstances"] != nodes.len() || !settled {
                 return Err(format!("{seen:?}"));
             }
             owned += c["ownedUnits"].as_u64().unwrap_or(0);

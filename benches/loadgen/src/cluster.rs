@@ -243,7 +243,7 @@ fn wait_formed(nodes: &[(Proc, u16)], n: usize, units: u64) -> anyhow::Result<()
                 return false;
             };
             let c = &h["checks"]["cluster"];
-            if c["liveInstances"] != n || c["degraded"] != false {
+            if c["liveInstances"] != n || c["degraded"] != false || c["settled"] != true {
                 return false;
             }
             owned += c["ownedUnits"].as_u64().unwrap_or(0);

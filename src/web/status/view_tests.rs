@@ -174,6 +174,7 @@ fn the_cluster_is_shown_in_cluster_mode() {
         live_instances: 1,
         instances: vec!["a:3000".into()],
         owned_units: 3,
+        settled: false,
         cluster_connections: 42,
     });
     let page = render(&data);

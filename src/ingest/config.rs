@@ -113,8 +113,9 @@ fn shared_refused(topic: &str) -> String {
         "{topic:?} is a shared subscription: the broker would deal each message to one \
          instance of the group in turn, and so split one unit's readings (its seq, history \
          and alert rules) between instances. Subscribe to {:?} instead. To run several \
-         instances, give each its own mqtt.client_id and a [cluster] section: every instance \
-         then subscribes to everything and they share the units (docs/scaling.md).",
+         instances, use cluster mode: a [cluster] section and an mqtt.client_id of its own \
+         for each; every instance then subscribes to everything and they share the units \
+         (docs/scaling.md).",
         match_filter(topic)
     )
 }

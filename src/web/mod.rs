@@ -2,11 +2,13 @@
 //!
 //! - [`health`]: `/health/*` probes and the token-protected `/api/`.
 //! - [`status`]: the status page (`GET /`), server-rendered, with its token cookie.
+//! - [`live`]: the live wallboard (`GET /live`), a page with its embedded script.
 //! - [`metrics`]: `GET /metrics` (Prometheus text) on a listener of its own.
 //! - [`state`]: the handle the routes share; [`config`]: `[metrics]` and `[status]`.
 
 pub mod config;
 pub mod health;
+pub mod live;
 pub mod metrics;
 pub mod state;
 pub mod status;
@@ -16,5 +18,7 @@ pub use state::WebState;
 
 /// The routes served on the main listener (Socket.io is layered on by the service).
 pub fn router(state: WebState) -> axum::Router {
-    health::router(state.clone()).merge(status::router(state))
+    health::router(state.clone())
+        .merge(status::router(state.clone()))
+        .merge(live::router(state))
 }

@@ -114,7 +114,7 @@ fn now_secs() -> u64 {
 }
 
 /// A cookie's value from the request's `Cookie` headers.
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -126,7 +126,7 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-fn set_cookie(r: &mut Response, value: &str) {
+pub(crate) fn set_cookie(r: &mut Response, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         r.headers_mut().append(header::SET_COOKIE, v);
     }

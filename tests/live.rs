@@ -92,3 +92,18 @@ async fn live_signs_in_every_role_and_tells_each_viewer_only_its_units() {
     assert_eq!(status, 401);
     service.stop().await;
 }
+
+/// With authentication off (`.ci/dev`), `/live` is open and its session carries no token.
+#[tokio::test]
+async fn live_is_open_without_authentication() {
+    let broker = Broker::start().await;
+    let service = Service::start(&TestConfig::new(&broker).auth_none("o1")).await;
+    let page = http_get_raw(service.addr, "/live", &[]).await;
+    assert_eq!(page.status, 200);
+    let (status, s) = http_get(service.addr, "/live/session", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(s["token"], Value::Null);
+    assert_eq!(unit_ids(&s), ["u1", "u2"]);
+    assert_eq!(s["canAcknowledge"], true, "dev_role is owner");
+    service.stop().await;
+}

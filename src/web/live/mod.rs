@@ -57,7 +57,7 @@ async fn page(
         Ok(_) => with_headers(
             ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE).into_response(),
         ),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -69,12 +69,12 @@ pub(crate) fn viewer(
     app: &WebState,
     query_token: Option<&str>,
     headers: &HeaderMap,
-) -> Result<(Principal, Option<String>), Response> {
+) -> Result<(Principal, Option<String>), Box<Response>> {
     if let Some(token) = query_token {
         if app.rt.auth.mode() == AuthMode::None {
-            return Err(redirect());
+            return Err(Box::new(redirect()));
         }
-        return Err(match app.rt.auth.verify(Some(token)) {
+        return Err(Box::new(match app.rt.auth.verify(Some(token)) {
             Ok(p) => {
                 let mut r = redirect();
                 let now = jsonwebtoken::get_current_timestamp();
@@ -85,7 +85,7 @@ pub(crate) fn viewer(
                 app.rt.hub.stats().client_error(e.reason());
                 unauthorized(&e.to_string(), false)
             }
-        });
+        }));
     }
     let from_cookie = cookie(headers, COOKIE);
     let token = crate::web::health::bearer(headers)
@@ -95,7 +95,10 @@ pub(crate) fn viewer(
         Ok(p) => Ok((p, token)),
         Err(e) => {
             app.rt.hub.stats().client_error(e.reason());
-            Err(unauthorized(&e.to_string(), from_cookie.is_some()))
+            Err(Box::new(unauthorized(
+                &e.to_string(),
+                from_cookie.is_some(),
+            )))
         }
     }
 }

@@ -49,7 +49,7 @@ struct UnitInfo {
 pub(super) async fn session(State(app): State<WebState>, headers: HeaderMap) -> Response {
     let (p, token) = match super::viewer(&app, None, &headers) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let mut r = Json(gather(&app, &p, token)).into_response();
     r.headers_mut()

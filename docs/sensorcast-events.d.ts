@@ -208,7 +208,12 @@ export type HistoryAnswer =
 
 export interface AlertAcknowledged {
   /** The corrective action given with `alert:ack`, if any. */
-  comment?: string | null;
+  comment?: string;
+}
+
+export interface Alert {
+  /** The corrective action kept with the acknowledgement, if any. */
+  acknowledgedComment?: string;
 }
 
 export interface ClientToServerEvents {

@@ -27,6 +27,12 @@ export interface ConnectOptions {
   refreshMarginMs?: number;
   /** How long a request waits for the server's answer (default 10 s). */
   timeoutMs?: number;
+  /**
+   * Largest resume position `subscribeOrganization` sends (JSON bytes, default 12 000: within
+   * the server's default `limits.max_client_payload` of 16 KiB, about 500 units). Beyond it,
+   * it resubscribes without `since` and fills the gaps from `get:history`.
+   */
+  maxSinceBytes?: number;
   /** Passed to socket.io-client's `io()` (transports, path, reconnection delays...). */
   io?: Partial<ManagerOptions & SocketOptions>;
 }
@@ -86,7 +92,7 @@ export class SensorcastClient {
       connected: () => this.socket.connected,
       request: (event, arg) => this.request(event, arg),
       history: (unitId, from, to) => this.rawHistory(unitId, from, to),
-    });
+    }, opts.maxSinceBytes);
     const s = this.socket as unknown as Socket;
     s.on("connect", () => this.onConnect());
     s.on("disconnect", (reason: string) => this.onDisconnect(reason));

@@ -42,8 +42,6 @@ export interface Wire {
   history(unitId: string, from: string, to: string): Promise<SensorReading[] | null>;
 }
 
-/** Beyond this, `subscribe:organization` is sent without `since` (limits.max_client_payload). */
-const MAX_SINCE_JSON = 12_000;
 
 interface Sync {
   sub: Sub;
@@ -85,7 +83,8 @@ export class Feeds {
   private epoch = "";
   private historyChain: Promise<unknown> = Promise.resolve();
 
-  constructor(private wire: Wire) {}
+  /** `maxSinceBytes`: beyond this, `subscribe:organization` is sent without `since`. */
+  constructor(private wire: Wire, private maxSinceBytes = 12_000) {}
 
   setEpoch(epoch: string): void {
     this.epoch = epoch;
@@ -209,7 +208,7 @@ export class Feeds {
     }
     const since = Object.keys(seqs).length ? { epoch: this.epoch, seqs } : undefined;
     if (scope.kind === "site") return ["subscribe:site", { siteId: scope.id, since }];
-    const fits = JSON.stringify(seqs).length <= MAX_SINCE_JSON;
+    const fits = JSON.stringify(seqs).length <= this.maxSinceBytes;
     return ["subscribe:organization", since && fits ? { since } : []];
   }
 

@@ -40,6 +40,7 @@ interface UnitView {
   dirty: boolean;
 }
 
+/** An open alert, with the comment of an acknowledgement seen as an event. */
 type OpenAlert = Alert & { comment?: string | null };
 
 let session: Session | null = null;
@@ -194,7 +195,8 @@ function alertCard(a: OpenAlert): HTMLElement {
     el("div", { class: "when" }, `${label(a.alertType)} · ${a.severity} · since ${clock(new Date(a.triggeredAt))}`));
   if (a.acknowledgedBy) {
     const by = `Acknowledged by ${a.acknowledgedBy} at ${clock(new Date(a.acknowledgedAt ?? a.triggeredAt))}`;
-    card.append(el("div", { class: "acked" }, a.comment ? `${by}: ${a.comment}` : by));
+    const comment = a.comment ?? a.acknowledgedComment;
+    card.append(el("div", { class: "acked" }, comment ? `${by}: ${comment}` : by));
   } else if (session?.canAcknowledge) {
     const input = el("input", { class: "comment", maxlength: "500", placeholder: "Corrective action taken (optional)", "aria-label": "comment" });
     const button = el("button", { class: "ack", type: "submit" }, "Acknowledge");

@@ -107,12 +107,18 @@ test("screenshots for a wall screen and a phone", async () => {
     await broker.publish(`sensors/${sensor}`, lines);
   }
   await card("u2").locator(".value", { hasText: day(-18.5, 1.2, 96).toFixed(1) }).waitFor();
-  await page.waitForTimeout(2200); // the next chart redraw
+  // Charts redraw at most every 2 s: wait for each to draw the day.
+  for (const unit of ["u1", "u2", "u3"]) {
+    const points = () => card(unit).locator("polyline").getAttribute("points", { timeout: 1000 }).catch(() => "");
+    await eventually(`${unit}'s chart`, async () => (await points()).split(" ").length > 50, 10_000);
+  }
   mkdirSync(SHOTS, { recursive: true });
   await page.screenshot({ path: join(SHOTS, "wall.png") });
   await page.setViewportSize({ width: 390, height: 844 });
   await page.waitForTimeout(300);
   await page.screenshot({ path: join(SHOTS, "phone.png"), fullPage: true });
-  const polyline = await card("u1").locator("polyline").getAttribute("points");
-  assert.ok(polyline.split(" ").length > 50, "the chart draws the day");
+  for (const unit of ["u1", "u2", "u3"]) {
+    const polyline = (await card(unit).locator("polyline").getAttribute("points")) ?? "";
+    assert.ok(polyline.split(" ").length > 50 && !polyline.includes("NaN"), `${unit}'s chart draws the day: ${polyline.slice(0, 300)}`);
+  }
 });

@@ -50,16 +50,23 @@ test("sign-in with ?token= keeps a cookie and leaves the address bar; no token i
   assert.deepEqual(await page.locator("h2.site").allTextContents(), ["Kitchen", "Store"]);
 });
 
-test("a reading published over MQTT is on screen within a second", async () => {
+test("a reading published over MQTT is on screen within a second", async (t) => {
   const pub = broker.publisher("sensors/probe-1");
   pub.send({ temperature: 3.1 }); // the publisher is connected once this one is shown
   await card("u1").locator(".value", { hasText: "3.1" }).waitFor();
-  const t0 = Date.now();
-  pub.send({ temperature: 4.2, humidity: 61 });
-  await card("u1").locator(".value", { hasText: "4.2" }).waitFor({ timeout: 5000 });
-  const ms = Date.now() - t0;
+  // Ten readings, one at a time: from the publish to the value on screen.
+  const times = [];
+  for (let i = 0; i < 10; i++) {
+    const value = (4.2 + i / 10).toFixed(1);
+    const t0 = Date.now();
+    pub.send({ temperature: Number(value), humidity: 61 });
+    await card("u1").locator(".value", { hasText: value }).waitFor({ timeout: 5000 });
+    times.push(Date.now() - t0);
+  }
   await pub.end();
-  assert.ok(ms < 1000, `shown after ${ms} ms`);
+  times.sort((a, b) => a - b);
+  t.diagnostic(`publish to screen, ms: median ${times[5]}, max ${times[9]} (${times.join(" ")})`);
+  assert.ok(times[9] < 1000, `shown after ${times[9]} ms`);
   assert.match(await card("u1").locator(".sub").textContent(), /61 %RH/);
   assert.match(await card("u1").getAttribute("class"), /\bok\b/);
 });

@@ -18,10 +18,9 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use serde::Deserialize;
 
 use crate::auth::{AuthMode, Principal};
-use crate::web::status::{cookie, session_cookie, set_cookie, COOKIE};
+use crate::web::status::{cookie, session_cookie, set_cookie, TokenQuery, COOKIE};
 use crate::web::WebState;
 
 const PAGE: &str = include_str!("assets/live.html");
@@ -41,11 +40,6 @@ pub fn router(app: WebState) -> Router {
             get(|| asset("text/javascript; charset=utf-8", SCRIPT)),
         )
         .with_state(app)
-}
-
-#[derive(Deserialize)]
-struct TokenQuery {
-    token: Option<String>,
 }
 
 async fn page(

@@ -44,8 +44,8 @@ pub fn router(app: WebState) -> Router {
 }
 
 #[derive(Deserialize)]
-struct TokenQuery {
-    token: Option<String>,
+pub(crate) struct TokenQuery {
+    pub(crate) token: Option<String>,
 }
 
 async fn page(

@@ -12,7 +12,7 @@ use std::hint::black_box;
 use chrono::Utc;
 use criterion::{criterion_group, criterion_main, Criterion};
 use sensorcast::decode::Subscription;
-use sensorcast::decode::{self, Format};
+use sensorcast::decode::{self, Format, Message};
 
 #[path = "../tests/common/fixtures.rs"]
 mod fixtures;
@@ -59,9 +59,11 @@ fn bench_fixtures(c: &mut Criterion) {
                 let out = decode::decode(
                     &sub,
                     &mut state,
-                    black_box(&f.topic),
-                    black_box(&f.payload),
-                    now,
+                    Message {
+                        topic: black_box(&f.topic),
+                        payload: black_box(&f.payload),
+                        received_at: now,
+                    },
                     64 * 1024,
                 );
                 black_box(out)

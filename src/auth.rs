@@ -212,6 +212,9 @@ impl Authenticator {
                 let mut v = Validation::new(algs[0]);
                 v.algorithms = algs;
                 v.leeway = cfg.leeway.as_secs();
+                // Off by default in jsonwebtoken: a token not valid yet is refused (with the
+                // same leeway as `exp`), and so is an `nbf` that is not a number.
+                v.validate_nbf = true;
                 v.validate_aud = false;
                 v.set_required_spec_claims(&["sub"]);
                 auth.key = Some((key, v));
@@ -374,6 +377,26 @@ mod tests {
             SECRET,
         );
         assert!(auth().verify(Some(&t)).is_ok());
+    }
+
+    #[test]
+    fn a_token_not_valid_yet_or_with_a_bad_nbf_is_refused() {
+        let a = auth();
+        let nbf = |v: Value| token(json!({"sub": "u", "org_id": "o", "nbf": v}), SECRET);
+        let ten_days = now() + 10 * 86_400;
+        assert_eq!(
+            a.verify(Some(&nbf(json!(ten_days)))).unwrap_err(),
+            AuthError::Claims
+        );
+        assert_eq!(
+            a.verify(Some(&nbf(json!("x")))).unwrap_err(),
+            AuthError::Claims
+        );
+        assert!(
+            a.verify(Some(&nbf(json!(now() + 10)))).is_ok(),
+            "within the leeway"
+        );
+        assert!(a.verify(Some(&nbf(json!(now() - 10)))).is_ok());
     }
 
     #[test]

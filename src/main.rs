@@ -73,6 +73,7 @@ fn main() -> ExitCode {
         }
     };
     let log_level = init_tracing(&config);
+    raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -181,6 +182,20 @@ async fn watch_signals(shutdown: CancellationToken, reload: std::sync::Arc<tokio
         } else {
             tracing::warn!("second signal, exiting now");
             std::process::exit(130);
+        }
+    }
+}
+
+/// Every connection holds a file descriptor, and so do the broker connection and the state
+/// files: raise the soft `RLIMIT_NOFILE` to the hard one (systemd's default soft limit is 1024;
+/// the unit sets `LimitNOFILE=`). The HTTP connection cap follows what this leaves
+/// (`core::connections`).
+fn raise_fd_limit() {
+    let before = rlimit::Resource::NOFILE.get().ok();
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(now) => tracing::info!(soft_before = ?before.map(|l| l.0), now, "file descriptor limit"),
+        Err(e) => {
+            tracing::warn!(error = %e, limit = ?before, "cannot raise the file descriptor limit")
         }
     }
 }

@@ -93,9 +93,11 @@ fn check_fixture(path: &Path) -> Result<(), String> {
     let outcome = decode::decode(
         &sub,
         &mut decode::DecodeState::new(),
-        topic,
-        payload.as_bytes(),
-        received_at,
+        decode::Message {
+            topic,
+            payload: payload.as_bytes(),
+            received_at,
+        },
         MAX_PAYLOAD,
     );
     match (obj.get("expect"), obj.get("expect_error")) {

@@ -1,5 +1,5 @@
 //! `/live` from the HTTP side (the page in a real browser is tested by `clients/live`, run by
-//! `.ci/test`): sign-in as on the status page but for every role, the embedded assets with a
+//! `.ci/test`): the shared sign-in (`web::signin`) for every role, the embedded assets with a
 //! script policy, and `/live/session` giving each viewer only their organization's (and
 //! allowed sites') units with their limits, the token to open the socket with, and whether the
 //! role may acknowledge.
@@ -8,7 +8,7 @@ mod common;
 
 use common::broker::Broker;
 use common::config::{TestConfig, TestRegistry};
-use common::http::{http_get, http_get_raw};
+use common::http::{http_get, http_get_raw, http_post_form};
 use common::service::{token, Service};
 use serde_json::{json, Value};
 
@@ -31,20 +31,31 @@ async fn live_signs_in_every_role_and_tells_each_viewer_only_its_units() {
     let service = Service::start(&TestConfig::new(&broker).registry(&registry)).await;
     let addr = service.addr;
 
-    // No token: 401 saying how to sign in. A viewer's ?token=: cookie and redirect.
+    // No token: the sign-in page, whose form comes back to /live. A viewer signs in with it.
     let bare = http_get_raw(addr, "/live", &[]).await;
     assert_eq!(bare.status, 401);
-    assert!(bare.body.contains("/live?token="), "{}", bare.body);
+    assert!(
+        bare.body.contains("action=\"/signin\"") && bare.body.contains("value=\"/live\""),
+        "{}",
+        bare.body
+    );
     let viewer = token(json!({ "org_id": "o1", "role": "viewer" }));
-    let signed = http_get_raw(addr, &format!("/live?token={viewer}"), &[]).await;
-    assert_eq!(signed.status, 303);
+    let origin = format!("http://{addr}");
+    let signed = http_post_form(
+        addr,
+        "/signin",
+        &[("Origin", &origin), ("Sec-Fetch-Site", "same-origin")],
+        &[("token", &viewer), ("next", "/live")],
+    )
+    .await;
+    assert_eq!(signed.status, 303, "{}", signed.body);
     assert_eq!(signed.header("location"), Some("/live"));
     let cookie = signed.header("set-cookie").expect("cookie");
     assert!(
         cookie.starts_with(&format!("sensorcast_token={viewer};")) && cookie.contains("HttpOnly")
     );
-    let bad = http_get_raw(addr, "/live?token=not-a-jwt", &[]).await;
-    assert_eq!(bad.status, 401);
+    let linked = http_get_raw(addr, &format!("/live?token={viewer}"), &[]).await;
+    assert_eq!(linked.status, 401, "a token in a link is not a sign-in");
 
     // The page and its assets, by cookie.
     let cookie_header = format!("sensorcast_token={viewer}");

@@ -7,7 +7,7 @@ mod common;
 
 use common::broker::{Broker, Publisher};
 use common::config::TestConfig;
-use common::http::{http_get_raw, RawResponse};
+use common::http::{http_get_raw, http_post_form, RawResponse};
 use common::jsclient::JsDriver;
 use common::service::{auth, connected, subscribed, token, ttn_uplink, Service};
 use common::wait::{eventually, WAIT};
@@ -74,6 +74,24 @@ async fn metrics_count_readings_rejections_and_emit_latency() {
     assert_eq!(m.kind("sensorcast_alerts_open"), "gauge");
     assert_eq!(m.kind("sensorcast_deliveries_dropped_total"), "counter");
     assert_eq!(m.kind("sensorcast_client_errors_total"), "counter");
+    // The HTTP listener's connections (issue 12 item 6): the socket's connection is open.
+    assert!(m.value("sensorcast_http_connections", &[]) >= 1.0);
+    assert!(m.value("sensorcast_http_connections_max", &[]) >= 1.0);
+    assert!(m.value("sensorcast_fd_limit", &[]) >= 1024.0);
+    for reason in ["limit", "accept_error"] {
+        let refused = &[("reason", reason)];
+        assert_eq!(
+            m.value("sensorcast_http_connections_refused_total", refused),
+            0.0
+        );
+    }
+    for reason in ["header_timeout", "idle_timeout"] {
+        let closed = &[("reason", reason)];
+        assert_eq!(
+            m.value("sensorcast_http_connections_closed_total", closed),
+            0.0
+        );
+    }
 
     // The histogram: one observation, cumulative buckets ending in +Inf.
     assert_eq!(m.kind("sensorcast_emit_latency_seconds"), "histogram");
@@ -106,25 +124,69 @@ async fn metrics_count_readings_rejections_and_emit_latency() {
     service.stop().await;
 }
 
-/// The status page: 401 (with how to sign in) without a token; `/?token=` of an admin sets an
-/// HttpOnly SameSite cookie that expires with the token and redirects to `/`; the cookie then
-/// shows the organization's units with their latest reading (and not another tenant's); a
-/// viewer gets 403; a bad cookie 401 and is cleared; a hostile sensor id and topic in the
-/// unmapped list come out escaped.
+/// The status page and its sign-in (issue 12 item 13): 401 with a sign-in form without a
+/// token; a token in a link (`/?token=`) signs nobody in; the form's POST from this origin sets
+/// an HttpOnly SameSite cookie that expires with the token (`__Host-` and `Secure` when the
+/// origin is https) and goes back to the page; the same POST from another origin is refused and
+/// counted; the cookie then shows the organization's units with their latest reading (and not
+/// another tenant's); `Authorization: BEARER` works in any case; a viewer gets 403; a bad
+/// cookie 401 and is cleared; a hostile sensor id and topic in the unmapped list come out
+/// escaped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn status_page_takes_a_token_once_and_escapes_what_sensors_send() {
+async fn status_page_signs_in_by_a_same_origin_form_and_escapes_what_sensors_send() {
     let broker = Broker::start().await;
     let service = Service::start(&TestConfig::new(&broker)).await;
+    let origin = service.url();
 
     let anonymous = page(&service, "/", &[]).await;
     assert_eq!(anonymous.status, 401);
-    assert!(anonymous.body.contains("?token="), "{}", anonymous.body);
+    assert!(
+        anonymous
+            .body
+            .contains("<form method=\"post\" action=\"/signin\">"),
+        "{}",
+        anonymous.body
+    );
     assert!(anonymous.body.contains("Authentication token required"));
+    assert!(anonymous
+        .header("content-security-policy")
+        .is_some_and(|c| c.contains("form-action 'self'")));
 
     let exp = common::service::now() + 120;
     let admin = token(json!({ "org_id": "o1", "role": "admin", "exp": exp }));
-    let signed_in = page(&service, &format!("/?token={admin}"), &[]).await;
-    assert_eq!(signed_in.status, 303);
+    // A link with the token signs nobody in (login CSRF).
+    let linked = page(&service, &format!("/?token={admin}"), &[]).await;
+    assert_eq!(linked.status, 401);
+    assert!(linked.header("set-cookie").is_none());
+    assert!(linked.body.contains("from a link"), "{}", linked.body);
+    // Another site's form posting a token here is refused.
+    for headers in [
+        vec![("Origin", "http://evil.example")],
+        vec![
+            ("Origin", origin.as_str()),
+            ("Sec-Fetch-Site", "cross-site"),
+        ],
+        vec![],
+    ] {
+        let forged = http_post_form(
+            service.addr,
+            "/signin",
+            &headers,
+            &[("token", &admin), ("next", "/")],
+        )
+        .await;
+        assert_eq!(forged.status, 403, "{headers:?}: {}", forged.body);
+        assert!(forged.header("set-cookie").is_none());
+    }
+    // The page's own form, as a browser sends it.
+    let signed_in = http_post_form(
+        service.addr,
+        "/signin",
+        &[("Origin", &origin), ("Sec-Fetch-Site", "same-origin")],
+        &[("token", &admin), ("next", "/")],
+    )
+    .await;
+    assert_eq!(signed_in.status, 303, "{}", signed_in.body);
     assert_eq!(signed_in.header("location"), Some("/"));
     let cookie = signed_in
         .header("set-cookie")
@@ -151,7 +213,28 @@ async fn status_page_takes_a_token_once_and_escapes_what_sensors_send() {
         (100..=120).contains(&max_age),
         "expires with the token: {max_age}"
     );
+    // Behind a TLS proxy (the browser's origin is https): a __Host- cookie, Secure.
+    let tls = http_post_form(
+        service.addr,
+        "/signin",
+        &[
+            ("Origin", "https://box.example"),
+            ("Sec-Fetch-Site", "same-origin"),
+        ],
+        &[("token", &admin), ("next", "/")],
+    )
+    .await;
+    let tls_cookie = tls.header("set-cookie").expect("a cookie");
+    assert!(
+        tls_cookie.starts_with("__Host-sensorcast_token=")
+            && tls_cookie.split("; ").any(|a| a == "Secure")
+            && !tls_cookie.contains("Domain"),
+        "{tls_cookie}"
+    );
     let jar = format!("sensorcast_token={admin}");
+    let stats = service.get("/api/stats", Some(&admin)).await.1;
+    assert_eq!(stats["clientErrors"]["signin_cross_origin"], 3, "{stats}");
+    assert_eq!(stats["clientErrors"]["signin_from_link"], 1, "{stats}");
 
     let empty = page(&service, "/", &[("Cookie", &jar)]).await;
     assert_eq!(empty.status, 200);
@@ -202,19 +285,21 @@ async fn status_page_takes_a_token_once_and_escapes_what_sensors_send() {
     );
     assert!(body.contains("http-equiv=\"refresh\""));
 
-    // The same page with a bearer header (curl).
-    let bearer = format!("Bearer {admin}");
-    assert_eq!(
-        page(&service, "/", &[("Authorization", &bearer)])
-            .await
-            .status,
-        200
-    );
-    // Viewers may not, neither through ?token= nor a cookie.
+    // The same page with a bearer header (curl), the scheme in any case; /api/ alike.
+    for scheme in ["Bearer", "BEARER", "bearer"] {
+        let bearer = format!("{scheme} {admin}");
+        assert_eq!(
+            page(&service, "/", &[("Authorization", &bearer)])
+                .await
+                .status,
+            200,
+            "{scheme}"
+        );
+        let api = http_get_raw(service.addr, "/api/stats", &[("Authorization", &bearer)]).await;
+        assert_eq!(api.status, 200, "{scheme}");
+    }
+    // Viewers may not, neither through the form's cookie nor a cookie.
     let viewer = token(json!({ "org_id": "o1", "role": "viewer" }));
-    let refused = page(&service, &format!("/?token={viewer}"), &[]).await;
-    assert_eq!(refused.status, 403);
-    assert!(refused.header("set-cookie").is_none());
     let viewer_jar = format!("sensorcast_token={viewer}");
     assert_eq!(
         page(&service, "/", &[("Cookie", &viewer_jar)]).await.status,
@@ -225,13 +310,18 @@ async fn status_page_takes_a_token_once_and_escapes_what_sensors_send() {
     assert_eq!(stale.status, 401);
     assert!(stale.body.contains("Invalid or malformed token"));
     assert!(stale
-        .header("set-cookie")
-        .is_some_and(|c| c.contains("Max-Age=0")));
-    assert_eq!(
-        page(&service, "/?token=garbage", &[]).await.status,
-        401,
-        "a bad ?token= sets nothing"
-    );
+        .all("set-cookie")
+        .iter()
+        .any(|c| c.starts_with("sensorcast_token=;") && c.contains("Max-Age=0")));
+    let bad = http_post_form(
+        service.addr,
+        "/signin",
+        &[("Origin", &origin)],
+        &[("token", "garbage"), ("next", "/")],
+    )
+    .await;
+    assert_eq!(bad.status, 401, "a bad token sets nothing");
+    assert!(bad.header("set-cookie").is_none());
     service.stop().await;
 }
 
@@ -243,7 +333,6 @@ async fn status_page_is_open_without_auth() {
     let open = page(&service, "/", &[]).await;
     assert_eq!(open.status, 200);
     assert!(open.body.contains("<td>u3</td>") && !open.body.contains("<td>u1</td>"));
-    assert_eq!(page(&service, "/?token=x", &[]).await.status, 303);
     service.stop().await;
 }
 
@@ -514,4 +603,50 @@ fn parse_value(v: &str) -> f64 {
         "NaN" => f64::NAN,
         _ => v.parse().unwrap_or_else(|_| panic!("not a number: {v:?}")),
     }
+}
+
+/// The sign-in in a real browser (chromium through playwright-core, tests/js/signin.js): the
+/// page's own form signs in under the page's Content-Security-Policy and the browser keeps an
+/// HttpOnly, SameSite=Strict cookie and shows the units; a link with `?token=` sets nothing; a
+/// page of another site, or of another port of the same host, whose form posts a token to
+/// `/signin` (what a login-CSRF attack does) is refused, and the browser keeps no cookie.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_browser_signs_in_by_the_form_and_never_from_another_site() {
+    let broker = Broker::start().await;
+    let service = Service::start(&TestConfig::new(&broker)).await;
+    let owner = token(json!({ "org_id": "o1", "role": "owner" }));
+    let attacker = token(json!({ "org_id": "o2", "role": "owner", "sub": "mallory" }));
+    let script = common::service::repo_path("tests/js/signin.js");
+    let run = tokio::process::Command::new("node")
+        .arg(script)
+        .args([service.url(), owner, attacker])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(90), run)
+        .await
+        .expect("the browser run ends")
+        .expect("node runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "signin.js failed: {stderr}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    let session = json!([{
+        "name": "sensorcast_token", "httpOnly": true, "sameSite": "Strict", "secure": false
+    }]);
+    assert_eq!(r["signedIn"]["firstStatus"], 401, "{r}");
+    assert_eq!(r["signedIn"]["units"], true, "{r}");
+    assert_eq!(r["signedIn"]["cookies"], session, "{r}");
+    assert_eq!(r["linked"]["status"], 401, "{r}");
+    assert_eq!(r["linked"]["cookies"], json!([]), "{r}");
+    for attack in ["crossSite", "sameSite"] {
+        assert_eq!(r[attack]["refused"], true, "{attack}: {r}");
+        assert_eq!(r[attack]["cookies"], json!([]), "{attack}: {r}");
+    }
+    let (_, stats) = service
+        .get(
+            "/api/stats",
+            Some(&token(json!({ "org_id": "o1", "role": "owner" }))),
+        )
+        .await;
+    assert_eq!(stats["clientErrors"]["signin_cross_origin"], 2, "{stats}");
+    service.stop().await;
 }

@@ -8,7 +8,7 @@ mod common;
 
 use common::broker::{free_port, Broker};
 use common::config::TestConfig;
-use common::http::http_get_raw;
+use common::http::{http_get_raw, sample};
 use common::jsclient::{JsClient, JsDriver};
 use common::service::{auth, rss, subscribed, Service};
 use common::wait::{check, eventually};
@@ -176,13 +176,4 @@ async fn a_refused_connection_is_reported_with_its_cause() {
     assert_eq!(h["checks"]["mqtt"]["repeatedError"], Value::Null, "{h}");
     assert_eq!(h["status"], "degraded");
     service.stop().await;
-}
-
-/// The value of the first exposition line that starts with `prefix` (name and labels).
-fn sample(metrics: &str, prefix: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no sample {prefix:?} in:\n{metrics}"))
 }

@@ -7,11 +7,11 @@
 //! The payload fixtures (`tests/fixtures/payloads`) make a good seed corpus: docs/decoders.md.
 
 use chrono::{TimeZone, Utc};
+use sensorcast::core::ids::normalize_sensor_id;
 use sensorcast::decode::{
-    decode_with, BatteryCurve, DecodeState, Decoded, FieldPath, Format, Options, TempUnit,
+    decode_with, BatteryCurve, DecodeState, Decoded, FieldPath, Format, Message, Options, TempUnit,
     TopicTemplate, MAX_DEVICES, MAX_EXTRA,
 };
-use sensorcast::core::ids::normalize_sensor_id;
 
 const MAX_PAYLOAD: usize = 64 * 1024;
 
@@ -69,9 +69,11 @@ pub fn run(format: Format, data: &[u8]) {
                 format,
                 &options,
                 &mut state,
-                &topic,
-                message,
-                at,
+                Message {
+                    topic: &topic,
+                    payload: message,
+                    received_at: at,
+                },
                 MAX_PAYLOAD,
             );
             check(&out);
@@ -90,7 +92,10 @@ fn check(out: &Result<Decoded, sensorcast::decode::DecodeError>) {
                 assert!(id_ok(&r.sensor_id), "{r:?}");
                 assert!(r.fallback_sensor_id.as_deref().is_none_or(id_ok), "{r:?}");
                 assert!(r.temperature.is_some() || r.door_open.is_some(), "{r:?}");
-                assert!(r.temperature.is_none_or(|t| within(t, -100.0, 150.0)), "{r:?}");
+                assert!(
+                    r.temperature.is_none_or(|t| within(t, -100.0, 150.0)),
+                    "{r:?}"
+                );
                 assert!(r.humidity.is_none_or(|h| within(h, 0.0, 100.0)), "{r:?}");
                 assert!(r.battery.is_none_or(|b| within(b, 0.0, 100.0)), "{r:?}");
                 assert!(

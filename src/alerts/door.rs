@@ -1,5 +1,6 @@
 //! The door part of a unit's state: which of the unit's door contacts are open and since when
-//! (engine time: when the engine first saw each open), and the `door_open` alert. A door open
+//! (when the engine first saw each open; for a broker's retained copy, the time its payload
+//! names), and the `door_open` alert. A door open
 //! for `door_open_after` raises it (warning); `confirm_after` later it escalates (critical);
 //! once every door of the unit is closed it is resolved. Raising and escalating are deadlines
 //! ([`Track::door_deadline`]): they fire on time with no further message, like the
@@ -13,11 +14,12 @@ use super::rules::UnitRules;
 use super::unit::{after, human, Cx, Track};
 
 impl Track {
-    /// A door contact of the unit (`sensor`) says whether it is open.
-    pub(super) fn door(&mut self, cx: &mut Cx, sensor: &str, open: bool) {
+    /// A door contact of the unit (`sensor`) says whether it is open, as measured at `at`
+    /// (now for a live report; a retained copy's own time).
+    pub(super) fn door(&mut self, cx: &mut Cx, sensor: &str, open: bool, at: DateTime<Utc>) {
         if open {
             if !self.doors_open.contains_key(sensor) {
-                self.doors_open.insert(sensor.to_string(), cx.now);
+                self.doors_open.insert(sensor.to_string(), at);
                 cx.changed = true;
             }
         } else if self.doors_open.remove(sensor).is_some() {

@@ -150,16 +150,10 @@ impl Engine {
                 unit,
                 sensor,
                 report,
-                measured_at: None,
-            } => self.machine.report(now, &unit, &sensor, &report),
-            Command::Report {
-                unit,
-                sensor,
-                report,
-                measured_at: Some(at),
+                measured_at,
             } => self
                 .machine
-                .retained_report(now, at, &unit, &sensor, &report),
+                .report(now, &unit, &sensor, &report, measured_at),
             Command::Availability {
                 unit,
                 sensor,

@@ -96,41 +96,24 @@ impl Machine {
             battery,
             ..Report::default()
         };
-        self.report(now, unit, sensor, &report)
+        self.report(now, unit, sensor, &report, None)
     }
 
     /// Whatever one message of `sensor` says about `unit` (a reading, a door contact's state,
-    /// or both). Unknown units are ignored.
+    /// or both). `measured_at`: `None` for a live report; for a broker's retained copy the
+    /// time its payload says it was measured, so that it shows the sensor alive then, not now
+    /// ([`Track::on_report`]). Unknown units are ignored.
     pub fn report(
         &mut self,
         now: DateTime<Utc>,
         unit: &str,
         sensor: &str,
         report: &Report,
+        measured_at: Option<DateTime<Utc>>,
     ) -> Vec<Out> {
         let mut out = Vec::new();
         self.step(unit, now, &mut out, |track, cx| {
-            track.on_report(cx, sensor, report);
-            track.on_time(cx);
-        });
-        self.seen_dirty = true;
-        out.extend(self.advance(now));
-        out
-    }
-
-    /// A broker's retained copy of a report of `unit` that its payload says was measured at
-    /// `measured_at`: it shows the sensor alive then, not now ([`Track::on_retained`]).
-    pub fn retained_report(
-        &mut self,
-        now: DateTime<Utc>,
-        measured_at: DateTime<Utc>,
-        unit: &str,
-        sensor: &str,
-        report: &Report,
-    ) -> Vec<Out> {
-        let mut out = Vec::new();
-        self.step(unit, now, &mut out, |track, cx| {
-            track.on_retained(cx, measured_at, sensor, report);
+            track.on_report(cx, sensor, report, measured_at);
             track.on_time(cx);
         });
         self.seen_dirty = true;

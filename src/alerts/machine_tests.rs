@@ -259,7 +259,7 @@ fn a_retained_copy_counts_as_the_sensor_alive_when_it_was_measured_not_now() {
             temperature: Some(t),
             ..Report::default()
         };
-        names(&m.retained_report(at(now), at(measured), "u1", "p1", &report))
+        names(&m.report(at(now), "u1", "p1", &report, Some(at(measured))))
     };
     assert!(retained(20 * MIN, 0, 12.0).is_empty(), "old news");
     assert!(

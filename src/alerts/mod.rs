@@ -26,6 +26,7 @@ mod judge;
 mod lifecycle;
 pub mod machine;
 pub mod model;
+mod report;
 pub mod rules;
 pub mod store;
 mod unit;

@@ -50,7 +50,7 @@ fn humidity(m: &mut Machine, s: u64, unit: &str, h: f64) -> Vec<String> {
         humidity: Some(h),
         ..Report::default()
     };
-    names(&m.report(at(s), unit, sensor, &r))
+    names(&m.report(at(s), unit, sensor, &r, None))
 }
 
 fn door(m: &mut Machine, s: u64, sensor: &str, open: bool) -> Vec<String> {
@@ -58,7 +58,7 @@ fn door(m: &mut Machine, s: u64, sensor: &str, open: bool) -> Vec<String> {
         door_open: Some(open),
         ..Report::default()
     };
-    names(&m.report(at(s), "walkin", sensor, &r))
+    names(&m.report(at(s), "walkin", sensor, &r, None))
 }
 
 fn open_alert(m: &Machine, ty: AlertType) -> Option<Alert> {
@@ -225,7 +225,7 @@ fn a_door_contact_keeps_its_unit_online_and_its_battery_feeds_low_battery() {
         ..Report::default()
     };
     assert_eq!(
-        names(&m.report(at(10 * MIN), "walkin", "door-b", &r)),
+        names(&m.report(at(10 * MIN), "walkin", "door-b", &r, None)),
         ["walkin triggered low_battery info"]
     );
     let out = names(&m.advance(at(15 * MIN)));
@@ -237,6 +237,39 @@ fn a_door_contact_keeps_its_unit_online_and_its_battery_feeds_low_battery() {
             "walkin ok>offline"
         ]
     );
+}
+
+#[test]
+fn once_a_probe_has_reported_a_door_contact_alone_does_not_hide_it_going_silent() {
+    let mut m = machine();
+    humidity(&mut m, 0, "walkin", 50.0);
+    door(&mut m, 10 * MIN, "door-a", false);
+    let out = names(&m.advance(at(15 * MIN)));
+    assert!(
+        out.contains(&"walkin triggered monitoring_interrupted warning".to_string()),
+        "15 minutes after the probe's last report, whatever the contact says: {out:?}"
+    );
+    assert!(
+        door(&mut m, 16 * MIN, "door-a", true).is_empty(),
+        "the contact does not end it"
+    );
+    assert_eq!(
+        humidity(&mut m, 17 * MIN, "walkin", 50.0)[..2],
+        ["walkin resolved", "walkin offline>ok"],
+        "the probe does"
+    );
+}
+
+#[test]
+fn a_retained_open_door_counts_from_the_time_its_payload_names() {
+    let mut m = machine();
+    let r = Report {
+        door_open: Some(true),
+        ..Report::default()
+    };
+    let out = m.report(at(4 * MIN), "walkin", "door-a", &r, Some(at(MIN)));
+    assert!(names(&out).is_empty());
+    assert_eq!(m.next_deadline(), Some(at(6 * MIN)), "5 minutes from 1 min");
 }
 
 #[test]

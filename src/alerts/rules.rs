@@ -175,6 +175,15 @@ pub struct UnitBook {
     pub sensor_ids: BTreeSet<String>,
 }
 
+impl RuleError {
+    /// The unit whose combined rules are not usable.
+    pub fn unit(&self) -> &str {
+        match self {
+            RuleError::Band { unit, .. } | RuleError::HumidityBand { unit, .. } => unit,
+        }
+    }
+}
+
 impl UnitBook {
     /// The unit's name for alert messages, else its id.
     pub fn label(&self) -> &str {

@@ -9,7 +9,7 @@
 //! - doors: open for `door_open_after` → `door_open` (warning), critical `confirm_after` later,
 //!   resolved when every door is closed (`door.rs`);
 //! - connectivity: silent for `offline_after`, or every sensor reported offline → `offline`
-//!   (`monitoring_interrupted`), resolved by the next report;
+//!   (`monitoring_interrupted`), resolved by the next report that shows it alive (`report.rs`);
 //! - battery: at or below `battery_low` → `low_battery` (info), cleared
 //!   [`BATTERY_HYSTERESIS`](super::rules::BATTERY_HYSTERESIS) points above it.
 //!
@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use super::judge::Quantity;
 use super::model::{
-    millis, opt_millis, Alert, AlertAcknowledged, AlertType, Event, Severity, Side, UnitState,
+    millis, opt_millis, Alert, AlertAcknowledged, AlertType, Event, Side, UnitState,
     UnitStateChanged,
 };
 use super::rules::{RestoreAfter, UnitBook, UnitRules};
@@ -91,12 +91,17 @@ pub struct Track {
     pub temp: Temp,
     #[serde(default)]
     pub humidity: Temp,
-    /// Door contacts of the unit that are open, with when the engine saw each open.
+    /// Door contacts of the unit that are open, with when each was seen open.
     #[serde(default)]
     pub doors_open: BTreeMap<String, DateTime<Utc>>,
-    /// The last reading from any sensor of the unit, or when watching began.
+    /// The last report that shows the unit's monitoring alive (see [`Track::on_report`]), or
+    /// when watching began.
     #[serde(with = "millis")]
     pub last_seen: DateTime<Utc>,
+    /// Whether a sensor of the unit has reported a temperature or humidity (from then on a
+    /// door contact's report alone no longer keeps the unit's monitoring alive).
+    #[serde(default)]
+    pub measures: bool,
     pub offline: Option<OfflineCause>,
     #[serde(default)]
     pub offline_sensors: BTreeSet<String>,
@@ -200,6 +205,7 @@ impl Track {
             humidity: Temp::Ok,
             doors_open: BTreeMap::new(),
             last_seen: now,
+            measures: false,
             offline: None,
             offline_sensors: BTreeSet::new(),
             battery_low: false,
@@ -218,80 +224,6 @@ impl Track {
             Temp::Excursion { .. } => UnitState::Excursion,
             Temp::Alarm { .. } => UnitState::Alarm,
             Temp::Restoring { .. } => UnitState::Restoring,
-        }
-    }
-
-    /// A report from `sensor`: every part it carries is judged. Any report, a door contact's
-    /// too, shows that the unit's sensors are alive.
-    pub fn on_report(&mut self, cx: &mut Cx, sensor: &str, r: &Report) {
-        self.last_seen = cx.now;
-        self.alive(cx, sensor, r);
-    }
-
-    /// A broker's retained copy, measured at `measured_at` (its payload's own time; a time
-    /// after `now` counts as now). Not newer than the last reading seen: old news, ignored.
-    /// Newer: the sensor was alive then, so `last_seen` moves there; and it is judged like a
-    /// live report only if that still makes the unit alive now (within `offline_after`), so
-    /// a dead sensor's last words cannot end its `monitoring_interrupted`.
-    pub fn on_retained(
-        &mut self,
-        cx: &mut Cx,
-        measured_at: DateTime<Utc>,
-        sensor: &str,
-        r: &Report,
-    ) {
-        let measured_at = measured_at.min(cx.now);
-        if measured_at <= self.last_seen {
-            return;
-        }
-        self.last_seen = measured_at;
-        if after(measured_at, cx.book.rules.offline_after).is_some_and(|t| t > cx.now) {
-            self.alive(cx, sensor, r);
-        }
-    }
-
-    /// A report that shows the sensor alive now: back online, then each part it carries.
-    fn alive(&mut self, cx: &mut Cx, sensor: &str, r: &Report) {
-        if self.offline_sensors.remove(sensor) {
-            cx.changed = true;
-        }
-        if self.offline.take().is_some() {
-            cx.reason = "reading received".into();
-            self.resolve(cx, AlertType::MonitoringInterrupted);
-        }
-        if let Some(open) = r.door_open {
-            self.door(cx, sensor, open);
-        }
-        if let Some(h) = r.humidity {
-            self.judge(cx, Quantity::Humidity, h);
-        }
-        if let Some(t) = r.temperature {
-            self.judge(cx, Quantity::Temperature, t);
-        }
-        if let Some(b) = r.battery {
-            self.battery(cx, b);
-        }
-    }
-
-    pub fn on_availability(&mut self, cx: &mut Cx, sensor: &str, online: bool) {
-        let changed = if online {
-            self.offline_sensors.remove(sensor)
-        } else {
-            self.offline_sensors.insert(sensor.to_string())
-        };
-        cx.changed |= changed;
-        let all_offline = self.offline_sensors.len() >= cx.book.sensors.max(1);
-        if !online && all_offline && self.offline.is_none() {
-            self.offline = Some(OfflineCause::DeviceReport);
-            cx.reason = "device reported offline".into();
-            let message = format!("{}: the device reported that it is offline", cx.label());
-            let alert = self.alert(
-                cx,
-                AlertType::MonitoringInterrupted,
-                Severity::Warning,
-                message,
-            );
-            self.trigger(cx, alert);
         }
     }
 
@@ -323,17 +255,8 @@ impl Track {
         self.door_time(cx);
         let silent_until = after(self.last_seen, rules.offline_after);
         if self.offline.is_none() && silent_until.is_some_and(|at| at <= cx.now) {
-            self.offline = Some(OfflineCause::Silent);
-            let d = human(rules.offline_after);
-            cx.reason = format!("no reading for {d}");
-            let message = format!("{}: no reading for {d}", cx.label());
-            let alert = self.alert(
-                cx,
-                AlertType::MonitoringInterrupted,
-                Severity::Warning,
-                message,
-            );
-            self.trigger(cx, alert);
+            let why = format!("no reading for {}", human(rules.offline_after));
+            self.go_offline(cx, OfflineCause::Silent, &why, &why);
         }
     }
 

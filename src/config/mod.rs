@@ -24,7 +24,7 @@ pub use env::ENV_OVERRIDES;
 use crate::alerts::AlertsConfig;
 use crate::auth::{AuthConfig, AuthMode};
 use crate::core::duration::duration_str;
-use crate::core::error::toml_error_message;
+use crate::core::error::{located, read_text, toml_error_message};
 use crate::ingest::MqttConfig;
 use crate::realtime::{LimitsConfig, RealtimeConfig};
 use crate::web::{MetricsConfig, StatusConfig};
@@ -74,6 +74,42 @@ pub struct HttpConfig {
     /// systemd READY=1 is sent once MQTT is subscribed, or after this long (degraded).
     #[serde(with = "duration_str")]
     pub ready_timeout: Duration,
+    /// A client must send a whole request header within this long after connecting (or after
+    /// the previous response on a kept-alive connection), or the connection is closed.
+    #[serde(with = "duration_str")]
+    pub header_timeout: Duration,
+    /// A connection from which nothing was read for this long is closed. Must be longer than
+    /// `realtime.ping_interval + realtime.ping_timeout` (a live Socket.io client answers every
+    /// ping).
+    #[serde(with = "duration_str")]
+    pub idle_timeout: Duration,
+    /// HTTP connections open at once (websockets included); more are answered 503 and closed.
+    /// Never more than the fd limit less a reserve (`core::connections::FD_RESERVE`); unset:
+    /// exactly that.
+    pub max_connections: Option<usize>,
+}
+
+impl HttpConfig {
+    /// `Err((key under http., message))`; the idle timeout must outlast a Socket.io heartbeat.
+    pub fn validate(&self, realtime: &RealtimeConfig) -> Result<(), (String, String)> {
+        if self.header_timeout.is_zero() {
+            return Err(("header_timeout".into(), "must be above 0".into()));
+        }
+        let heartbeat = realtime.ping_interval + realtime.ping_timeout;
+        if self.idle_timeout <= heartbeat {
+            return Err((
+                "idle_timeout".into(),
+                format!(
+                    "must be longer than realtime.ping_interval + realtime.ping_timeout ({}), or live sockets are cut",
+                    humantime::format_duration(heartbeat)
+                ),
+            ));
+        }
+        if self.max_connections == Some(0) {
+            return Err(("max_connections".into(), "must be above 0".into()));
+        }
+        Ok(())
+    }
 }
 
 impl Default for HttpConfig {
@@ -83,6 +119,9 @@ impl Default for HttpConfig {
             cors_origins: Vec::new(),
             shutdown_timeout: Duration::from_secs(10),
             ready_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            max_connections: None,
         }
     }
 }
@@ -146,10 +185,7 @@ impl Config {
 
     /// [`Config::load`] with an explicit environment, so tests need not touch the process's.
     pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = read_text(path)?;
         let mut config = Self::parse(&text, path)?;
         config.apply_env(env)?;
         config.path = path.to_owned();
@@ -158,8 +194,8 @@ impl Config {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
         config.resolve_paths();
-        config.load_secrets(path)?;
-        config.validate(path)?;
+        config.load_secrets(path, &text)?;
+        config.validate(path, &text)?;
         Ok(config)
     }
 
@@ -196,24 +232,26 @@ impl Config {
         }
     }
 
-    fn load_secrets(&mut self, path: &Path) -> Result<(), ConfigError> {
+    fn load_secrets(&mut self, path: &Path, text: &str) -> Result<(), ConfigError> {
         if self.mqtt.password.is_none() {
             if let Some(file) = &self.mqtt.password_file {
-                self.mqtt.password = Some(read_secret(path, "mqtt.password_file", file)?);
+                let key = located(text, "mqtt.password_file");
+                self.mqtt.password = Some(read_secret(path, &key, file)?);
             }
         }
         if self.auth.jwt_secret.is_none() {
             if let Some(file) = &self.auth.jwt_secret_file {
-                self.auth.jwt_secret = Some(read_secret(path, "auth.jwt_secret_file", file)?);
+                let key = located(text, "auth.jwt_secret_file");
+                self.auth.jwt_secret = Some(read_secret(path, &key, file)?);
             }
         }
         Ok(())
     }
 
-    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+    fn validate(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
         let invalid = |key: String, message: String| ConfigError::Invalid {
             path: path.to_owned(),
-            key,
+            key: located(text, &key),
             message,
         };
         let section = |name: &str, checked: Result<(), (String, String)>| {
@@ -226,13 +264,74 @@ impl Config {
                 invalid(key, message)
             })
         };
+        section("http", self.http.validate(&self.realtime))?;
         section("mqtt", self.mqtt.validate())?;
         section("auth", self.auth.validate())?;
         section("log", self.log.validate())?;
         section("limits", self.limits.validate())?;
         section("realtime", self.realtime.validate())?;
         section("alerts", self.alerts.validate())?;
+        section("http", check_origins(&self.http.cors_origins))?;
+        section("registry", check_registry_file(&self.registry.file))?;
+        section("state", check_state_dir(&self.state.dir))?;
         Ok(())
+    }
+}
+
+/// CORS origins as a browser sends them: `scheme://host[:port]`, nothing else (a newline or a
+/// path would fail only when the service starts).
+fn check_origins(origins: &[String]) -> Result<(), (String, String)> {
+    for (i, o) in origins.iter().enumerate() {
+        let ok = axum::http::HeaderValue::from_str(o).is_ok()
+            && o.parse::<axum::http::Uri>().is_ok_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https"))
+                    && u.host().is_some()
+                    && u.path_and_query().is_none_or(|p| p.as_str() == "/")
+                    && !o.ends_with('/')
+            });
+        if !ok {
+            return Err((
+                format!("cors_origins[{i}]"),
+                format!("{o:?} is not an origin: write scheme://host[:port], nothing more"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The registry must be a regular file (`/dev/zero` or a directory would hang or fail later);
+/// a missing one is reported by the registry's loader, with its path.
+fn check_registry_file(file: &Path) -> Result<(), (String, String)> {
+    match std::fs::metadata(file) {
+        Ok(m) if !m.is_file() => Err((
+            "file".into(),
+            format!("{} is not a regular file", file.display()),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The state directory must be a directory the service can write (or, when missing, one it
+/// can create): found now rather than at the first alert.
+fn check_state_dir(dir: &Path) -> Result<(), (String, String)> {
+    let bad = |m: String| Err(("dir".to_string(), m));
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => bad(format!("{} is not a directory", dir.display())),
+        Ok(_) => match tempfile::tempfile_in(dir) {
+            Ok(_) => Ok(()),
+            Err(e) => bad(format!("{} is not writable: {e}", dir.display())),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let parent = dir.ancestors().skip(1).find(|p| p.exists());
+            match parent {
+                Some(p) if p.is_dir() && tempfile::tempfile_in(p).is_ok() => Ok(()),
+                _ => bad(format!(
+                    "{} does not exist and cannot be created (under systemd, StateDirectory= makes it)",
+                    dir.display()
+                )),
+            }
+        }
+        Err(e) => bad(format!("{}: {e}", dir.display())),
     }
 }
 

@@ -8,11 +8,14 @@
 //! - [`rooms`]: the Socket.io room names of a unit, site and organization.
 //! - [`reading`]: the `sensor:reading` wire type and the time format of the protocol.
 //! - [`stats`]: counters for everything accepted, rejected or dropped, and the emit histogram.
+//! - [`connections`]: the HTTP listeners' open connections, their cap (below the fd limit) and
+//!   why some were refused or closed.
 //! - [`health`]: what the MQTT edge and the reload report, read by the web and systemd views.
 //! - [`duration`]: durations as written in config files (`"90s"`, `"5m"`).
 //! - [`secret`]: a string whose `Debug` is `MASKED`.
 //! - [`error`]: a file that could not be loaded, with its line and key.
 
+pub mod connections;
 pub mod duration;
 pub mod error;
 pub mod health;

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::duration::HumanDuration;
-use super::error::{key_line, toml_error_message, ConfigError};
-use super::ids::{check_id, normalize_sensor_id};
+use super::error::{key_line, located, read_text, toml_error_message, ConfigError};
+use super::ids::{canonical_id, nfc, normalize_sensor_id};
 use super::rooms::UnitRooms;
 use super::rules::{DoorOpenAfter, RestoreAfter, Rh, RuleSet};
 
@@ -46,64 +46,34 @@ struct RegistryFile {
     sensor: Vec<SensorEntry>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OrgEntry {
-    id: String,
-    name: Option<String>,
-    // Alert rule keys (see crate::core::rules); unset keys inherit from the level above.
-    temp_min: Option<f64>,
-    temp_max: Option<f64>,
-    hysteresis: Option<f64>,
-    confirm_after: Option<HumanDuration>,
-    restore_after: Option<RestoreAfter>,
-    offline_after: Option<HumanDuration>,
-    battery_low: Option<f64>,
-    humidity_min: Option<Rh>,
-    humidity_max: Option<Rh>,
-    humidity_hysteresis: Option<Rh>,
-    door_open_after: Option<DoorOpenAfter>,
+/// An `[[org]]`, `[[site]]` or `[[unit]]` entry: its id, the id of its parent, its name and the
+/// alert rule keys (see crate::core::rules; unset keys inherit from the level above). One macro,
+/// because serde's `deny_unknown_fields` does not work through `#[serde(flatten)]`.
+macro_rules! entry_struct {
+    ($name:ident $(, $parent:ident)?) => {
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct $name {
+            id: String,
+            $($parent: String,)?
+            name: Option<String>,
+            temp_min: Option<f64>,
+            temp_max: Option<f64>,
+            hysteresis: Option<f64>,
+            confirm_after: Option<HumanDuration>,
+            restore_after: Option<RestoreAfter>,
+            offline_after: Option<HumanDuration>,
+            battery_low: Option<f64>,
+            humidity_min: Option<Rh>,
+            humidity_max: Option<Rh>,
+            humidity_hysteresis: Option<Rh>,
+            door_open_after: Option<DoorOpenAfter>,
+        }
+    };
 }
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SiteEntry {
-    id: String,
-    org: String,
-    name: Option<String>,
-    // Alert rule keys (see crate::core::rules); unset keys inherit from the level above.
-    temp_min: Option<f64>,
-    temp_max: Option<f64>,
-    hysteresis: Option<f64>,
-    confirm_after: Option<HumanDuration>,
-    restore_after: Option<RestoreAfter>,
-    offline_after: Option<HumanDuration>,
-    battery_low: Option<f64>,
-    humidity_min: Option<Rh>,
-    humidity_max: Option<Rh>,
-    humidity_hysteresis: Option<Rh>,
-    door_open_after: Option<DoorOpenAfter>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UnitEntry {
-    id: String,
-    site: String,
-    name: Option<String>,
-    // Alert rule keys (see crate::core::rules); unset keys inherit from the level above.
-    temp_min: Option<f64>,
-    temp_max: Option<f64>,
-    hysteresis: Option<f64>,
-    confirm_after: Option<HumanDuration>,
-    restore_after: Option<RestoreAfter>,
-    offline_after: Option<HumanDuration>,
-    battery_low: Option<f64>,
-    humidity_min: Option<Rh>,
-    humidity_max: Option<Rh>,
-    humidity_hysteresis: Option<Rh>,
-    door_open_after: Option<DoorOpenAfter>,
-}
+entry_struct!(OrgEntry);
+entry_struct!(SiteEntry, org);
+entry_struct!(UnitEntry, site);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -152,10 +122,7 @@ pub struct Registry {
 
 impl Registry {
     pub fn load(path: &Path) -> Result<Registry, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = read_text(path)?;
         Self::parse(&text, path)
     }
 
@@ -170,7 +137,7 @@ impl Registry {
     fn build(file: RegistryFile, path: &Path, text: &str) -> Result<Registry, ConfigError> {
         let err = |key: String, message: String| ConfigError::Invalid {
             path: PathBuf::from(path),
-            key,
+            key: located(text, &key),
             message,
         };
         let entry = |kind, index| Entry {
@@ -179,63 +146,57 @@ impl Registry {
             path,
             text,
         };
+        // A new entry's id: valid and not taken yet in its kind.
+        // Kept and compared in NFC (`ids::canonical_id`).
+        let new_id = |kind: &str, i: usize, id: &str, taken: &dyn Fn(&str) -> bool| {
+            let id = canonical_id(id).map_err(|m| err(format!("{kind}[{i}].id"), m))?;
+            match taken(&id) {
+                true => Err(err(
+                    format!("{kind}[{i}].id"),
+                    format!("duplicate {kind} id {id:?}"),
+                )),
+                false => Ok(Arc::<str>::from(id)),
+            }
+        };
+        // The entry its `key` names, which must exist.
+        fn parent<'m, T>(
+            map: &'m HashMap<Arc<str>, T>,
+            id: &str,
+            at: String,
+            err: impl Fn(String, String) -> ConfigError,
+        ) -> Result<&'m T, ConfigError> {
+            let kind = at.rsplit('.').next().unwrap_or_default().to_owned();
+            map.get(&*nfc(id))
+                .ok_or_else(|| err(at, format!("no {kind} with id {id:?}")))
+        }
         let mut reg = Registry::default();
         for (i, o) in file.org.into_iter().enumerate() {
-            check_id(&o.id).map_err(|m| err(format!("org[{i}].id"), m))?;
-            let id: Arc<str> = o.id.into();
-            if reg.orgs.contains_key(&id) {
-                return Err(err(
-                    format!("org[{i}].id"),
-                    format!("duplicate org id {id:?}"),
-                ));
-            }
+            let id = new_id("org", i, &o.id, &|id| reg.orgs.contains_key(id))?;
             check_rules(&mut reg.org_rules, &id, rule_set!(o), &entry("org", i))?;
             reg.orgs.insert(id.clone(), Org { id, name: o.name });
         }
         for (i, s) in file.site.into_iter().enumerate() {
-            check_id(&s.id).map_err(|m| err(format!("site[{i}].id"), m))?;
-            let org = reg.orgs.get(s.org.as_str()).ok_or_else(|| {
-                err(
-                    format!("site[{i}].org"),
-                    format!("no org with id {:?}", s.org),
-                )
-            })?;
-            let id: Arc<str> = s.id.into();
-            if reg.sites.contains_key(&id) {
-                return Err(err(
-                    format!("site[{i}].id"),
-                    format!("duplicate site id {id:?}"),
-                ));
-            }
+            let org = parent(&reg.orgs, &s.org, format!("site[{i}].org"), err)?;
+            let org = org.id.clone();
+            let id = new_id("site", i, &s.id, &|id| reg.sites.contains_key(id))?;
             check_rules(&mut reg.site_rules, &id, rule_set!(s), &entry("site", i))?;
             let site = Site {
                 id: id.clone(),
-                org: org.id.clone(),
+                org,
                 name: s.name,
             };
             reg.sites.insert(id, site);
         }
         for (i, u) in file.unit.into_iter().enumerate() {
-            check_id(&u.id).map_err(|m| err(format!("unit[{i}].id"), m))?;
-            let site = reg.sites.get(u.site.as_str()).ok_or_else(|| {
-                err(
-                    format!("unit[{i}].site"),
-                    format!("no site with id {:?}", u.site),
-                )
-            })?;
-            let id: Arc<str> = u.id.into();
-            if reg.units.contains_key(&id) {
-                return Err(err(
-                    format!("unit[{i}].id"),
-                    format!("duplicate unit id {id:?}"),
-                ));
-            }
+            let site = parent(&reg.sites, &u.site, format!("unit[{i}].site"), err)?;
+            let (site_id, org) = (site.id.clone(), site.org.clone());
+            let id = new_id("unit", i, &u.id, &|id| reg.units.contains_key(id))?;
             check_rules(&mut reg.unit_rules, &id, rule_set!(u), &entry("unit", i))?;
             let unit = Arc::new(Unit {
-                rooms: UnitRooms::new(&site.org, &site.id, &id),
+                rooms: UnitRooms::new(&org, &site_id, &id),
                 id: id.clone(),
-                site: site.id.clone(),
-                org: site.org.clone(),
+                site: site_id,
+                org,
                 name: u.name,
             });
             reg.units.insert(id, unit);
@@ -244,12 +205,7 @@ impl Registry {
         for (i, s) in file.sensor.into_iter().enumerate() {
             let key = normalize_sensor_id(&s.id)
                 .map_err(|m| err(format!("sensor[{i}].id"), m.to_string()))?;
-            let unit = reg.units.get(s.unit.as_str()).ok_or_else(|| {
-                err(
-                    format!("sensor[{i}].unit"),
-                    format!("no unit with id {:?}", s.unit),
-                )
-            })?;
+            let unit = parent(&reg.units, &s.unit, format!("sensor[{i}].unit"), err)?;
             if !seen.insert(key.clone()) {
                 return Err(err(
                     format!("sensor[{i}].id"),
@@ -278,16 +234,17 @@ impl Registry {
         self.sensors.get(key)
     }
 
+    /// The unit, site or organization of that id, compared in NFC (see [`super::ids::nfc`]).
     pub fn unit(&self, id: &str) -> Option<&Arc<Unit>> {
-        self.units.get(id)
+        self.units.get(&*nfc(id))
     }
 
     pub fn site(&self, id: &str) -> Option<&Site> {
-        self.sites.get(id)
+        self.sites.get(&*nfc(id))
     }
 
     pub fn org(&self, id: &str) -> Option<&Org> {
-        self.orgs.get(id)
+        self.orgs.get(&*nfc(id))
     }
 
     /// Site ids with their organization.
@@ -368,112 +325,5 @@ fn check_rules(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const GOOD: &str = r#"
-[[org]]
-id = "org-a"
-[[org]]
-id = "org-b"
-[[site]]
-id = "site-1"
-org = "org-a"
-[[site]]
-id = "site-2"
-org = "org-b"
-[[unit]]
-id = "unit-1"
-site = "site-1"
-[[unit]]
-id = "unit-2"
-site = "site-2"
-[[sensor]]
-id = "ac1f09fffe01454e"
-unit = "unit-1"
-[[sensor]]
-id = "tasmota_probe"
-unit = "unit-2"
-"#;
-
-    fn parse(text: &str) -> Result<Registry, ConfigError> {
-        Registry::parse(text, Path::new("registry.toml"))
-    }
-
-    #[test]
-    fn hex_ids_match_in_any_case_and_with_separators() {
-        let reg = parse(GOOD).unwrap();
-        for id in [
-            "AC1F09FFFE01454E",
-            "ac-1f-09-ff-fe-01-45-4e",
-            "AC:1F:09:FF:FE:01:45:4E",
-        ] {
-            let unit = reg.unit_for_sensor(id).expect(id);
-            assert_eq!(&*unit.id, "unit-1");
-            assert_eq!(&*unit.org, "org-a");
-            assert_eq!(&*unit.site, "site-1");
-        }
-        assert!(
-            reg.unit_for_sensor("TASMOTA_PROBE").is_none(),
-            "names stay case-sensitive"
-        );
-        assert_eq!(&*reg.unit_for_sensor("tasmota_probe").unwrap().org, "org-b");
-    }
-
-    #[test]
-    fn dangling_references_and_duplicates_are_errors() {
-        let cases = [
-            (
-                GOOD.replace("org = \"org-b\"", "org = \"org-x\""),
-                "site[1].org",
-            ),
-            (
-                GOOD.replace("site = \"site-2\"", "site = \"nope\""),
-                "unit[1].site",
-            ),
-            (
-                GOOD.replace("unit = \"unit-2\"", "unit = \"nope\""),
-                "sensor[1].unit",
-            ),
-            (
-                GOOD.replace("id = \"org-b\"", "id = \"org-a\""),
-                "org[1].id",
-            ),
-            (
-                GOOD.replace("tasmota_probe", "AC-1F-09-FF-FE-01-45-4E"),
-                "sensor[1].id",
-            ),
-            (
-                GOOD.replace("id = \"unit-2\"", "id = \"unit:2\""),
-                "unit[1].id",
-            ),
-        ];
-        for (text, key) in cases {
-            let err = parse(&text).unwrap_err().to_string();
-            assert!(err.contains(key), "{err} should name {key}");
-        }
-    }
-
-    #[test]
-    fn unknown_keys_are_errors_with_a_line() {
-        let err = parse("[[org]]\nid = \"a\"\ncolour = \"red\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("line 3"), "{err}");
-        assert!(err.contains("colour"), "{err}");
-    }
-
-    #[test]
-    fn an_oversized_rule_duration_is_an_error_naming_its_key() {
-        let text = GOOD.replace(
-            "id = \"unit-2\"\n",
-            "id = \"unit-2\"\noffline_after = \"99999999999999999999s\"\n",
-        );
-        let err = parse(&text).unwrap_err().to_string();
-        assert!(
-            err.contains("registry.toml: line 17, column 17: unit.offline_after: duration"),
-            "{err}"
-        );
-        assert!(err.contains("too large"), "{err}");
-    }
-}
+#[path = "registry_tests.rs"]
+mod tests;

@@ -1,34 +1,49 @@
 //! The Socket.io rooms: which rooms a socket joins and which rooms hear about a unit. Pure
 //! functions of registry ids, so the tenant boundary is testable without a network: an event
 //! about a unit only ever reaches rooms prefixed with its own unit's organization.
+//!
+//! A room name is `org:<org>[:site:<site>|:unit:<unit>][:readings|:events]`, each id part
+//! escaped (`%` → `%25`, `:` → `%3A`), so no id, and no claim a token carries, can make one
+//! room's name read as another's. Registry ids cannot hold `:` at all (`super::ids`), and a
+//! token whose organization the registry does not know never gets this far.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::{Mutex, PoisonError};
 
 use super::registry::Unit;
 
+/// An id as a part of a room name: `%` and `:` escaped (borrowed when there is neither).
+fn part(id: &str) -> Cow<'_, str> {
+    if id.contains([':', '%']) {
+        Cow::Owned(id.replace('%', "%25").replace(':', "%3A"))
+    } else {
+        Cow::Borrowed(id)
+    }
+}
+
 /// The room every socket of an organization joins on connect.
 pub fn org_room(org: &str) -> String {
-    format!("org:{org}")
+    format!("org:{}", part(org))
 }
 
 pub fn unit_room(org: &str, unit: &str) -> String {
-    format!("org:{org}:unit:{unit}")
+    format!("org:{}:unit:{}", part(org), part(unit))
 }
 
 pub fn site_room(org: &str, site: &str) -> String {
-    format!("org:{org}:site:{site}")
+    format!("org:{}:site:{}", part(org), part(site))
 }
 
 /// The room of sockets that subscribed to every reading of the organization.
 pub fn readings_room(org: &str) -> String {
-    format!("org:{org}:readings")
+    format!("org:{}:readings", part(org))
 }
 
 /// The room a socket limited to some sites joins, per allowed site, instead of [`org_room`]:
 /// it carries the organization-wide events (alerts) of that site only.
 pub fn site_events_room(org: &str, site: &str) -> String {
-    format!("org:{org}:site:{site}:events")
+    format!("org:{}:site:{}:events", part(org), part(site))
 }
 
 /// A room name of the registry, interned: built once per unit and then handed to every
@@ -138,5 +153,20 @@ unit = "u2"
             .iter()
             .all(|r| r.starts_with("org:o2:")));
         assert!(reg.unit_for_sensor("C3").is_none());
+    }
+
+    #[test]
+    fn no_id_names_another_room() {
+        assert_eq!(org_room("org-a:readings"), "org:org-a%3Areadings");
+        assert_ne!(org_room("org-a:readings"), readings_room("org-a"));
+        assert_ne!(
+            org_room("org-a:site:s1:events"),
+            site_events_room("org-a", "s1")
+        );
+        assert_ne!(
+            site_events_room("o", "s1:events"),
+            site_room("o", "s1:events:events")
+        );
+        assert_ne!(org_room("a%3Ab"), org_room("a:b"));
     }
 }

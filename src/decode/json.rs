@@ -11,22 +11,17 @@
 //! name for something else); a configured path that holds anything else rejects the message.
 //! `door` stays in `extra` as well, as it always was.
 
-use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::fields::{self, ranged};
 use super::options::{FieldPath, Options};
-use super::{sensor_id, DecodeError, Decoded, Format, Reading};
+use super::{sensor_id, DecodeError, Decoded, Format, Message, Reading};
 
 const TIMESTAMP_KEYS: [&str; 3] = ["ts", "timestamp", "time"];
 const SIGNAL_KEYS: [&str; 2] = ["signalStrength", "rssi"];
 
-pub fn decode(
-    opts: &Options,
-    topic: &str,
-    payload: &[u8],
-    received_at: DateTime<Utc>,
-) -> Result<Decoded, DecodeError> {
+pub fn decode(opts: &Options, msg: Message) -> Result<Decoded, DecodeError> {
+    let (topic, payload, received_at) = (msg.topic, msg.payload, msg.received_at);
     let root = fields::json_value(payload)?;
     let Value::Object(obj) = &root else {
         return Err(DecodeError::NotJson(format!(
@@ -100,16 +95,13 @@ pub fn decode(
         fields::push_extra(&mut extra, k, v);
     }
     Ok(Decoded::Readings(vec![Reading {
-        sensor_id: sensor,
-        fallback_sensor_id: None,
         temperature,
         door_open,
         humidity,
         battery,
         signal_strength,
-        recorded_at,
         extra,
-        source: Format::Json,
+        ..Reading::new(sensor, Format::Json, recorded_at)
     }]))
 }
 

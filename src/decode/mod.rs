@@ -118,6 +118,24 @@ pub struct Reading {
     pub extra: Extra,
 }
 
+impl Reading {
+    /// A reading of `sensor_id` that carries nothing yet: decoders fill in what they found.
+    pub fn new(sensor_id: String, source: Format, recorded_at: DateTime<Utc>) -> Reading {
+        Reading {
+            sensor_id,
+            fallback_sensor_id: None,
+            temperature: None,
+            door_open: None,
+            humidity: None,
+            battery: None,
+            signal_strength: None,
+            recorded_at,
+            source,
+            extra: Vec::new(),
+        }
+    }
+}
+
 /// At most this many extra measurements are kept per reading (the rest are not emitted).
 pub const MAX_EXTRA: usize = 16;
 
@@ -192,26 +210,25 @@ impl DecodeError {
     }
 }
 
+/// One MQTT message as the decoders see it: where it came from, its bytes, and when it arrived
+/// (the reading's time unless the payload carries its own).
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    pub topic: &'a str,
+    pub payload: &'a [u8],
+    pub received_at: DateTime<Utc>,
+}
+
 /// Decodes one MQTT message. `max_bytes` caps the payload before any parsing; `state` is the
 /// subscription's decoder memory (only Shelly Gen2 uses it). An empty payload is how MQTT clears
 /// a retained message, never a reading, so it is ignored for every format.
 pub fn decode(
     sub: &Subscription,
     state: &mut DecodeState,
-    topic: &str,
-    payload: &[u8],
-    received_at: DateTime<Utc>,
+    msg: Message,
     max_bytes: usize,
 ) -> Result<Decoded, DecodeError> {
-    decode_with(
-        sub.format,
-        &sub.decoder,
-        state,
-        topic,
-        payload,
-        received_at,
-        max_bytes,
-    )
+    decode_with(sub.format, &sub.decoder, state, msg, max_bytes)
 }
 
 /// [`decode`] from a format and its options, for callers without a `Subscription`.
@@ -219,29 +236,28 @@ pub fn decode_with(
     format: Format,
     options: &Options,
     state: &mut DecodeState,
-    topic: &str,
-    payload: &[u8],
-    received_at: DateTime<Utc>,
+    msg: Message,
     max_bytes: usize,
 ) -> Result<Decoded, DecodeError> {
-    if payload.len() > max_bytes {
+    let size = msg.payload.len();
+    if size > max_bytes {
         return Err(DecodeError::TooLarge {
-            size: payload.len(),
+            size,
             limit: max_bytes,
         });
     }
-    if payload.is_empty() {
+    if size == 0 {
         return Ok(Decoded::Ignored(
             "empty payload (a retained message cleared)",
         ));
     }
     match format {
-        Format::Json => json::decode(options, topic, payload, received_at),
-        Format::TtnV3 => ttn::decode(options, topic, payload, received_at),
-        Format::Tasmota => tasmota::decode(options, topic, payload, received_at),
-        Format::Zigbee2Mqtt => zigbee2mqtt::decode(options, topic, payload, received_at),
-        Format::ShellyGen2 => shelly::decode(state, topic, payload, received_at),
-        Format::Value => value::decode(options, topic, payload, received_at),
+        Format::Json => json::decode(options, msg),
+        Format::TtnV3 => ttn::decode(options, msg),
+        Format::Tasmota => tasmota::decode(options, msg),
+        Format::Zigbee2Mqtt => zigbee2mqtt::decode(options, msg),
+        Format::ShellyGen2 => shelly::decode(state, msg),
+        Format::Value => value::decode(options, msg),
     }
 }
 

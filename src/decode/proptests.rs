@@ -306,18 +306,22 @@ fn run(format: Format, state: &mut DecodeState, topic: &str, payload: &[u8]) {
         format,
         &options(format),
         state,
-        topic,
-        payload,
-        at,
+        Message {
+            topic,
+            payload,
+            received_at: at,
+        },
         MAX,
     ));
     check(&decode_with(
         format,
         &Options::default(),
         state,
-        topic,
-        payload,
-        at,
+        Message {
+            topic,
+            payload,
+            received_at: at,
+        },
         MAX,
     ));
 }
@@ -492,8 +496,8 @@ proptest! {
         let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         for (format, topic) in JSON_TOPICS {
             let outcome = decode_with(
-                format, &Options::default(), &mut DecodeState::new(), topic, text.as_bytes(), at,
-                usize::MAX,
+                format, &Options::default(), &mut DecodeState::new(),
+                Message { topic, payload: text.as_bytes(), received_at: at }, usize::MAX,
             );
             prop_assert_eq!(
                 matches!(outcome, Err(DecodeError::TooDeep { .. })),

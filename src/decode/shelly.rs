@@ -26,14 +26,10 @@ use serde_json::{Map, Value};
 
 use super::fields::{self, ranged};
 use super::state::{DecodeState, DeviceStatus};
-use super::{sensor_id, DecodeError, Decoded, Extra, Format, Reading, MAX_EXTRA};
+use super::{sensor_id, DecodeError, Decoded, Extra, Format, Message, Reading, MAX_EXTRA};
 
-pub fn decode(
-    state: &mut DecodeState,
-    topic: &str,
-    payload: &[u8],
-    received_at: DateTime<Utc>,
-) -> Result<Decoded, DecodeError> {
+pub fn decode(state: &mut DecodeState, msg: Message) -> Result<Decoded, DecodeError> {
+    let (topic, payload, received_at) = (msg.topic, msg.payload, msg.received_at);
     if let Some(device) = topic.strip_suffix("/online") {
         let text = String::from_utf8_lossy(payload);
         let online = fields::online_word(&text).ok_or_else(|| {

@@ -158,6 +158,12 @@ pub fn match_filter(topic: &str) -> &str {
 /// last level, `+` a whole level), optionally shared as `$share/<group>/<filter>` (syntax
 /// only: the `[mqtt]` section refuses shared subscriptions while there is no cluster mode).
 pub fn validate_topic_filter(topic: &str) -> Result<(), String> {
+    if let Some(c) = topic.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "{topic:?} contains the control character {c:?}: MQTT topics may not hold U+0000, \
+             and a broker would refuse or mangle the others"
+        ));
+    }
     if let Some(rest) = topic.strip_prefix("$share/") {
         let Some((group, _)) = rest.split_once('/') else {
             return Err(format!(

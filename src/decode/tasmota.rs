@@ -22,21 +22,16 @@ use serde_json::{Map, Value};
 
 use super::fields::{self, ranged};
 use super::options::{Options, SwitchOn, TempUnit};
-use super::{sensor_id, DecodeError, Decoded, Format, Reading};
+use super::{sensor_id, DecodeError, Decoded, Format, Message, Reading};
 
 /// Objects that carry a temperature but are not a probe: the ESP32's die temperature.
 const NOT_PROBES: &[&str] = &["ESP32"];
 
-pub fn decode(
-    opts: &Options,
-    topic: &str,
-    payload: &[u8],
-    received_at: DateTime<Utc>,
-) -> Result<Decoded, DecodeError> {
-    match topic.rsplit('/').next() {
-        Some("SENSOR") => sensor(opts, topic, payload, received_at),
-        Some("RESULT") => result(opts, topic, payload, received_at),
-        Some("LWT") => lwt(opts, topic, payload),
+pub fn decode(opts: &Options, msg: Message) -> Result<Decoded, DecodeError> {
+    match msg.topic.rsplit('/').next() {
+        Some("SENSOR") => sensor(opts, msg),
+        Some("RESULT") => result(opts, msg),
+        Some("LWT") => lwt(opts, msg.topic, msg.payload),
         _ => Ok(Decoded::Ignored(
             "not a tasmota SENSOR, RESULT or LWT message",
         )),
@@ -85,12 +80,8 @@ fn door_reading(device: &str, open: bool, at: DateTime<Utc>) -> Result<Reading, 
 }
 
 /// `stat/<topic>/RESULT`: a switch that changed, or the answer to some command (not a reading).
-fn result(
-    opts: &Options,
-    topic: &str,
-    payload: &[u8],
-    received_at: DateTime<Utc>,
-) -> Result<Decoded, DecodeError> {
+fn result(opts: &Options, msg: Message) -> Result<Decoded, DecodeError> {
+    let (topic, payload, received_at) = (msg.topic, msg.payload, msg.received_at);
     let obj = fields::json_object(payload)?;
     let door = switch(opts, obj.get("Switch1"))?;
     door_only(
@@ -119,12 +110,8 @@ fn door_only(
     }
 }
 
-fn sensor(
-    opts: &Options,
-    topic: &str,
-    payload: &[u8],
-    received_at: DateTime<Utc>,
-) -> Result<Decoded, DecodeError> {
+fn sensor(opts: &Options, msg: Message) -> Result<Decoded, DecodeError> {
+    let (topic, payload, received_at) = (msg.topic, msg.payload, msg.received_at);
     let obj = fields::json_object(payload)?;
     let unit = match obj.get("TempUnit") {
         Some(Value::String(u)) if u.eq_ignore_ascii_case("F") => TempUnit::Fahrenheit,

@@ -57,14 +57,16 @@ pub(super) fn sub_err(table: &str) -> String {
 }
 
 pub(super) fn run(s: &Sub, topic: &str, payload: &str) -> Result<Decoded, DecodeError> {
-    decode(
-        s,
-        &mut s.decode_state(),
+    run_bytes(s, topic, payload.as_bytes())
+}
+
+fn run_bytes(s: &Sub, topic: &str, payload: &[u8]) -> Result<Decoded, DecodeError> {
+    let msg = Message {
         topic,
-        payload.as_bytes(),
-        now(),
-        MAX,
-    )
+        payload,
+        received_at: now(),
+    };
+    decode(s, &mut s.decode_state(), msg, MAX)
 }
 
 pub(super) fn one(s: &Sub, topic: &str, payload: &str) -> Reading {
@@ -114,7 +116,7 @@ fn limits_apply_to_every_format_before_parsing() {
         let s = Sub::new("#", format);
         let deep = format!("{}{}", "[".repeat(33), "]".repeat(33));
         let big = vec![b' '; MAX + 1];
-        let err = decode(&s, &mut s.decode_state(), "a/b", &big, now(), MAX).unwrap_err();
+        let err = run_bytes(&s, "a/b", &big).unwrap_err();
         assert_eq!(err.reason(), "too_large", "{format:?}");
         assert!(
             matches!(run(&s, "a/b", ""), Ok(Decoded::Ignored(_))),
@@ -706,9 +708,11 @@ fn shelly_memory_is_bounded() {
             Format::ShellyGen2,
             &opts,
             &mut state,
-            "x/events/rpc",
-            p.as_bytes(),
-            now(),
+            Message {
+                topic: "x/events/rpc",
+                payload: p.as_bytes(),
+                received_at: now(),
+            },
             MAX,
         )
         .unwrap();
@@ -734,7 +738,7 @@ fn value_payloads_are_one_number() {
     assert_eq!(reason(&s, topic, "NaN"), "not_a_number");
     assert_eq!(reason(&s, topic, "inf"), "not_a_number");
     assert_eq!(reason(&s, topic, &"1".repeat(65)), "not_a_number");
-    let err = decode(&s, &mut s.decode_state(), topic, &[0xff, 0xfe], now(), MAX).unwrap_err();
+    let err = run_bytes(&s, topic, &[0xff, 0xfe]).unwrap_err();
     assert_eq!(err.reason(), "not_a_number");
     assert_eq!(reason(&s, topic, "-127"), "out_of_range");
     let f = sub("topic = \"home/#\"\nformat = \"value\"\nunit = \"F\"\nsensor_id = \"{1}-{2}\"");

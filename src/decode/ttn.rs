@@ -14,14 +14,13 @@
 //! The envelope is parsed into borrowed structs: unknown parts (correlation ids, settings,
 //! locations) are skipped by the parser without being built, and ids and times are not copied.
 
-use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 
 use super::fields::{self, number, ranged};
 use super::options::Options;
-use super::{sensor_id, DecodeError, Decoded, Format, Reading};
+use super::{sensor_id, DecodeError, Decoded, Format, Message, Reading};
 
 #[derive(Deserialize)]
 struct Uplink<'a> {
@@ -72,12 +71,8 @@ const BATTERY_VOLTAGE: &[&str] = &["battery_voltage", "BatV", "batV", "battery_v
 /// Door states, `true`/`1` being open; `contact` (`true`: closed) is tried after them.
 const DOOR_OPEN: &[&str] = &["door_open", "open", "DOOR_OPEN_STATUS", "magnet_status"];
 
-pub fn decode(
-    opts: &Options,
-    topic: &str,
-    payload: &[u8],
-    received_at: DateTime<Utc>,
-) -> Result<Decoded, DecodeError> {
+pub fn decode(opts: &Options, msg: Message) -> Result<Decoded, DecodeError> {
+    let (topic, payload, received_at) = (msg.topic, msg.payload, msg.received_at);
     if !topic.ends_with("/up") {
         // joins, downlink acks and the like share the subscription but are not readings.
         return Ok(Decoded::Ignored("not an uplink"));
@@ -157,17 +152,16 @@ pub fn decode(
             fields::push_extra(&mut extra, k, v);
         }
     }
+    let signal_strength = best_rssi(&msg.rx_metadata);
+    let reading = Reading::new(sensor, Format::TtnV3, recorded_at);
     Ok(Decoded::Readings(vec![Reading {
-        sensor_id: sensor,
-        fallback_sensor_id: None,
+        signal_strength,
         temperature,
-        door_open,
         humidity,
         battery,
-        signal_strength: best_rssi(&msg.rx_metadata),
-        recorded_at,
+        door_open,
         extra,
-        source: Format::TtnV3,
+        ..reading
     }]))
 }
 

@@ -5,22 +5,17 @@
 //! is the whole topic unless a `sensor_id` template picks levels; `recorded_at` is the receive
 //! time.
 
-use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::fields;
 use super::options::{Metric, Options};
-use super::{sensor_id, DecodeError, Decoded, Format, Reading};
+use super::{sensor_id, DecodeError, Decoded, Format, Message, Reading};
 
 /// A number is never longer than this; longer text is not parsed at all.
 const MAX_NUMBER_TEXT: usize = 64;
 
-pub fn decode(
-    opts: &Options,
-    topic: &str,
-    payload: &[u8],
-    received_at: DateTime<Utc>,
-) -> Result<Decoded, DecodeError> {
+pub fn decode(opts: &Options, msg: Message) -> Result<Decoded, DecodeError> {
+    let (topic, payload, received_at) = (msg.topic, msg.payload, msg.received_at);
     let raw = parse_number(payload)?;
     if opts.metric != Metric::Temperature {
         // Config loading refuses this; a reading cannot be made of a humidity alone.

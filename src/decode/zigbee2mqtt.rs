@@ -11,22 +11,17 @@
 //! neither is the state of a device with neither a temperature nor a contact (a plug, a light):
 //! those are ignored rather than rejected, since one subscription carries the whole network.
 
-use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::fields::{self, ranged};
 use super::options::Options;
-use super::{sensor_id, DecodeError, Decoded, Format, Reading};
+use super::{sensor_id, DecodeError, Decoded, Format, Message, Reading};
 
 const DEFAULT_BASE: &str = "zigbee2mqtt";
 const USED: [&str; 4] = ["temperature", "humidity", "battery", "linkquality"];
 
-pub fn decode(
-    opts: &Options,
-    topic: &str,
-    payload: &[u8],
-    received_at: DateTime<Utc>,
-) -> Result<Decoded, DecodeError> {
+pub fn decode(opts: &Options, msg: Message) -> Result<Decoded, DecodeError> {
+    let (topic, payload, received_at) = (msg.topic, msg.payload, msg.received_at);
     let base = opts.base_topic.as_deref().unwrap_or(DEFAULT_BASE);
     let name = topic
         .strip_prefix(base)

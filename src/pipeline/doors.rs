@@ -67,12 +67,14 @@ impl Doors {
         self.0.iter().filter(|d| d.open).count()
     }
 
-    /// Forgets the contacts `registry` no longer maps to `unit`.
+    /// Forgets the contacts `registry` no longer maps to `unit`, and every contact when the
+    /// unit moved to another site or organization: their next report is then a first one,
+    /// announced with the unit's new ids (the old owner's ids never reach the new one).
     pub fn retain_mapped(&mut self, registry: &Registry, unit: &str) {
         self.0.retain(|d| {
-            registry
-                .unit_for_key(&d.device_id)
-                .is_some_and(|u| &*u.id == unit)
+            registry.unit_for_key(&d.device_id).is_some_and(|u| {
+                &*u.id == unit && u.site == d.site_id && u.org == d.organization_id
+            })
         });
     }
 }
@@ -130,5 +132,20 @@ mod tests {
         .unwrap();
         doors.retain_mapped(&moved, "u");
         assert_eq!(doors.all().len(), 1);
+
+        let other_site = Registry::parse(
+            "[[org]]\nid = \"o\"\n[[site]]\nid = \"s2\"\norg = \"o\"\n[[unit]]\nid = \"u\"\n\
+             site = \"s2\"\n[[sensor]]\nid = \"a\"\nunit = \"u\"\n",
+            Path::new("r.toml"),
+        )
+        .unwrap();
+        doors.retain_mapped(&other_site, "u");
+        assert!(
+            doors.all().is_empty(),
+            "the unit moved: its contacts start afresh"
+        );
+        let unit = other_site.unit("u").unwrap().clone();
+        let first = doors.set(&unit, &a, false, t(50), t(50)).unwrap();
+        assert_eq!(&*first.site_id, "s2", "announced with the new site");
     }
 }

@@ -22,7 +22,7 @@ use std::time::Instant;
 use tracing::debug;
 
 use crate::alerts::{Alerts, Report};
-use crate::decode::{self, DecodeState, Decoded, Subscription, MAX_TOPIC_BYTES};
+use crate::decode::{self, DecodeState, Decoded, Message, Subscription, MAX_TOPIC_BYTES};
 use crate::delivery::{to_json, Batcher, Fanout, Kind, Payload};
 use hub::{Accepted, Emit, Hub};
 use rejections::RejectionLog;
@@ -122,14 +122,12 @@ impl Pipeline {
         }
         let received_at = Utc::now();
         let format = route.sub.format;
-        let decoded = decode::decode(
-            &route.sub,
-            &mut route.state,
+        let msg = Message {
             topic,
             payload,
             received_at,
-            self.max_payload,
-        );
+        };
+        let decoded = decode::decode(&route.sub, &mut route.state, msg, self.max_payload);
         match decoded {
             Ok(Decoded::Readings(readings)) => {
                 for reading in readings {

@@ -7,9 +7,11 @@
 use serde_json::{json, Value};
 use socketioxide::extract::{AckSender, Extension, State, TryData};
 use socketioxide::ParserError;
-use tracing::info;
+use std::sync::Arc;
+use tracing::{debug, info};
 
 use super::state::Realtime;
+use super::{admit, SocketCtx};
 use crate::alerts::Alert;
 use crate::auth::Principal;
 
@@ -48,13 +50,19 @@ fn refuse(app: &Realtime, ack: AckSender, reason: &'static str, error: &str) {
 
 /// `alert:ack({ alertId }, ack)` → `{ ok: true, alert }`, and `alert:acknowledged` to the
 /// organization. `{ ok: false, error }` with "Access denied" (role), "Alert not found"
-/// (unknown, resolved or not visible) or "Invalid arguments...".
+/// (unknown, resolved or not visible) or "Invalid arguments...". Under the socket's event rate
+/// limit like every client event. Acknowledging an alert that is already acknowledged answers
+/// the same and is logged at debug level only (the first acknowledgement at info).
 pub async fn alert_ack(
     TryData(d): TryData<Value>,
     ack: AckSender,
     State(app): State<Realtime>,
-    Extension(p): Extension<Principal>,
+    Extension(ctx): Extension<Arc<SocketCtx>>,
 ) {
+    let Some(ack) = admit(&ctx, &app, ack) else {
+        return;
+    };
+    let p = &ctx.principal;
     let Some(id) = alert_id(&d) else {
         return refuse(
             &app,
@@ -63,20 +71,25 @@ pub async fn alert_ack(
             "Invalid arguments: expected { alertId }",
         );
     };
-    if !may_acknowledge(&p) {
+    if !may_acknowledge(p) {
         return refuse(&app, ack, "access_denied", "Access denied");
     }
     let view = app.alerts.view();
-    if !view
+    let Some(seen) = view
         .alerts
         .iter()
-        .any(|a| a.alert_id == id && visible(&p, a))
-    {
+        .find(|a| a.alert_id == id && visible(p, a))
+    else {
         return refuse(&app, ack, "alert_not_found", "Alert not found");
-    }
+    };
+    let repeated = seen.acknowledged_at.is_some();
     match app.alerts.acknowledge(&id, &p.subject).await {
         Ok(alert) => {
-            info!(alert = %id, by = %p.subject, "alert acknowledged");
+            if repeated {
+                debug!(alert = %id, by = %p.subject, "alert acknowledged again");
+            } else {
+                info!(alert = %id, by = %p.subject, "alert acknowledged");
+            }
             let _ = ack.send(&json!({ "ok": true, "alert": alert }));
         }
         // Resolved between the check and the engine's turn.
@@ -85,13 +98,20 @@ pub async fn alert_ack(
 }
 
 /// `get:alerts(ack)` → `{ ok: true, alerts: Alert[] }`: the open alerts the socket may see,
-/// oldest first.
+/// oldest first. Under the socket's event rate limit.
 pub async fn get_alerts(
     ack: AckSender,
     State(app): State<Realtime>,
-    Extension(p): Extension<Principal>,
+    Extension(ctx): Extension<Arc<SocketCtx>>,
 ) {
+    let Some(ack) = admit(&ctx, &app, ack) else {
+        return;
+    };
     let view = app.alerts.view();
-    let alerts: Vec<&Alert> = view.alerts.iter().filter(|a| visible(&p, a)).collect();
+    let alerts: Vec<&Alert> = view
+        .alerts
+        .iter()
+        .filter(|a| visible(&ctx.principal, a))
+        .collect();
     let _ = ack.send(&json!({ "ok": true, "alerts": alerts }));
 }

@@ -20,7 +20,7 @@ pub struct LimitsConfig {
     pub max_client_payload: u64,
     /// Sockets connected at once; more are refused with `Too many connections`.
     pub max_connections: usize,
-    /// Sockets per token subject (`sub`); more are refused.
+    /// Sockets per user (a token's `sub` within its organization); more are refused.
     pub max_connections_per_subject: usize,
     /// Rooms one socket may subscribe to.
     pub max_subscriptions_per_socket: usize,
@@ -104,6 +104,30 @@ impl LimitsConfig {
         if self.unmapped_capacity == 0 || self.socket_buffer == 0 {
             return Err((String::new(), "capacities must be above 0".into()));
         }
+        if self.handshake_timeout.is_zero() {
+            return Err((
+                "handshake_timeout".into(),
+                "must be above 0 (every handshake would time out)".into(),
+            ));
+        }
+        if self.max_client_payload < 1024 {
+            return Err((
+                "max_client_payload".into(),
+                "must be at least 1024 bytes (a subscribe with resume positions needs a few hundred)"
+                    .into(),
+            ));
+        }
+        for (key, n) in [
+            ("max_connections", self.max_connections),
+            (
+                "max_connections_per_subject",
+                self.max_connections_per_subject,
+            ),
+        ] {
+            if n == 0 {
+                return Err((key.into(), "must be above 0 (nobody could connect)".into()));
+            }
+        }
         if !(self.event_rate > 0.0 && self.event_burst >= 1.0) {
             return Err((
                 "event_rate".into(),
@@ -117,6 +141,14 @@ impl LimitsConfig {
 impl RealtimeConfig {
     /// Checks the section on its own: `Err((key under realtime., message))`.
     pub fn validate(&self) -> Result<(), (String, String)> {
+        if self.ping_interval.is_zero() || self.ping_timeout.is_zero() {
+            let key = if self.ping_interval.is_zero() {
+                "ping_interval"
+            } else {
+                "ping_timeout"
+            };
+            return Err((key.into(), "must be above 0".into()));
+        }
         if self.drain_interval.is_zero()
             || self.batch_interval.is_zero()
             || self.stall_timeout.is_zero()

@@ -6,12 +6,14 @@
 //! - `subscribe`: subscriptions, resume and `get:latest`; `alerts`: `alert:ack`, `get:alerts`.
 //! - [`expiry`]: token expiry of connected sockets; `limits`: rate limit and subscription cap.
 //! - [`state`]: the handle every handler gets; [`config`]: `[realtime]` and `[limits]`.
-//! - [`transport`]: the HTTP listener's connections (cuts connections whose writes stall).
+//! - [`transport`]: the HTTP listener's connections (cap, refusals); `stall`: one connection's
+//!   I/O (cut when its writes stall or nothing is read for the idle timeout).
 
 mod alerts;
 pub mod config;
 pub mod expiry;
 mod limits;
+mod stall;
 pub mod state;
 mod subscribe;
 pub mod transport;
@@ -56,7 +58,16 @@ pub enum ConnectError {
     TooManyConnections,
     #[error("Too many connections for this user")]
     TooManyForSubject,
+    #[error("Token too large")]
+    TokenTooLarge,
 }
+
+/// The longest token taken at the handshake (a JWT with a few claims is well under 2 KiB).
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// How much longer than `limits.max_client_payload` a transport message may be, so that a
+/// CONNECT packet with a token over [`MAX_TOKEN_BYTES`] (up to this size) still reaches the
+/// handshake and is answered `connect_error: Token too large` instead of a closed transport.
+pub const TOKEN_ALLOWANCE: u64 = 64 * 1024;
 
 /// Everything the server keeps per socket, in its extensions as `Arc<SocketCtx>`.
 pub struct SocketCtx {
@@ -72,9 +83,13 @@ pub struct SocketCtx {
 /// the socket without running any handler.
 struct ConnectionSlot {
     app: Realtime,
-    subject: Arc<str>,
+    subject: UserKey,
     sid: Sid,
 }
+
+/// Whose sockets `limits.max_connections_per_subject` counts: a token's `sub` within its
+/// organization (two organizations may both have an `alice`).
+pub type UserKey = (Arc<str>, Arc<str>);
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
@@ -112,7 +127,12 @@ async fn authenticate(
         .ok()
         .and_then(|a| a.get("token"))
         .and_then(Value::as_str);
-    let principal = app.auth.verify(token).map_err(|e| {
+    if token.is_some_and(|t| t.len() > MAX_TOKEN_BYTES) {
+        app.hub.stats().client_error("token_too_large");
+        debug!(sid = %s.id, "handshake refused: token too large");
+        return Err(ConnectError::TokenTooLarge);
+    }
+    let principal = app.verify(token).map_err(|e| {
         app.hub.stats().client_error(e.reason());
         debug!(sid = %s.id, error = %e, "handshake refused");
         ConnectError::from(e)
@@ -123,7 +143,7 @@ async fn authenticate(
     }
     let mut per = app
         .per_subject
-        .entry(principal.subject.clone())
+        .entry((principal.org.clone(), principal.subject.clone()))
         .or_insert(0);
     if *per >= app.limits.max_connections_per_subject {
         app.hub.stats().client_error("too_many_for_subject");
@@ -135,7 +155,7 @@ async fn authenticate(
     // From here on the slot is released when the socket goes, however it goes.
     let slot = ConnectionSlot {
         app: app.clone(),
-        subject: principal.subject.clone(),
+        subject: (principal.org.clone(), principal.subject.clone()),
         sid: s.id,
     };
     let ctx = Arc::new(SocketCtx {
@@ -197,6 +217,8 @@ fn join_own_rooms(s: &SocketRef, p: &Principal) {
     }
 }
 
+/// Every client event, and each handler passes [`admit`] (the socket's event rate limit)
+/// before doing anything else; `tests/connections.rs` sends a burst of each.
 fn register_handlers(s: &SocketRef) {
     s.on("subscribe:unit", subscribe::subscribe_unit);
     s.on("subscribe:site", subscribe::subscribe_site);
@@ -212,7 +234,7 @@ fn register_handlers(s: &SocketRef) {
     s.on_disconnect(on_disconnect);
 }
 
-fn release_subject(app: &Realtime, subject: &Arc<str>) {
+fn release_subject(app: &Realtime, subject: &UserKey) {
     app.per_subject.remove_if_mut(subject, |_, n| {
         *n = n.saturating_sub(1);
         *n == 0

@@ -10,9 +10,11 @@ use tokio_util::sync::CancellationToken;
 use super::config::LimitsConfig;
 use super::expiry::Expiries;
 use crate::alerts::Alerts;
-use crate::auth::Authenticator;
+use crate::auth::{AuthError, Authenticator, Principal};
+use crate::core::ids::canonical_id;
 use crate::delivery::SlowSockets;
 use crate::pipeline::hub::Hub;
+use std::collections::HashSet;
 
 #[derive(Clone)]
 pub struct Realtime(Arc<Inner>);
@@ -23,8 +25,9 @@ pub struct Inner {
     /// Per-socket delivery (replays, errors, expiry notices) with the slow-client policy.
     pub slow: SlowSockets,
     pub limits: LimitsConfig,
-    /// Sockets per token subject, for `limits.max_connections_per_subject`.
-    pub per_subject: DashMap<Arc<str>, usize>,
+    /// Sockets per user (organization, token subject), for
+    /// `limits.max_connections_per_subject`.
+    pub per_subject: DashMap<super::UserKey, usize>,
     /// The alert engine's handle (open alerts, acknowledgements).
     pub alerts: Alerts,
     /// Sockets connected to the default namespace right now.
@@ -77,6 +80,26 @@ impl Realtime {
 
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Relaxed)
+    }
+
+    /// A token verified (signature, times, claims) whose organization the registry knows, with
+    /// the organization and site ids in the registry's form (NFC): what the handshake, `/api/`
+    /// and the pages all accept. An unknown organization, or one that is no valid id at all
+    /// (`org-a:readings`), is `User has no organization access`; a site claim that is no valid
+    /// id is `Invalid token claims`.
+    pub fn verify(&self, token: Option<&str>) -> Result<Principal, AuthError> {
+        let mut p = self.auth.verify(token)?;
+        let registry = self.hub.registry();
+        let org = registry.org(&p.org).ok_or(AuthError::NoOrganization)?;
+        p.org = org.id.clone();
+        if let Some(sites) = &p.sites {
+            let canonical = sites
+                .iter()
+                .map(|s| canonical_id(s).map_err(|_| AuthError::Claims))
+                .collect::<Result<HashSet<_>, _>>()?;
+            p.sites = Some(Arc::new(canonical));
+        }
+        Ok(p)
     }
 
     /// Refuses new sockets from now on (shutdown).

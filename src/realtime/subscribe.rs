@@ -171,14 +171,8 @@ fn units_for(
     }
 }
 
-fn subscribe(
-    s: SocketRef,
-    data: Result<Value, ParserError>,
-    ack: AckSender,
-    app: Realtime,
-    ctx: Arc<SocketCtx>,
-    entity: Entity,
-) {
+fn subscribe(call: Call, entity: Entity) {
+    let (s, data, ack, app, ctx) = call;
     let Some(ack) = admit(&ctx, &app, ack) else {
         return;
     };
@@ -290,14 +284,8 @@ fn replay(
     complete
 }
 
-fn unsubscribe(
-    s: SocketRef,
-    data: Result<Value, ParserError>,
-    ack: AckSender,
-    app: Realtime,
-    ctx: Arc<SocketCtx>,
-    entity: Entity,
-) {
+fn unsubscribe(call: Call, entity: Entity) {
+    let (s, data, ack, app, ctx) = call;
     let Some(ack) = admit(&ctx, &app, ack) else {
         return;
     };
@@ -315,6 +303,16 @@ fn unsubscribe(
     let _ = ack.send(&json!({ "ok": true }));
 }
 
+/// What a subscribe or unsubscribe handler is called with (the socket, its arguments, the ack,
+/// the app, the socket's context).
+type Call = (
+    SocketRef,
+    Result<Value, ParserError>,
+    AckSender,
+    Realtime,
+    Arc<SocketCtx>,
+);
+
 macro_rules! handler {
     ($name:ident, $f:ident, $entity:expr) => {
         pub(super) async fn $name(
@@ -324,7 +322,7 @@ macro_rules! handler {
             State(app): State<Realtime>,
             Extension(ctx): Extension<Arc<SocketCtx>>,
         ) {
-            $f(s, d, ack, app, ctx, $entity)
+            $f((s, d, ack, app, ctx), $entity)
         }
     };
 }

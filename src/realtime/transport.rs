@@ -7,26 +7,31 @@
 //! Also sets `TCP_NODELAY` (axum does not; without it small frames wait for Nagle) and a bounded
 //! send buffer.
 //!
+//! File descriptors: the listener keeps at most a capped number of connections open (see
+//! `core::connections`: below the fd limit, with a reserve); a connection over the cap is
+//! accepted, answered `503` and closed at once (counted), so that the kernel's queue does not
+//! fill with clients nobody answers. A connection from which nothing has been read for
+//! `idle_timeout` is closed as well (counted): a slow body, or any connection a peer stopped
+//! using. The request header's own deadline is hyper's (`web::serve`).
+//!
 //! Every connection also reports its write progress to a [`Flow`] (see
 //! `delivery::congestion`): a socket whose connection stops taking data leaves the broadcast
 //! path for the per-socket one before its queue is full. Requests carry the connection's flow
 //! as `ConnectInfo<ConnFlow>`, so the Socket.io session riding on a websocket is bound to it.
 
-use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use axum::extract::ConnectInfo;
-use axum::serve::IncomingStream;
 use socketioxide::socket::Sid;
 
+use crate::core::connections::{ConnEnd, HttpConnections};
 use crate::delivery::{Congestion, Flow};
+
+pub use super::stall::StallGuard;
 
 /// Rebuilds a request's URI and headers as owned copies. engineioxide keeps the handshake
 /// request's parts for the socket's whole life; as parsed by hyper they point into the
@@ -54,12 +59,6 @@ pub async fn detach_request(req: axum::extract::Request) -> axum::extract::Reque
 #[derive(Clone)]
 pub struct ConnFlow(pub Arc<Flow>);
 
-impl axum::extract::connect_info::Connected<IncomingStream<'_, GuardedListener>> for ConnFlow {
-    fn connect_info(stream: IncomingStream<'_, GuardedListener>) -> Self {
-        ConnFlow(stream.io().flow.clone())
-    }
-}
-
 /// A websocket upgrade of an engine.io session names it (`sid=`): from now on that session's
 /// socket rides on this connection. (socketioxide's socket id is the engine.io session id.)
 pub async fn bind_websocket(req: axum::extract::Request) -> axum::extract::Request {
@@ -83,48 +82,87 @@ pub async fn bind_websocket(req: axum::extract::Request) -> axum::extract::Reque
     req
 }
 
+/// Counts (`payload_too_large`) the long-polling messages the transport refuses with 413 as
+/// over its limit: the client sees a failed request, and this is where it shows.
+pub async fn count_refused_payloads(
+    axum::extract::State(rt): axum::extract::State<super::Realtime>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let r = next.run(req).await;
+    if r.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        rt.hub.stats().client_error("payload_too_large");
+    }
+    r
+}
+
 pub struct GuardedListener {
     inner: TcpListener,
     write_timeout: Duration,
+    idle_timeout: Duration,
     send_buffer: usize,
     congestion: Congestion,
+    conns: Arc<HttpConnections>,
+    /// When a refusal was last logged (at most one line a minute).
+    refusal_logged: Option<Instant>,
 }
 
+/// How a [`GuardedListener`] treats its connections.
+pub struct ListenerOptions {
+    /// A write that makes no progress this long kills the connection.
+    pub write_timeout: Duration,
+    /// Nothing read for this long kills the connection.
+    pub idle_timeout: Duration,
+    /// SO_SNDBUF for accepted sockets in bytes (0 keeps the kernel's autotuning, which lets
+    /// one stalled client pin megabytes of kernel memory).
+    pub send_buffer: usize,
+}
+
+/// What a connection over the cap is told before it is closed.
+const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\
+Content-Type: text/plain\r\nRetry-After: 5\r\nContent-Length: 22\r\n\r\nToo many connections.\n";
+
 impl GuardedListener {
-    /// `send_buffer`: SO_SNDBUF for accepted sockets in bytes (0 keeps the kernel's
-    /// autotuning, which lets one stalled client pin megabytes of kernel memory).
     pub fn new(
         inner: TcpListener,
-        write_timeout: Duration,
-        send_buffer: usize,
+        options: ListenerOptions,
         congestion: Congestion,
+        conns: Arc<HttpConnections>,
     ) -> Self {
         GuardedListener {
             inner,
-            write_timeout,
-            send_buffer,
+            write_timeout: options.write_timeout,
+            idle_timeout: options.idle_timeout,
+            send_buffer: options.send_buffer,
             congestion,
+            conns,
+            refusal_logged: None,
         }
     }
-}
 
-impl axum::serve::Listener for GuardedListener {
-    type Io = StallGuard<TcpStream>;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+    /// The next connection under the cap. Connections over it are answered 503 and closed
+    /// here; accept errors (EMFILE and friends) are counted and waited out.
+    pub async fn accept(&mut self) -> (StallGuard<TcpStream>, std::net::SocketAddr) {
         loop {
             match self.inner.accept().await {
                 Ok((tcp, addr)) => {
+                    let Some(slot) = self.conns.try_enter() else {
+                        self.refuse(tcp);
+                        continue;
+                    };
                     let _ = tcp.set_nodelay(true);
                     if self.send_buffer > 0 {
                         let _ = socket2::SockRef::from(&tcp).set_send_buffer_size(self.send_buffer);
                     }
-                    let guard = StallGuard::new(tcp, self.write_timeout);
-                    return (guard.with_flow(self.congestion.flow()), addr);
+                    let guard = StallGuard::new(tcp, self.write_timeout)
+                        .with_flow(self.congestion.flow())
+                        .with_idle_timeout(self.idle_timeout, self.conns.clone())
+                        .with_slot(slot);
+                    return (guard, addr);
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
+                    self.conns.count(ConnEnd::AcceptError);
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
@@ -132,186 +170,32 @@ impl axum::serve::Listener for GuardedListener {
         }
     }
 
-    fn local_addr(&self) -> io::Result<Self::Addr> {
+    fn refuse(&mut self, tcp: TcpStream) {
+        // What the client already sent is read first (without waiting), so that closing sends
+        // a FIN after the answer rather than a reset that could discard it.
+        let mut sink = [0u8; 2048];
+        for _ in 0..4 {
+            if !matches!(tcp.try_read(&mut sink), Ok(n) if n > 0) {
+                break;
+            }
+        }
+        let _ = tcp.try_write(REFUSAL);
+        let now = Instant::now();
+        if self
+            .refusal_logged
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60))
+        {
+            self.refusal_logged = Some(now);
+            tracing::warn!(
+                open = self.conns.open(),
+                max = self.conns.max(),
+                refused_so_far = self.conns.ended(ConnEnd::Refused),
+                "too many connections: new ones are refused (503) until some close"
+            );
+        }
+    }
+
+    pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
         self.inner.local_addr()
-    }
-}
-
-/// An I/O stream whose writes fail with `TimedOut` after making no progress for a while.
-pub struct StallGuard<T> {
-    inner: T,
-    timeout: Duration,
-    /// Armed while a write is pending; reset by any progress.
-    deadline: Option<Pin<Box<Sleep>>>,
-    /// Set once the deadline passed: everything fails from then on.
-    dead: bool,
-    /// The reader waiting for data, woken when the connection is declared dead.
-    read_waker: Option<Waker>,
-    /// Where write progress is reported.
-    flow: Arc<Flow>,
-}
-
-impl<T> StallGuard<T> {
-    pub fn new(inner: T, timeout: Duration) -> Self {
-        StallGuard {
-            inner,
-            timeout,
-            deadline: None,
-            dead: false,
-            read_waker: None,
-            flow: Congestion::default().flow(),
-        }
-    }
-
-    /// Reports write progress to `flow` (the listener's congestion).
-    pub fn with_flow(mut self, flow: Arc<Flow>) -> Self {
-        self.flow = flow;
-        self
-    }
-
-    fn progressed(&mut self) {
-        self.deadline = None;
-        self.flow.write_progressed();
-    }
-
-    fn dead_error() -> io::Error {
-        io::Error::new(
-            io::ErrorKind::TimedOut,
-            "client stopped reading: write stalled",
-        )
-    }
-
-    /// Called when the inner write is pending: arm the deadline, and fail once it passed.
-    fn pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.dead {
-            return Poll::Ready(Err(Self::dead_error()));
-        }
-        self.flow.write_pending();
-        let timeout = self.timeout;
-        let deadline = self
-            .deadline
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + timeout)));
-        match deadline.as_mut().poll(cx) {
-            Poll::Ready(()) => {
-                self.dead = true;
-                if let Some(w) = self.read_waker.take() {
-                    w.wake();
-                }
-                Poll::Ready(Err(Self::dead_error()))
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for StallGuard<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.dead {
-            return Poll::Ready(Err(Self::dead_error()));
-        }
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if polled.is_pending() {
-            self.read_waker = Some(cx.waker().clone());
-        }
-        polled
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for StallGuard<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write(cx, buf) {
-            Poll::Pending => self.pending(cx).map(|r| r.map(|()| 0)),
-            ready => {
-                self.progressed();
-                ready
-            }
-        }
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
-            Poll::Pending => self.pending(cx).map(|r| r.map(|()| 0)),
-            ready => {
-                self.progressed();
-                ready
-            }
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match Pin::new(&mut self.inner).poll_flush(cx) {
-            Poll::Pending => self.pending(cx),
-            ready => {
-                self.progressed();
-                ready
-            }
-        }
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::AsyncWriteExt;
-
-    /// A peer that never reads: writes fill the buffers, then fail after the timeout instead of
-    /// hanging; a peer that reads keeps the stream healthy.
-    #[tokio::test]
-    async fn stalled_writes_fail_after_the_timeout() {
-        let (a, _b) = tokio::io::duplex(1024);
-        let mut guarded = StallGuard::new(a, Duration::from_millis(200));
-        let started = std::time::Instant::now();
-        let chunk = [0u8; 512];
-        let err = loop {
-            if let Err(e) = guarded.write_all(&chunk).await {
-                break e;
-            }
-        };
-        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-        assert!(started.elapsed() >= Duration::from_millis(200));
-        let mut buf = [0u8; 8];
-        let read = tokio::io::AsyncReadExt::read(&mut guarded, &mut buf).await;
-        assert_eq!(
-            read.unwrap_err().kind(),
-            io::ErrorKind::TimedOut,
-            "reads fail too"
-        );
-
-        let (a, mut b) = tokio::io::duplex(64);
-        let mut guarded = StallGuard::new(a, Duration::from_millis(200));
-        let reader = tokio::spawn(async move {
-            let mut sink = Vec::new();
-            tokio::io::AsyncReadExt::read_to_end(&mut b, &mut sink)
-                .await
-                .unwrap();
-            sink.len()
-        });
-        for _ in 0..20 {
-            guarded.write_all(&[1u8; 100]).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        guarded.shutdown().await.unwrap();
-        drop(guarded);
-        assert_eq!(reader.await.unwrap(), 2000);
     }
 }

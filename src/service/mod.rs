@@ -23,6 +23,7 @@ use tracing::{error, info, warn};
 use crate::alerts::{self, Alerts, Clock, Outlets};
 use crate::auth::{self, AuthMode, Authenticator};
 use crate::config::Config;
+use crate::core::connections::{connection_cap, HttpConnections};
 use crate::core::health::{MqttHealth, ReloadLog};
 use crate::core::registry::Registry;
 use crate::delivery::{Batcher, Congestion, Fanout, SlowPolicy, SlowSockets};
@@ -53,6 +54,8 @@ pub enum RunError {
     Cors(String),
     #[error("http server: {0}")]
     Http(#[from] std::io::Error),
+    #[error("state.dir {0}: {1}")]
+    State(std::path::PathBuf, std::io::Error),
 }
 
 /// How the caller steers a running service.
@@ -126,6 +129,10 @@ struct Parts {
 }
 
 fn build(config: &Config, registry: Registry) -> Result<Parts, RunError> {
+    // Made now, so that a state directory the service cannot have fails the start, not the
+    // first alert.
+    std::fs::create_dir_all(&config.state.dir)
+        .map_err(|e| RunError::State(config.state.dir.clone(), e))?;
     let auth = Authenticator::from_config(&config.auth)?;
     if auth.mode() == AuthMode::None {
         warn!(org = ?config.auth.dev_org, "AUTH IS OFF (auth.mode = \"none\"): every socket is trusted as this organization. Development only.");
@@ -160,7 +167,7 @@ struct Running {
     io: SocketIo,
     reload: Arc<ReloadContext>,
     server_stop: CancellationToken,
-    server: JoinHandle<std::io::Result<()>>,
+    server: JoinHandle<()>,
     metrics: Option<JoinHandle<()>>,
 }
 
@@ -232,37 +239,54 @@ fn start(
     ));
 
     let reload_log = Arc::new(ReloadLog::default());
+    let http_conns = http_connections(config);
     let web_state = WebState::new(
         rt.clone(),
         fanout.clone(),
         p.mqtt.clone(),
         reload_log.clone(),
         config.status.stale_after,
+        http_conns.clone(),
     );
     let router = web::router(web_state.clone())
         .layer(io_layer)
         .layer(cors_layer(&config.http.cors_origins)?)
         .layer(axum::middleware::map_request(transport::detach_request))
-        .layer(axum::middleware::map_request(transport::bind_websocket));
+        .layer(axum::middleware::map_request(transport::bind_websocket))
+        .layer(axum::middleware::from_fn_with_state(
+            rt.clone(),
+            transport::count_refused_payloads,
+        ));
     let addr = listeners.http.local_addr()?;
     let server_stop = CancellationToken::new();
-    let listener = transport::GuardedListener::new(
-        listeners.http,
-        rtc.stall_timeout,
-        rtc.socket_send_buffer,
-        congestion,
+    let options = transport::ListenerOptions {
+        write_timeout: rtc.stall_timeout,
+        idle_timeout: config.http.idle_timeout,
+        send_buffer: rtc.socket_send_buffer,
+    };
+    let listener =
+        transport::GuardedListener::new(listeners.http, options, congestion, http_conns.clone());
+    let server = tokio::spawn(web::serve::serve(
+        listener,
+        router,
+        config.http.header_timeout,
+        http_conns.clone(),
+        server_stop.clone(),
+    ));
+    info!(
+        %addr,
+        version = env!("CARGO_PKG_VERSION"),
+        max_connections = http_conns.max(),
+        fd_limit = http_conns.fd_limit(),
+        "sensorcast listening"
     );
-    let stop = server_stop.clone();
-    let app = router.into_make_service_with_connect_info::<transport::ConnFlow>();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
+    let metrics = listeners.metrics.map(|l| {
+        let timeouts = web::serve::Timeouts {
+            header: config.http.header_timeout,
+            idle: config.http.idle_timeout,
+        };
+        web::metrics::spawn_server(l, web_state, timeouts, server_stop.clone())
     });
-    info!(%addr, version = env!("CARGO_PKG_VERSION"), "sensorcast listening");
-    let metrics = listeners
-        .metrics
-        .map(|l| web::metrics::spawn_server(l, web_state, server_stop.clone()));
 
     let side = Stage::new("side tasks");
     side.spawn(systemd::supervise(
@@ -298,15 +322,43 @@ fn start(
     })
 }
 
+/// The main listener's connection cap: `http.max_connections`, held below the process's soft
+/// fd limit less a reserve (main raised the soft limit to the hard one at start).
+fn http_connections(config: &Config) -> Arc<HttpConnections> {
+    let fd_limit = fd_limit();
+    let max = connection_cap(config.http.max_connections, fd_limit);
+    if config
+        .http
+        .max_connections
+        .is_some_and(|wanted| wanted > max)
+    {
+        warn!(
+            wanted = config.http.max_connections,
+            max,
+            fd_limit,
+            "http.max_connections is above what the fd limit allows; lowered (raise LimitNOFILE=)"
+        );
+    }
+    HttpConnections::new(max, fd_limit)
+}
+
+/// The process's soft `RLIMIT_NOFILE` (1024, systemd's default, if it cannot be read).
+pub fn fd_limit() -> u64 {
+    rlimit::Resource::NOFILE
+        .get()
+        .map_or(1024, |(soft, _)| soft)
+}
+
 /// The Socket.io layer with the realtime handlers and the per-connection limits.
 fn socket_io(config: &Config, rt: Realtime) -> (SocketIoLayer, SocketIo) {
     let limits = &config.limits;
     let (layer, io) = SocketIo::builder()
         .with_state(rt)
         .max_buffer_size(limits.socket_buffer)
-        .max_payload(limits.max_client_payload)
-        .ws_max_message_size(limits.max_client_payload as usize)
-        .ws_max_frame_size(limits.max_client_payload as usize)
+        // Room for a CONNECT packet whose token is too large, so it is answered, not cut.
+        .max_payload(limits.max_client_payload + realtime::TOKEN_ALLOWANCE)
+        .ws_max_message_size((limits.max_client_payload + realtime::TOKEN_ALLOWANCE) as usize)
+        .ws_max_frame_size((limits.max_client_payload + realtime::TOKEN_ALLOWANCE) as usize)
         // Client frames are small; the default 4 KiB read buffer per socket is mostly idle.
         .ws_read_buffer_size(512)
         .connect_timeout(limits.handshake_timeout)
@@ -334,8 +386,7 @@ impl Running {
         // io.close() waits for every transport; a client that stopped reading would hold it forever.
         bounded("socket.io", limit, self.io.close()).await;
         match tokio::time::timeout(limit, self.server).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => return Err(RunError::Http(e)),
+            Ok(Ok(())) => {}
             Ok(Err(e)) => error!(error = %e, "http server task failed"),
             Err(_) => warn!("http server did not finish in time"),
         }

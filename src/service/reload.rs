@@ -43,9 +43,20 @@ impl Reloader {
         Reloader { log, log_level }
     }
 
-    /// Loads and validates both files; on success applies them and returns what changed.
-    pub fn reload(&self, current: &Config, hub: &Hub, fanout: &Fanout) -> Result<Applied, String> {
-        let result = load(&current.path)
+    /// Loads and validates both files (on a blocking thread: they are files, and whatever a
+    /// file holds, a failure or even a panic there is a refused reload, never a dead reload
+    /// task); on success applies them and returns what changed.
+    pub async fn reload(
+        &self,
+        current: &Config,
+        hub: &Hub,
+        fanout: &Fanout,
+    ) -> Result<Applied, String> {
+        let path = current.path.clone();
+        let loaded = tokio::task::spawn_blocking(move || load(&path))
+            .await
+            .unwrap_or_else(|e| Err(anyhow::anyhow!("reading the files failed: {e}")));
+        let result = loaded
             .map_err(|e| format!("{e:#}"))
             .map(|(config, registry)| self.apply(current, config, registry, hub, fanout));
         self.log
@@ -107,7 +118,9 @@ pub struct ReloadContext {
     pub subscriptions: tokio::sync::watch::Sender<Arc<[Subscription]>>,
 }
 
-/// Waits for reload requests and applies them.
+/// Waits for reload requests and applies them. Each reload runs as a task of its own: if it
+/// ever failed in a way nobody foresaw (a panic), that reload is reported as refused and the
+/// next SIGHUP is served all the same.
 pub async fn run(
     mut config: Config,
     cx: Arc<ReloadContext>,
@@ -120,19 +133,15 @@ pub async fn run(
             _ = requests.notified() => {}
         }
         systemd::notify(&[sd_notify::NotifyState::Reloading]);
-        match cx.reloader.reload(&config, &cx.rt.hub, &cx.fanout) {
-            Ok(applied) => {
-                // New thresholds apply to running state; open alerts stay open.
-                if let Err(e) = cx.rt.alerts.reload(&applied.registry).await {
-                    error!(error = %e, "alert rules of the new registry refused; previous rules stay");
-                }
-                if let Some(subs) = applied.subscriptions {
-                    cx.subscriptions.send_replace(subs);
-                }
-                config = applied.config;
-            }
+        let (current, job) = (config.clone(), cx.clone());
+        match tokio::spawn(async move { reload_once(&current, &job).await }).await {
+            Ok(Some(applied)) => config = applied,
+            Ok(None) => {}
             Err(e) => {
-                error!(error = %e, "reload rejected; the previous config and registry stay in force")
+                error!(error = %e, "reload failed unexpectedly; the previous config and registry stay in force");
+                cx.reloader
+                    .log
+                    .record(Err("reload failed unexpectedly (see the log)"));
             }
         }
         let status = systemd::status_line(&cx.mqtt, cx.rt.connections(), 0);
@@ -143,16 +152,43 @@ pub async fn run(
     }
 }
 
+/// One reload: the config now in force, or `None` when the files were refused.
+async fn reload_once(config: &Config, cx: &ReloadContext) -> Option<Config> {
+    match cx.reloader.reload(config, &cx.rt.hub, &cx.fanout).await {
+        Ok(applied) => {
+            // New thresholds apply to running state; open alerts stay open.
+            if let Err(e) = cx.rt.alerts.reload(&applied.registry).await {
+                error!(error = %e, "alert rules of the new registry refused; previous rules stay");
+            }
+            if let Some(subs) = applied.subscriptions {
+                cx.subscriptions.send_replace(subs);
+            }
+            Some(applied.config)
+        }
+        Err(e) => {
+            error!(error = %e, "reload rejected; the previous config and registry stay in force");
+            None
+        }
+    }
+}
+
 /// The config and its registry, checked as a whole: what the service starts from, what
 /// `check-config` checks, and what SIGHUP applies (so a registry whose alert rules fail only
 /// after inheritance is refused as a whole, not routed by while alerts keep the old rules).
 pub fn load(path: &std::path::Path) -> anyhow::Result<(Config, Registry)> {
-    use anyhow::Context;
     let config = Config::load(path)?;
     let registry = Registry::load(&config.registry.file)?;
     // The alert rules are valid only in combination with [alerts]: check them together.
-    crate::alerts::RuleBook::build(&registry, &config.alerts.defaults())
-        .with_context(|| format!("{}", config.registry.file.display()))?;
+    // Such an error is about a unit's entry as a whole: name where that entry starts.
+    if let Err(e) = crate::alerts::RuleBook::build(&registry, &config.alerts.defaults()) {
+        let file = &config.registry.file;
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        let at = match crate::core::error::entry_at(&text, "unit", e.unit()) {
+            Some(entry) => format!("{}: {entry}", file.display()),
+            None => file.display().to_string(),
+        };
+        return Err(anyhow::Error::new(e).context(at));
+    }
     Ok((config, registry))
 }
 

@@ -321,7 +321,16 @@ pub(super) mod tests {
         now: DateTime<Utc>,
     ) -> Vec<crate::decode::Reading> {
         let mut state = crate::decode::DecodeState::new();
-        match crate::decode::decode(s, &mut state, &route.topic, bytes, now, 65536) {
+        match crate::decode::decode(
+            s,
+            &mut state,
+            crate::decode::Message {
+                topic: &route.topic,
+                payload: bytes,
+                received_at: now,
+            },
+            65536,
+        ) {
             Ok(crate::decode::Decoded::Readings(r)) => r,
             other => panic!("{}: not a reading: {other:?}", route.topic),
         }

@@ -12,6 +12,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
+use crate::core::connections::ConnEnd;
 use crate::web::WebState;
 
 pub fn router(app: WebState) -> Router {
@@ -96,6 +97,15 @@ async fn health(State(app): State<WebState>) -> Response {
                 "repeatedError": app.mqtt.reconnect_loop().map(|(error, _)| error),
                 "error": problem,
             },
+            "http": {
+                "connections": app.http.open(),
+                "maxConnections": app.http.max(),
+                "fdLimit": app.http.fd_limit(),
+                "refused": app.http.ended(ConnEnd::Refused),
+                "acceptErrors": app.http.ended(ConnEnd::AcceptError),
+                "headerTimeouts": app.http.ended(ConnEnd::HeaderTimeout),
+                "idleTimeouts": app.http.ended(ConnEnd::IdleTimeout),
+            },
             "socketio": {
                 "status": "ok",
                 "connections": app.rt.connections(),
@@ -126,7 +136,7 @@ async fn stats(State(app): State<WebState>) -> Json<crate::core::stats::StatsSna
 
 /// 401 without a valid token, 403 for roles other than owner/admin.
 async fn require_admin(State(app): State<WebState>, req: Request, next: Next) -> Response {
-    match app.rt.auth.verify(bearer(req.headers())) {
+    match app.rt.verify(crate::web::signin::bearer(req.headers())) {
         Ok(p) if p.is_admin() => next.run(req).await,
         Ok(_) => (
             StatusCode::FORBIDDEN,
@@ -147,15 +157,4 @@ async fn require_admin(State(app): State<WebState>, req: Request, next: Next) ->
             r
         }
     }
-}
-
-/// The token of an `Authorization: Bearer <token>` header (also used by the status page).
-pub(crate) fn bearer(headers: &header::HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
 }

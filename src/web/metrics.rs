@@ -12,6 +12,8 @@
 //! [`Stats`]: crate::core::stats::Stats
 //! [`MqttHealth`]: crate::core::health::MqttHealth
 //! [`Latency`]: crate::core::stats::Latency
+//!
+//! Over 400 lines: one list of every metric family, kept together so that none is missed.
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -34,7 +36,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::core::connections::{ConnEnd, HttpConnections, METRICS_MAX_CONNECTIONS};
+use crate::delivery::Congestion;
+use crate::realtime::transport::{GuardedListener, ListenerOptions};
 use crate::realtime::SocketCtx;
+use crate::web::serve::{serve, Timeouts};
 use crate::web::WebState;
 
 /// The metrics listener's router: `/metrics` only.
@@ -50,18 +56,20 @@ pub fn router(app: WebState) -> Router {
 pub fn spawn_server(
     listener: TcpListener,
     app: WebState,
+    timeouts: Timeouts,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let addr = listener.local_addr().ok();
-        info!(addr = ?addr, "metrics listening (GET /metrics)");
-        let served = axum::serve(listener, router(app))
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            warn!(error = %e, "metrics listener failed");
-        }
-    })
+    let addr = listener.local_addr().ok();
+    info!(addr = ?addr, "metrics listening (GET /metrics)");
+    // Its own few connections, inside the fd reserve, with the same timeouts.
+    let conns = HttpConnections::new(METRICS_MAX_CONNECTIONS, app.http.fd_limit());
+    let options = ListenerOptions {
+        write_timeout: timeouts.idle,
+        idle_timeout: timeouts.idle,
+        send_buffer: 0,
+    };
+    let listener = GuardedListener::new(listener, options, Congestion::default(), conns.clone());
+    tokio::spawn(serve(listener, router(app), timeouts.header, conns, stop))
 }
 
 async fn metrics(State(registry): State<Arc<Registry>>) -> Response {
@@ -217,6 +225,39 @@ impl Collector for ServiceCollector {
             "sensorcast_mqtt_reconnect_loop",
             "1 while every connection ends with the same error soon after it is made.",
             b(m.reconnect_loop().is_some()),
+        )?;
+
+        let h = &app.http;
+        gauge(
+            out,
+            "sensorcast_http_connections",
+            "HTTP connections open on the main listener (websockets included).",
+            h.open(),
+        )?;
+        gauge(
+            out,
+            "sensorcast_http_connections_max",
+            "The cap on them: http.max_connections, below the fd limit less a reserve.",
+            h.max(),
+        )?;
+        gauge(
+            out,
+            "sensorcast_fd_limit",
+            "The process's soft RLIMIT_NOFILE.",
+            h.fd_limit(),
+        )?;
+        let ended = |whys: [ConnEnd; 2]| whys.map(|w| ([("reason", w.label())], h.ended(w)));
+        counters(
+            out,
+            "sensorcast_http_connections_refused_total",
+            "Connections not served: over the cap (limit, answered 503), or accept failed.",
+            ended([ConnEnd::Refused, ConnEnd::AcceptError]),
+        )?;
+        counters(
+            out,
+            "sensorcast_http_connections_closed_total",
+            "Connections closed by the server: no whole header in time, or nothing read for long.",
+            ended([ConnEnd::HeaderTimeout, ConnEnd::IdleTimeout]),
         )?;
 
         gauge(

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::core::connections::HttpConnections;
 use crate::core::health::{MqttHealth, ReloadLog};
 use crate::delivery::Fanout;
 use crate::realtime::Realtime;
@@ -20,6 +21,8 @@ pub struct Inner {
     pub started: Instant,
     /// A unit whose last reading is older than this is `stale` on the status page.
     pub stale_after: Duration,
+    /// The main listener's connections (open, cap, refusals, timeouts).
+    pub http: Arc<HttpConnections>,
 }
 
 impl std::ops::Deref for WebState {
@@ -36,6 +39,7 @@ impl WebState {
         mqtt: Arc<MqttHealth>,
         reload: Arc<ReloadLog>,
         stale_after: Duration,
+        http: Arc<HttpConnections>,
     ) -> Self {
         WebState(Arc::new(Inner {
             rt,
@@ -44,6 +48,7 @@ impl WebState {
             reload,
             started: Instant::now(),
             stale_after,
+            http,
         }))
     }
 }

@@ -54,19 +54,70 @@ impl RawResponse {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
+
+    /// Every header of that (lower-case) name.
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
 }
 
 /// Minimal HTTP/1.1 GET with extra request headers, returning the raw text (for HTML and the
 /// Prometheus format, and to see `Set-Cookie`).
 pub async fn http_get_raw(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> RawResponse {
+    http_raw(addr, "GET", path, headers, "").await
+}
+
+/// A form POST (`application/x-www-form-urlencoded`, fields percent-encoded here) with extra
+/// request headers, returning the raw text.
+pub async fn http_post_form(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    fields: &[(&str, &str)],
+) -> RawResponse {
+    let body: Vec<String> = fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
+        .collect();
+    let mut all = headers.to_vec();
+    all.push(("Content-Type", "application/x-www-form-urlencoded"));
+    http_raw(addr, "POST", path, &all, &body.join("&")).await
+}
+
+fn form_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// One HTTP/1.1 request (`Connection: close`) with `headers` and `body`, answered as text.
+pub async fn http_raw(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> RawResponse {
     let mut tcp = tokio::net::TcpStream::connect(addr)
         .await
         .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    let extra: String = headers
+    let mut extra: String = headers
         .iter()
         .map(|(k, v)| format!("{k}: {v}\r\n"))
         .collect();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n");
+    if !body.is_empty() {
+        extra.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n{body}"
+    );
     tcp.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut buf))
@@ -126,4 +177,14 @@ pub async fn get_until(
         }
     })
     .await
+}
+
+/// The value of the first Prometheus exposition line that starts with `prefix` (the name and,
+/// if any, the labels; end a bare name with a space).
+pub fn sample(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sample {prefix:?} in:\n{metrics}"))
 }

@@ -31,6 +31,9 @@ pub enum Mode<'a> {
     InProcess,
     /// The `sensorcast` binary cargo built, with these extra environment variables.
     Binary(&'a [(&'a str, &'a str)]),
+    /// The binary started by a wrapper command that execs it (`["prlimit", "--nofile=..",
+    /// "--"]`), with these extra environment variables.
+    BinaryUnder(&'a [&'a str], &'a [(&'a str, &'a str)]),
 }
 
 /// A running sensorcast and the directory its config, registry and secret are in.
@@ -100,13 +103,21 @@ impl Service {
                     config,
                 )
             }
-            Mode::Binary(env) => {
+            Mode::Binary(env) | Mode::BinaryUnder(_, env) => {
                 let addr: SocketAddr = format!("127.0.0.1:{}", super::broker::free_port())
                     .parse()
                     .unwrap();
                 let config = config.clone().listen(addr);
                 config.write_to(dir.path());
-                let child = tokio::process::Command::new(binary())
+                let mut command = match mode {
+                    Mode::BinaryUnder(wrapper, _) => {
+                        let mut c = tokio::process::Command::new(wrapper[0]);
+                        c.args(&wrapper[1..]).arg(binary());
+                        c
+                    }
+                    _ => tokio::process::Command::new(binary()),
+                };
+                let child = command
                     .arg("--config")
                     .arg(&path)
                     .env_remove("SENSORCAST_CONFIG")

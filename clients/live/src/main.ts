@@ -55,7 +55,7 @@ const now = () => Date.now() + clockOffset;
 async function fetchSession(): Promise<Session> {
   const r = await fetch("/live/session", { credentials: "same-origin", cache: "no-store" });
   if (r.status === 401) {
-    banner("signin", "Signed out: the token expired or is missing. Open /live?token=<JWT> again.");
+    banner("signin", "Signed out: the token expired. Reload the page to sign in again.");
     throw new Error("signed out");
   }
   if (!r.ok) throw new Error(`session: HTTP ${r.status}`);

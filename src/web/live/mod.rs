@@ -5,22 +5,23 @@
 //! `clients/js`), so the page needs nothing but the box: it works offline on a site's LAN, and
 //! `cargo build` needs neither node nor npm.
 //!
-//! Sign-in is the status page's (`?token=` once, then the `HttpOnly` cookie), through one
-//! function, [`viewer`], but any role of an organization may look: acknowledging is left to
-//! the socket's own rules. `GET /live/session` gives the page what the server knows and the
-//! socket does not send: the token from the cookie (for the socket's handshake; a script
-//! cannot read an `HttpOnly` cookie), the units with their names, limits and state now.
+//! Sign-in is every page's ([`crate::web::signin`]: the sign-in form, then the `HttpOnly`
+//! cookie; or `Authorization: Bearer`), but any role of an organization may look:
+//! acknowledging is left to the socket's own rules. `GET /live/session` gives the page what the
+//! server knows and the socket does not send: the token from the cookie (for the socket's
+//! handshake; a script cannot read an `HttpOnly` cookie), the units with their names, limits
+//! and state now.
 
 mod session;
 
-use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use crate::auth::{AuthMode, Principal};
-use crate::web::status::{cookie, session_cookie, set_cookie, TokenQuery, COOKIE};
+use crate::auth::Principal;
+use crate::web::signin::{self, Need};
 use crate::web::WebState;
 
 const PAGE: &str = include_str!("assets/live.html");
@@ -42,87 +43,27 @@ pub fn router(app: WebState) -> Router {
         .with_state(app)
 }
 
-async fn page(
-    State(app): State<WebState>,
-    Query(q): Query<TokenQuery>,
-    headers: HeaderMap,
-) -> Response {
-    match viewer(&app, q.token.as_deref(), &headers) {
+async fn page(State(app): State<WebState>, uri: Uri, headers: HeaderMap) -> Response {
+    match viewer(&app, &headers, &uri) {
         Ok(_) => with_headers(
             ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE).into_response(),
         ),
-        Err(r) => *r,
+        Err(denied) => denied.into_response(),
     }
 }
 
-/// Who is looking, by the status page's rules: `?token=` is verified, kept in the cookie and
-/// answered with a redirect to `/live` (so it leaves the address bar); otherwise the
-/// `Authorization: Bearer` header or the cookie. `Err` is the response to send instead (the
-/// redirect, or 401 saying how to sign in). The one place to switch to a shared sign-in module.
+/// Who is looking (any role), and the token they signed in with (none with `auth.mode =
+/// "none"`); else the response to send instead (the sign-in page, 401).
 pub(crate) fn viewer(
     app: &WebState,
-    query_token: Option<&str>,
     headers: &HeaderMap,
-) -> Result<(Principal, Option<String>), Box<Response>> {
-    if let Some(token) = query_token {
-        if app.rt.auth.mode() == AuthMode::None {
-            return Err(Box::new(redirect()));
-        }
-        return Err(Box::new(match app.rt.auth.verify(Some(token)) {
-            Ok(p) => {
-                let mut r = redirect();
-                let now = jsonwebtoken::get_current_timestamp();
-                set_cookie(&mut r, &session_cookie(token, p.expires_at, now));
-                r
-            }
-            Err(e) => {
-                app.rt.hub.stats().client_error(e.reason());
-                unauthorized(&e.to_string(), false)
-            }
-        }));
-    }
-    let from_cookie = cookie(headers, COOKIE);
-    let token = crate::web::health::bearer(headers)
+    uri: &Uri,
+) -> Result<(Principal, Option<String>), signin::Denied> {
+    let p = signin::authenticate(app, headers, uri, Need::AnyRole)?;
+    let token = signin::bearer(headers)
         .map(str::to_string)
-        .or(from_cookie.clone());
-    match app.rt.auth.verify(token.as_deref()) {
-        Ok(p) => Ok((p, token)),
-        Err(e) => {
-            app.rt.hub.stats().client_error(e.reason());
-            Err(Box::new(unauthorized(
-                &e.to_string(),
-                from_cookie.is_some(),
-            )))
-        }
-    }
-}
-
-fn redirect() -> Response {
-    let mut r = StatusCode::SEE_OTHER.into_response();
-    r.headers_mut()
-        .insert(header::LOCATION, HeaderValue::from_static("/live"));
-    with_headers(r)
-}
-
-fn unauthorized(why: &str, clear_cookie: bool) -> Response {
-    let body = format!(
-        "<!doctype html><meta charset=utf-8><meta name=viewport content=\"width=device-width\">\
-         <title>Sign-in needed</title><body style=\"font:16px system-ui;max-width:40em;margin:2em auto\">\
-         <h1>Sign-in needed</h1><p>The wallboard needs a token of your organization ({}).</p>\
-         <p>Open it once as <code>/live?token=&lt;JWT&gt;</code>: the token is checked, kept in an \
-         HttpOnly cookie until it expires, and removed from the address.</p>",
-        maud::html! { (why) }.into_string()
-    );
-    let mut r = (
-        StatusCode::UNAUTHORIZED,
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        body,
-    )
-        .into_response();
-    if clear_cookie {
-        set_cookie(&mut r, &session_cookie("", Some(0), 0));
-    }
-    with_headers(r)
+        .or_else(|| signin::cookie_token(headers));
+    Ok((p, token))
 }
 
 async fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -137,8 +78,7 @@ async fn asset(content_type: &'static str, body: &'static str) -> Response {
     r
 }
 
-/// No caching of what carries live data or a token, no framing, no referrer (the first request
-/// had a token in its URL), and a policy that lets only the page's own script and style run
+/// No caching of what carries live data or a token, no framing, no referrer, and a policy that lets only the page's own script and style run
 /// and connect only back to this origin (the Socket.io connection).
 fn with_headers(mut r: Response) -> Response {
     let h = r.headers_mut();

@@ -5,7 +5,7 @@
 //! The page asks again after every reconnect, so a reload of the registry shows up there.
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
@@ -46,10 +46,10 @@ struct UnitInfo {
     humidity_max: Option<f64>,
 }
 
-pub(super) async fn session(State(app): State<WebState>, headers: HeaderMap) -> Response {
-    let (p, token) = match super::viewer(&app, None, &headers) {
+pub(super) async fn session(State(app): State<WebState>, uri: Uri, headers: HeaderMap) -> Response {
+    let (p, token) = match super::viewer(&app, &headers, &uri) {
         Ok(v) => v,
-        Err(r) => return *r,
+        Err(denied) => return denied.into_response(),
     };
     let mut r = Json(gather(&app, &p, token)).into_response();
     r.headers_mut()

@@ -189,25 +189,6 @@ fn unmapped_section(d: &PageData) -> Markup {
     }
 }
 
-/// The sign-in and forbidden pages: the page's style, a title and a few paragraphs.
-pub(super) fn small_page(title: &str, body: Markup) -> String {
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                title { "sensorcast: " (title) }
-                style { (PreEscaped(STYLE)) }
-            }
-            body {
-                h1 { "sensorcast: " (title) }
-                (body)
-            }
-        }
-    }
-    .into_string()
-}
-
 /// A state or severity badge; `class` is one of the page's own words, escaped all the same.
 fn pill(class: &str, text: &str) -> Markup {
     html! { span class={ "pill " (class) } { (text) } }

@@ -282,7 +282,11 @@ export class Service {
   async run() {
     this.child = child(binary(), ["--config", join(this.dir, "sensorcast.toml")], {
       cwd: this.dir,
-      env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn" },
+      // The service refuses SENSORCAST_* variables it does not know (SENSORCAST_BIN is ours).
+      env: {
+        ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("SENSORCAST_"))),
+        RUST_LOG: process.env.RUST_LOG ?? "warn",
+      },
     });
     await eventually(
       "sensorcast to be ready",

@@ -15,7 +15,7 @@
 mod session;
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -45,9 +45,7 @@ pub fn router(app: WebState) -> Router {
 
 async fn page(State(app): State<WebState>, uri: Uri, headers: HeaderMap) -> Response {
     match viewer(&app, &headers, &uri) {
-        Ok(_) => with_headers(
-            ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE).into_response(),
-        ),
+        Ok(_) => live_page(),
         Err(denied) => denied.into_response(),
     }
 }
@@ -78,25 +76,17 @@ async fn asset(content_type: &'static str, body: &'static str) -> Response {
     r
 }
 
-/// No caching of what carries live data or a token, no framing, no referrer, and a policy that lets only the page's own script and style run
-/// and connect only back to this origin (the Socket.io connection).
-fn with_headers(mut r: Response) -> Response {
-    let h = r.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
+/// The pages' headers (no caching, no framing, no referrer: `signin::html_response`), with a
+/// policy that lets only the page's own script and style run and connect only back to this
+/// origin (the Socket.io connection).
+fn live_page() -> Response {
+    let mut r = signin::html_response(StatusCode::OK, PAGE.to_string());
+    r.headers_mut().insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
             "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
              img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
         ),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
     );
     r
 }

@@ -20,7 +20,7 @@
 //! 3. [`pipeline`]: one MQTT message: subscription matching, decoding, routing through the hub.
 //! 4. The edges that face peers: [`ingest`] (MQTT), [`realtime`] (Socket.io: handshake, every
 //!    client event, the connection transport).
-//! 5. [`web`]: health, `/api/`, the status page, `/metrics`.
+//! 5. [`web`]: health, `/api/`, the status page, the `/live` wallboard, `/metrics`.
 //! 6. [`config`]: composes the sections each layer owns, env overrides, secrets.
 //! 7. [`service`] (the composition root: run, reload, systemd) and [`simulate`] (a tool).
 //!

@@ -155,12 +155,67 @@ export interface ClientToServerEvents {
     site: string | { siteId: string; since?: SiteSince },
     ack?: (a: ManySubscribeAck) => void,
   ) => void;
-  "subscribe:organization": (ack?: (a: ManySubscribeAck) => void) => void;
+  "subscribe:organization":
+    | ((ack?: (a: ManySubscribeAck) => void) => void)
+    | ((resume: { since?: SiteSince }, ack?: (a: ManySubscribeAck) => void) => void);
   "unsubscribe:unit": (unit: string | { unitId: string }, ack?: (a: OkAck) => void) => void;
   "unsubscribe:site": (site: string | { siteId: string }, ack?: (a: OkAck) => void) => void;
   "unsubscribe:organization": (ack?: (a: OkAck) => void) => void;
   "get:latest": (unitId: string, ack: (r: SensorReading | null | Failure) => void) => void;
   ping: (ack: (serverTimeMs: number) => void) => void;
-  "alert:ack": (alert: { alertId: string } | string, ack?: (a: AlertAckAnswer) => void) => void;
+  "alert:ack": (
+    alert: { alertId: string; comment?: string } | string,
+    ack?: (a: AlertAckAnswer) => void,
+  ) => void;
   "get:alerts": (ack: (a: AlertsAnswer) => void) => void;
+}
+
+// History (docs/protocol.md, issue 13): `get:history`, and the corrective action an
+// acknowledgement may carry. Declared apart and merged into the interfaces above.
+
+export type HistoryResolution = "raw" | "1m" | "15m" | "1h";
+
+/** One rollup bucket starting at `t`: temperature count/min/max/mean, humidity mean. */
+export interface RollupPoint {
+  t: string;
+  count: number;
+  min: number;
+  max: number;
+  mean: number;
+  humidityMean: number | null;
+}
+
+export interface HistoryQuery {
+  unitId: string;
+  /** ISO 8601. */
+  from: string;
+  to: string;
+  /** Default: chosen by the server from the span. */
+  resolution?: HistoryResolution;
+}
+
+export type HistoryAnswer =
+  | {
+      ok: true;
+      unitId: string;
+      resolution: HistoryResolution;
+      /** `SensorReading`s for "raw", `RollupPoint`s otherwise; oldest first. */
+      points: SensorReading[] | RollupPoint[];
+      /** More than `limits.max_history_points` matched: the answer stops there. */
+      truncated: boolean;
+    }
+  | Failure;
+
+export interface AlertAcknowledged {
+  /** The corrective action given with `alert:ack`, if any. */
+  comment?: string;
+}
+
+export interface Alert {
+  /** The corrective action kept with the acknowledgement, if any. */
+  acknowledgedComment?: string;
+}
+
+export interface ClientToServerEvents {
+  "get:history": (query: HistoryQuery, ack: (a: HistoryAnswer) => void) => void;
 }

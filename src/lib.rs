@@ -23,7 +23,7 @@
 //!    the event stream in Redis (docs/scaling.md). Absent from a single box.
 //! 5. The edges that face peers: [`ingest`] (MQTT), [`realtime`] (Socket.io: handshake, every
 //!    client event, the connection transport).
-//! 6. [`web`]: health, `/api/`, the status page, `/metrics`.
+//! 6. [`web`]: health, `/api/`, the status page, the `/live` wallboard, `/metrics`.
 //! 7. [`config`]: composes the sections each layer owns, env overrides, secrets.
 //! 8. [`service`] (the composition root: run, reload, systemd) and [`simulate`] (a tool).
 //!

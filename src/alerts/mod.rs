@@ -336,6 +336,11 @@ impl Alerts {
     }
 
     /// Open alerts and unit states as of the engine's last change.
+    /// The rule keys the engine applies to `unit` (limits for a chart).
+    pub fn unit_rules(&self, registry: &Registry, unit: &crate::core::registry::Unit) -> RuleSet {
+        RuleSet::for_unit(registry, unit, &self.0.defaults)
+    }
+
     pub fn view(&self) -> Arc<View> {
         self.0.view.read().expect("alert view").clone()
     }

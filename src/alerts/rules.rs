@@ -222,15 +222,9 @@ impl RuleBook {
         for (id, unit) in registry.sensors() {
             sensors.entry(&unit.id).or_default().insert(id.to_string());
         }
-        let none = RuleSet::default();
         let mut units = HashMap::new();
         for unit in registry.units() {
-            let set = registry
-                .unit_rules(&unit.id)
-                .unwrap_or(&none)
-                .over(registry.site_rules(&unit.site).unwrap_or(&none))
-                .over(registry.org_rules(&unit.org).unwrap_or(&none))
-                .over(defaults);
+            let set = RuleSet::for_unit(registry, unit, defaults);
             let rules = effective(&unit.id, &set)?;
             let sensor_ids = sensors.remove(&*unit.id).unwrap_or_default();
             let book = UnitBook {
@@ -250,6 +244,20 @@ impl RuleBook {
 
     pub fn units(&self) -> impl Iterator<Item = &UnitBook> {
         self.units.values()
+    }
+}
+
+impl RuleSet {
+    /// The keys that apply to `unit`: its own over its site's over its organization's over
+    /// `defaults` (`[alerts]`).
+    pub fn for_unit(registry: &Registry, unit: &Unit, defaults: &RuleSet) -> RuleSet {
+        let none = RuleSet::default();
+        registry
+            .unit_rules(&unit.id)
+            .unwrap_or(&none)
+            .over(registry.site_rules(&unit.site).unwrap_or(&none))
+            .over(registry.org_rules(&unit.org).unwrap_or(&none))
+            .over(defaults)
     }
 }
 

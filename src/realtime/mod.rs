@@ -18,6 +18,7 @@ pub mod state;
 mod subscribe;
 pub mod transport;
 
+pub use alerts::may_acknowledge;
 pub use config::{LimitsConfig, RealtimeConfig};
 pub use state::Realtime;
 

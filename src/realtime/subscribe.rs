@@ -93,6 +93,19 @@ fn parse(data: &Result<Value, ParserError>, entity: Entity) -> Result<Request, A
     })
 }
 
+/// `subscribe:organization` takes nothing, or `{ since: { epoch, seqs } }` to resume.
+fn parse_org(data: &Result<Value, ParserError>) -> Result<Option<Since>, ArgError> {
+    let first = match data {
+        Ok(Value::Array(a)) => a.first(),
+        Ok(v) => Some(v),
+        Err(_) => None,
+    };
+    match first.and_then(|v| v.get("since")) {
+        None | Some(Value::Null) => Ok(None),
+        Some(s) => parse_since(s).map(Some),
+    }
+}
+
 fn parse_since(v: &Value) -> Result<Since, ArgError> {
     const BAD: &str = "Invalid arguments: since must be { epoch, seq } or { epoch, seqs }";
     let o = v.as_object().ok_or(BAD)?;
@@ -168,9 +181,12 @@ async fn subscribe(call: Call, entity: Entity) {
     };
     let p = &ctx.principal;
     let req = match entity {
-        Entity::Organization => Request {
-            id: p.org.to_string(),
-            since: None,
+        Entity::Organization => match parse_org(&data) {
+            Ok(since) => Request {
+                id: p.org.to_string(),
+                since,
+            },
+            Err(e) => return fail(&app, ack, "bad_arguments", e),
         },
         _ => match parse(&data, entity) {
             Ok(r) => r,

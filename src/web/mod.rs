@@ -2,6 +2,7 @@
 //!
 //! - [`health`]: `/health/*` probes and the token-protected `/api/`.
 //! - [`status`]: the status page (`GET /`), server-rendered.
+//! - [`live`]: the live wallboard (`GET /live`), a page with its embedded script.
 //! - [`signin`]: how a browser page gets its token (`POST /signin`, the cookie), for every page.
 //! - [`metrics`]: `GET /metrics` (Prometheus text) on a listener of its own.
 //! - [`serve`]: the HTTP serve loop (hyper with a timer: header timeouts), for both listeners.
@@ -9,6 +10,7 @@
 
 pub mod config;
 pub mod health;
+pub mod live;
 pub mod metrics;
 pub mod serve;
 pub mod signin;
@@ -22,5 +24,6 @@ pub use state::WebState;
 pub fn router(state: WebState) -> axum::Router {
     health::router(state.clone())
         .merge(signin::router(state.clone()))
-        .merge(status::router(state))
+        .merge(status::router(state.clone()))
+        .merge(live::router(state))
 }

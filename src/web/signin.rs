@@ -202,7 +202,7 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The token in the sign-in cookie: the `__Host-` one when there is one.
-fn cookie_token(headers: &HeaderMap) -> Option<String> {
+pub fn cookie_token(headers: &HeaderMap) -> Option<String> {
     let jar: Vec<Cookie<'_>> = headers
         .get_all(header::COOKIE)
         .iter()

@@ -5,6 +5,7 @@
 //! ```text
 //! MQTT ─▶ ingest ─▶ pipeline: subscription → decode → route (hub: seq, history) ─▶ delivery ─▶ realtime ─▶ sockets
 //!                             └─▶ alerts (rules, states, alerts) ─▶ delivery, webhooks, state file
+//! cluster mode: pipeline, alerts ─▶ cluster ─▶ Redis (fenced scripts, one stream) ─▶ cluster ─▶ delivery
 //! web (health, /api, status page, metrics) reads all of it; service wires it together.
 //! ```
 //!
@@ -18,16 +19,19 @@
 //!    rooms with the slow-client policy, batching).
 //! 2. [`alerts`]: the alert engine (rules, unit states, alerts, persistence, webhooks).
 //! 3. [`pipeline`]: one MQTT message: subscription matching, decoding, routing through the hub.
-//! 4. The edges that face peers: [`ingest`] (MQTT), [`realtime`] (Socket.io: handshake, every
+//! 4. [`cluster`]: cluster mode (`[cluster]`): membership, unit ownership, the shared feed and
+//!    the event stream in Redis (docs/scaling.md). Absent from a single box.
+//! 5. The edges that face peers: [`ingest`] (MQTT), [`realtime`] (Socket.io: handshake, every
 //!    client event, the connection transport).
-//! 5. [`web`]: health, `/api/`, the status page, the `/live` wallboard, `/metrics`.
-//! 6. [`config`]: composes the sections each layer owns, env overrides, secrets.
-//! 7. [`service`] (the composition root: run, reload, systemd) and [`simulate`] (a tool).
+//! 6. [`web`]: health, `/api/`, the status page, the `/live` wallboard, `/metrics`.
+//! 7. [`config`]: composes the sections each layer owns, env overrides, secrets.
+//! 8. [`service`] (the composition root: run, reload, systemd) and [`simulate`] (a tool).
 //!
 //! `main.rs` is only the CLI.
 
 pub mod alerts;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod decode;

@@ -11,6 +11,7 @@ const LAYERS: &[&[&str]] = &[
     &["decode", "auth", "delivery"],
     &["alerts"],
     &["pipeline"],
+    &["cluster"],
     &["ingest", "realtime"],
     &["web"],
     &["config"],

@@ -340,8 +340,8 @@ async fn counted(bin: &Service, n: usize) -> Value {
     .1
 }
 
-/// `check-config` (and so the service's start) refuses a shared subscription outside cluster
-/// mode, naming the key, why, and the plain filter to subscribe instead.
+/// `check-config` (and so the service's start) refuses a shared subscription (cluster mode does
+/// not use them either), naming the key, why, and the plain filter to subscribe instead.
 #[test]
 fn check_config_refuses_a_shared_subscription() {
     let config =

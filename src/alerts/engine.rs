@@ -3,6 +3,10 @@
 //! the machine decides to the outlets in this order: Socket.io rooms first (latency matters),
 //! then webhooks (queued, never waited for), then the state file (handed to the writer task).
 //!
+//! In cluster mode the outlets are one [`ClusterSink`] instead: each unit's new state and its
+//! events are committed together, and webhooks are called once the commit went through (see
+//! [`super::cluster`]).
+//!
 //! Emitting before the write is deliberate: a slow SD card must not delay an alert. The price
 //! is a window of one write: if the process dies between an emit and the write that follows it,
 //! the restart does not know that alert. A graceful stop always writes the final state.
@@ -16,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, Instrument};
 
+use super::cluster::{parse_track, ClusterSink, UnitCommit};
 use super::machine::Machine;
 use super::model::Event;
 use super::rules::AlertsConfig;
@@ -72,6 +77,8 @@ pub struct Outlets {
     pub fanout: Option<Fanout>,
     /// A copy of every event, in order (tests, embedding).
     pub tap: Option<mpsc::UnboundedSender<Event>>,
+    /// Cluster mode: commits replace the socket delivery and the state file.
+    pub cluster: Option<Arc<dyn ClusterSink>>,
 }
 
 /// The engine, built by [`super::Alerts::new`] and started with [`Engine::run`].
@@ -89,7 +96,8 @@ pub struct Engine {
 struct Sinks {
     outlets: Outlets,
     hooks: Webhooks,
-    writer: Writer,
+    /// The state file's writer; none in cluster mode.
+    writer: Option<Writer>,
 }
 
 impl Engine {
@@ -99,7 +107,10 @@ impl Engine {
     pub async fn run(mut self, outlets: Outlets, tasks: TaskTracker, stop: CancellationToken) {
         let span = info_span!("alerts");
         async move {
-            let writer = Writer::spawn(self.state_dir.clone(), self.shared.store.clone(), &tasks);
+            let writer = outlets
+                .cluster
+                .is_none()
+                .then(|| Writer::spawn(self.state_dir.clone(), self.shared.store.clone(), &tasks));
             let hooks = Webhooks::spawn(
                 &self.config,
                 self.shared.webhooks.clone(),
@@ -134,8 +145,8 @@ impl Engine {
             while let Some(cmd) = self.rx.recv().await {
                 self.handle(&mut sinks, cmd).await;
             }
-            if self.machine.has_unsaved() {
-                sinks.writer.write(&self.machine.save(self.clock.now()));
+            if let Some(writer) = sinks.writer.as_ref().filter(|_| self.machine.has_unsaved()) {
+                writer.write(&self.machine.save(self.clock.now()));
             }
             info!("alert engine stopped");
         }
@@ -174,6 +185,22 @@ impl Engine {
                     return;
                 }
             },
+            Command::Own {
+                unit,
+                track,
+                last_at,
+            } => {
+                let saved = track.as_deref().and_then(|t| parse_track(&unit, t));
+                self.machine.own(now, &unit, saved, last_at)
+            }
+            Command::Release { unit } => {
+                self.machine.release(&unit);
+                return;
+            }
+            Command::TouchAll => {
+                self.machine.touch_all();
+                Vec::new()
+            }
             Command::Reload { book, reply } => {
                 let out = self.machine.reload(book, now);
                 info!(events = out.len(), "alert rules reloaded");
@@ -188,6 +215,9 @@ impl Engine {
 
     /// Announces `out` (rooms, webhooks, tap), then hands the state to the writer if it changed.
     async fn publish(&mut self, sinks: &mut Sinks, out: Vec<Out>) {
+        if let Some(cluster) = sinks.outlets.cluster.clone() {
+            return self.commit(sinks, &*cluster, out);
+        }
         // The view first: a client that acts on an event at once (alert:ack) must find it.
         if !out.is_empty() {
             self.refresh_view();
@@ -205,8 +235,41 @@ impl Engine {
                 let _ = tap.send(o.event);
             }
         }
-        if self.machine.needs_save() {
-            sinks.writer.write(&self.machine.save(self.clock.now()));
+        if let Some(writer) = sinks.writer.as_ref().filter(|_| self.machine.needs_save()) {
+            writer.write(&self.machine.save(self.clock.now()));
+        }
+    }
+
+    /// Cluster mode: each changed unit's state with its events, in one commit per unit.
+    fn commit(&mut self, sinks: &mut Sinks, cluster: &dyn ClusterSink, out: Vec<Out>) {
+        let mut commits: Vec<UnitCommit> = self
+            .machine
+            .take_changed()
+            .into_iter()
+            .map(|(unit, track)| UnitCommit {
+                unit,
+                track: serde_json::to_string(&track).ok(),
+                events: Vec::new(),
+            })
+            .collect();
+        for o in out {
+            debug!(event = o.event.name(), unit = %o.event.unit_id(), "alert event");
+            self.shared.count(&o.event);
+            if let Some(tap) = &sinks.outlets.tap {
+                let _ = tap.send(o.event.clone());
+            }
+            let unit = o.event.unit_id().clone();
+            match commits.iter_mut().find(|c| c.unit == unit) {
+                Some(c) => c.events.push(o),
+                None => commits.push(UnitCommit {
+                    unit,
+                    track: None,
+                    events: vec![o],
+                }),
+            }
+        }
+        if !commits.is_empty() {
+            cluster.commit(commits, sinks.hooks.clone());
         }
     }
 

@@ -33,6 +33,9 @@ pub const SAVED_VERSION: u32 = 1;
 pub enum AckError {
     #[error("no open alert with that id")]
     NotFound,
+    /// Cluster mode: the instance that owns the alert's unit did not answer in time.
+    #[error("the instance that owns the alert did not answer")]
+    Unavailable,
 }
 
 pub struct Machine {
@@ -46,6 +49,10 @@ pub struct Machine {
     dirty: bool,
     /// Only `last_seen` times changed (written at shutdown, not per reading).
     seen_dirty: bool,
+    /// Cluster mode: the units this machine holds (the others belong to other instances).
+    owned: Option<std::collections::HashSet<Arc<str>>>,
+    /// Units whose state changed since [`Machine::take_changed`] (cluster mode).
+    changed: std::collections::BTreeSet<Arc<str>>,
 }
 
 impl Machine {
@@ -76,9 +83,83 @@ impl Machine {
             rng,
             dirty: false,
             seen_dirty: false,
+            owned: None,
+            changed: Default::default(),
         };
         let out = m.reload(book, now);
         (m, out)
+    }
+
+    /// Cluster mode: a machine that holds no unit until [`Machine::own`] gives it one.
+    pub fn partial(book: RuleBook, now: DateTime<Utc>, rng: fastrand::Rng) -> Machine {
+        let mut m = Machine {
+            book: RuleBook::default(),
+            tracks: HashMap::new(),
+            queue: BTreeSet::new(),
+            filed: HashMap::new(),
+            hold_until: None,
+            rng,
+            dirty: false,
+            seen_dirty: false,
+            owned: Some(Default::default()),
+            changed: Default::default(),
+        };
+        m.reload(book, now);
+        m
+    }
+
+    /// Cluster mode: this instance owns `unit` from now on. `saved`: the state its previous
+    /// owner left (none: watched from `now`); `last_at`: when its last reading was received,
+    /// which the saved state does not follow reading by reading. A unit already held keeps its
+    /// state (it is newer than any copy) and is marked to be written again. Deadlines that
+    /// passed while nobody owned it fire at once.
+    pub fn own(
+        &mut self,
+        now: DateTime<Utc>,
+        unit: &Arc<str>,
+        saved: Option<Track>,
+        last_at: Option<DateTime<Utc>>,
+    ) -> Vec<Out> {
+        let mut out = Vec::new();
+        if let Some(owned) = &mut self.owned {
+            owned.insert(unit.clone());
+        }
+        self.changed.insert(unit.clone());
+        if self.book.get(unit).is_none() {
+            return out;
+        }
+        self.tracks.entry(unit.clone()).or_insert_with(|| {
+            let mut t = saved.unwrap_or_else(|| Track::new(now));
+            if let Some(at) = last_at {
+                t.last_seen = t.last_seen.max(at.min(now));
+            }
+            t
+        });
+        self.step(unit, now, &mut out, |track, cx| track.on_time(cx));
+        out
+    }
+
+    /// Cluster mode: `unit` belongs to another instance now; its timers stop here.
+    pub fn release(&mut self, unit: &str) {
+        if let Some(owned) = &mut self.owned {
+            owned.remove(unit);
+        }
+        self.tracks.remove(unit);
+        self.changed.remove(unit);
+        self.unfile(unit);
+    }
+
+    /// Cluster mode: marks every held unit to be written again (Redis lost what it kept).
+    pub fn touch_all(&mut self) {
+        self.changed.extend(self.tracks.keys().cloned());
+    }
+
+    /// The units whose state changed since the last call, with that state.
+    pub fn take_changed(&mut self) -> Vec<(Arc<str>, Track)> {
+        std::mem::take(&mut self.changed)
+            .into_iter()
+            .filter_map(|u| Some((u.clone(), self.tracks.get(&u)?.clone())))
+            .collect()
     }
 
     /// A temperature reading of `unit` (after it was emitted), with its battery level if any.
@@ -171,6 +252,9 @@ impl Machine {
                 let mut out = Vec::new();
                 if let Some(e) = event {
                     self.dirty = true;
+                    if self.owned.is_some() {
+                        self.changed.insert(alert.unit_id.clone());
+                    }
                     out.push(Out {
                         event: Event::Acknowledged(e),
                         org: alert.organization_id.clone(),
@@ -204,6 +288,10 @@ impl Machine {
         self.book = book;
         let units: Vec<Arc<str>> = self.book.units().map(|b| b.unit.id.clone()).collect();
         for unit in units {
+            let held = self.owned.as_ref().is_none_or(|o| o.contains(&unit));
+            if !held {
+                continue;
+            }
             if !self.tracks.contains_key(&unit) {
                 self.tracks.insert(unit.clone(), Track::new(now));
                 self.seen_dirty = true;
@@ -273,6 +361,9 @@ impl Machine {
         f(track, &mut cx);
         track.announce(&mut cx);
         self.dirty |= cx.changed;
+        if cx.changed && self.owned.is_some() {
+            self.changed.insert(book.unit.id.clone());
+        }
         let deadline = track
             .deadline(&book.rules)
             .map(|d| self.hold_until.map_or(d, |h| d.max(h)));

@@ -14,12 +14,15 @@
 //!   escalating, resolving its alerts).
 //! - [`machine`]: every unit plus the deadline queue (pure: time is an argument).
 //! - [`engine`]: the task that owns the machine; [`store`] and [`webhook`] are its outputs.
+//! - [`cluster`]: cluster mode, where each instance evaluates the units it owns, keeps their
+//!   state in Redis instead of the state file, and forwards acknowledgements to the owner.
 //!
 //! The client events (`alert:ack`, `get:alerts`) are Socket.io handlers, in `realtime::alerts`.
 //! [`Alerts`] is the cheap-clone handle the pipeline and socket handlers hold: a sender into the
 //! engine's input queue plus a read-only view of the open alerts, replaced by the engine after
 //! every change so that `get:alerts` never waits behind readings.
 
+pub mod cluster;
 mod door;
 pub mod engine;
 mod judge;
@@ -46,7 +49,7 @@ pub use engine::{Clock, Engine, Outlets};
 pub use machine::AckError;
 pub use model::{Alert, AlertType, Event, Severity, UnitState};
 pub use rules::{AlertsConfig, RuleBook, RuleError, RuleSet};
-pub use unit::Report;
+pub use unit::{Out, Report};
 
 use crate::core::reading::SensorReading;
 use crate::core::registry::Registry;
@@ -86,6 +89,16 @@ pub(crate) enum Command {
         book: RuleBook,
         reply: oneshot::Sender<()>,
     },
+    /// Cluster mode: this instance owns `unit` now (see [`cluster`]).
+    Own {
+        unit: Arc<str>,
+        track: Option<String>,
+        last_at: Option<DateTime<Utc>>,
+    },
+    /// Cluster mode: `unit` belongs to another instance now.
+    Release { unit: Arc<str> },
+    /// Cluster mode: write every held unit's state again.
+    TouchAll,
 }
 
 /// What the handle shares with the engine task.
@@ -102,6 +115,9 @@ pub(crate) struct Shared {
     resolved: AtomicU64,
     acknowledged: AtomicU64,
     state_changes: AtomicU64,
+    /// Cluster mode: every unit's state and open alerts as the owners last committed them
+    /// (the view is built from this instead of the engine's own units).
+    cluster: Option<cluster::ClusterView>,
 }
 
 /// A snapshot of the engine's state for readers.
@@ -113,6 +129,9 @@ pub struct View {
 
 impl Shared {
     fn set_view(&self, alerts: Vec<Alert>, states: BTreeMap<Arc<str>, UnitState>) {
+        if self.cluster.is_some() {
+            return; // the owners' commits build the view (cluster::ClusterView)
+        }
         *self.view.write().expect("alert view") = Arc::new(View { alerts, states });
     }
 
@@ -149,6 +168,53 @@ impl Alerts {
         };
         let now = clock.now();
         let (machine, pending) = Machine::resume(book, saved, now, grace, fastrand::Rng::new());
+        info!(
+            resumed,
+            open_alerts = machine.open_alerts().len(),
+            dir = %state_dir.display(),
+            "alert engine ready"
+        );
+        Ok(Self::assemble(
+            config, state_dir, clock, machine, pending, store, defaults, None,
+        ))
+    }
+
+    /// Cluster mode: an engine that holds no unit until the cluster gives it one (see
+    /// [`cluster`]), with no state file.
+    pub fn new_cluster(
+        config: &AlertsConfig,
+        registry: &Registry,
+        clock: Clock,
+    ) -> Result<(Alerts, Engine), RuleError> {
+        let defaults = config.defaults();
+        let book = RuleBook::build(registry, &defaults)?;
+        let machine = Machine::partial(book, clock.now(), fastrand::Rng::new());
+        let store = Arc::new(StoreHealth::default());
+        let view = Some(cluster::ClusterView::default());
+        let dir = Path::new("");
+        Ok(Self::assemble(
+            config,
+            dir,
+            clock,
+            machine,
+            Vec::new(),
+            store,
+            defaults,
+            view,
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        config: &AlertsConfig,
+        state_dir: &Path,
+        clock: Clock,
+        machine: Machine,
+        pending: Vec<Out>,
+        store: Arc<StoreHealth>,
+        defaults: RuleSet,
+        cluster: Option<cluster::ClusterView>,
+    ) -> (Alerts, Engine) {
         let (tx, rx) = mpsc::channel(INPUT_QUEUE);
         let shared = Arc::new(Shared {
             tx,
@@ -161,14 +227,9 @@ impl Alerts {
             resolved: AtomicU64::new(0),
             acknowledged: AtomicU64::new(0),
             state_changes: AtomicU64::new(0),
+            cluster,
         });
         shared.set_view(machine.open_alerts(), machine.states());
-        info!(
-            resumed,
-            open_alerts = machine.open_alerts().len(),
-            dir = %state_dir.display(),
-            "alert engine ready"
-        );
         let engine = Engine {
             machine,
             rx,
@@ -178,7 +239,7 @@ impl Alerts {
             state_dir: state_dir.to_path_buf(),
             pending,
         };
-        Ok((Alerts(shared), engine))
+        (Alerts(shared), engine)
     }
 
     /// Hands a mapped live reading (its temperature, humidity and battery) to the engine;
@@ -238,6 +299,16 @@ impl Alerts {
 
     /// Records an acknowledgement by `by` (a token subject) and announces it.
     pub async fn acknowledge(&self, alert_id: &str, by: &str) -> Result<Alert, AckError> {
+        let local = self.acknowledge_here(alert_id, by).await;
+        match (&local, self.0.cluster.as_ref().and_then(|c| c.forward())) {
+            (Err(AckError::NotFound), Some(owner)) => owner.forward(alert_id, by).await,
+            _ => local,
+        }
+    }
+
+    /// An acknowledgement judged by this instance's engine alone (in cluster mode it holds
+    /// only the units this instance owns).
+    pub async fn acknowledge_here(&self, alert_id: &str, by: &str) -> Result<Alert, AckError> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Ack {
             alert_id: alert_id.to_string(),

@@ -50,6 +50,7 @@ impl Running {
         let outlets = Outlets {
             fanout: None,
             tap: Some(tap),
+            cluster: None,
         };
         let tasks = TaskTracker::new();
         let stop = CancellationToken::new();

@@ -144,6 +144,7 @@ pub struct WebhookStats {
 }
 
 /// The engine's side: one bounded queue per URL.
+#[derive(Clone)]
 pub struct Webhooks {
     queues: Vec<(String, mpsc::Sender<Bytes>)>,
     stats: Arc<WebhookStats>,

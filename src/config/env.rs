@@ -26,6 +26,11 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("SENSORCAST_LOG__LEVEL", "log.level"),
     ("SENSORCAST_LOG__FORMAT", "log.format"),
     ("SENSORCAST_METRICS__LISTEN", "metrics.listen"),
+    (
+        "SENSORCAST_CLUSTER__REDIS_URL",
+        "cluster.redis_url (turns cluster mode on)",
+    ),
+    ("SENSORCAST_CLUSTER__NODE_ID", "cluster.node_id"),
 ];
 
 impl Config {
@@ -64,6 +69,12 @@ impl Config {
                     self.metrics.listen = value
                         .parse()
                         .map_err(|e| bad(format!("not an address: {e}")))?
+                }
+                "SENSORCAST_CLUSTER__REDIS_URL" => {
+                    self.cluster.get_or_insert_with(Default::default).redis_url = value.clone()
+                }
+                "SENSORCAST_CLUSTER__NODE_ID" => {
+                    self.cluster.get_or_insert_with(Default::default).node_id = Some(value.clone())
                 }
                 // The config file path itself is read by main, not here.
                 "SENSORCAST_CONFIG" => {}

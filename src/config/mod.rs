@@ -23,6 +23,7 @@ pub use env::ENV_OVERRIDES;
 
 use crate::alerts::AlertsConfig;
 use crate::auth::{AuthConfig, AuthMode};
+use crate::cluster::ClusterConfig;
 use crate::core::duration::duration_str;
 use crate::core::error::{located, read_text, toml_error_message};
 use crate::ingest::MqttConfig;
@@ -54,6 +55,9 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub status: StatusConfig,
+    /// Cluster mode (several instances on Redis); absent on a single box.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
     /// The directory of the config file; relative paths inside it resolve against this.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -274,6 +278,9 @@ impl Config {
         section("http", check_origins(&self.http.cors_origins))?;
         section("registry", check_registry_file(&self.registry.file))?;
         section("state", check_state_dir(&self.state.dir))?;
+        if let Some(cluster) = &self.cluster {
+            section("cluster", cluster.validate())?;
+        }
         Ok(())
     }
 }

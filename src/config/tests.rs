@@ -145,8 +145,8 @@ fn a_bad_subscription_option_is_a_config_error_with_its_line() {
 
 /// A shared subscription (`$share/<group>/<filter>`) makes the broker deal each message to one
 /// member of the group in turn, splitting one unit's readings (its seq, history and alert
-/// rules) between instances. There is no cluster mode that could make that safe yet, so the
-/// config refuses it, naming the key, why, and what to subscribe instead.
+/// rules) between instances. Cluster mode does not use them either (every instance subscribes to
+/// everything), so the config refuses it, naming the key, why, and what to subscribe instead.
 #[test]
 fn a_shared_subscription_is_refused_with_why_and_what_to_do_instead() {
     let (dir, _) = setup();
@@ -160,4 +160,52 @@ fn a_shared_subscription_is_refused_with_why_and_what_to_do_instead() {
     for why in ["$share", "split", "cluster", "\"sensors/+\""] {
         assert!(err.contains(why), "{why:?} not in {err}");
     }
+}
+
+/// `[cluster]`: absent, nothing of cluster mode; a bad Redis URL or timings that cannot work
+/// are one clear error naming the key; the environment can turn it on per instance.
+#[test]
+fn the_cluster_section_is_checked_and_can_come_from_the_environment() {
+    let (dir, path) = setup();
+    assert!(Config::load_with_env(&path, &[]).unwrap().cluster.is_none());
+    let bad = |extra: &str| {
+        let p = write(
+            dir.path(),
+            "c.toml",
+            &format!("{MINIMAL}[cluster]\n{extra}"),
+        );
+        Config::load_with_env(&p, &[]).unwrap_err().to_string()
+    };
+    let err = bad("redis_url = \"http://cache:6379\"\n");
+    assert!(
+        err.contains("cluster.redis_url") && err.contains("redis://"),
+        "{err}"
+    );
+    let err = bad("redis_url = \"redis://cache\"\nheartbeat = \"1s\"\nnode_ttl = \"2s\"\n");
+    assert!(
+        err.contains("cluster.node_ttl") && err.contains("three heartbeats"),
+        "{err}"
+    );
+    let err = bad("redis_url = \"redis://cache\"\nnode_id = \"\"\n");
+    assert!(err.contains("cluster.node_id"), "{err}");
+    let env = [
+        (
+            "SENSORCAST_CLUSTER__REDIS_URL".to_string(),
+            "redis://cache:6380/1".to_string(),
+        ),
+        (
+            "SENSORCAST_CLUSTER__NODE_ID".to_string(),
+            "edge-2".to_string(),
+        ),
+    ];
+    let c = Config::load_with_env(&path, &env).unwrap();
+    let cluster = c.cluster.expect("cluster mode from the environment");
+    assert_eq!(cluster.redis_url, "redis://cache:6380/1");
+    assert_eq!(cluster.node_id(3000), "edge-2");
+    assert_eq!(cluster.held_window(), std::time::Duration::from_secs(15));
+    let only_id = [("SENSORCAST_CLUSTER__NODE_ID".to_string(), "x".to_string())];
+    let err = Config::load_with_env(&path, &only_id)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cluster.redis_url"), "{err}");
 }

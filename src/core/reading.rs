@@ -1,10 +1,12 @@
 //! The `sensor:reading` event as dashboards receive it. One struct, serialised once per emit by
 //! socketioxide and shared (as `Arc`) between the emit and the per-unit "latest" cache. Also
-//! the `unit:door` event and the door state a reading carries.
+//! the `unit:door` event and the door state a reading carries. In cluster mode these also come
+//! back from Redis (the shared history, the event stream), hence `Deserialize`.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Serialize, Serializer};
-use std::sync::Arc;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Wire form of a mapped reading (see docs/protocol.md).
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -41,6 +43,61 @@ pub struct SensorReading {
     pub door: Option<DoorState>,
 }
 
+/// [`SensorReading`] as it is read back (cluster mode keeps readings in Redis): owned text
+/// where the struct has a `&'static str`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReadingIn {
+    id: String,
+    seq: u64,
+    unit_id: Arc<str>,
+    site_id: Arc<str>,
+    organization_id: Arc<str>,
+    device_id: Arc<str>,
+    temperature: f64,
+    humidity: Option<f64>,
+    battery: Option<f64>,
+    signal_strength: Option<f64>,
+    recorded_at: DateTime<Utc>,
+    received_at: DateTime<Utc>,
+    source: String,
+    #[serde(deserialize_with = "extra_from_object")]
+    extra: Extra,
+    #[serde(default)]
+    retained: bool,
+    #[serde(default)]
+    door: Option<DoorState>,
+}
+
+impl<'de> Deserialize<'de> for SensorReading {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        ReadingIn::deserialize(d).map(SensorReading::from)
+    }
+}
+
+impl From<ReadingIn> for SensorReading {
+    fn from(r: ReadingIn) -> Self {
+        SensorReading {
+            id: r.id,
+            seq: r.seq,
+            unit_id: r.unit_id,
+            site_id: r.site_id,
+            organization_id: r.organization_id,
+            device_id: r.device_id,
+            temperature: r.temperature,
+            humidity: r.humidity,
+            battery: r.battery,
+            signal_strength: r.signal_strength,
+            recorded_at: r.recorded_at,
+            received_at: r.received_at,
+            source: static_name(r.source),
+            extra: r.extra,
+            retained: r.retained,
+            door: r.door,
+        }
+    }
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -60,7 +117,7 @@ impl SensorReading {
 
 /// A unit's door as a reading (and `get:latest`) carries it: the contact that decides it, and
 /// since when it is in that state.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct DoorState {
     pub device_id: Arc<str>,
@@ -70,7 +127,7 @@ pub struct DoorState {
 }
 
 /// The `unit:door` event: one door contact of a unit changed state (see docs/protocol.md).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct UnitDoor {
     pub unit_id: Arc<str>,
@@ -107,6 +164,34 @@ fn extra_object<S: Serializer>(extra: &Extra, s: S) -> Result<S::Ok, S::Error> {
         m.serialize_entry(k, v)?;
     }
     m.end()
+}
+
+fn extra_from_object<'de, D: Deserializer<'de>>(d: D) -> Result<Extra, D::Error> {
+    let map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+    Ok(map
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v.as_f64()?)))
+        .collect())
+}
+
+/// Names read back as `&'static str` (a reading's `source`). Only the decoders' handful of
+/// format names ever come back (from our own Redis entries); past [`MAX_NAMES`] a name is read
+/// as `"unknown"` instead of being kept, so a bad entry cannot grow this.
+static NAMES: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
+const MAX_NAMES: usize = 64;
+
+fn static_name(name: String) -> &'static str {
+    let mut set = NAMES.lock().unwrap_or_else(PoisonError::into_inner);
+    let set = set.get_or_insert_with(HashSet::new);
+    if let Some(known) = set.get(name.as_str()) {
+        return known;
+    }
+    if set.len() >= MAX_NAMES {
+        return "unknown";
+    }
+    let leaked: &'static str = Box::leak(name.into_boxed_str());
+    set.insert(leaked);
+    leaked
 }
 
 /// RFC 3339 in UTC with milliseconds, like JavaScript's `Date.toISOString()`.
@@ -158,5 +243,37 @@ mod tests {
         assert_eq!(r.alive_at(), Some(t(-3600)));
         r.recorded_at = t(60);
         assert_eq!(r.alive_at(), Some(t(0)), "a future time counts as receipt");
+    }
+
+    /// What cluster mode keeps in Redis reads back as the reading it was.
+    #[test]
+    fn a_reading_reads_back_from_its_json() {
+        let t = Utc.timestamp_millis_opt(1_700_000_000_123).unwrap();
+        let r = SensorReading {
+            id: "e-u-7".into(),
+            seq: 7,
+            unit_id: "u".into(),
+            site_id: "s".into(),
+            organization_id: "o".into(),
+            device_id: "d".into(),
+            temperature: -18.25,
+            humidity: Some(61.0),
+            battery: None,
+            signal_strength: Some(-70.0),
+            recorded_at: t,
+            received_at: t,
+            source: "ttn-v3",
+            extra: vec![("co2".into(), 410.0)],
+            retained: true,
+            door: Some(DoorState {
+                device_id: "c".into(),
+                open: true,
+                since: t,
+            }),
+        };
+        let json = serde_json::to_string(&r).unwrap();
+        let back: SensorReading = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(serde_json::to_string(&back).unwrap(), json);
     }
 }

@@ -40,6 +40,9 @@ pub struct Stats {
     slow_marked: AtomicU64,
     /// Time from MQTT receipt to the reading being handed to its sockets (`/metrics`).
     pub emit_latency: Latency,
+    /// Cluster mode: messages published after a takeover because the unit's previous owner
+    /// had taken them but not published them.
+    pub cluster_replayed: AtomicU64,
 }
 
 fn bump<K: Eq + std::hash::Hash>(map: &DashMap<K, AtomicU64>, key: K, n: u64) {

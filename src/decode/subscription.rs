@@ -156,7 +156,7 @@ pub fn match_filter(topic: &str) -> &str {
 
 /// A subscription's topic: an MQTT filter (rumqttc's `valid_filter`: `#` only as the whole
 /// last level, `+` a whole level), optionally shared as `$share/<group>/<filter>` (syntax
-/// only: the `[mqtt]` section refuses shared subscriptions while there is no cluster mode).
+/// only: the `[mqtt]` section refuses shared subscriptions; cluster mode does not use them).
 pub fn validate_topic_filter(topic: &str) -> Result<(), String> {
     if let Some(c) = topic.chars().find(|c| c.is_control()) {
         return Err(format!(

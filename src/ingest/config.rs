@@ -105,16 +105,17 @@ impl MqttConfig {
 /// broker deals a shared group's messages out one by one (Mosquitto: strict round-robin over
 /// the members' sessions), so one unit's readings would be split between instances, each
 /// with its own `seq`, history and alert state: gaps for every dashboard, and alert rules
-/// judging half of the readings. Only a cluster mode (a `[cluster]` section, being designed)
-/// could share the load safely; until then it is refused. `decode::match_filter` keeps
-/// understanding the prefix for that day.
+/// judging half of the readings. Cluster mode does not use them either: there every instance
+/// subscribes to every topic and the instances share the units among themselves
+/// (docs/scaling.md). `decode::match_filter` keeps understanding the prefix.
 fn shared_refused(topic: &str) -> String {
     format!(
         "{topic:?} is a shared subscription: the broker would deal each message to one \
          instance of the group in turn, and so split one unit's readings (its seq, history \
-         and alert rules) between instances. sensorcast has no cluster mode yet. Subscribe \
-         to {:?} instead (one instance takes every reading); to spread the load, give each \
-         instance filters of its own, so that all the sensors of a unit go to one instance.",
+         and alert rules) between instances. Subscribe to {:?} instead. To run several \
+         instances, use cluster mode: a [cluster] section and an mqtt.client_id of its own \
+         for each; every instance then subscribes to everything and they share the units \
+         (docs/scaling.md).",
         match_filter(topic)
     )
 }

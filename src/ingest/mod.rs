@@ -39,6 +39,7 @@ pub use guard::GuardError;
 
 use crate::core::health::{MqttHealth, STABLE_AFTER};
 use crate::decode::Subscription;
+use crate::pipeline::shared::Change;
 use crate::pipeline::Pipeline;
 use guard::{Guard, Link};
 use session::Session;
@@ -152,13 +153,15 @@ impl Backoff {
 }
 
 /// Runs until `shutdown` is cancelled, then sends DISCONNECT, stops the guard and returns.
-/// `updates` carries reloaded subscription lists.
+/// `updates` carries reloaded subscription lists; `changes` (cluster mode) the ownership
+/// changes the pipeline applies between two messages.
 pub async fn run(
     cfg: MqttConfig,
     connector: Connector,
     mut pipeline: Pipeline,
     health: Arc<MqttHealth>,
     mut updates: watch::Receiver<Arc<[Subscription]>>,
+    mut changes: Option<tokio::sync::mpsc::Receiver<Change>>,
     shutdown: CancellationToken,
 ) {
     let Connector { options, guard } = connector;
@@ -174,18 +177,29 @@ pub async fn run(
     let mut backoff = Backoff::new(cfg.reconnect_min, cfg.reconnect_max);
     let mut session = Session::new(updates.borrow_and_update().clone(), &client);
     info!(url = %cfg.url, client_id = %cfg.client_id, "mqtt ingest starting");
-    loop {
-        // No timer arm here: dropping `poll` mid-connect loses the connection attempt.
-        let event = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            Ok(()) = updates.changed() => {
-                let new = updates.borrow_and_update().clone();
-                pipeline.set_subscriptions(&new);
-                session.update(new, &health);
-                continue;
+    let mut expire = tokio::time::interval(EXPIRE_HELD);
+    'run: loop {
+        // `poll` is never dropped half-way but at shutdown: it is not cancel-safe (a dropped
+        // poll loses a connection attempt, or the acks it took from the request channel and
+        // had not written yet, after which the broker stops sending at its in-flight limit).
+        // The other arms run while it waits, and it goes on afterwards.
+        let event = {
+            let poll = eventloop.poll();
+            tokio::pin!(poll);
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => break 'run,
+                    Ok(()) = updates.changed() => {
+                        let new = updates.borrow_and_update().clone();
+                        pipeline.set_subscriptions(&new);
+                        session.update(new, &health);
+                    }
+                    Some(change) = next_change(&mut changes) => pipeline.apply(change).await,
+                    _ = expire.tick(), if changes.is_some() => pipeline.expire_held(),
+                    ev = &mut poll => break ev,
+                }
             }
-            ev = eventloop.poll() => ev,
         };
         let event = match event {
             Ok(event) => event,
@@ -224,6 +238,17 @@ pub async fn run(
     disconnect(&client, &mut eventloop, &mut session, &health).await;
     guard_stop.cancel();
     let _ = guard_task.await;
+}
+
+/// How often held messages of other instances' units are checked for expiry (cluster mode).
+const EXPIRE_HELD: Duration = Duration::from_secs(1);
+
+/// The next ownership change; never, outside cluster mode.
+async fn next_change(changes: &mut Option<tokio::sync::mpsc::Receiver<Change>>) -> Option<Change> {
+    match changes {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Records a failed connection (in the guard's words when the guard knows why), logs it and

@@ -52,6 +52,15 @@ impl Doors {
         }
     }
 
+    /// Takes a change another instance announced (cluster mode): the contact's state becomes
+    /// the one `door` carries.
+    pub fn apply(&mut self, door: &UnitDoor) {
+        match self.0.iter_mut().find(|d| d.device_id == door.device_id) {
+            Some(d) => *d = door.clone(),
+            None => self.0.push(door.clone()),
+        }
+    }
+
     /// The unit's door: open while any contact is (the one open longest), else the contact
     /// that changed last; `None` until a contact has reported.
     pub fn current(&self) -> Option<&UnitDoor> {

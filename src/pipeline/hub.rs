@@ -3,6 +3,13 @@
 //! service `epoch`, and the bounded list of sensors that publish but are not registered
 //! (`unmapped.rs`). Cheap to clone (one `Arc`).
 //!
+//! In cluster mode (`shared.rs`) a reading is numbered by Redis instead: the instance that owns
+//! the unit [`Hub::prepare`]s it (door state, the wire form without `seq`), and every instance,
+//! the owner too, takes the numbered result back from the event stream with
+//! [`Hub::relay_reading`], under the same lock, so resume works the same way. While Redis is
+//! unreachable every instance numbers locally again ([`Hub::accept`]), under an epoch of its
+//! own, continuing from the last `seq` it knew so that no connected client sees one go back.
+//!
 //! Readings enter from the single MQTT task, so per-unit `seq` order is publish order. Each unit
 //! has its own lock, held while a reading is numbered, kept in the unit's history and emitted:
 //! a subscribe that takes the same lock to join a room and replay history therefore sees every
@@ -16,7 +23,11 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, RwLock};
 
 use super::doors::Doors;
+use super::shared::SharedHistory;
 use super::unmapped::Unmapped;
+
+#[path = "hub_shared.rs"]
+mod shared;
 pub use super::unmapped::UnmappedSensor;
 use crate::core::reading::{DoorState, SensorReading, UnitDoor};
 use crate::core::registry::{Registry, Unit};
@@ -33,8 +44,11 @@ struct Inner {
     /// Last availability report per sensor id (online?, when), for the alert engine.
     availability: DashMap<String, (bool, DateTime<Utc>)>,
     unmapped: Mutex<Unmapped>,
-    epoch: String,
+    /// Replaced when the cluster's epoch is learnt or changes, or while degraded.
+    epoch: RwLock<Arc<str>>,
     stats: Arc<Stats>,
+    /// The cluster's shared history, for resumes memory cannot serve (cluster mode only).
+    shared: std::sync::OnceLock<Arc<dyn SharedHistory>>,
 }
 
 /// How much recent history each unit keeps for resuming subscribers.
@@ -102,6 +116,32 @@ impl UnitFeed {
         complete.then_some(kept)
     }
 
+    /// [`UnitFeed::after`], or when memory does not reach back that far, what the shared
+    /// history gave (`(readings, through)`, read before this lock was taken) followed by
+    /// memory.
+    pub fn after_with(
+        &self,
+        seq: u64,
+        stored: Option<&(Vec<Arc<SensorReading>>, u64)>,
+        limits: HistoryLimits,
+    ) -> Option<Vec<Arc<SensorReading>>> {
+        if let Some(v) = self.after(seq, limits) {
+            return Some(v);
+        }
+        let (kept, through) = stored?;
+        let mut v: Vec<_> = kept
+            .iter()
+            .filter(|r| r.seq > seq && r.seq <= self.seq)
+            .cloned()
+            .collect();
+        if *through < self.seq {
+            v.extend(self.after(*through, limits)?);
+        }
+        let complete = v.first().is_some_and(|r| r.seq == seq + 1)
+            && v.windows(2).all(|w| w[1].seq == w[0].seq + 1);
+        complete.then_some(v)
+    }
+
     fn push(&mut self, reading: Arc<SensorReading>, limits: HistoryLimits) {
         if limits.max_readings > 0 {
             if self.history.len() >= limits.max_readings {
@@ -135,21 +175,22 @@ pub enum Emit<'a> {
 
 impl Hub {
     pub fn new(registry: Registry, unmapped_capacity: usize, history: HistoryLimits) -> Hub {
-        let epoch = format!("{:x}", Utc::now().timestamp_millis());
         Hub(Arc::new(Inner {
             registry: RwLock::new(Arc::new(registry)),
             units: DashMap::new(),
             history,
             availability: DashMap::new(),
             unmapped: Mutex::new(Unmapped::new(unmapped_capacity)),
-            epoch,
+            epoch: RwLock::new(new_epoch("").into()),
             stats: Arc::new(Stats::default()),
+            shared: std::sync::OnceLock::new(),
         }))
     }
 
-    /// Changes whenever history cannot be trusted (each start of the service).
-    pub fn epoch(&self) -> &str {
-        &self.0.epoch
+    /// Changes whenever history cannot be trusted (each start of the service; in cluster
+    /// mode, when Redis lost the shared state, and while this instance is degraded).
+    pub fn epoch(&self) -> Arc<str> {
+        self.0.epoch.read().expect("epoch lock").clone()
     }
 
     pub fn stats(&self) -> &Stats {
@@ -207,6 +248,41 @@ impl Hub {
         retained: bool,
         mut emit: impl FnMut(Emit<'_>, &Arc<Unit>),
     ) -> Accepted {
+        let Some(unit) = self.unit_of(&reading, topic, received_at) else {
+            return Accepted::Unmapped(reading.sensor_id);
+        };
+        let feed = self.feed(&unit.id);
+        let mut feed = feed.lock().expect("unit feed lock");
+        let epoch = self.epoch();
+        let (change, wire) = prepare(&mut feed, &unit, reading, received_at, retained);
+        if let Some(door) = &change {
+            emit(Emit::Door(door), &unit);
+        }
+        let wire = wire.map(|mut wire| {
+            feed.seq += 1;
+            wire.seq = feed.seq;
+            wire.id = format!("{epoch}-{}-{}", unit.id, feed.seq);
+            let wire = Arc::new(wire);
+            feed.push(wire.clone(), self.0.history);
+            emit(Emit::Reading(&wire), &unit);
+            wire
+        });
+        drop(feed);
+        Accepted::Mapped {
+            reading: wire,
+            unit,
+            door_changed: change.is_some(),
+        }
+    }
+
+    /// The unit `reading` belongs to; an unregistered sensor is counted and recorded in the
+    /// unmapped list (`None`).
+    pub fn unit_of(
+        &self,
+        reading: &Reading,
+        topic: &str,
+        received_at: DateTime<Utc>,
+    ) -> Option<Arc<Unit>> {
         let registry = self.registry();
         // A multi-probe device (Tasmota) may be registered as a whole: try its device id too.
         // Decoders give normalised ids: looked up as they are.
@@ -214,7 +290,7 @@ impl Hub {
             .unit_for_key(&reading.sensor_id)
             .or_else(|| registry.unit_for_key(reading.fallback_sensor_id.as_deref()?))
             .cloned();
-        let Some(unit) = unit else {
+        if unit.is_none() {
             self.0
                 .stats
                 .unmapped
@@ -225,52 +301,8 @@ impl Hub {
                 reading.source.name(),
                 received_at,
             );
-            return Accepted::Unmapped(reading.sensor_id);
-        };
-        let device: Arc<str> = reading.sensor_id.into();
-        let feed = self.feed(&unit.id);
-        let mut feed = feed.lock().expect("unit feed lock");
-        let change = reading.door_open.and_then(|open| {
-            feed.doors
-                .set(&unit, &device, open, received_at, reading.recorded_at)
-        });
-        if let Some(door) = &change {
-            emit(Emit::Door(door), &unit);
         }
-        let Some(temperature) = reading.temperature else {
-            return Accepted::Mapped {
-                reading: None,
-                unit,
-                door_changed: change.is_some(),
-            };
-        };
-        feed.seq += 1;
-        let wire = Arc::new(SensorReading {
-            id: format!("{}-{}-{}", self.0.epoch, unit.id, feed.seq),
-            seq: feed.seq,
-            unit_id: unit.id.clone(),
-            site_id: unit.site.clone(),
-            organization_id: unit.org.clone(),
-            device_id: device,
-            temperature,
-            humidity: reading.humidity,
-            battery: reading.battery,
-            signal_strength: reading.signal_strength,
-            recorded_at: reading.recorded_at,
-            received_at,
-            source: reading.source.name(),
-            extra: reading.extra,
-            retained,
-            door: feed.door().map(DoorState::from),
-        });
-        feed.push(wire.clone(), self.0.history);
-        emit(Emit::Reading(&wire), &unit);
-        drop(feed);
-        Accepted::Mapped {
-            reading: Some(wire),
-            unit,
-            door_changed: change.is_some(),
-        }
+        unit
     }
 
     /// Records a device's own online/offline report. Unknown sensors are not remembered.
@@ -326,46 +358,51 @@ impl Hub {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A probe of a multi-probe device maps through the device id when only the device is
-    /// registered; a registered probe id wins.
-    #[test]
-    fn readings_fall_back_to_the_device_id() {
-        let registry = Registry::parse(
-            "[[org]]\nid = \"o\"\n[[site]]\nid = \"s\"\norg = \"o\"\n\
-             [[unit]]\nid = \"u1\"\nsite = \"s\"\n[[unit]]\nid = \"u2\"\nsite = \"s\"\n\
-             [[sensor]]\nid = \"tasmota_dev\"\nunit = \"u1\"\n\
-             [[sensor]]\nid = \"tasmota_dev/SI7021\"\nunit = \"u2\"\n",
-            std::path::Path::new("r.toml"),
-        )
-        .unwrap();
-        let limits = HistoryLimits {
-            max_readings: 4,
-            max_age: std::time::Duration::from_secs(60),
-        };
-        let hub = Hub::new(registry, 4, limits);
-        let reading = |id: &str| Reading {
-            sensor_id: id.into(),
-            fallback_sensor_id: Some("tasmota_dev".into()),
-            temperature: Some(4.0),
-            door_open: None,
-            humidity: None,
-            battery: None,
-            signal_strength: None,
-            recorded_at: Utc::now(),
-            source: crate::decode::Format::Tasmota,
-            extra: Vec::new(),
-        };
-        let unit_of =
-            |id: &str| match hub.accept(reading(id), "tele/x/SENSOR", Utc::now(), false, |_, _| {})
-            {
-                Accepted::Mapped { unit, .. } => Some(unit.id.to_string()),
-                Accepted::Unmapped(_) => None,
-            };
-        assert_eq!(unit_of("tasmota_dev/DS18B20-1").as_deref(), Some("u1"));
-        assert_eq!(unit_of("tasmota_dev/SI7021").as_deref(), Some("u2"));
+/// A new epoch: the time in hex, and `suffix` (a node id while degraded) when not empty.
+pub fn new_epoch(suffix: &str) -> String {
+    let t = format!("{:x}", Utc::now().timestamp_millis());
+    if suffix.is_empty() {
+        t
+    } else {
+        format!("{t}.{suffix}")
     }
 }
+
+/// Records the reading's door state (the change, if any) and builds its wire form (if it has
+/// a temperature) without `seq` and `id`, under the unit's lock.
+fn prepare(
+    feed: &mut UnitFeed,
+    unit: &Arc<Unit>,
+    reading: Reading,
+    received_at: DateTime<Utc>,
+    retained: bool,
+) -> (Option<UnitDoor>, Option<SensorReading>) {
+    let device: Arc<str> = reading.sensor_id.into();
+    let change = reading.door_open.and_then(|open| {
+        feed.doors
+            .set(unit, &device, open, received_at, reading.recorded_at)
+    });
+    let wire = reading.temperature.map(|temperature| SensorReading {
+        id: String::new(),
+        seq: 0,
+        unit_id: unit.id.clone(),
+        site_id: unit.site.clone(),
+        organization_id: unit.org.clone(),
+        device_id: device,
+        temperature,
+        humidity: reading.humidity,
+        battery: reading.battery,
+        signal_strength: reading.signal_strength,
+        recorded_at: reading.recorded_at,
+        received_at,
+        source: reading.source.name(),
+        extra: reading.extra,
+        retained,
+        door: feed.door().map(DoorState::from),
+    });
+    (change, wire)
+}
+
+#[cfg(test)]
+#[path = "hub_tests.rs"]
+mod tests;

@@ -6,18 +6,23 @@
 //!   list of sensors that publish but are not registered; `doors`: each unit's door contacts.
 //! - [`topics`]: which subscription a topic belongs to, and the bounded form of long text.
 //! - [`rejections`]: which rejections are also logged (bounded in lines, bytes and memory).
+//! - [`shared`]: the interface to a cluster of instances (cluster mode); `partition`: what the
+//!   pipeline does with a message in cluster mode (publish, hold, or deliver alone).
 //!
 //! The pipeline is owned by the MQTT task alone (it is not `Clone` and takes `&mut self`), so
 //! the decoders' memory and the rejection log need no locks.
 
 mod doors;
 pub mod hub;
+mod partition;
 pub mod rejections;
+pub mod shared;
 pub mod topics;
 mod unmapped;
 
 use chrono::Utc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::Instant;
 use tracing::debug;
 
@@ -26,6 +31,7 @@ use crate::decode::{self, DecodeState, Decoded, Message, Subscription, MAX_TOPIC
 use crate::delivery::{to_json, Batcher, Fanout, Kind, Payload};
 use hub::{Accepted, Emit, Hub};
 use rejections::RejectionLog;
+use shared::{fingerprint, Publish, Replicas};
 use topics::topic_matches;
 
 /// A subscription with the decoder memory that belongs to it (Shelly's last status per device).
@@ -42,6 +48,17 @@ pub struct Pipeline {
     routes: Vec<Route>,
     max_payload: usize,
     rejections: RejectionLog,
+    /// Cluster mode: the cluster and this instance's share of the units.
+    cluster: Option<(Arc<dyn Publish>, Replicas)>,
+}
+
+/// Where one decoded reading came from, for [`Pipeline::dispatch`].
+struct Origin<'a> {
+    topic: &'a str,
+    payload: &'a [u8],
+    received_at: chrono::DateTime<Utc>,
+    received: Instant,
+    retained: bool,
 }
 
 impl Pipeline {
@@ -61,9 +78,16 @@ impl Pipeline {
             routes: Vec::new(),
             max_payload,
             rejections: RejectionLog::default(),
+            cluster: None,
         };
         p.set_subscriptions(subscriptions);
         p
+    }
+
+    /// Cluster mode: readings of units this instance owns go to `cluster`, the others are held
+    /// (see [`shared`]).
+    pub fn attach_cluster(&mut self, cluster: Arc<dyn Publish>, replicas: Replicas) {
+        self.cluster = Some((cluster, replicas));
     }
 
     /// A reloaded subscription list. A subscription that is still there unchanged keeps its
@@ -137,8 +161,14 @@ impl Pipeline {
                     if reading.door_open.is_some() {
                         stats.door_reports.fetch_add(1, Relaxed);
                     }
-                    self.dispatch(reading, topic, received_at, received, retained)
-                        .await;
+                    let origin = Origin {
+                        topic,
+                        payload,
+                        received_at,
+                        received,
+                        retained,
+                    };
+                    self.dispatch(reading, &origin).await;
                 }
             }
             // A retained availability report is taken as it is: it is the broker's record of
@@ -184,10 +214,28 @@ impl Pipeline {
         self.rejections.log(None, topic, &why);
     }
 
+    /// A decoded reading: in cluster mode see [`Pipeline::dispatch_shared`]; otherwise (and in
+    /// cluster mode while the cluster cannot be reached) numbered and delivered here.
+    async fn dispatch(&mut self, reading: decode::Reading, o: &Origin<'_>) {
+        match &self.cluster {
+            Some((cluster, _)) if !cluster.alone() => self.dispatch_shared(reading, o).await,
+            Some((cluster, _)) => {
+                if cluster.deliver_alone(fingerprint(o.topic, o.payload, &reading.sensor_id)) {
+                    self.dispatch_local(reading, o.topic, o.received_at, o.received, o.retained)
+                        .await
+                }
+            }
+            None => {
+                self.dispatch_local(reading, o.topic, o.received_at, o.received, o.retained)
+                    .await
+            }
+        }
+    }
+
     /// Numbers, keeps and emits a decoded reading, then hands it to the alert engine: a live
     /// one as of now; a retained copy as of its payload's own time when it has one, and not at
     /// all when it has none (it cannot say when the sensor was alive).
-    async fn dispatch(
+    async fn dispatch_local(
         &mut self,
         reading: decode::Reading,
         topic: &str,
@@ -196,21 +244,7 @@ impl Pipeline {
         retained: bool,
     ) {
         let fanout = &self.fanout;
-        let report = Report {
-            temperature: reading.temperature,
-            humidity: reading.humidity,
-            battery: reading.battery,
-            door_open: reading.door_open,
-        };
-        // A retained copy shows the sensor alive only at its payload's own time, if it has one
-        // (decoders give `recorded_at = received_at` when the payload has no time).
-        let own_time =
-            (reading.recorded_at != received_at).then(|| reading.recorded_at.min(received_at));
-        // A door contact's reading emits no `sensor:reading` to take the device id from.
-        let device = reading
-            .temperature
-            .is_none()
-            .then(|| reading.sensor_id.clone());
+        let (report, own_time, device) = report_of(&reading, received_at);
         // Broadcast while the unit's lock is held, so that a resuming subscriber sees it
         // exactly once (hub.rs). A door change goes to the same rooms as the readings.
         let accepted = self.hub.accept(
@@ -260,20 +294,59 @@ impl Pipeline {
                     }
                     None => device.unwrap_or_default().into(),
                 };
-                // Waits when the engine's queue is full (see alerts::INPUT_QUEUE): holding
-                // ingest back is better than an alert judged without this reading.
-                if !retained {
-                    self.alerts.report(unit.id.clone(), sensor, report).await;
-                } else {
-                    stats.retained.fetch_add(1, Relaxed);
-                    debug!(unit = %unit.id, topic, timestamped = own_time.is_some(), "retained copy: shown, not taken as the sensor alive now");
-                    if let Some(at) = own_time {
-                        self.alerts
-                            .retained_report(unit.id.clone(), sensor, report, at)
-                            .await;
-                    }
-                }
+                self.judge(&unit.id, sensor, report, topic, retained, own_time)
+                    .await;
             }
         }
     }
+
+    /// Hands what a reading said about its unit to the alert engine: a live one as of now, a
+    /// retained copy as of its own time when it has one, and not at all when it has none.
+    async fn judge(
+        &self,
+        unit: &Arc<str>,
+        sensor: Arc<str>,
+        report: Report,
+        topic: &str,
+        retained: bool,
+        own_time: Option<chrono::DateTime<Utc>>,
+    ) {
+        // Waits when the engine's queue is full (see alerts::INPUT_QUEUE): holding ingest
+        // back is better than an alert judged without this reading.
+        if !retained {
+            self.alerts.report(unit.clone(), sensor, report).await;
+        } else {
+            self.hub.stats().retained.fetch_add(1, Relaxed);
+            debug!(unit = %unit, topic, timestamped = own_time.is_some(), "retained copy: shown, not taken as the sensor alive now");
+            if let Some(at) = own_time {
+                self.alerts
+                    .retained_report(unit.clone(), sensor, report, at)
+                    .await;
+            }
+        }
+    }
+}
+
+/// What a reading tells the alert engine, its own time when it is a retained copy with a time
+/// of its own, and the sensor of a door contact's reading (which emits no `sensor:reading` to
+/// take the device id from).
+fn report_of(
+    reading: &decode::Reading,
+    received_at: chrono::DateTime<Utc>,
+) -> (Report, Option<chrono::DateTime<Utc>>, Option<String>) {
+    let report = Report {
+        temperature: reading.temperature,
+        humidity: reading.humidity,
+        battery: reading.battery,
+        door_open: reading.door_open,
+    };
+    // A retained copy shows the sensor alive only at its payload's own time, if it has one
+    // (decoders give `recorded_at = received_at` when the payload has no time).
+    let own_time =
+        (reading.recorded_at != received_at).then(|| reading.recorded_at.min(received_at));
+    let device = reading
+        .temperature
+        .is_none()
+        .then(|| reading.sensor_id.clone());
+    (report, own_time, device)
 }

@@ -257,12 +257,13 @@ async fn on_connect(
     Extension(ctx): Extension<Arc<SocketCtx>>,
 ) {
     let p = &ctx.principal;
+    let epoch = app.hub.epoch();
     let ack = ConnectionAck {
         socket_id: s.id.to_string(),
         timestamp: now_rfc3339(),
         organization_id: &p.org,
         role: &p.role,
-        epoch: app.hub.epoch(),
+        epoch: &epoch,
     };
     if let Err(e) = s.emit("connection:ack", &ack) {
         warn!(sid = %s.id, error = %e, "connection:ack not sent");

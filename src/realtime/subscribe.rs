@@ -2,7 +2,9 @@
 //! left off (`since: { epoch, seq }`) joins the room and replays the missed readings while
 //! holding the unit's lock (the same lock the MQTT task holds while emitting), so the client
 //! gets every reading after `seq` exactly once: replayed, or live after the replay. The acks
-//! also carry each unit's door, read under the same locks (see `pipeline::hub`).
+//! also carry each unit's door, read under the same locks (see `pipeline::hub`). In cluster mode
+//! a resume that memory cannot serve (this instance started after the client's position) reads
+//! the shared history first, then takes the locks and joins it with memory.
 
 use serde_json::{json, Map, Value};
 use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
@@ -12,6 +14,7 @@ use std::sync::{Arc, MutexGuard};
 use super::state::Realtime;
 use super::{admit, SocketCtx};
 use crate::auth::Principal;
+use crate::core::reading::SensorReading;
 use crate::core::registry::Unit;
 use crate::core::rooms;
 use crate::delivery::{Kind, Payload};
@@ -171,7 +174,7 @@ fn units_for(
     }
 }
 
-fn subscribe(call: Call, entity: Entity) {
+async fn subscribe(call: Call, entity: Entity) {
     let (s, data, ack, app, ctx) = call;
     let Some(ack) = admit(&ctx, &app, ack) else {
         return;
@@ -204,9 +207,14 @@ fn subscribe(call: Call, entity: Entity) {
             "Too many subscriptions",
         );
     }
+    units.sort_by(|a, b| a.id.cmp(&b.id));
+    // Before any lock: what the shared history has where memory does not reach back.
+    let stored = match &req.since {
+        Some(since) => stored(&app, entity, since, &units).await,
+        None => Vec::new(),
+    };
     // Lock every covered unit (in id order: the MQTT task only ever holds one) so that joining
     // the room and reading history happen at one instant for all of them.
-    units.sort_by(|a, b| a.id.cmp(&b.id));
     let feeds: Vec<_> = units.iter().map(|u| app.hub.feed(&u.id)).collect();
     let guards: Vec<MutexGuard<'_, UnitFeed>> = feeds
         .iter()
@@ -216,7 +224,7 @@ fn subscribe(call: Call, entity: Entity) {
     let recovered = req
         .since
         .as_ref()
-        .map(|since| replay(&s, &app, entity, since, &units, &guards));
+        .map(|since| replay(&s, &app, entity, since, &units, &guards, &stored));
     let latest: Vec<Value> = guards.iter().filter_map(|g| g.latest_json()).collect();
     let doors: Vec<Value> = guards
         .iter()
@@ -228,15 +236,47 @@ fn subscribe(call: Call, entity: Entity) {
             "ok": true,
             "latest": latest.into_iter().next().unwrap_or(Value::Null),
             "door": doors.into_iter().next().unwrap_or(Value::Null),
-            "epoch": app.hub.epoch(),
+            "epoch": &*app.hub.epoch(),
         }),
-        _ => json!({ "ok": true, "latest": latest, "doors": doors, "epoch": app.hub.epoch() }),
+        _ => json!({ "ok": true, "latest": latest, "doors": doors, "epoch": &*app.hub.epoch() }),
     };
     if let Some(recovered) = recovered {
         answer["recovered"] = json!(recovered);
     }
     let _ = ack.send(&answer);
 }
+
+/// The client's position in `unit`'s feed, if it gave one.
+fn position(entity: Entity, since: &Since, unit: &Unit) -> Option<u64> {
+    match entity {
+        Entity::Unit => since.seq,
+        _ => since.seqs.get(&*unit.id).and_then(Value::as_u64),
+    }
+}
+
+/// Cluster mode: the shared history of each unit whose resume memory cannot serve (read
+/// without any lock held), by unit index.
+async fn stored(app: &Realtime, entity: Entity, since: &Since, units: &[Arc<Unit>]) -> Stored {
+    let mut out = Vec::new();
+    if since.epoch != *app.hub.epoch() {
+        return out;
+    }
+    for (i, unit) in units.iter().enumerate() {
+        let Some(from) = position(entity, since, unit) else {
+            continue;
+        };
+        if app.hub.in_memory_after(&unit.id, from) {
+            continue;
+        }
+        if let Some(found) = app.hub.stored_after(unit, from).await {
+            out.push((i, found));
+        }
+    }
+    out
+}
+
+/// What [`stored`] found: `(unit index, (readings, through))`.
+type Stored = Vec<(usize, (Vec<Arc<SensorReading>>, u64))>;
 
 /// Replays what each unit's history holds after the client's position; `true` when nothing was
 /// missed (same epoch, history reaches back far enough for every unit asked about).
@@ -247,24 +287,22 @@ fn replay(
     since: &Since,
     units: &[Arc<Unit>],
     feeds: &[MutexGuard<'_, UnitFeed>],
+    stored: &Stored,
 ) -> bool {
-    if since.epoch != app.hub.epoch() {
+    if since.epoch != *app.hub.epoch() {
         return false;
     }
     let limits = app.hub.history_limits();
     let mut complete = true;
-    for (unit, feed) in units.iter().zip(feeds) {
-        let from = match entity {
-            Entity::Unit => since.seq,
-            _ => since.seqs.get(&*unit.id).and_then(Value::as_u64),
-        };
-        let Some(from) = from else {
+    for (i, (unit, feed)) in units.iter().zip(feeds).enumerate() {
+        let Some(from) = position(entity, since, unit) else {
             if entity == Entity::Unit {
                 complete = false; // a unit subscribe with `since` but no `seq`
             }
             continue;
         };
-        match feed.after(from, limits) {
+        let kept = stored.iter().find(|(j, _)| *j == i).map(|(_, k)| k);
+        match feed.after_with(from, kept, limits) {
             Some(missed) => {
                 for r in missed {
                     app.slow.send(
@@ -284,7 +322,7 @@ fn replay(
     complete
 }
 
-fn unsubscribe(call: Call, entity: Entity) {
+async fn unsubscribe(call: Call, entity: Entity) {
     let (s, data, ack, app, ctx) = call;
     let Some(ack) = admit(&ctx, &app, ack) else {
         return;
@@ -322,7 +360,7 @@ macro_rules! handler {
             State(app): State<Realtime>,
             Extension(ctx): Extension<Arc<SocketCtx>>,
         ) {
-            $f((s, d, ack, app, ctx), $entity)
+            $f((s, d, ack, app, ctx), $entity).await
         }
     };
 }

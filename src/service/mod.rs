@@ -5,7 +5,9 @@
 //! - [`stage`]: a cancellation token plus a task tracker, stopped with a bound.
 //! - [`reload`]: SIGHUP: registry, log level and subscriptions without a restart.
 //! - [`systemd`]: the notify protocol (READY, WATCHDOG, STATUS, RELOADING, STOPPING).
+//! - `clustered`: cluster mode's part of the wiring.
 
+mod clustered;
 pub mod reload;
 pub mod stage;
 pub mod systemd;
@@ -22,6 +24,7 @@ use tracing::{error, info, warn};
 
 use crate::alerts::{self, Alerts, Clock, Outlets};
 use crate::auth::{self, AuthMode, Authenticator};
+use crate::cluster::{self, Cluster};
 use crate::config::Config;
 use crate::core::connections::{connection_cap, HttpConnections};
 use crate::core::health::{MqttHealth, ReloadLog};
@@ -56,6 +59,8 @@ pub enum RunError {
     Http(#[from] std::io::Error),
     #[error("state.dir {0}: {1}")]
     State(std::path::PathBuf, std::io::Error),
+    #[error("{0}")]
+    Cluster(#[from] cluster::ClusterError),
 }
 
 /// How the caller steers a running service.
@@ -94,6 +99,8 @@ pub async fn run(
 ///    and send DISCONNECT;
 /// 3. stop the alert engine: it judges what is queued, announces it while sockets are still
 ///    connected, and writes its state; webhooks get one last attempt at what they hold;
+///    in cluster mode, what is queued for Redis is written, the units are released and the
+///    instance leaves the cluster (the others take its units at once);
 /// 4. flush pending batches and what slow sockets still have pending;
 /// 5. disconnect sockets;
 /// 6. let the HTTP server finish.
@@ -106,7 +113,7 @@ pub async fn run_with(
     mut control: Control,
 ) -> Result<(), RunError> {
     let parts = build(&config, registry)?;
-    let running = start(&config, parts, listeners, control.log_level.take())?;
+    let running = start(&config, parts, listeners, control.log_level.take()).await?;
     let reloads = running.side.token();
     running.side.spawn(reload::run(
         config.clone(),
@@ -139,8 +146,11 @@ fn build(config: &Config, registry: Registry) -> Result<Parts, RunError> {
     }
     let connector =
         ingest::Connector::new(&config.mqtt).map_err(|e| RunError::Mqtt(e.to_string()))?;
-    let (alerts, engine) =
-        Alerts::new(&config.alerts, &config.state.dir, &registry, Clock::System)?;
+    let (alerts, engine) = match &config.cluster {
+        // Cluster mode: alert state lives in Redis, per unit, with its owner.
+        Some(_) => Alerts::new_cluster(&config.alerts, &registry, Clock::System)?,
+        None => Alerts::new(&config.alerts, &config.state.dir, &registry, Clock::System)?,
+    };
     let history = HistoryLimits {
         max_readings: config.realtime.history_readings,
         max_age: config.realtime.history_age,
@@ -161,6 +171,7 @@ struct Running {
     side: Stage,
     ingest: Stage,
     alerts: Stage,
+    cluster: Option<(Cluster, Stage)>,
     delivery: Stage,
     rt: Realtime,
     fanout: Fanout,
@@ -171,7 +182,7 @@ struct Running {
     metrics: Option<JoinHandle<()>>,
 }
 
-fn start(
+async fn start(
     config: &Config,
     p: Parts,
     listeners: Listeners,
@@ -195,16 +206,6 @@ fn start(
     let (io_layer, io) = socket_io(config, rt.clone());
     let fanout = Fanout::new(io.clone(), slow);
 
-    let alert_stage = Stage::new("alert engine");
-    let outlets = Outlets {
-        fanout: Some(fanout.clone()),
-        tap: None,
-    };
-    alert_stage.spawn(
-        p.engine
-            .run(outlets, alert_stage.tracker(), alert_stage.token()),
-    );
-
     let delivery = Stage::new("delivery");
     delivery.spawn(fanout.clone().run(delivery.token()));
     let batcher = rtc.batch.then(|| {
@@ -219,15 +220,46 @@ fn start(
         delivery.spawn(b.clone().run(delivery.token()));
     }
 
-    let ingest_stage = Stage::new("mqtt ingest");
-    let pipeline = Pipeline::new(
-        p.hub,
+    let mut pipeline = Pipeline::new(
+        p.hub.clone(),
         fanout.clone(),
-        batcher,
-        p.alerts,
+        batcher.clone(),
+        p.alerts.clone(),
         &config.mqtt.subscriptions,
         config.limits.max_payload_bytes,
     );
+    let (cluster, changes) = match &config.cluster {
+        None => (None, None),
+        Some(cc) => {
+            let sockets = rt.clone();
+            let parts = cluster::Parts {
+                hub: p.hub.clone(),
+                fanout: fanout.clone(),
+                alerts: p.alerts.clone(),
+                batcher,
+                owned: Default::default(),
+                local_sockets: Box::new(move || sockets.connections()),
+                http_port: listeners.http.local_addr()?.port(),
+            };
+            let (c, stage, changes) = clustered::start(cc, parts, &mut pipeline, &p.mqtt).await?;
+            (Some((c, stage)), Some(changes))
+        }
+    };
+
+    let alert_stage = Stage::new("alert engine");
+    let outlets = Outlets {
+        fanout: Some(fanout.clone()),
+        tap: None,
+        cluster: cluster
+            .as_ref()
+            .map(|(c, _)| Arc::new(c.clone()) as Arc<dyn alerts::cluster::ClusterSink>),
+    };
+    alert_stage.spawn(
+        p.engine
+            .run(outlets, alert_stage.tracker(), alert_stage.token()),
+    );
+
+    let ingest_stage = Stage::new("mqtt ingest");
     let (subs_tx, subs_rx) = tokio::sync::watch::channel(config.mqtt.subscriptions.clone().into());
     ingest_stage.spawn(ingest::run(
         config.mqtt.clone(),
@@ -235,6 +267,7 @@ fn start(
         pipeline,
         p.mqtt.clone(),
         subs_rx,
+        changes,
         ingest_stage.token(),
     ));
 
@@ -247,6 +280,7 @@ fn start(
         reload_log.clone(),
         config.status.stale_after,
         http_conns.clone(),
+        cluster.as_ref().map(|(c, _)| c.clone()),
     );
     let router = web::router(web_state.clone())
         .layer(io_layer)
@@ -311,6 +345,7 @@ fn start(
         side,
         ingest: ingest_stage,
         alerts: alert_stage,
+        cluster,
         delivery,
         rt,
         fanout,
@@ -379,6 +414,10 @@ impl Running {
         self.server_stop.cancel();
         self.ingest.stop(limit).await;
         self.alerts.stop(limit).await;
+        if let Some((cluster, stage)) = &self.cluster {
+            bounded("cluster", limit, cluster.leave()).await;
+            stage.stop(limit).await;
+        }
         // Pending batches are flushed, slow sockets get one last drain.
         self.delivery.stop(limit).await;
         self.fanout.drain();

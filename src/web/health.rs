@@ -74,16 +74,26 @@ fn mqtt_problem(app: &WebState) -> Option<String> {
     })
 }
 
+/// `{ websocket: { enabled, connections, clusterConnections } }`: this instance's sockets, and
+/// every live instance's (the same number on a single box).
 async fn realtime(State(app): State<WebState>) -> Json<serde_json::Value> {
-    Json(json!({ "websocket": { "enabled": true, "connections": app.rt.connections() } }))
+    let local = app.rt.connections() as u64;
+    let cluster = app.cluster.as_ref().map_or(local, |c| c.connections());
+    Json(json!({ "websocket": {
+        "enabled": true,
+        "connections": local,
+        "clusterConnections": cluster,
+    } }))
 }
 
 async fn health(State(app): State<WebState>) -> Response {
     let problem = mqtt_problem(&app);
+    let cluster = app.cluster.as_ref().map(|c| c.health());
+    let degraded = problem.is_some() || cluster.as_ref().is_some_and(|c| c.degraded);
     let (orgs, sites, units, sensors) = app.rt.hub.registry().counts();
     let stats = app.rt.hub.stats().snapshot();
-    let body = json!({
-        "status": if problem.is_none() { "ok" } else { "degraded" },
+    let mut body = json!({
+        "status": if degraded { "degraded" } else { "ok" },
         "version": env!("CARGO_PKG_VERSION"),
         "uptimeSeconds": app.started.elapsed().as_secs(),
         "epoch": app.rt.hub.epoch(),
@@ -117,7 +127,10 @@ async fn health(State(app): State<WebState>) -> Response {
         "pipeline": stats,
         "alerts": app.rt.alerts.health(),
     });
-    let code = if problem.is_none() {
+    if let Some(cluster) = cluster {
+        body["checks"]["cluster"] = json!(cluster);
+    }
+    let code = if !degraded {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

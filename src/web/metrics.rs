@@ -43,6 +43,9 @@ use crate::realtime::SocketCtx;
 use crate::web::serve::{serve, Timeouts};
 use crate::web::WebState;
 
+#[path = "metrics_cluster.rs"]
+mod cluster;
+
 /// The metrics listener's router: `/metrics` only.
 pub fn router(app: WebState) -> Router {
     let mut registry = Registry::default();
@@ -317,6 +320,10 @@ impl Collector for ServiceCollector {
             "Entries in the registry in force, by kind.",
             kinds.map(|(kind, n)| ([("kind", kind)], n as u64)),
         )?;
+
+        if let Some(c) = &app.cluster {
+            cluster::encode(out, app, c)?;
+        }
 
         let latency = &app.rt.hub.stats().emit_latency.0;
         latency.encode(out.encode_descriptor(

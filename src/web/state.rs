@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::cluster::Cluster;
 use crate::core::connections::HttpConnections;
 use crate::core::health::{MqttHealth, ReloadLog};
 use crate::delivery::Fanout;
@@ -23,6 +24,8 @@ pub struct Inner {
     pub stale_after: Duration,
     /// The main listener's connections (open, cap, refusals, timeouts).
     pub http: Arc<HttpConnections>,
+    /// Cluster mode: the cluster's state (`/health`, `/metrics`, the status page).
+    pub cluster: Option<Cluster>,
 }
 
 impl std::ops::Deref for WebState {
@@ -40,6 +43,7 @@ impl WebState {
         reload: Arc<ReloadLog>,
         stale_after: Duration,
         http: Arc<HttpConnections>,
+        cluster: Option<Cluster>,
     ) -> Self {
         WebState(Arc::new(Inner {
             rt,
@@ -49,6 +53,7 @@ impl WebState {
             started: Instant::now(),
             stale_after,
             http,
+            cluster,
         }))
     }
 }

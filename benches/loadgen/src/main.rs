@@ -7,8 +7,10 @@
 //! one window, [`mqtt`] publishes (own thread) and subscribes, [`sio`] is the Socket.io client,
 //! [`ledger`] matches deliveries to publishes, [`servers`] starts mosquitto and the servers,
 //! [`floor`] measures the kernel cost of one websocket frame, [`procstat`] reads `/proc`,
-//! [`report`] prints the table, [`jwt`] mints tokens.
+//! [`report`] prints the table, [`jwt`] mints tokens. [`cluster`] runs sensorcast's cluster
+//! mode with 1, 2 and 3 instances on a private Redis.
 
+mod cluster;
 mod compare;
 mod floor;
 mod jwt;
@@ -84,10 +86,97 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Cluster mode (docs/scaling.md): the fan-out load (100 sensors, 10 units, each client on
+    /// one unit) with a single box, then 1, 2, 3 instances on a private redis-server, clients
+    /// spread over the instances; prints a table.
+    Cluster {
+        /// The sensorcast release binary.
+        #[arg(long, default_value = "target/release/sensorcast")]
+        sensorcast_bin: PathBuf,
+        /// Instance counts to run; 0 is a single box without `[cluster]`.
+        #[arg(long, value_delimiter = ',', default_value = "0,1,2,3")]
+        instances: Vec<usize>,
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        /// Readings per second.
+        #[arg(long, default_value_t = 500.0)]
+        rate: f64,
+        /// Measured seconds (after 2 s of warm-up).
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Core for the instances and Redis; the harness and broker use the other one.
+        #[arg(long, default_value_t = 1)]
+        server_cpu: usize,
+        /// Also write the table (markdown) here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    match cli.command {
+        Cmd::Cluster {
+            sensorcast_bin,
+            instances,
+            clients,
+            rate,
+            seconds,
+            server_cpu,
+            out,
+        } => cluster_main(
+            sensorcast_bin,
+            &instances,
+            clients,
+            rate,
+            seconds,
+            server_cpu,
+            out,
+        ),
+        compare @ Cmd::Compare { .. } => compare_main(compare),
+    }
+}
+
+fn cluster_main(
+    bin: PathBuf,
+    instances: &[usize],
+    clients: usize,
+    rate: f64,
+    seconds: f64,
+    server_cpu: usize,
+    out: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let bin = std::fs::canonicalize(&bin)
+        .with_context(|| format!("{} (build it with cargo build --release)", bin.display()))?;
+    let harness_cpu = 1 - server_cpu.min(1);
+    procstat::pin_current_thread(harness_cpu);
+    procstat::raise_nofile();
+    let (dir, rt, mosquitto, mqtt_port) = bench_setup(harness_cpu)?;
+    let env = scenario::Env {
+        paths: servers::Paths {
+            sensorcast_bin: bin.clone(),
+            plain_bin: PathBuf::new(),
+            node_dir: PathBuf::new(),
+        },
+        dir: dir.clone(),
+        mqtt_port,
+        mosquitto_pid: mosquitto.pid(),
+        server_cpu,
+        qos: rumqttc::QoS::AtMostOnce,
+        time_scale: 1.0,
+    };
+    let rows = rt.block_on(cluster::run(&env, &bin, instances, clients, rate, seconds))?;
+    drop(mosquitto);
+    let table = cluster::render(&rows);
+    println!("{table}");
+    if let Some(out) = out {
+        std::fs::write(&out, &table)?;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn compare_main(command: Cmd) -> anyhow::Result<()> {
     let Cmd::Compare {
         sensorcast_bin,
         plain_bin,
@@ -102,7 +191,10 @@ fn main() -> anyhow::Result<()> {
         server_cpu,
         rt,
         out,
-    } = cli.command;
+    } = command
+    else {
+        unreachable!("compare_main is called with Cmd::Compare")
+    };
     let stacks = Stack::select(&stacks)?;
     let scenarios = compare::select_scenarios(&scenarios)?;
     let harness_cpu = 1 - server_cpu.min(1);
@@ -130,12 +222,7 @@ fn main() -> anyhow::Result<()> {
         &plain_bin,
         "cargo build --profile bench-server --bin plain --manifest-path benches/loadgen/Cargo.toml",
     )?;
-    let dir = std::env::temp_dir().join(format!("sensorcast-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let (mosquitto, mqtt_port) = servers::start_mosquitto(&dir, harness_cpu)?;
+    let (dir, rt, mosquitto, mqtt_port) = bench_setup(harness_cpu)?;
     let env = scenario::Env {
         paths: servers::Paths {
             sensorcast_bin: sensorcast_bin.clone(),
@@ -237,4 +324,17 @@ fn merge(into: &mut StackResults, from: StackResults) {
     into.alert = into.alert.take().or(from.alert);
     into.strace = into.strace.take().or(from.strace);
     into.errors.extend(from.errors);
+}
+
+/// The bench's temp folder, its runtime, and mosquitto on the harness core.
+fn bench_setup(
+    harness_cpu: usize,
+) -> anyhow::Result<(PathBuf, tokio::runtime::Runtime, servers::Proc, u16)> {
+    let dir = std::env::temp_dir().join(format!("sensorcast-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (mosquitto, mqtt_port) = servers::start_mosquitto(&dir, harness_cpu)?;
+    Ok((dir, rt, mosquitto, mqtt_port))
 }

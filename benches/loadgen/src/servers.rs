@@ -59,7 +59,7 @@ impl Drop for Proc {
     }
 }
 
-fn pinned(cpu: usize, program: &Path) -> Command {
+pub fn pinned(cpu: usize, program: &Path) -> Command {
     let mut c = Command::new("taskset");
     c.arg("-c").arg(cpu.to_string()).arg(program);
     c
@@ -69,7 +69,7 @@ fn pinned(cpu: usize, program: &Path) -> Command {
 /// runs SCHED_FIFO (`--rt`, inherited by mosquitto). Servers under SCHED_FIFO were tried and
 /// rejected: on one core, Node's helper threads (GC, libuv) then cannot time-slice with its
 /// main thread, and its CPU per delivery doubled.
-fn server_command(cpu: usize, program: &Path) -> Command {
+pub fn server_command(cpu: usize, program: &Path) -> Command {
     let mut c = Command::new("chrt");
     c.args(["-o", "0", "taskset", "-c"])
         .arg(cpu.to_string())
@@ -77,7 +77,7 @@ fn server_command(cpu: usize, program: &Path) -> Command {
     c
 }
 
-fn log_file(dir: &Path, name: &str) -> anyhow::Result<Stdio> {
+pub fn log_file(dir: &Path, name: &str) -> anyhow::Result<Stdio> {
     Ok(std::fs::File::create(dir.join(name))?.into())
 }
 
@@ -236,7 +236,12 @@ pub fn start_server(
     })
 }
 
-fn write_sensorcast_config(dir: &Path, t: Topology, port: u16, mqtt: u16) -> anyhow::Result<()> {
+pub fn write_sensorcast_config(
+    dir: &Path,
+    t: Topology,
+    port: u16,
+    mqtt: u16,
+) -> anyhow::Result<()> {
     std::fs::write(dir.join("jwt.secret"), JWT_SECRET)?;
     // Every unit has alert rules, as in production; no scenario but `alert` leaves the range
     // (its seq-encoded readings are 20.0-20.2 °C). `restore_after = 1`: one reading back in

@@ -23,6 +23,8 @@ pub struct PageData {
     pub alerts: Vec<AlertRow>,
     pub unmapped: Vec<crate::pipeline::hub::UnmappedSensor>,
     pub sockets: Sockets,
+    /// Cluster mode: Redis, the live instances, the cluster's sockets.
+    pub cluster: Option<crate::cluster::ClusterHealth>,
 }
 
 #[derive(Debug, Clone)]
@@ -171,6 +173,7 @@ pub fn gather(
             of_org,
             slow: app.rt.slow.count(),
         },
+        cluster: app.cluster.as_ref().map(|c| c.health()),
     }
 }
 

@@ -1,0 +1,126 @@
+//! The hub in cluster mode (see the module doc of [`super`]): the epoch as the cluster says,
+//! readings prepared by a unit's owner and numbered by Redis, events taken back from the
+//! stream under the unit's lock, numbering alone while degraded, and resume from the shared
+//! history.
+
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+
+use super::{prepare, Hub, SharedHistory};
+use crate::core::reading::{SensorReading, UnitDoor};
+use crate::core::registry::Unit;
+use crate::decode::Reading;
+
+impl Hub {
+    /// Puts `epoch` in force (cluster mode). Returns whether it changed.
+    pub fn set_epoch(&self, epoch: &str) -> bool {
+        let mut e = self.0.epoch.write().expect("epoch lock");
+        if &**e == epoch {
+            return false;
+        }
+        *e = epoch.into();
+        true
+    }
+
+    /// Attaches the cluster's shared history (once, at start in cluster mode).
+    pub fn set_shared(&self, shared: Arc<dyn SharedHistory>) {
+        let _ = self.0.shared.set(shared);
+    }
+
+    /// What the shared history keeps of `unit` after `after` (cluster mode; `None` without
+    /// one, or when it cannot tell): `(readings, through)`.
+    pub async fn stored_after(
+        &self,
+        unit: &Unit,
+        after: u64,
+    ) -> Option<(Vec<Arc<SensorReading>>, u64)> {
+        let shared = self.0.shared.get()?.clone();
+        shared.readings_after(&unit.id, after).await
+    }
+
+    /// Whether memory alone can serve a resume of `unit` from `after`.
+    pub fn in_memory_after(&self, unit: &Arc<str>, after: u64) -> bool {
+        let feed = self.feed(unit);
+        let feed = feed.lock().expect("unit feed lock");
+        feed.after(after, self.0.history).is_some()
+    }
+
+    /// Cluster mode, on the instance that owns `unit`: records the reading's door state and
+    /// returns the door change (if any) and the reading's wire form (if it has a temperature)
+    /// with `seq` 0 and no `id`: Redis numbers it (see the module doc).
+    pub fn prepare(
+        &self,
+        reading: Reading,
+        unit: &Arc<Unit>,
+        received_at: DateTime<Utc>,
+        retained: bool,
+    ) -> (Option<UnitDoor>, Option<SensorReading>) {
+        let feed = self.feed(&unit.id);
+        let mut feed = feed.lock().expect("unit feed lock");
+        prepare(&mut feed, unit, reading, received_at, retained)
+    }
+
+    /// Cluster mode: a numbered reading from the event stream. Kept as the unit's latest and
+    /// in its history, and handed to `emit` under the unit's lock (see the module doc).
+    pub fn relay_reading(&self, wire: Arc<SensorReading>, emit: impl FnOnce(&Arc<SensorReading>)) {
+        let feed = self.feed(&wire.unit_id);
+        let mut feed = feed.lock().expect("unit feed lock");
+        feed.seq = feed.seq.max(wire.seq);
+        feed.push(wire.clone(), self.0.history);
+        emit(&wire);
+    }
+
+    /// Cluster mode: a door change from the event stream, handed to `emit` under the unit's
+    /// lock. Recorded unless this instance owns the unit (`owner`): the owner recorded it when
+    /// it prepared the reading, and may be ahead of the stream.
+    pub fn relay_door(&self, door: &UnitDoor, owner: bool, emit: impl FnOnce()) {
+        let feed = self.feed(&door.unit_id);
+        let mut feed = feed.lock().expect("unit feed lock");
+        if !owner {
+            feed.doors.apply(door);
+        }
+        emit();
+    }
+
+    /// Cluster mode, degraded: a prepared reading (see [`Hub::prepare`]) that could not reach
+    /// Redis, numbered here under this instance's epoch, kept, and handed to `emit` under the
+    /// unit's lock.
+    pub fn number_alone(&self, mut wire: SensorReading, emit: impl FnOnce(&Arc<SensorReading>)) {
+        let feed = self.feed(&wire.unit_id);
+        let mut feed = feed.lock().expect("unit feed lock");
+        feed.seq += 1;
+        wire.seq = feed.seq;
+        wire.id = format!("{}-{}-{}", self.epoch(), wire.unit_id, feed.seq);
+        let wire = Arc::new(wire);
+        feed.push(wire.clone(), self.0.history);
+        emit(&wire);
+    }
+
+    /// Each unit's last `seq` in this process (cluster mode: what a rejoin must not go below).
+    pub fn seqs(&self) -> Vec<(Arc<str>, u64)> {
+        let feeds: Vec<_> = self
+            .0
+            .units
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        feeds
+            .into_iter()
+            .map(|(u, f)| {
+                let seq = f.lock().expect("unit feed lock").seq;
+                (u, seq)
+            })
+            .filter(|(_, s)| *s > 0)
+            .collect()
+    }
+
+    /// Cluster mode: the unit's latest reading as Redis keeps it, at start (memory knows none).
+    pub fn restore_latest(&self, wire: Arc<SensorReading>) {
+        let feed = self.feed(&wire.unit_id);
+        let mut feed = feed.lock().expect("unit feed lock");
+        if feed.latest.is_none() {
+            feed.seq = feed.seq.max(wire.seq);
+            feed.latest = Some(wire);
+        }
+    }
+}

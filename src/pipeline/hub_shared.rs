@@ -66,7 +66,7 @@ impl Hub {
         let feed = self.feed(&wire.unit_id);
         let mut feed = feed.lock().expect("unit feed lock");
         feed.seq = feed.seq.max(wire.seq);
-        feed.push(wire.clone(), self.0.history);
+        self.keep(&mut feed, &wire);
         emit(&wire);
     }
 
@@ -92,7 +92,7 @@ impl Hub {
         wire.seq = feed.seq;
         wire.id = format!("{}-{}-{}", self.epoch(), wire.unit_id, feed.seq);
         let wire = Arc::new(wire);
-        feed.push(wire.clone(), self.0.history);
+        self.keep(&mut feed, &wire);
         emit(&wire);
     }
 

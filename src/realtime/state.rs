@@ -14,6 +14,7 @@ use crate::auth::{AuthError, Authenticator, Principal};
 use crate::core::ids::canonical_id;
 use crate::delivery::SlowSockets;
 use crate::pipeline::hub::Hub;
+use crate::storage::Store;
 use std::collections::HashSet;
 
 #[derive(Clone)]
@@ -30,6 +31,8 @@ pub struct Inner {
     pub per_subject: DashMap<super::UserKey, usize>,
     /// The alert engine's handle (open alerts, acknowledgements).
     pub alerts: Alerts,
+    /// The history store (`None` with `storage.enabled = false`).
+    pub store: Option<Store>,
     /// Sockets connected to the default namespace right now.
     pub connections: AtomicUsize,
     /// Set when shutdown starts: new sockets are refused from then on.
@@ -55,6 +58,8 @@ pub struct Parts {
     pub slow: SlowSockets,
     pub limits: LimitsConfig,
     pub alerts: Alerts,
+    /// The history store (`None` with `storage.enabled = false`).
+    pub store: Option<Store>,
     pub shutdown: CancellationToken,
 }
 
@@ -67,6 +72,7 @@ impl Realtime {
             limits: p.limits,
             per_subject: DashMap::new(),
             alerts: p.alerts,
+            store: p.store,
             connections: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
             shutdown: p.shutdown,

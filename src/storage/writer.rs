@@ -299,11 +299,19 @@ impl Writer {
     /// The feed number of `r`'s unit, organization, site and this epoch (a row is added the
     /// first time, inside the commit's transaction).
     fn feed_of(&mut self, r: &SensorReading) -> Result<u32, StoreError> {
+        // The reading's own epoch (`{epoch}-{unitId}-{seq}`): in cluster mode the cluster's,
+        // which may change while the store runs.
+        let suffix = format!("-{}-{}", r.unit_id, r.seq);
+        let epoch = match r.id.strip_suffix(&suffix) {
+            Some(e) if *e == *self.epoch => self.epoch.clone(),
+            Some(e) => e.into(),
+            None => self.epoch.clone(),
+        };
         let key = FeedKey {
             unit: r.unit_id.clone(),
             org: r.organization_id.clone(),
             site: r.site_id.clone(),
-            epoch: self.epoch.clone(),
+            epoch,
         };
         if let Some(f) = self.feeds.get(&key) {
             return Ok(*f);

@@ -148,8 +148,11 @@ impl UnitFeed {
         if *through < self.seq {
             v.extend(self.after(*through, limits)?);
         }
+        // Consecutive, except across a crash's gap (no reading has a seq inside it).
+        let next =
+            |a: u64, b: u64| b == a + 1 || self.gap.is_some_and(|(c, f)| a == c && b == f + 1);
         let complete = v.first().is_some_and(|r| r.seq == seq + 1)
-            && v.windows(2).all(|w| w[1].seq == w[0].seq + 1);
+            && v.windows(2).all(|w| next(w[0].seq, w[1].seq));
         complete.then_some(v)
     }
 

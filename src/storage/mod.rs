@@ -52,6 +52,10 @@ pub struct StorageConfig {
     /// Readings waiting for the writer at most; more are dropped from history (not from live
     /// delivery), counted, and `/health` says so.
     pub queue: usize,
+    /// Not configurable: SQLite's `max_page_count` on the writer, a full disk on demand for
+    /// tests and benchmarks.
+    #[serde(skip)]
+    pub max_pages: Option<u64>,
 }
 
 impl Default for StorageConfig {
@@ -64,6 +68,7 @@ impl Default for StorageConfig {
             rollup_retention: Duration::from_secs(400 * 86_400),
             max_disk: 1 << 30,
             queue: 50_000,
+            max_pages: None,
         }
     }
 }
@@ -314,4 +319,11 @@ impl Store {
         .await
         .map_err(|e| StoreError::Query(e.to_string()))?
     }
+}
+
+/// Compacts every log row of `path` now, whatever its hour (benchmarks measure what the hourly
+/// compaction writes with this).
+pub fn compact_all(path: &Path) -> Result<(), StoreError> {
+    let (conn, _) = schema::open(path)?;
+    writer::compact_before(&conn, i64::MAX)
 }

@@ -515,3 +515,41 @@ async fn retention_and_the_disk_budget_prune_the_oldest_first() {
         left[0].received_at
     );
 }
+
+#[tokio::test]
+async fn a_full_disk_stops_history_writes_reports_them_and_never_blocks_the_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StorageConfig {
+        max_pages: Some(40),
+        ..config(100)
+    };
+    let (store, _) = open(dir.path(), &cfg);
+    let now = Utc::now();
+    let began = std::time::Instant::now();
+    for seq in 1..=20_000u64 {
+        store.record(reading(
+            &format!("u{}", seq % 100),
+            "org-a",
+            seq,
+            now,
+            fastrand::f64(),
+        ));
+    }
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "record never waits for the disk"
+    );
+    wait_for("a failed commit", || {
+        store.health().commit_errors.load(Relaxed) > 0
+    })
+    .await;
+    let problem = store.health().problem().expect("reported");
+    assert!(problem.contains("full"), "{problem}");
+    assert!(store.health().failing.load(Relaxed));
+    // Nothing was half written: what is there reads back, and the file is intact.
+    let conn = rusqlite::Connection::open(store.path()).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+}

@@ -103,6 +103,9 @@ pub fn spawn(
     health: Arc<StoreHealth>,
     epoch: String,
 ) -> Result<(), StoreError> {
+    if let Some(pages) = config.max_pages {
+        conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
+    }
     let w = Writer {
         conn,
         config,

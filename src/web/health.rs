@@ -110,7 +110,7 @@ async fn health(State(app): State<WebState>) -> Response {
     let unavailable = problem.is_some() || cluster.as_ref().is_some_and(|c| c.degraded);
     // A history store in trouble degrades the service (said at the top) but live delivery
     // goes on, so the instance stays in a load balancer (200).
-    let storage = app.rt.store.as_ref().map(|s| storage_check(s));
+    let storage = app.rt.store.as_ref().map(storage_check);
     let degraded = unavailable || storage.as_ref().is_some_and(|s| s["status"] != "ok");
     let (orgs, sites, units, sensors) = app.rt.hub.registry().counts();
     let stats = app.rt.hub.stats().snapshot();

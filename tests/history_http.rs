@@ -368,3 +368,33 @@ async fn haccp_report_rows_per_unit_with_the_acknowledged_alert() {
         assert_eq!((r.status, body(&r)), (status, error), "{path}");
     }
 }
+
+/// Without a history store (`storage.enabled = false`) both routes answer 503 to whoever may
+/// see the unit or site (and still 403 to whoever may not); the status page draws no chart and
+/// /metrics has no history family.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_store_history_is_unavailable() {
+    let broker = Broker::start().await;
+    let service = Service::start(&config(&broker).set("storage", "enabled", false)).await;
+    let off = json!({ "error": "History is not enabled on this server" });
+    let r = get(&service, "/api/units/u1/readings", &bearer("o1", "viewer")).await;
+    assert_eq!((r.status, body(&r)), (503, off.clone()), "{}", r.body);
+    let r = get(&service, "/api/units/u1/readings", &bearer("o2", "viewer")).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = get(
+        &service,
+        "/api/reports/haccp?siteId=s1",
+        &bearer("o1", "admin"),
+    )
+    .await;
+    assert_eq!((r.status, body(&r)), (503, off), "{}", r.body);
+    let page = get(&service, "/", &bearer("o1", "owner")).await;
+    assert_eq!(page.status, 200);
+    assert!(!page.body.contains("<svg"), "{}", page.body);
+    let metrics = http_get_raw(service.metrics_addr(), "/metrics", &[]).await;
+    assert!(
+        !metrics.body.contains("sensorcast_history_"),
+        "{}",
+        metrics.body
+    );
+}

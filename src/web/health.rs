@@ -2,7 +2,8 @@
 //! the small `/api/` an installer uses (unmapped sensors, counters). The status page (`/`) is in
 //! [`super::status`], `/metrics` in [`super::metrics`] (on its own listener). Health is open; `/api/`
 //! takes `Authorization: Bearer <JWT>` verified exactly like the socket handshake, and needs the
-//! `owner` or `admin` role (unless `auth.mode = "none"`).
+//! `owner` or `admin` role (unless `auth.mode = "none"`). The history routes under `/api/` are
+//! in [`super::history`], with their own role rules.
 
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};

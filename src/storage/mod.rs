@@ -27,7 +27,7 @@ use std::time::Duration;
 use crate::core::duration::duration_str;
 use crate::core::reading::SensorReading;
 
-pub use query::{HaccpRow, History, Points};
+pub use query::{HaccpRow, HaccpUnit, History, Points};
 pub use rollup::{Point, Resolution};
 
 /// `[storage]`.

@@ -26,7 +26,7 @@ fn reading(
         organization_id: org.into(),
         device_id: "dev-1".into(),
         temperature: t,
-        humidity: (seq % 2 == 0).then_some(40.0 + seq as f64),
+        humidity: seq.is_multiple_of(2).then_some(40.0 + seq as f64),
         battery: Some(90.0),
         signal_strength: None,
         recorded_at: at - Ch::milliseconds(5),

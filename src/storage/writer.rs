@@ -345,10 +345,11 @@ impl Writer {
     /// Compaction, pruning and the disk budget, each bounded. Errors are logged and retried
     /// at the next interval.
     fn upkeep(&mut self) {
+        type Step = fn(&mut Writer) -> Result<(), StoreError>;
         if self.health.failing.load(Relaxed) {
             return;
         }
-        let steps: [(&str, fn(&mut Writer) -> Result<(), StoreError>); 3] = [
+        let steps: [(&str, Step); 3] = [
             ("compaction", Writer::compact),
             ("pruning", Writer::prune),
             ("disk budget", Writer::budget),

@@ -2,7 +2,8 @@
 //! the small `/api/` an installer uses (unmapped sensors, counters). The status page (`/`) is in
 //! [`super::status`], `/metrics` in [`super::metrics`] (on its own listener). Health is open; `/api/`
 //! takes `Authorization: Bearer <JWT>` verified exactly like the socket handshake, and needs the
-//! `owner` or `admin` role (unless `auth.mode = "none"`).
+//! `owner` or `admin` role (unless `auth.mode = "none"`). The history routes under `/api/` are
+//! in [`super::history`], with their own role rules.
 
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
@@ -110,7 +111,7 @@ async fn health(State(app): State<WebState>) -> Response {
     let unavailable = problem.is_some() || cluster.as_ref().is_some_and(|c| c.degraded);
     // A history store in trouble degrades the service (said at the top) but live delivery
     // goes on, so the instance stays in a load balancer (200).
-    let storage = app.rt.store.as_ref().map(|s| storage_check(s));
+    let storage = app.rt.store.as_ref().map(storage_check);
     let degraded = unavailable || storage.as_ref().is_some_and(|s| s["status"] != "ok");
     let (orgs, sites, units, sensors) = app.rt.hub.registry().counts();
     let stats = app.rt.hub.stats().snapshot();

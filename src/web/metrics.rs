@@ -45,6 +45,8 @@ use crate::web::WebState;
 
 #[path = "metrics_cluster.rs"]
 mod cluster;
+#[path = "metrics_storage.rs"]
+mod storage;
 
 /// The metrics listener's router: `/metrics` only.
 pub fn router(app: WebState) -> Router {
@@ -323,6 +325,9 @@ impl Collector for ServiceCollector {
 
         if let Some(c) = &app.cluster {
             cluster::encode(out, app, c)?;
+        }
+        if let Some(store) = &app.rt.store {
+            storage::encode(out, store)?;
         }
 
         let latency = &app.rt.hub.stats().emit_latency.0;

@@ -1,6 +1,7 @@
 //! The web edge: everything served over plain HTTP beside Socket.io.
 //!
 //! - [`health`]: `/health/*` probes and the token-protected `/api/`.
+//! - [`history`]: the history store over HTTP: a unit's readings, the HACCP report (CSV).
 //! - [`status`]: the status page (`GET /`), server-rendered.
 //! - [`live`]: the live wallboard (`GET /live`), a page with its embedded script.
 //! - [`signin`]: how a browser page gets its token (`POST /signin`, the cookie), for every page.
@@ -10,6 +11,7 @@
 
 pub mod config;
 pub mod health;
+pub mod history;
 pub mod live;
 pub mod metrics;
 pub mod serve;
@@ -23,6 +25,7 @@ pub use state::WebState;
 /// The routes served on the main listener (Socket.io is layered on by the service).
 pub fn router(state: WebState) -> axum::Router {
     health::router(state.clone())
+        .merge(history::router(state.clone()))
         .merge(signin::router(state.clone()))
         .merge(status::router(state.clone()))
         .merge(live::router(state))

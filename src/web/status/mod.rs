@@ -8,8 +8,10 @@
 //! Access is the same as `/api/` (an owner or admin JWT, unless `auth.mode = "none"`), through
 //! [`crate::web::signin`]: `Authorization: Bearer` (curl), or the cookie its sign-in form sets.
 //!
-//! This file is the HTTP side; `page` gathers what the page shows, `view` renders it (pure).
+//! This file is the HTTP side; `page` gathers what the page shows, `chart` adds each unit's
+//! last 24 h from the history store, `view` renders it (pure).
 
+mod chart;
 mod page;
 mod view;
 
@@ -33,7 +35,9 @@ pub fn router(app: WebState) -> Router {
 async fn page(State(app): State<WebState>, uri: Uri, headers: HeaderMap) -> Response {
     match signin::authenticate(&app, &headers, &uri, Need::Admin) {
         Ok(p) => {
-            let data = gather(&app, &p, app.stale_after, Utc::now());
+            let now = Utc::now();
+            let mut data = gather(&app, &p, app.stale_after, now);
+            chart::add(&app, &mut data.units, now).await;
             signin::html_response(StatusCode::OK, render(&data))
         }
         Err(denied) => denied.into_response(),

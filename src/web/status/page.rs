@@ -46,6 +46,8 @@ pub struct UnitRow {
     pub door: Option<crate::core::reading::UnitDoor>,
     /// A `humidity_excursion` alert is open for the unit.
     pub humidity_alert: bool,
+    /// The last 24 h from the history store ([`super::chart::add`]); `None` without data.
+    pub chart: Option<super::chart::Chart>,
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +110,7 @@ pub fn gather(
                 latest,
                 door,
                 humidity_alert,
+                chart: None,
             }
         })
         .collect();

@@ -27,7 +27,7 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}code{font-size:.9em}\
 .pill{display:inline-block;padding:0 .5em;border-radius:.8em;font-size:.85em;background:#ddd}\
 .ok{background:#cdeccd}.stale,.warning,.restoring,.open{background:#ffe6a8}\
 .nodata,.offline,.info{background:#dde3ea}.alarm,.excursion,.critical,.down{background:#f7c3c3}\
-.empty{color:#666}";
+.empty{color:#666}svg.spark{display:block}";
 
 /// The whole page.
 pub fn render(d: &PageData) -> String {
@@ -119,7 +119,7 @@ fn units_section(d: &PageData) -> Markup {
                 tr {
                     th { "Site" } th { "Unit" } th { "State" } th { "Temperature" }
                     th { "Humidity" } th { "Door" } th { "Battery" } th { "Last reading" }
-                    th { "Sensor" }
+                    th { "Sensor" } th { "Last 24 h" }
                 }
                 @for u in &d.units {
                     tr {
@@ -152,6 +152,7 @@ fn units_section(d: &PageData) -> Markup {
                             td { "–" } td { "–" } td { (door_cell(d.now, u.door.as_ref())) }
                             td { "–" } td { "never" } td {}
                         }
+                        td { @if let Some(c) = &u.chart { (super::chart::svg(c)) } }
                     }
                 }
             }

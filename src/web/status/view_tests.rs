@@ -43,6 +43,7 @@ fn page_escapes_everything_that_comes_from_outside() {
             latest: None,
             door: None,
             humidity_alert: false,
+            chart: None,
         }],
         alerts: vec![AlertRow {
             unit: hostile.into(),
@@ -122,6 +123,7 @@ fn units_show_their_door_and_a_humidity_out_of_range() {
         latest: Some(std::sync::Arc::new(reading)),
         door: Some(door(true, t(20))),
         humidity_alert: true,
+        chart: None,
     };
     let units = units_section(&PageData {
         units: vec![row],
@@ -134,6 +136,35 @@ fn units_show_their_door_and_a_humidity_out_of_range() {
         "{units}"
     );
     assert!(units.contains("open 3 min"), "{units}");
+}
+
+/// A unit with stored readings has its 24 h chart in its row; one without has none.
+#[test]
+fn units_with_history_have_a_chart() {
+    let row = |id: &str, chart| UnitRow {
+        unit_id: id.into(),
+        unit_name: None,
+        site: "s1".into(),
+        state: "ok".into(),
+        latest: None,
+        door: None,
+        humidity_alert: false,
+        chart,
+    };
+    let chart = crate::web::status::chart::Chart {
+        from_ms: 0,
+        to_ms: 86_400_000,
+        points: vec![(0, 3.0, 5.0, 4.0)],
+        min_limit: Some(0.0),
+        max_limit: Some(8.0),
+    };
+    let page = render(&PageData {
+        units: vec![row("u1", Some(chart)), row("u2", None)],
+        ..empty_page()
+    });
+    assert_eq!(page.matches("<svg").count(), 1, "{page}");
+    assert!(page.contains("<th>Last 24 h</th>"), "{page}");
+    assert!(!page.contains("<script"), "{page}");
 }
 
 fn empty_page() -> PageData {

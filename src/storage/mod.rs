@@ -9,6 +9,8 @@
 //!
 //! Layer 1: imports only `core`.
 
+mod compact;
+mod haccp;
 mod query;
 pub mod record;
 pub mod rollup;
@@ -27,7 +29,8 @@ use std::time::Duration;
 use crate::core::duration::duration_str;
 use crate::core::reading::SensorReading;
 
-pub use query::{HaccpRow, HaccpUnit, History, Points};
+pub use haccp::{HaccpRow, HaccpUnit};
+pub use query::{History, Points};
 pub use rollup::{Point, Resolution};
 
 /// `[storage]`.
@@ -325,5 +328,5 @@ impl Store {
 /// compaction writes with this).
 pub fn compact_all(path: &Path) -> Result<(), StoreError> {
     let (conn, _) = schema::open(path)?;
-    writer::compact_before(&conn, i64::MAX)
+    compact::compact_before(&conn, i64::MAX)
 }

@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::writer::{compact_before, CRASH_SEQ_GAP};
+use super::compact::compact_before;
+use super::writer::CRASH_SEQ_GAP;
 use super::*;
 use crate::core::reading::SensorReading;
 

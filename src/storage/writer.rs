@@ -14,7 +14,6 @@ use std::time::Instant;
 use tracing::{error, info, warn};
 
 use super::record::{self, FeedKey};
-use super::rollup::{roll, Resolution};
 use super::{AlertEvent, Item, Restored, StorageConfig, StoreError, StoreHealth};
 use crate::core::reading::SensorReading;
 
@@ -366,7 +365,7 @@ impl Writer {
     /// Moves every log row that lies wholly in a past hour into per-unit chunks and rollups.
     pub(super) fn compact(&mut self) -> Result<(), StoreError> {
         let hour_start = now_ms().div_euclid(HOUR_MS) * HOUR_MS;
-        compact_before(&self.conn, hour_start)
+        super::compact::compact_before(&self.conn, hour_start)
     }
 
     fn prune(&mut self) -> Result<(), StoreError> {
@@ -456,92 +455,4 @@ pub fn used_bytes(conn: &Connection) -> Result<u64, StoreError> {
     let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
     let size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
     Ok(((pages - free).max(0) * size) as u64)
-}
-
-/// Compacts the log rows whose readings all lie before `before` (ms): one transaction.
-pub fn compact_before(conn: &Connection, before: i64) -> Result<(), StoreError> {
-    let rows: Vec<(i64, Vec<u8>)> = {
-        let mut st = conn.prepare("SELECT id, body FROM log WHERE t_max < ?1 ORDER BY id")?;
-        let rows = st
-            .query_map([before], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?;
-        rows
-    };
-    if rows.is_empty() {
-        return Ok(());
-    }
-    // (feed, hour) → framed records, in arrival order.
-    let mut groups: HashMap<(u32, i64), Vec<u8>> = HashMap::new();
-    for (_, body) in &rows {
-        for (feed, rec) in record::frames(body) {
-            let Some((_, t, _, _)) = record::values(rec) else {
-                continue;
-            };
-            let hour = t.div_euclid(HOUR_MS) * HOUR_MS;
-            let out = groups.entry((feed, hour)).or_default();
-            out.extend(postcard::to_allocvec(&(feed, rec)).unwrap_or_default());
-        }
-    }
-    conn.execute_batch("BEGIN")?;
-    for ((feed, hour), mut framed) in groups {
-        let existing: Option<Vec<u8>> = conn
-            .query_row(
-                "SELECT body FROM chunks WHERE feed = ?1 AND hour = ?2",
-                params![feed, hour],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if let Some(old) = existing.and_then(|b| record::unpack(&b)) {
-            let mut all = old;
-            all.extend_from_slice(&framed);
-            framed = all;
-        }
-        let values: Vec<(u64, i64, f64, Option<f64>)> = record::frames(&framed)
-            .filter_map(|(_, rec)| record::values(rec))
-            .collect();
-        let first = values.iter().map(|v| v.0).min().unwrap_or(0);
-        let last = values.iter().map(|v| v.0).max().unwrap_or(0);
-        conn.execute(
-            "INSERT OR REPLACE INTO chunks (feed, hour, n, first_seq, last_seq, body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                feed,
-                hour,
-                values.len() as i64,
-                first as i64,
-                last as i64,
-                record::pack(&framed)
-            ],
-        )?;
-        for res in Resolution::ROLLUPS {
-            let buckets = roll(values.iter().map(|v| (v.1, v.2, v.3)), res);
-            for b in buckets {
-                conn.execute(
-                    "INSERT OR REPLACE INTO rollups
-                       (res, feed, t, n, tmin, tmax, tsum, hn, hmin, hmax, hsum)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                    params![
-                        res.millis() / 1000,
-                        feed,
-                        b.t,
-                        b.n as i64,
-                        b.tmin,
-                        b.tmax,
-                        b.tsum,
-                        b.hn as i64,
-                        (b.hn > 0).then_some(b.hmin),
-                        (b.hn > 0).then_some(b.hmax),
-                        (b.hn > 0).then_some(b.hsum)
-                    ],
-                )?;
-            }
-        }
-    }
-    let last_id = rows.last().map(|r| r.0).unwrap_or(0);
-    conn.execute(
-        "DELETE FROM log WHERE t_max < ?1 AND id <= ?2",
-        params![before, last_id],
-    )?;
-    conn.execute_batch("COMMIT")?;
-    Ok(())
 }

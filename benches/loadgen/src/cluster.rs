@@ -37,6 +37,8 @@ pub struct Row {
     pub servers_cpu_s: f64,
     pub redis_cpu_s: f64,
     pub readings: u64,
+    /// The largest instance's resident memory at the end of the window, MiB.
+    pub rss_mib: f64,
 }
 
 /// Runs each configuration of `instances` (0 = no cluster) and returns the rows.
@@ -47,11 +49,12 @@ pub async fn run(
     clients: usize,
     rate: f64,
     secs: f64,
+    topo: Topology,
 ) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     for &n in instances {
         eprintln!("[cluster] {n} instance(s), {clients} clients, {rate}/s for {secs} s");
-        rows.push(one(env, bin, n, clients, rate, secs).await?);
+        rows.push(one(env, bin, n, clients, rate, secs, topo).await?);
     }
     Ok(rows)
 }
@@ -63,11 +66,8 @@ async fn one(
     clients: usize,
     rate: f64,
     secs: f64,
+    topo: Topology,
 ) -> anyhow::Result<Row> {
-    let topo = Topology {
-        sensors: 100,
-        units: 10,
-    };
     let dir = env.dir.join(format!("cluster-{n}-{}", free_port()));
     std::fs::create_dir_all(&dir)?;
     let redis = if n > 0 {
@@ -147,6 +147,7 @@ async fn one(
         servers_cpu_s: servers_cpu_s * share,
         redis_cpu_s: redis_after.cpu_since(&redis_before) * share,
         readings: (rate * w.secs) as u64,
+        rss_mib: after.iter().map(|a| a.rss_kib).max().unwrap_or(0) as f64 / 1024.0,
     })
 }
 
@@ -271,8 +272,8 @@ fn health(port: u16) -> Option<serde_json::Value> {
 pub fn render(rows: &[Row]) -> String {
     let mut out = String::from(
         "| instances | clients | readings/s | delivered | deliveries/s | p50 ms | p99 ms | \
-         sensorcast CPU µs/delivery | Redis CPU µs/reading | Redis core share |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n",
+         sensorcast CPU µs/delivery | Redis CPU µs/reading | Redis core share | RSS MiB |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         let name = match r.instances {
@@ -282,7 +283,7 @@ pub fn render(rows: &[Row]) -> String {
         let ratio = r.delivered as f64 / r.expected.max(1) as f64;
         let _ = writeln!(
             out,
-            "| {name} | {} | {:.0} | {:.2} % | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} |",
+            "| {name} | {} | {:.0} | {:.2} % | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {:.1} |",
             r.clients,
             r.rate,
             ratio * 100.0,
@@ -300,6 +301,7 @@ pub fn render(rows: &[Row]) -> String {
             } else {
                 format!("{:.1} %", r.redis_cpu_s / r.secs * 100.0)
             },
+            r.rss_mib,
         );
     }
     out
@@ -322,6 +324,7 @@ mod tests {
             servers_cpu_s: 20.0,
             redis_cpu_s: 1.0,
             readings: 5000,
+            rss_mib: 12.5,
         };
         let t = render(&[row(0), row(2)]);
         assert!(

@@ -110,6 +110,13 @@ enum Cmd {
         /// Also write the table (markdown) here.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Sensors and units of the registry (each unit's readings come from its sensors in
+        /// turn; client k subscribes to unit k mod units). A typical site: 500 and 500 with
+        /// `--rate 50 --clients 50 --instances 0`.
+        #[arg(long, default_value_t = 100)]
+        sensors: u64,
+        #[arg(long, default_value_t = 10)]
+        units: u64,
     },
 }
 
@@ -124,12 +131,13 @@ fn main() -> anyhow::Result<()> {
             seconds,
             server_cpu,
             out,
+            sensors,
+            units,
         } => cluster_main(
             sensorcast_bin,
             &instances,
-            clients,
-            rate,
-            seconds,
+            (clients, rate, seconds),
+            servers::Topology { sensors, units },
             server_cpu,
             out,
         ),
@@ -140,9 +148,8 @@ fn main() -> anyhow::Result<()> {
 fn cluster_main(
     bin: PathBuf,
     instances: &[usize],
-    clients: usize,
-    rate: f64,
-    seconds: f64,
+    (clients, rate, seconds): (usize, f64, f64),
+    topo: servers::Topology,
     server_cpu: usize,
     out: Option<PathBuf>,
 ) -> anyhow::Result<()> {
@@ -165,7 +172,9 @@ fn cluster_main(
         qos: rumqttc::QoS::AtMostOnce,
         time_scale: 1.0,
     };
-    let rows = rt.block_on(cluster::run(&env, &bin, instances, clients, rate, seconds))?;
+    let rows = rt.block_on(cluster::run(
+        &env, &bin, instances, clients, rate, seconds, topo,
+    ))?;
     drop(mosquitto);
     let table = cluster::render(&rows);
     println!("{table}");

@@ -36,6 +36,10 @@ pub enum AckError {
     /// Cluster mode: the instance that owns the alert's unit did not answer in time.
     #[error("the instance that owns the alert did not answer")]
     Unavailable,
+    /// The acknowledgement was not durably stored (state file or Redis) within the bound: it
+    /// is not confirmed, the client is asked to try again.
+    #[error("acknowledgement not stored")]
+    NotStored,
 }
 
 pub struct Machine {
@@ -250,11 +254,13 @@ impl Machine {
         for track in self.tracks.values_mut() {
             if let Some((alert, event)) = track.acknowledge(alert_id, by, now) {
                 let mut out = Vec::new();
+                // Cluster mode: committed again even when repeated, so that the answer waits
+                // for a commit that holds the acknowledgement.
+                if self.owned.is_some() {
+                    self.changed.insert(alert.unit_id.clone());
+                }
                 if let Some(e) = event {
                     self.dirty = true;
-                    if self.owned.is_some() {
-                        self.changed.insert(alert.unit_id.clone());
-                    }
                     out.push(Out {
                         event: Event::Acknowledged(e),
                         org: alert.organization_id.clone(),

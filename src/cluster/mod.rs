@@ -373,14 +373,18 @@ impl crate::alerts::cluster::ClusterSink for Cluster {
         &self,
         commits: Vec<crate::alerts::cluster::UnitCommit>,
         hooks: crate::alerts::webhook::Webhooks,
+        done: Option<tokio::sync::oneshot::Sender<bool>>,
     ) {
-        if let Err(e) = self.0.jobs.try_send(Job::Commit(commits, hooks)) {
+        if let Err(e) = self.0.jobs.try_send(Job::Commit(commits, hooks, done)) {
             // The engine never waits; a full queue means Redis is far behind: deliver here.
-            let Job::Commit(commits, hooks) = e.into_inner() else {
+            let Job::Commit(commits, hooks, done) = e.into_inner() else {
                 return;
             };
             self.0.stats.dropped("commit_queue_full", 1);
             writer::commit_alone(self, commits, &hooks);
+            if let Some(done) = done {
+                let _ = done.send(false);
+            }
         }
     }
 }

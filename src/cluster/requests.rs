@@ -77,6 +77,7 @@ pub async fn forward_ack(c: &Cluster, alert_id: &str, by: &str) -> Result<Alert,
     match answer {
         Ok(Ok(v)) => match serde_json::from_value::<Alert>(v["alert"].clone()) {
             Ok(alert) => Ok(alert),
+            Err(_) if v["stored"] == false => Err(AckError::NotStored),
             Err(_) => Err(AckError::NotFound),
         },
         _ => Err(AckError::Unavailable),
@@ -110,6 +111,7 @@ pub(super) fn answer_ack(c: &Cluster, map: &HashMap<String, redis::Value>) {
     tokio::spawn(async move {
         let answer = match c.0.alerts.acknowledge_here(&alert_id, &by).await {
             Ok(alert) => json!({ "alert": alert }),
+            Err(AckError::NotStored) => json!({ "error": "not stored", "stored": false }),
             Err(e) => json!({ "error": e.to_string() }),
         };
         let answer = answer.to_string();

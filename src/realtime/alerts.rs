@@ -12,7 +12,7 @@ use tracing::{debug, info};
 
 use super::state::Realtime;
 use super::{admit, SocketCtx};
-use crate::alerts::Alert;
+use crate::alerts::{AckError, Alert};
 use crate::auth::Principal;
 
 /// Longest alert id accepted (ours are 26 characters).
@@ -51,7 +51,9 @@ fn refuse(app: &Realtime, ack: AckSender, reason: &'static str, error: &str) {
 /// `alert:ack({ alertId }, ack)` → `{ ok: true, alert }`, and `alert:acknowledged` to the
 /// organization. `{ ok: false, error }` with "Access denied" (role), "Alert not found"
 /// (unknown, resolved or not visible) or "Invalid arguments...". Under the socket's event rate
-/// limit like every client event. Acknowledging an alert that is already acknowledged answers
+/// limit like every client event. Answered only once the acknowledgement is stored (the state
+/// file on disk, or Redis in cluster mode); "Acknowledgement not stored, try again" if that did
+/// not happen within 5 s. Acknowledging an alert that is already acknowledged answers
 /// the same and is logged at debug level only (the first acknowledgement at info).
 pub async fn alert_ack(
     TryData(d): TryData<Value>,
@@ -92,8 +94,16 @@ pub async fn alert_ack(
             }
             let _ = ack.send(&json!({ "ok": true, "alert": alert }));
         }
+        // Announced, but not stored in time (or the owner in a cluster did not answer): not
+        // confirmed, so that the person does not walk away from an unrecorded answer.
+        Err(AckError::NotStored | AckError::Unavailable) => refuse(
+            &app,
+            ack,
+            "ack_not_stored",
+            "Acknowledgement not stored, try again",
+        ),
         // Resolved between the check and the engine's turn.
-        Err(_) => refuse(&app, ack, "alert_not_found", "Alert not found"),
+        Err(AckError::NotFound) => refuse(&app, ack, "alert_not_found", "Alert not found"),
     }
 }
 

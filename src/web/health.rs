@@ -89,7 +89,11 @@ async fn realtime(State(app): State<WebState>) -> Json<serde_json::Value> {
 async fn health(State(app): State<WebState>) -> Response {
     let problem = mqtt_problem(&app);
     let cluster = app.cluster.as_ref().map(|c| c.health());
-    let degraded = problem.is_some() || cluster.as_ref().is_some_and(|c| c.degraded);
+    // A state file that cannot be written means acknowledgements are not confirmed and a
+    // restart would forget alerts: not "ok", whatever else is fine.
+    let store_failing = app.rt.alerts.store_failing();
+    let degraded =
+        problem.is_some() || store_failing || cluster.as_ref().is_some_and(|c| c.degraded);
     let (orgs, sites, units, sensors) = app.rt.hub.registry().counts();
     let stats = app.rt.hub.stats().snapshot();
     let mut body = json!({

@@ -52,6 +52,7 @@ pub trait AckForward: Send + Sync {
         &'a self,
         alert_id: &'a str,
         by: &'a str,
+        comment: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Alert, AckError>>;
 }
 

@@ -176,8 +176,12 @@ impl Engine {
             Command::Ack {
                 alert_id,
                 by,
+                comment,
                 reply,
-            } => match self.machine.acknowledge(now, &alert_id, &by) {
+            } => match self
+                .machine
+                .acknowledge(now, &alert_id, &by, comment.as_deref())
+            {
                 Ok((alert, out)) => {
                     // Announced now; confirmed to the client by the caller once stored.
                     let stored = match sinks.outlets.cluster.clone() {

@@ -250,9 +250,10 @@ impl Machine {
         now: DateTime<Utc>,
         alert_id: &str,
         by: &str,
+        comment: Option<&str>,
     ) -> Result<(Alert, Vec<Out>), AckError> {
         for track in self.tracks.values_mut() {
-            if let Some((alert, event)) = track.acknowledge(alert_id, by, now) {
+            if let Some((alert, event)) = track.acknowledge(alert_id, by, comment, now) {
                 let mut out = Vec::new();
                 // Cluster mode: committed again even when repeated, so that the answer waits
                 // for a commit that holds the acknowledgement.

@@ -354,13 +354,13 @@ fn acknowledging_is_recorded_once_and_independent_of_resolving() {
     let mut m = machine();
     read(&mut m, 0, "u1", 9.0);
     let id = m.open_alerts()[0].alert_id.clone();
-    let (alert, out) = m.acknowledge(at(10), &id, "user-7").unwrap();
+    let (alert, out) = m.acknowledge(at(10), &id, "user-7", None).unwrap();
     assert_eq!(names(&out), ["u1 acknowledged by user-7"]);
     assert_eq!(alert.acknowledged_by.as_deref(), Some("user-7"));
-    let (_, again) = m.acknowledge(at(20), &id, "user-8").unwrap();
+    let (_, again) = m.acknowledge(at(20), &id, "user-8", None).unwrap();
     assert!(again.is_empty(), "a second ack changes nothing");
     assert_eq!(
-        m.acknowledge(at(20), "nope", "u").unwrap_err(),
+        m.acknowledge(at(20), "nope", "u", None).unwrap_err(),
         AckError::NotFound
     );
     read(&mut m, 30, "u1", 4.0);
@@ -369,7 +369,7 @@ fn acknowledging_is_recorded_once_and_independent_of_resolving() {
         ["u1 resolved", "u1 restoring>ok"]
     );
     assert_eq!(
-        m.acknowledge(at(200), &id, "u").unwrap_err(),
+        m.acknowledge(at(200), &id, "u", None).unwrap_err(),
         AckError::NotFound
     );
 }

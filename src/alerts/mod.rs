@@ -83,6 +83,7 @@ pub(crate) enum Command {
     Ack {
         alert_id: String,
         by: String,
+        comment: Option<String>,
         reply: oneshot::Sender<Result<(Alert, Stored), AckError>>,
     },
     Reload {
@@ -323,11 +324,17 @@ impl Alerts {
         .await
     }
 
-    /// Records an acknowledgement by `by` (a token subject) and announces it.
-    pub async fn acknowledge(&self, alert_id: &str, by: &str) -> Result<Alert, AckError> {
-        let local = self.acknowledge_here(alert_id, by).await;
+    /// Records an acknowledgement by `by` (a token subject), with the comment it came with,
+    /// and announces it.
+    pub async fn acknowledge(
+        &self,
+        alert_id: &str,
+        by: &str,
+        comment: Option<&str>,
+    ) -> Result<Alert, AckError> {
+        let local = self.acknowledge_here(alert_id, by, comment).await;
         match (&local, self.0.cluster.as_ref().and_then(|c| c.forward())) {
-            (Err(AckError::NotFound), Some(owner)) => owner.forward(alert_id, by).await,
+            (Err(AckError::NotFound), Some(owner)) => owner.forward(alert_id, by, comment).await,
             _ => local,
         }
     }
@@ -337,11 +344,17 @@ impl Alerts {
     /// unit's commit in Redis); [`AckError::NotStored`] if that did not happen within
     /// [`ACK_STORE_LIMIT`] (it is announced and held in memory, and stored when the writer
     /// gets through).
-    pub async fn acknowledge_here(&self, alert_id: &str, by: &str) -> Result<Alert, AckError> {
+    pub async fn acknowledge_here(
+        &self,
+        alert_id: &str,
+        by: &str,
+        comment: Option<&str>,
+    ) -> Result<Alert, AckError> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Ack {
             alert_id: alert_id.to_string(),
             by: by.to_string(),
+            comment: comment.map(str::to_string),
             reply,
         })
         .await;

@@ -394,8 +394,9 @@ impl crate::alerts::cluster::AckForward for Cluster {
         &'a self,
         alert_id: &'a str,
         by: &'a str,
+        comment: Option<&'a str>,
     ) -> crate::alerts::cluster::BoxFuture<'a, Result<crate::alerts::Alert, crate::alerts::AckError>>
     {
-        Box::pin(requests::forward_ack(self, alert_id, by))
+        Box::pin(requests::forward_ack(self, alert_id, by, comment))
     }
 }

@@ -461,3 +461,37 @@ fn a_resumed_machine_keeps_alerts_and_the_remaining_time() {
         ]
     );
 }
+
+/// Item 10: a unit moved to another organization by a reload has its open alert resolved for
+/// the old owner (the event names the old organization) and starts `ok` with no alert for the
+/// new one; a state file from before the move is treated the same at start.
+#[test]
+fn a_unit_moved_to_another_organization_starts_afresh() {
+    let mut m = machine();
+    let out = read(&mut m, 10, "u1", 12.0);
+    assert!(
+        out.contains(&"u1 triggered temperature_excursion warning".to_string()),
+        "{out:?}"
+    );
+    let moved = REGISTRY.replace(
+        "[[unit]]\nid = \"u1\"\nsite = \"s1\"",
+        "[[org]]\nid = \"o2\"\ntemp_min = 0\ntemp_max = 8\n[[site]]\nid = \"s9\"\norg = \"o2\"\n[[unit]]\nid = \"u1\"\nsite = \"s9\"",
+    );
+    let saved = m.save(at(20));
+    let out = m.reload(book_of(&moved), at(20));
+    assert_eq!(names(&out), ["u1 resolved"]);
+    assert_eq!((&*out[0].org, &*out[0].site), ("o1", "s1"));
+    assert!(m.open_alerts().is_empty());
+    assert_eq!(m.states()["u1"], UnitState::Ok);
+
+    let (m, out) = Machine::resume(
+        book_of(&moved),
+        Some(saved),
+        at(30),
+        Duration::ZERO,
+        fastrand::Rng::with_seed(1),
+    );
+    assert_eq!(names(&out), ["u1 resolved"]);
+    assert_eq!(&*out[0].org, "o1");
+    assert!(m.open_alerts().is_empty());
+}

@@ -36,10 +36,12 @@ pub async fn history_after(
     };
     let limits = c.0.hub.history_limits();
     let cutoff = Utc::now() - chrono::Duration::from_std(limits.max_age).unwrap_or_default();
+    // Readings stored under another organization or site than the unit's now (it moved)
+    // belong to the previous owner and are not served.
     let mut readings: Vec<Arc<SensorReading>> = kept
         .iter()
         .filter_map(|j| serde_json::from_str::<SensorReading>(j).ok())
-        .filter(|r| r.received_at >= cutoff)
+        .filter(|r| r.received_at >= cutoff && c.0.hub.is_current_owner(r))
         .map(Arc::new)
         .collect();
     readings.reverse();

@@ -245,3 +245,43 @@ async fn a_unit_moved_to_another_organization_by_a_reload_starts_a_new_feed() {
 fn auth_of(org: &str, role: &str) -> Value {
     claims(json!({ "org_id": org, "role": role }))
 }
+
+/// Issue 12 item 5 (second round): every token-authenticated HTTP route (`/api/stats`,
+/// `/api/sensors/unmapped`, the status page, `/live`, `/live/session`) refuses a correctly
+/// signed owner token of an organization the registry does not know, whether it comes as a
+/// bearer header or as the sign-in cookie, and serves the same token of a known organization.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_token_route_refuses_an_organization_the_registry_does_not_know() {
+    let broker = Broker::start().await;
+    let service = Service::start(&TestConfig::new(&broker)).await;
+    let routes = [
+        "/api/stats",
+        "/api/sensors/unmapped",
+        "/",
+        "/live",
+        "/live/session",
+    ];
+    let unknown = token(json!({ "org_id": "o9", "role": "owner" }));
+    let known = token(json!({ "org_id": "o1", "role": "owner" }));
+    for path in routes {
+        let bearer = format!("Bearer {unknown}");
+        let cookie = format!("sensorcast_token={unknown}");
+        for header in [
+            ("authorization", bearer.as_str()),
+            ("cookie", cookie.as_str()),
+        ] {
+            let r = common::http::http_get_raw(service.addr, path, &[header]).await;
+            assert_eq!(r.status, 401, "{path} with {}: {}", header.0, r.body);
+            assert!(!r.body.contains("\"units\""), "{path}: {}", r.body);
+        }
+        let bearer = format!("Bearer {known}");
+        let ok =
+            common::http::http_get_raw(service.addr, path, &[("authorization", &bearer)]).await;
+        assert_eq!(
+            ok.status, 200,
+            "{path} with a known organization: {}",
+            ok.body
+        );
+    }
+    service.stop().await;
+}

@@ -17,6 +17,7 @@
 //!    state, secrets. Imports nothing from the crate.
 //! 1. [`decode`] (payloads → readings), [`auth`] (JWT → principal), [`delivery`] (fan-out to
 //!    rooms with the slow-client policy, batching).
+//!    [`storage`] (the history store: readings and alert events in SQLite, rollups, retention).
 //! 2. [`alerts`]: the alert engine (rules, unit states, alerts, persistence, webhooks).
 //! 3. [`pipeline`]: one MQTT message: subscription matching, decoding, routing through the hub.
 //! 4. [`cluster`]: cluster mode (`[cluster]`): membership, unit ownership, the shared feed and
@@ -41,6 +42,7 @@ pub mod pipeline;
 pub mod realtime;
 pub mod service;
 pub mod simulate;
+pub mod storage;
 pub mod web;
 
 pub use service::{run, run_with, Control, Listeners, RunError};

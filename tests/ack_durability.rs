@@ -151,8 +151,10 @@ async fn an_unwritable_state_dir_degrades_health_refuses_acks_and_recovers() {
         answer[0],
         json!({ "ok": false, "error": "Acknowledgement not stored, try again" })
     );
+    // Degraded at the top; still 200, like a history store in trouble: live delivery goes on,
+    // so the instance stays in its load balancer.
     let (code, h) = service.get("/health", None).await;
-    assert_eq!((code, &h["status"]), (503, &json!("degraded")), "{h}");
+    assert_eq!((code, &h["status"]), (200, &json!("degraded")), "{h}");
     assert_eq!(h["alerts"]["status"], "error", "{h}");
     assert!(
         h["alerts"]["store"]["writeErrors"].as_u64() >= Some(1),

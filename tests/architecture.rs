@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 /// Top-level modules by layer, bottom first. Modules of one layer may not import each other.
 const LAYERS: &[&[&str]] = &[
     &["core"],
-    &["decode", "auth", "delivery"],
+    &["decode", "auth", "delivery", "storage"],
     &["alerts"],
     &["pipeline"],
     &["cluster"],

@@ -173,7 +173,10 @@ async fn the_per_user_limit_is_kept_per_organization() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_unit_moved_to_another_organization_by_a_reload_starts_a_new_feed() {
     let broker = Broker::start().await;
+    let state = tempfile::tempdir().unwrap();
     let config = TestConfig::new(&broker)
+        .state_dir(state.path())
+        .set("storage", "commit_interval", "200ms")
         .alerts("temp_min", 0)
         .alerts("temp_max", 8)
         .alerts("confirm_after", "10m");
@@ -186,6 +189,13 @@ async fn a_unit_moved_to_another_organization_by_a_reload_starts_a_new_feed() {
     let before = old.next_event("sensor:reading").await.remove(0);
     let alert = old.next_event("alert:triggered").await.remove(0);
     assert_eq!(before["organizationId"], "o1");
+    bin.get_until(
+        "/health",
+        None,
+        "the reading in the history store",
+        |_, h| h["checks"]["storage"]["readingsStored"].as_u64() >= Some(1),
+    )
+    .await;
 
     let moved = TestRegistry::standard().set("unit", "u1", "site", "s3");
     bin.rewrite(&bin.config.clone().registry(&moved));
@@ -219,6 +229,19 @@ async fn a_unit_moved_to_another_organization_by_a_reload_starts_a_new_feed() {
         .await;
     let open = new.emit_ack("get:alerts", vec![]).await.remove(0);
     assert_eq!(open, json!({ "ok": true, "alerts": [] }));
+    // The history store still has the reading, under o1: not served to o2.
+    let history = new
+        .emit_ack(
+            "get:history",
+            vec![json!({ "unitId": "u1", "resolution": "raw" })],
+        )
+        .await
+        .remove(0);
+    assert_eq!(
+        (&history["ok"], &history["points"]),
+        (&json!(true), &json!([])),
+        "{history}"
+    );
 
     let denied = old
         .emit_ack("subscribe:unit", vec![json!("u1")])

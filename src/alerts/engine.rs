@@ -33,6 +33,7 @@ use super::webhook::Webhooks;
 use super::{Command, Shared, Stored};
 use crate::core::rooms::UnitRooms;
 use crate::delivery::{to_json, Fanout, Kind, Payload};
+use crate::storage::{AlertEvent, Store};
 
 /// Longest single sleep: a step of the wall clock (NTP at boot) is noticed within this.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -82,6 +83,26 @@ pub struct Outlets {
     pub tap: Option<mpsc::UnboundedSender<Event>>,
     /// Cluster mode: commits replace the socket delivery and the state file.
     pub cluster: Option<Arc<dyn ClusterSink>>,
+    /// The history store: every alert event is kept for the HACCP report.
+    pub archive: Option<Store>,
+}
+
+/// Hands an alert event (those with an `alertId`) to the history store.
+fn archive(store: &Option<Store>, o: &Out, at: DateTime<Utc>) {
+    let Some(store) = store else { return };
+    let body = o.event.payload();
+    let Some(id) = body.get("alertId").and_then(|v| v.as_str()) else {
+        return;
+    };
+    store.record_alert(AlertEvent {
+        alert_id: id.to_owned(),
+        unit: o.event.unit_id().clone(),
+        org: o.org.clone(),
+        site: o.site.clone(),
+        at,
+        kind: o.event.name(),
+        body,
+    });
 }
 
 /// The engine, built by [`super::Alerts::new`] and started with [`Engine::run`].
@@ -243,9 +264,11 @@ impl Engine {
         if !out.is_empty() {
             self.refresh_view();
         }
+        let now = self.clock.now();
         for o in out {
             debug!(event = o.event.name(), unit = %o.event.unit_id(), "alert event");
             self.shared.count(&o.event);
+            archive(&sinks.outlets.archive, &o, now);
             if let Some(fanout) = &sinks.outlets.fanout {
                 let rooms = UnitRooms::new(&o.org, &o.site, o.event.unit_id());
                 let payload = Payload::Event(to_json(&o.event.payload()));
@@ -280,9 +303,11 @@ impl Engine {
                 events: Vec::new(),
             })
             .collect();
+        let now = self.clock.now();
         for o in out {
             debug!(event = o.event.name(), unit = %o.event.unit_id(), "alert event");
             self.shared.count(&o.event);
+            archive(&sinks.outlets.archive, &o, now);
             if let Some(tap) = &sinks.outlets.tap {
                 let _ = tap.send(o.event.clone());
             }

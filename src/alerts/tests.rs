@@ -51,6 +51,7 @@ impl Running {
             fanout: None,
             tap: Some(tap),
             cluster: None,
+            archive: None,
         };
         let tasks = TaskTracker::new();
         let stop = CancellationToken::new();

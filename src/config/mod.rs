@@ -28,6 +28,7 @@ use crate::core::duration::duration_str;
 use crate::core::error::{located, read_text, toml_error_message};
 use crate::ingest::MqttConfig;
 use crate::realtime::{LimitsConfig, RealtimeConfig};
+use crate::storage::StorageConfig;
 use crate::web::{MetricsConfig, StatusConfig};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -58,6 +59,9 @@ pub struct Config {
     /// Cluster mode (several instances on Redis); absent on a single box.
     #[serde(default)]
     pub cluster: Option<ClusterConfig>,
+    /// The history store (docs/storage.md).
+    #[serde(default)]
+    pub storage: StorageConfig,
     /// The directory of the config file; relative paths inside it resolve against this.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -228,6 +232,7 @@ impl Config {
             &mut self.auth.jwt_secret_file,
             &mut self.auth.jwt_public_key_file,
             &mut self.alerts.webhook_ca_file,
+            &mut self.storage.path,
         ]
         .into_iter()
         .flatten()
@@ -281,6 +286,7 @@ impl Config {
         if let Some(cluster) = &self.cluster {
             section("cluster", cluster.validate())?;
         }
+        section("storage", self.storage.validate())?;
         Ok(())
     }
 }

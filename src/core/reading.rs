@@ -180,7 +180,7 @@ fn extra_from_object<'de, D: Deserializer<'de>>(d: D) -> Result<Extra, D::Error>
 static NAMES: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
 const MAX_NAMES: usize = 64;
 
-fn static_name(name: String) -> &'static str {
+pub fn static_name(name: String) -> &'static str {
     let mut set = NAMES.lock().unwrap_or_else(PoisonError::into_inner);
     let set = set.get_or_insert_with(HashSet::new);
     if let Some(known) = set.get(name.as_str()) {

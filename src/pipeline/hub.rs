@@ -33,6 +33,7 @@ use crate::core::reading::{DoorState, SensorReading, UnitDoor};
 use crate::core::registry::{Registry, Unit};
 use crate::core::stats::Stats;
 use crate::decode::Reading;
+use crate::storage::{Restored, Store};
 
 #[derive(Clone)]
 pub struct Hub(Arc<Inner>);
@@ -47,8 +48,11 @@ struct Inner {
     /// Replaced when the cluster's epoch is learnt or changes, or while degraded.
     epoch: RwLock<Arc<str>>,
     stats: Arc<Stats>,
-    /// The cluster's shared history, for resumes memory cannot serve (cluster mode only).
+    /// Where resumes memory cannot serve are answered from: the cluster's shared history, or
+    /// on a single box the history store.
     shared: std::sync::OnceLock<Arc<dyn SharedHistory>>,
+    /// The history store every numbered reading is handed to (none when storage is off).
+    archive: std::sync::OnceLock<Store>,
 }
 
 /// How much recent history each unit keeps for resuming subscribers.
@@ -67,6 +71,9 @@ pub struct UnitFeed {
     latest: Option<Arc<SensorReading>>,
     history: VecDeque<Arc<SensorReading>>,
     doors: Doors,
+    /// After a crash: `(c, f)`: the store had seqs up to `c` and numbering went on after `f`;
+    /// no reading has a seq in between, so a resume from anywhere in `c..=f` starts at `f`.
+    gap: Option<(u64, u64)>,
 }
 
 impl UnitFeed {
@@ -102,6 +109,10 @@ impl UnitFeed {
     /// Readings after `seq` in order, or `None` when history no longer reaches back to `seq`
     /// (some readings in between are gone).
     pub fn after(&self, seq: u64, limits: HistoryLimits) -> Option<Vec<Arc<SensorReading>>> {
+        let seq = match self.gap {
+            Some((c, f)) if (c..=f).contains(&seq) => f,
+            _ => seq,
+        };
         if seq >= self.seq {
             return Some(Vec::new());
         }
@@ -137,8 +148,11 @@ impl UnitFeed {
         if *through < self.seq {
             v.extend(self.after(*through, limits)?);
         }
+        // Consecutive, except across a crash's gap (no reading has a seq inside it).
+        let next =
+            |a: u64, b: u64| b == a + 1 || self.gap.is_some_and(|(c, f)| a == c && b == f + 1);
         let complete = v.first().is_some_and(|r| r.seq == seq + 1)
-            && v.windows(2).all(|w| w[1].seq == w[0].seq + 1);
+            && v.windows(2).all(|w| next(w[0].seq, w[1].seq));
         complete.then_some(v)
     }
 
@@ -147,6 +161,9 @@ impl UnitFeed {
         self.latest = None;
         self.history.clear();
         self.doors = Doors::default();
+        // A crash's gap spoke for the old owner's numbers: a resume from before the move must
+        // not be mapped past it and told it missed nothing.
+        self.gap = None;
     }
 
     fn push(&mut self, reading: Arc<SensorReading>, limits: HistoryLimits) {
@@ -191,6 +208,7 @@ impl Hub {
             epoch: RwLock::new(new_epoch("").into()),
             stats: Arc::new(Stats::default()),
             shared: std::sync::OnceLock::new(),
+            archive: std::sync::OnceLock::new(),
         }))
     }
 
@@ -241,6 +259,62 @@ impl Hub {
         old
     }
 
+    /// Keeps a numbered reading in its unit's memory and hands it to the history store.
+    fn keep(&self, feed: &mut UnitFeed, wire: &Arc<SensorReading>) {
+        feed.push(wire.clone(), self.0.history);
+        if let Some(store) = self.0.archive.get() {
+            store.record(wire.clone());
+        }
+    }
+
+    /// Hands every reading numbered from now on to `store` (once, at start).
+    pub fn set_archive(&self, store: Store) {
+        let _ = self.0.archive.set(store);
+    }
+
+    /// A single box at start: continues the stored epoch and each unit's `seq` (past a gap
+    /// after a crash), and shows each unit's last stored reading as its latest, unless the
+    /// unit has moved to another organization or site since.
+    pub fn restore(&self, restored: &Restored) {
+        if let Some(epoch) = &restored.epoch {
+            *self.0.epoch.write().expect("epoch lock") = epoch.as_str().into();
+        }
+        let registry = self.registry();
+        let stored: std::collections::HashMap<&str, u64> = restored
+            .latest
+            .iter()
+            .filter(|r| {
+                restored
+                    .epoch
+                    .as_deref()
+                    .is_some_and(|e| r.id.starts_with(&format!("{e}-")))
+            })
+            .map(|r| (&*r.unit_id, r.seq))
+            .collect();
+        for (unit, seq) in &restored.seqs {
+            let Some(u) = registry.unit(unit) else {
+                continue;
+            };
+            let feed = self.feed(&u.id);
+            let mut feed = feed.lock().expect("unit feed lock");
+            feed.seq = *seq;
+            let committed = stored.get(unit.as_str()).copied().unwrap_or(0);
+            if !restored.clean && *seq > committed {
+                feed.gap = Some((committed, *seq));
+            }
+        }
+        for r in &restored.latest {
+            let Some(u) = registry.unit(&r.unit_id) else {
+                continue;
+            };
+            if u.site != r.site_id || u.org != r.organization_id {
+                continue;
+            }
+            let feed = self.feed(&u.id);
+            feed.lock().expect("unit feed lock").latest = Some(Arc::new(r.clone()));
+        }
+    }
+
     pub fn history_limits(&self) -> HistoryLimits {
         self.0.history
     }
@@ -280,7 +354,7 @@ impl Hub {
             wire.seq = feed.seq;
             wire.id = format!("{epoch}-{}-{}", unit.id, feed.seq);
             let wire = Arc::new(wire);
-            feed.push(wire.clone(), self.0.history);
+            self.keep(&mut feed, &wire);
             emit(Emit::Reading(&wire), &unit);
             wire
         });

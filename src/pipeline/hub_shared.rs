@@ -71,7 +71,7 @@ impl Hub {
         if !self.is_current_owner(&wire) {
             return;
         }
-        feed.push(wire.clone(), self.0.history);
+        self.keep(&mut feed, &wire);
         emit(&wire);
     }
 
@@ -97,7 +97,7 @@ impl Hub {
         wire.seq = feed.seq;
         wire.id = format!("{}-{}-{}", self.epoch(), wire.unit_id, feed.seq);
         let wire = Arc::new(wire);
-        feed.push(wire.clone(), self.0.history);
+        self.keep(&mut feed, &wire);
         emit(&wire);
     }
 

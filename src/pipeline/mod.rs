@@ -17,6 +17,7 @@ pub mod hub;
 mod partition;
 pub mod rejections;
 pub mod shared;
+pub mod stored;
 pub mod topics;
 mod unmapped;
 

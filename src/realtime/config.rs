@@ -31,6 +31,9 @@ pub struct LimitsConfig {
     /// Time a client has, after the transport opened, to send its Socket.io CONNECT.
     #[serde(with = "duration_str")]
     pub handshake_timeout: Duration,
+    /// Points in one history answer (`get:history`, `/api/units/{id}/readings`); beyond it the
+    /// answer says `truncated: true`.
+    pub max_history_points: usize,
 }
 
 impl Default for LimitsConfig {
@@ -46,6 +49,7 @@ impl Default for LimitsConfig {
             event_rate: 20.0,
             event_burst: 60.0,
             handshake_timeout: Duration::from_secs(10),
+            max_history_points: 10_000,
         }
     }
 }
@@ -108,6 +112,12 @@ impl LimitsConfig {
             return Err((
                 "handshake_timeout".into(),
                 "must be above 0 (every handshake would time out)".into(),
+            ));
+        }
+        if self.max_history_points == 0 || self.max_history_points > 1_000_000 {
+            return Err((
+                "max_history_points".into(),
+                "must be between 1 and 1000000".into(),
             ));
         }
         if self.max_client_payload < 1024 {

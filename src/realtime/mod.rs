@@ -3,7 +3,8 @@
 //! organization (and allowed sites), and every room name is built from the socket's verified
 //! organization, never from client input alone.
 //!
-//! - `subscribe`: subscriptions, resume and `get:latest`; `alerts`: `alert:ack`, `get:alerts`.
+//! - `subscribe`: subscriptions, resume and `get:latest`; `alerts`: `alert:ack`, `get:alerts`;
+//!   `history`: `get:history`.
 //! - [`expiry`]: token expiry of connected sockets; `limits`: rate limit and subscription cap.
 //! - [`state`]: the handle every handler gets; [`config`]: `[realtime]` and `[limits]`.
 //! - [`transport`]: the HTTP listener's connections (cap, refusals); `stall`: one connection's
@@ -12,6 +13,7 @@
 mod alerts;
 pub mod config;
 pub mod expiry;
+pub mod history;
 mod limits;
 mod stall;
 pub mod state;
@@ -222,6 +224,7 @@ fn register_handlers(s: &SocketRef) {
     s.on("unsubscribe:site", subscribe::unsubscribe_site);
     s.on("unsubscribe:organization", subscribe::unsubscribe_org);
     s.on("get:latest", subscribe::get_latest);
+    s.on("get:history", history::get_history);
     s.on("ping", ping);
     s.on("alert:ack", alerts::alert_ack);
     s.on("get:alerts", alerts::get_alerts);

@@ -15,6 +15,7 @@ use crate::auth::{AuthError, Authenticator, Principal};
 use crate::core::ids::canonical_id;
 use crate::delivery::SlowSockets;
 use crate::pipeline::hub::Hub;
+use crate::storage::Store;
 use std::collections::HashSet;
 
 #[derive(Clone)]
@@ -34,6 +35,8 @@ pub struct Inner {
     pub buckets: Buckets<super::UserKey>,
     /// The alert engine's handle (open alerts, acknowledgements).
     pub alerts: Alerts,
+    /// The history store (`None` with `storage.enabled = false`).
+    pub store: Option<Store>,
     /// Sockets connected to the default namespace right now.
     pub connections: AtomicUsize,
     /// Set when shutdown starts: new sockets are refused from then on.
@@ -59,6 +62,8 @@ pub struct Parts {
     pub slow: SlowSockets,
     pub limits: LimitsConfig,
     pub alerts: Alerts,
+    /// The history store (`None` with `storage.enabled = false`).
+    pub store: Option<Store>,
     pub shutdown: CancellationToken,
 }
 
@@ -76,6 +81,7 @@ impl Realtime {
                 p.limits.max_connections.saturating_mul(2).max(1024),
             ),
             alerts: p.alerts,
+            store: p.store,
             connections: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
             shutdown: p.shutdown,

@@ -32,8 +32,10 @@ use crate::core::registry::Registry;
 use crate::delivery::{Batcher, Congestion, Fanout, SlowPolicy, SlowSockets};
 use crate::ingest;
 use crate::pipeline::hub::{HistoryLimits, Hub};
+use crate::pipeline::stored::StoredHistory;
 use crate::pipeline::Pipeline;
 use crate::realtime::{self, transport, Realtime};
+use crate::storage::Store;
 use crate::web::{self, WebState};
 use reload::{LogLevelSetter, ReloadContext, Reloader};
 use stage::{bounded, Stage};
@@ -57,6 +59,8 @@ pub enum RunError {
     Cors(String),
     #[error("http server: {0}")]
     Http(#[from] std::io::Error),
+    #[error("history store: {0}")]
+    Storage(String),
     #[error("state.dir {0}: {1}")]
     State(std::path::PathBuf, std::io::Error),
     #[error("{0}")]
@@ -133,6 +137,7 @@ struct Parts {
     auth: Authenticator,
     mqtt: Arc<MqttHealth>,
     connector: ingest::Connector,
+    store: Option<Store>,
 }
 
 fn build(config: &Config, registry: Registry) -> Result<Parts, RunError> {
@@ -156,6 +161,7 @@ fn build(config: &Config, registry: Registry) -> Result<Parts, RunError> {
         max_age: config.realtime.history_age,
     };
     let hub = Hub::new(registry, config.limits.unmapped_capacity, history);
+    let store = open_store(config, &hub)?;
     Ok(Parts {
         hub,
         alerts,
@@ -163,7 +169,37 @@ fn build(config: &Config, registry: Registry) -> Result<Parts, RunError> {
         auth,
         mqtt: Arc::new(MqttHealth::default()),
         connector,
+        store,
     })
+}
+
+/// Opens the history store (unless `storage.enabled = false`) and hands it to the hub. On a
+/// single box the hub continues the stored epoch, seqs and latest readings, and resumes that
+/// memory cannot serve are answered from the store; in cluster mode Redis keeps that feed
+/// state and the store is each instance's archive of what it delivered.
+fn open_store(config: &Config, hub: &Hub) -> Result<Option<Store>, RunError> {
+    if !config.storage.enabled {
+        return Ok(None);
+    }
+    let (store, restored) = Store::open(&config.storage, &config.state.dir, &hub.epoch())
+        .map_err(|e| RunError::Storage(e.to_string()))?;
+    if config.cluster.is_none() {
+        hub.restore(&restored);
+        hub.set_shared(Arc::new(StoredHistory {
+            store: store.clone(),
+            hub: hub.clone(),
+        }));
+    }
+    info!(
+        path = %store.path().display(),
+        epoch = %hub.epoch(),
+        continued = restored.epoch.is_some(),
+        clean = restored.clean,
+        units = restored.latest.len(),
+        "history store open"
+    );
+    hub.set_archive(store.clone());
+    Ok(Some(store))
 }
 
 /// The running service: its stages, in the order they stop.
@@ -177,6 +213,8 @@ struct Running {
     fanout: Fanout,
     io: SocketIo,
     reload: Arc<ReloadContext>,
+    hub: Hub,
+    store: Option<Store>,
     server_stop: CancellationToken,
     server: JoinHandle<()>,
     metrics: Option<JoinHandle<()>>,
@@ -201,6 +239,7 @@ async fn start(
         slow: slow.clone(),
         limits: config.limits.clone(),
         alerts: p.alerts.clone(),
+        store: p.store.clone(),
         shutdown: CancellationToken::new(),
     });
     let (io_layer, io) = socket_io(config, rt.clone());
@@ -253,6 +292,7 @@ async fn start(
         cluster: cluster
             .as_ref()
             .map(|(c, _)| Arc::new(c.clone()) as Arc<dyn alerts::cluster::ClusterSink>),
+        archive: p.store.clone(),
     };
     alert_stage.spawn(
         p.engine
@@ -351,6 +391,8 @@ async fn start(
         fanout,
         io,
         reload,
+        hub: p.hub,
+        store: p.store,
         server_stop,
         server,
         metrics,
@@ -417,6 +459,17 @@ impl Running {
         if let Some((cluster, stage)) = &self.cluster {
             bounded("cluster", limit, cluster.leave()).await;
             stage.stop(limit).await;
+        }
+        // Nothing numbers readings any more: the store commits what it has, with each unit's
+        // last seq, and marks the stop clean.
+        if let Some(store) = &self.store {
+            let seqs = self
+                .hub
+                .seqs()
+                .into_iter()
+                .map(|(u, s)| (u.to_string(), s))
+                .collect();
+            bounded("history store", limit, store.close(seqs)).await;
         }
         // Pending batches are flushed, slow sockets get one last drain.
         self.delivery.stop(limit).await;

@@ -86,14 +86,36 @@ async fn realtime(State(app): State<WebState>) -> Json<serde_json::Value> {
     } }))
 }
 
+/// `checks.storage`: the history store's counters and its problem, if any.
+fn storage_check(store: &crate::storage::Store) -> serde_json::Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let h = store.health();
+    let problem = h.problem();
+    json!({
+        "status": if problem.is_none() { "ok" } else { "error" },
+        "path": store.path().display().to_string(),
+        "commits": h.commits.load(Relaxed),
+        "readingsStored": h.readings_stored.load(Relaxed),
+        "readingsDropped": h.readings_dropped.load(Relaxed),
+        "commitErrors": h.commit_errors.load(Relaxed),
+        "prunedForBudget": h.pruned_for_budget.load(Relaxed),
+        "bytesUsed": h.bytes_used.load(Relaxed),
+        "error": problem,
+    })
+}
+
 async fn health(State(app): State<WebState>) -> Response {
     let problem = mqtt_problem(&app);
     let cluster = app.cluster.as_ref().map(|c| c.health());
-    // A state file that cannot be written means acknowledgements are not confirmed and a
-    // restart would forget alerts: not "ok", whatever else is fine.
+    let unavailable = problem.is_some() || cluster.as_ref().is_some_and(|c| c.degraded);
+    // A history store in trouble degrades the service (said at the top) but live delivery
+    // goes on, so the instance stays in a load balancer (200). So does an alert state file
+    // that cannot be written: acknowledgements are then not confirmed and a restart would
+    // forget alerts, which the top-level status must say.
+    let storage = app.rt.store.as_ref().map(storage_check);
     let store_failing = app.rt.alerts.store_failing();
     let degraded =
-        problem.is_some() || store_failing || cluster.as_ref().is_some_and(|c| c.degraded);
+        unavailable || store_failing || storage.as_ref().is_some_and(|s| s["status"] != "ok");
     let (orgs, sites, units, sensors) = app.rt.hub.registry().counts();
     let stats = app.rt.hub.stats().snapshot();
     let mut body = json!({
@@ -134,7 +156,8 @@ async fn health(State(app): State<WebState>) -> Response {
     if let Some(cluster) = cluster {
         body["checks"]["cluster"] = json!(cluster);
     }
-    let code = if !degraded {
+    body["checks"]["storage"] = storage.unwrap_or_else(|| json!({ "status": "off" }));
+    let code = if !unavailable {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -1,0 +1,624 @@
+//! Reading the store back: a unit's history (raw or rolled up), the readings a resuming
+//! subscriber missed, each unit's newest reading at start, and the HACCP day rows. Every query
+//! names the unit with its organization and site: history kept under another owner (a unit
+//! that moved) is never part of the answer.
+//!
+//! Raw readings live in two places: the log (the current hour, one row per commit, every unit
+//! mixed) and chunks (one row per unit per past hour). A query reads both inside one read
+//! transaction, so compaction moving an hour from one to the other is never seen half done.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use super::record::{self, FeedKey};
+use super::rollup::{roll, Bucket, Point, Resolution};
+use super::{Store, StoreError, StoreHealth};
+use crate::core::reading::SensorReading;
+
+const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 86_400_000;
+
+/// A history answer.
+#[derive(Debug, Serialize)]
+pub struct History {
+    pub resolution: Resolution,
+    pub points: Points,
+    pub truncated: bool,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Points {
+    Raw(Vec<SensorReading>),
+    Rollup(Vec<Point>),
+}
+
+impl Points {
+    pub fn len(&self) -> usize {
+        match self {
+            Points::Raw(v) => v.len(),
+            Points::Rollup(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One unit's day in the HACCP report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HaccpRow {
+    pub date: String,
+    pub unit_id: String,
+    pub unit_name: String,
+    pub readings: u64,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub mean: Option<f64>,
+    pub minutes_out_of_range: u64,
+    /// The alerts raised that day: type, severity, time, and who acknowledged them, when and
+    /// with what comment (`; ` between alerts).
+    pub alerts: String,
+}
+
+/// A unit as the HACCP report needs it: its id, name and temperature limits.
+#[derive(Debug, Clone)]
+pub struct HaccpUnit {
+    pub id: String,
+    pub name: String,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+}
+
+/// The feeds of `unit` under `org` and `site` (every epoch, or only `epoch`).
+fn feeds(
+    conn: &Connection,
+    unit: &str,
+    org: &str,
+    site: &str,
+    epoch: Option<&str>,
+) -> Result<HashMap<u32, FeedKey>, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT feed, epoch FROM feeds WHERE unit = ?1 AND org = ?2 AND site = ?3",
+    )?;
+    let rows = st.query_map([unit, org, site], |r| {
+        Ok((r.get::<_, u32>(0)?, r.get::<_, String>(1)?))
+    })?;
+    let mut out = HashMap::new();
+    for row in rows {
+        let (feed, e) = row?;
+        if epoch.is_none_or(|want| want == e) {
+            out.insert(
+                feed,
+                FeedKey {
+                    unit: unit.into(),
+                    org: org.into(),
+                    site: site.into(),
+                    epoch: e.into(),
+                },
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Every record of `feeds` (framed bodies, decoded by the caller): chunks of the hours in
+/// `[from, to]`, then the log rows that overlap it. `visit` gets (feed, record bytes).
+fn scan(
+    conn: &Connection,
+    feeds: &HashMap<u32, FeedKey>,
+    from: i64,
+    to: i64,
+    health: &StoreHealth,
+    mut visit: impl FnMut(u32, &[u8]),
+) -> Result<(), StoreError> {
+    let first_hour = from.div_euclid(HOUR_MS) * HOUR_MS;
+    let mut st = conn.prepare_cached(
+        "SELECT body FROM chunks WHERE feed = ?1 AND hour >= ?2 AND hour <= ?3 ORDER BY hour",
+    )?;
+    for feed in feeds.keys() {
+        let bodies = st.query_map(params![feed, first_hour, to], |r| r.get::<_, Vec<u8>>(0))?;
+        for body in bodies {
+            match record::unpack(&body?) {
+                Some(bytes) => record::frames(&bytes).for_each(|(f, rec)| visit(f, rec)),
+                None => {
+                    health.damaged.fetch_add(1, Relaxed);
+                }
+            }
+        }
+    }
+    let mut st =
+        conn.prepare_cached("SELECT body FROM log WHERE t_max >= ?1 AND t_min <= ?2 ORDER BY id")?;
+    let bodies = st.query_map(params![from, to], |r| r.get::<_, Vec<u8>>(0))?;
+    for body in bodies {
+        for (f, rec) in record::frames(&body?) {
+            if feeds.contains_key(&f) {
+                visit(f, rec);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Raw readings in `[from, to]`, oldest first, at most `limit` (and whether there were more).
+pub fn raw(
+    conn: &Connection,
+    feeds: &HashMap<u32, FeedKey>,
+    from: i64,
+    to: i64,
+    limit: usize,
+    health: &StoreHealth,
+) -> Result<(Vec<SensorReading>, bool), StoreError> {
+    let mut out = Vec::new();
+    scan(conn, feeds, from, to, health, |f, rec| {
+        let Some((_, t, _, _)) = record::values(rec) else {
+            return;
+        };
+        if t < from || t > to {
+            return;
+        }
+        if let Some(r) = feeds.get(&f).and_then(|k| record::decode(k, rec)) {
+            out.push(r);
+        }
+    })?;
+    out.sort_by_key(|r| (r.received_at, r.seq));
+    let truncated = out.len() > limit;
+    out.truncate(limit);
+    Ok((out, truncated))
+}
+
+/// Rollup buckets at `res` whose start lies in `[from, to]`: the stored rollups of compacted
+/// hours, and the same computed from the log for the hour not compacted yet.
+pub fn rolled(
+    conn: &Connection,
+    feeds: &HashMap<u32, FeedKey>,
+    from: i64,
+    to: i64,
+    res: Resolution,
+    health: &StoreHealth,
+) -> Result<Vec<Bucket>, StoreError> {
+    let width = res.millis();
+    let start = from.div_euclid(width) * width;
+    let mut merged: BTreeMap<i64, Bucket> = BTreeMap::new();
+    let mut st = conn.prepare_cached(
+        "SELECT t, n, tmin, tmax, tsum, hn, hmin, hmax, hsum FROM rollups
+         WHERE res = ?1 AND feed = ?2 AND t >= ?3 AND t <= ?4",
+    )?;
+    for feed in feeds.keys() {
+        let rows = st.query_map(params![width / 1000, feed, start, to], |r| {
+            Ok(Bucket {
+                t: r.get(0)?,
+                n: r.get::<_, i64>(1)? as u64,
+                tmin: r.get::<_, Option<f64>>(2)?.unwrap_or_default(),
+                tmax: r.get::<_, Option<f64>>(3)?.unwrap_or_default(),
+                tsum: r.get::<_, Option<f64>>(4)?.unwrap_or_default(),
+                hn: r.get::<_, i64>(5)? as u64,
+                hmin: r.get::<_, Option<f64>>(6)?.unwrap_or_default(),
+                hmax: r.get::<_, Option<f64>>(7)?.unwrap_or_default(),
+                hsum: r.get::<_, Option<f64>>(8)?.unwrap_or_default(),
+            })
+        })?;
+        for b in rows {
+            merge(&mut merged, b?);
+        }
+    }
+    // The log only: chunks are already in the rollups.
+    let mut tail = Vec::new();
+    let mut st =
+        conn.prepare_cached("SELECT body FROM log WHERE t_max >= ?1 AND t_min <= ?2 ORDER BY id")?;
+    let bodies = st.query_map(params![start, to.saturating_add(width)], |r| {
+        r.get::<_, Vec<u8>>(0)
+    })?;
+    for body in bodies {
+        for (f, rec) in record::frames(&body?) {
+            if feeds.contains_key(&f) {
+                if let Some((_, t, temp, hum)) = record::values(rec) {
+                    tail.push((t, temp, hum));
+                }
+            }
+        }
+    }
+    let _ = health;
+    for b in roll(tail, res) {
+        merge(&mut merged, b);
+    }
+    Ok(merged
+        .into_values()
+        .filter(|b| b.t >= start && b.t <= to)
+        .collect())
+}
+
+fn merge(into: &mut BTreeMap<i64, Bucket>, b: Bucket) {
+    match into.get_mut(&b.t) {
+        None => {
+            into.insert(b.t, b);
+        }
+        Some(a) => {
+            if b.n > 0 {
+                a.tmin = if a.n > 0 { a.tmin.min(b.tmin) } else { b.tmin };
+                a.tmax = if a.n > 0 { a.tmax.max(b.tmax) } else { b.tmax };
+            }
+            if b.hn > 0 {
+                a.hmin = if a.hn > 0 { a.hmin.min(b.hmin) } else { b.hmin };
+                a.hmax = if a.hn > 0 { a.hmax.max(b.hmax) } else { b.hmax };
+            }
+            a.n += b.n;
+            a.tsum += b.tsum;
+            a.hn += b.hn;
+            a.hsum += b.hsum;
+        }
+    }
+}
+
+/// Each unit's newest stored reading, under the organization and site it was stored with.
+pub fn latest_all(conn: &Connection) -> Result<Vec<SensorReading>, StoreError> {
+    let mut keys: HashMap<u32, FeedKey> = HashMap::new();
+    let mut st = conn.prepare("SELECT feed, unit, org, site, epoch FROM feeds")?;
+    for row in st.query_map([], |r| {
+        Ok((
+            r.get::<_, u32>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, String>(4)?,
+        ))
+    })? {
+        let (feed, unit, org, site, epoch) = row?;
+        keys.insert(
+            feed,
+            FeedKey {
+                unit: unit.into(),
+                org: org.into(),
+                site: site.into(),
+                epoch: epoch.into(),
+            },
+        );
+    }
+    // The last record of each feed: the log first (newest), then the feed's last chunk.
+    let mut last: HashMap<u32, Vec<u8>> = HashMap::new();
+    let mut st = conn.prepare("SELECT body FROM log ORDER BY id")?;
+    for body in st.query_map([], |r| r.get::<_, Vec<u8>>(0))? {
+        let body = body?;
+        for (f, rec) in record::frames(&body) {
+            last.insert(f, rec.to_vec());
+        }
+    }
+    let mut st =
+        conn.prepare("SELECT body FROM chunks WHERE feed = ?1 ORDER BY hour DESC LIMIT 1")?;
+    for feed in keys.keys() {
+        if last.contains_key(feed) {
+            continue;
+        }
+        let body: Option<Vec<u8>> = st.query_map([feed], |r| r.get(0))?.next().transpose()?;
+        if let Some(bytes) = body.and_then(|b| record::unpack(&b)) {
+            if let Some((_, rec)) = record::frames(&bytes).last() {
+                last.insert(*feed, rec.to_vec());
+            }
+        }
+    }
+    let mut newest: HashMap<Arc<str>, SensorReading> = HashMap::new();
+    for (feed, rec) in last {
+        let Some(r) = keys.get(&feed).and_then(|k| record::decode(k, &rec)) else {
+            continue;
+        };
+        match newest.get(&r.unit_id) {
+            Some(have) if (have.received_at, have.seq) >= (r.received_at, r.seq) => {}
+            _ => {
+                newest.insert(r.unit_id.clone(), r);
+            }
+        }
+    }
+    Ok(newest.into_values().collect())
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+/// A read transaction: chunks and log seen at one point in time.
+fn snapshot<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    conn.execute_batch("BEGIN")?;
+    let out = f(conn);
+    let _ = conn.execute_batch("COMMIT");
+    out
+}
+
+impl Store {
+    /// `unit`'s history in `[from, to]` at `res` (raw: at most `max_points` readings, oldest
+    /// first; rollups likewise).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn history(
+        &self,
+        unit: &str,
+        org: &str,
+        site: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        res: Resolution,
+        max_points: usize,
+    ) -> Result<History, StoreError> {
+        let (unit, org, site) = (unit.to_owned(), org.to_owned(), site.to_owned());
+        self.read(move |conn, health| {
+            snapshot(conn, |conn| {
+                let feeds = feeds(conn, &unit, &org, &site, None)?;
+                let (from, to) = (ms(from), ms(to));
+                if res == Resolution::Raw {
+                    let (v, truncated) = raw(conn, &feeds, from, to, max_points, health)?;
+                    return Ok(History {
+                        resolution: res,
+                        points: Points::Raw(v),
+                        truncated,
+                    });
+                }
+                let mut b = rolled(conn, &feeds, from, to, res, health)?;
+                let truncated = b.len() > max_points;
+                b.truncate(max_points);
+                Ok(History {
+                    resolution: res,
+                    points: Points::Rollup(b.iter().map(Bucket::point).collect()),
+                    truncated,
+                })
+            })
+        })
+        .await
+    }
+
+    /// Rollup buckets of `unit` (the status page's chart, the HACCP report).
+    pub async fn buckets(
+        &self,
+        unit: &str,
+        org: &str,
+        site: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        res: Resolution,
+    ) -> Result<Vec<Bucket>, StoreError> {
+        let (unit, org, site) = (unit.to_owned(), org.to_owned(), site.to_owned());
+        self.read(move |conn, health| {
+            snapshot(conn, |conn| {
+                let feeds = feeds(conn, &unit, &org, &site, None)?;
+                rolled(conn, &feeds, ms(from), ms(to), res, health)
+            })
+        })
+        .await
+    }
+
+    /// The readings of `unit` (under `org`, `site` and the store's epoch) after `seq`, oldest
+    /// first, and the newest seq stored; at most `max` (more: `None`, the caller cannot
+    /// recover that far).
+    pub async fn readings_after(
+        &self,
+        unit: &str,
+        org: &str,
+        site: &str,
+        seq: u64,
+        max: usize,
+    ) -> Result<Option<(Vec<SensorReading>, u64)>, StoreError> {
+        let (unit, org, site) = (unit.to_owned(), org.to_owned(), site.to_owned());
+        let epoch = self.epoch().to_owned();
+        self.read(move |conn, health| {
+            snapshot(conn, |conn| {
+                let feeds = feeds(conn, &unit, &org, &site, Some(&epoch))?;
+                let Some(&feed) = feeds.keys().next() else {
+                    return Ok(Some((Vec::new(), 0)));
+                };
+                // Chunks that may hold seqs after `seq`: their last_seq says.
+                let first_hour: Option<i64> = conn
+                    .query_row(
+                        "SELECT MIN(hour) FROM chunks WHERE feed = ?1 AND last_seq > ?2",
+                        params![feed, seq as i64],
+                        |r| r.get(0),
+                    )
+                    .unwrap_or(None);
+                let log_from: Option<i64> =
+                    conn.query_row("SELECT MIN(t_min) FROM log", [], |r| r.get(0))?;
+                let from = match (first_hour, log_from) {
+                    (Some(a), Some(b)) => a.min(b),
+                    (a, b) => a.or(b).unwrap_or(i64::MAX),
+                };
+                let mut out = Vec::new();
+                let mut through = 0;
+                let mut too_many = false;
+                scan(conn, &feeds, from, i64::MAX, health, |f, rec| {
+                    let Some((s, _, _, _)) = record::values(rec) else {
+                        return;
+                    };
+                    through = through.max(s);
+                    if s <= seq || too_many {
+                        return;
+                    }
+                    if out.len() >= max {
+                        too_many = true;
+                        return;
+                    }
+                    if let Some(r) = feeds.get(&f).and_then(|k| record::decode(k, rec)) {
+                        out.push(r);
+                    }
+                })?;
+                if too_many {
+                    return Ok(None);
+                }
+                if through == 0 {
+                    through = conn
+                        .query_row(
+                            "SELECT MAX(last_seq) FROM chunks WHERE feed = ?1",
+                            [feed],
+                            |r| r.get::<_, Option<i64>>(0),
+                        )?
+                        .unwrap_or(0) as u64;
+                }
+                out.sort_by_key(|r| r.seq);
+                Ok(Some((out, through)))
+            })
+        })
+        .await
+    }
+
+    /// The HACCP report of `units` (of `org`/`site`): one row per unit per UTC day in
+    /// `[from, to)`, days with no reading included (0 readings: a gap is a finding too).
+    pub async fn haccp(
+        &self,
+        org: &str,
+        site: &str,
+        units: Vec<HaccpUnit>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<HaccpRow>, StoreError> {
+        let (org, site) = (org.to_owned(), site.to_owned());
+        self.read(move |conn, health| {
+            snapshot(conn, |conn| {
+                haccp_rows(conn, &org, &site, &units, ms(from), ms(to), health)
+            })
+        })
+        .await
+    }
+}
+
+fn haccp_rows(
+    conn: &Connection,
+    org: &str,
+    site: &str,
+    units: &[HaccpUnit],
+    from: i64,
+    to: i64,
+    health: &StoreHealth,
+) -> Result<Vec<HaccpRow>, StoreError> {
+    let first_day = from.div_euclid(DAY_MS) * DAY_MS;
+    let mut rows = Vec::new();
+    for u in units {
+        let feeds = feeds(conn, &u.id, org, site, None)?;
+        let hours = rolled(conn, &feeds, first_day, to - 1, Resolution::Hour, health)?;
+        let minutes = rolled(conn, &feeds, first_day, to - 1, Resolution::Minute, health)?;
+        let quarters = rolled(conn, &feeds, first_day, to - 1, Resolution::Quarter, health)?;
+        let alerts = alerts_of(conn, &u.id, org, site, first_day, to)?;
+        let mut day = first_day;
+        while day < to {
+            let end = day + DAY_MS;
+            let inside = |t: i64| t >= day && t < end;
+            let mut total = Bucket::default();
+            let mut merged = BTreeMap::new();
+            for b in hours.iter().filter(|b| inside(b.t)) {
+                merge(&mut merged, Bucket { t: 0, ..*b });
+            }
+            if let Some(b) = merged.remove(&0) {
+                total = b;
+            }
+            let out = |b: &Bucket| {
+                u.min.is_some_and(|lo| b.tmin < lo) || u.max.is_some_and(|hi| b.tmax > hi)
+            };
+            let by_minute: Vec<&Bucket> = minutes.iter().filter(|b| inside(b.t)).collect();
+            let minutes_out = if by_minute.is_empty() {
+                // Past raw retention only 15 min rollups are left: whole quarters count.
+                quarters.iter().filter(|b| inside(b.t) && out(b)).count() as u64 * 15
+            } else {
+                by_minute.iter().filter(|b| out(b)).count() as u64
+            };
+            let day_alerts: Vec<&str> = alerts
+                .iter()
+                .filter(|(t, _)| inside(*t))
+                .map(|(_, s)| s.as_str())
+                .collect();
+            rows.push(HaccpRow {
+                date: record::from_millis(day).format("%Y-%m-%d").to_string(),
+                unit_id: u.id.clone(),
+                unit_name: u.name.clone(),
+                readings: total.n,
+                min: (total.n > 0).then_some(total.tmin),
+                max: (total.n > 0).then_some(total.tmax),
+                mean: (total.n > 0).then(|| (total.tsum / total.n as f64 * 100.0).round() / 100.0),
+                minutes_out_of_range: minutes_out,
+                alerts: day_alerts.join("; "),
+            });
+            day = end;
+        }
+    }
+    Ok(rows)
+}
+
+/// The alerts of `unit` triggered in `[from, to)`, each as (time, description with who
+/// acknowledged it, when, and the comment, and when it was resolved).
+fn alerts_of(
+    conn: &Connection,
+    unit: &str,
+    org: &str,
+    site: &str,
+    from: i64,
+    to: i64,
+) -> Result<Vec<(i64, String)>, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT alert_id, at, kind, body FROM alert_events
+         WHERE site = ?1 AND unit = ?2 AND org = ?3 AND at >= ?4 ORDER BY id",
+    )?;
+    let rows = st.query_map(params![site, unit, org, from], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+        ))
+    })?;
+    let mut order: Vec<String> = Vec::new();
+    let mut found: HashMap<String, (i64, Vec<String>)> = HashMap::new();
+    for row in rows {
+        let (id, at, kind, body) = row?;
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let text = |k: &str| {
+            body.get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_owned()
+        };
+        let when = record::from_millis(at).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        match kind.as_str() {
+            "alert:triggered" if at < to => {
+                order.push(id.clone());
+                found.insert(
+                    id,
+                    (
+                        at,
+                        vec![format!(
+                            "{} {} at {when}",
+                            text("alertType"),
+                            text("severity")
+                        )],
+                    ),
+                );
+            }
+            "alert:escalated" => {
+                if let Some((_, parts)) = found.get_mut(&id) {
+                    parts.push(format!("escalated to {} at {when}", text("severity")));
+                }
+            }
+            "alert:acknowledged" => {
+                if let Some((_, parts)) = found.get_mut(&id) {
+                    let comment = text("acknowledgedComment");
+                    let mut s = format!("acknowledged by {} at {when}", text("acknowledgedBy"));
+                    if !comment.is_empty() {
+                        s.push_str(&format!(": {comment}"));
+                    }
+                    parts.push(s);
+                }
+            }
+            "alert:resolved" => {
+                if let Some((_, parts)) = found.get_mut(&id) {
+                    parts.push(format!("resolved at {when}"));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(order
+        .into_iter()
+        .filter_map(|id| found.remove(&id))
+        .map(|(at, parts)| (at, parts.join(", ")))
+        .collect())
+}

@@ -107,6 +107,8 @@ export interface AlertAcknowledged {
   unitId: string;
   acknowledgedBy: string;
   acknowledgedAt: string;
+  /** The corrective action given with `alert:ack` (trimmed, at most 500 characters); null when none. */
+  acknowledgedComment: string | null;
 }
 
 /** An open alert as `get:alerts` and `alert:ack` return it. */
@@ -115,6 +117,8 @@ export interface Alert extends AlertTriggered {
   escalatedAt: string | null;
   acknowledgedBy: string | null;
   acknowledgedAt: string | null;
+  /** The corrective action kept with the acknowledgement; null when none (or not acknowledged). */
+  acknowledgedComment: string | null;
 }
 
 export type Failure = { ok: false; error: string };
@@ -170,8 +174,8 @@ export interface ClientToServerEvents {
   "get:alerts": (ack: (a: AlertsAnswer) => void) => void;
 }
 
-// History (docs/protocol.md, issue 13): `get:history`, and the corrective action an
-// acknowledgement may carry. Declared apart and merged into the interfaces above.
+// History (docs/protocol.md, issue 13): `get:history`. Declared apart and merged into the
+// interfaces above.
 
 export type HistoryResolution = "raw" | "1m" | "15m" | "1h";
 
@@ -205,16 +209,6 @@ export type HistoryAnswer =
       truncated: boolean;
     }
   | Failure;
-
-export interface AlertAcknowledged {
-  /** The corrective action given with `alert:ack`, if any. */
-  comment?: string;
-}
-
-export interface Alert {
-  /** The corrective action kept with the acknowledgement, if any. */
-  acknowledgedComment?: string;
-}
 
 export interface ClientToServerEvents {
   "get:history": (query: HistoryQuery, ack: (a: HistoryAnswer) => void) => void;

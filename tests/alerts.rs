@@ -178,10 +178,17 @@ async fn acknowledgements_follow_roles_and_get_alerts_after_a_reconnect() {
     let heard = viewer.next_event("alert:acknowledged").await.remove(0);
     assert_eq!(
         keys(&heard),
-        ["alertId", "unitId", "acknowledgedBy", "acknowledgedAt"]
-            .map(String::from)
-            .into()
+        [
+            "alertId",
+            "unitId",
+            "acknowledgedBy",
+            "acknowledgedAt",
+            "acknowledgedComment"
+        ]
+        .map(String::from)
+        .into()
     );
+    assert_eq!(heard["acknowledgedComment"], Value::Null);
     assert_eq!(
         (&heard["alertId"], &heard["acknowledgedBy"]),
         (&id, &json!("staff-7"))
@@ -251,6 +258,69 @@ async fn a_restart_keeps_the_open_alert_and_does_not_trigger_it_again() {
     c.assert_no_event("alert:triggered", QUIET).await;
     c.assert_no_event("unit:state:changed", Duration::ZERO)
         .await;
+    service.stop().await;
+}
+
+/// `alert:ack` with a comment (the corrective action): trimmed, carried on the other socket's
+/// `alert:acknowledged` and in `get:alerts` as `acknowledgedComment`, and still there after a
+/// restart; a comment over 500 characters or not a string is refused with a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledgement_carries_its_comment_to_the_org_and_across_a_restart() {
+    let broker = Broker::start().await;
+    let state = tempfile::tempdir().unwrap();
+    let config = alerts_config(&broker)
+        .alerts("confirm_after", "10m")
+        .state_dir(state.path());
+    let publisher = Publisher::connect(&broker).await;
+    let service = Service::start(&config).await;
+    let driver = JsDriver::spawn().await;
+    let staff = connected(&driver, &service, auth("o1", "staff")).await;
+    let other = connected(&driver, &service, auth("o1", "viewer")).await;
+    publish(&publisher, 10.0).await;
+    let id = staff.next_event("alert:triggered").await[0]["alertId"].clone();
+
+    let long = "x".repeat(501);
+    let too_long = staff
+        .emit_ack("alert:ack", vec![json!({ "alertId": id, "comment": long })])
+        .await;
+    assert_eq!(
+        too_long[0],
+        json!({ "ok": false, "error": "Comment too long" })
+    );
+    let not_text = staff
+        .emit_ack("alert:ack", vec![json!({ "alertId": id, "comment": 7 })])
+        .await;
+    assert_eq!(
+        not_text[0],
+        json!({ "ok": false, "error": "Invalid arguments: comment must be a string" })
+    );
+    other
+        .assert_no_event("alert:acknowledged", Duration::ZERO)
+        .await;
+
+    let comment = "Door was left open; stock moved to the spare fridge";
+    let padded = format!("  {comment}\n");
+    let ok = staff
+        .emit_ack(
+            "alert:ack",
+            vec![json!({ "alertId": id, "comment": padded })],
+        )
+        .await
+        .remove(0);
+    assert_eq!(ok["ok"], true, "{ok}");
+    assert_eq!(ok["alert"]["acknowledgedComment"], comment);
+    let heard = other.next_event("alert:acknowledged").await.remove(0);
+    assert_eq!(heard["alertId"], id);
+    assert_eq!(heard["acknowledgedComment"], comment);
+    let open = other.emit_ack("get:alerts", vec![]).await.remove(0);
+    assert_eq!(open["alerts"][0]["acknowledgedComment"], comment, "{open}");
+    service.stop().await;
+
+    let service = Service::start(&config).await;
+    let c = connected(&driver, &service, auth("o1", "viewer")).await;
+    let open = c.emit_ack("get:alerts", vec![]).await.remove(0);
+    assert_eq!(open["alerts"][0]["alertId"], id, "{open}");
+    assert_eq!(open["alerts"][0]["acknowledgedComment"], comment, "{open}");
     service.stop().await;
 }
 

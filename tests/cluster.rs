@@ -223,17 +223,28 @@ async fn one_alert_and_one_webhook_per_excursion_and_an_ack_on_one_instance_reac
         "one webhook call per excursion: {hooks:?}"
     );
 
-    // Acknowledge both on A: at least one of the units is owned by B.
+    // Acknowledge both on A: at least one of the units is owned by B. The answer comes only
+    // once the unit's state holding the acknowledgement is committed to Redis (issue 12 item 14).
     for id in &ids {
         let ack = on_a
-            .emit_ack("alert:ack", vec![json!({ "alertId": id })])
+            .emit_ack(
+                "alert:ack",
+                vec![json!({ "alertId": id, "comment": "stock moved" })],
+            )
             .await;
         assert_eq!(ack[0]["ok"], true, "{ack:?}");
         assert_eq!(ack[0]["alert"]["acknowledgedBy"], "user-1");
+        assert_eq!(ack[0]["alert"]["acknowledgedComment"], "stock moved");
+        let tracks = committed_tracks(&redis).await;
+        let track = tracks.iter().find(|t| t.contains(id.as_str()));
+        let track = track.unwrap_or_else(|| panic!("{id} in {tracks:?}"));
+        assert!(track.contains("user-1"), "acknowledged in Redis: {track}");
+        assert!(track.contains("stock moved"), "with its comment: {track}");
     }
     let mut acked = BTreeSet::new();
     for _ in 0..2 {
         let a = on_b.next_event("alert:acknowledged").await;
+        assert_eq!(a[0]["acknowledgedComment"], "stock moved", "{a:?}");
         acked.insert(a[0]["alertId"].as_str().unwrap().to_string());
     }
     on_b.assert_no_event("alert:acknowledged", QUIET).await;
@@ -242,12 +253,35 @@ async fn one_alert_and_one_webhook_per_excursion_and_an_ack_on_one_instance_reac
     let alerts = open[0]["alerts"].as_array().unwrap();
     assert_eq!(alerts.len(), 2, "{open:?}");
     assert!(
-        alerts.iter().all(|a| a["acknowledgedBy"] == "user-1"),
+        alerts
+            .iter()
+            .all(|a| a["acknowledgedBy"] == "user-1" && a["acknowledgedComment"] == "stock moved"),
         "{open:?}"
     );
     for n in nodes {
         n.stop().await;
     }
+}
+
+/// Every unit state committed to Redis (the `tracks` hash), as JSON text.
+async fn committed_tracks(redis: &Redis) -> Vec<String> {
+    let client = ::redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg("*:tracks")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    for key in keys {
+        let vals: Vec<String> = ::redis::cmd("HVALS")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        all.extend(vals);
+    }
+    all
 }
 
 /// The instance evaluating a unit's alerts is killed (SIGKILL) right after an excursion: the

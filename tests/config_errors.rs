@@ -34,6 +34,26 @@ fn bad_configs(base: &TestConfig, dir: &Path) -> Vec<(&'static str, TestConfig, 
             "limits.handshake_timeout",
         ),
         (
+            "event_rate inf",
+            base.clone().limit("event_rate", f64::INFINITY),
+            "limits.event_rate",
+        ),
+        (
+            "event_rate nan",
+            base.clone().limit("event_rate", f64::NAN),
+            "limits.event_rate",
+        ),
+        (
+            "event_burst inf",
+            base.clone().limit("event_burst", f64::INFINITY),
+            "limits.event_burst",
+        ),
+        (
+            "max_payload_bytes 0",
+            base.clone().limit("max_payload_bytes", 0),
+            "limits.max_payload_bytes",
+        ),
+        (
             "max_client_payload 0",
             base.clone().limit("max_client_payload", 0),
             "limits.max_client_payload",

@@ -226,9 +226,9 @@ async fn idle_and_slow_connections_cannot_exhaust_file_descriptors() {
     service.stop().await;
 }
 
-/// Item 7: every client event goes through the socket's event rate limit (a burst of each,
-/// from a fresh socket, gets `Rate limited` once the burst is spent), counted; an alert
-/// acknowledged again and again is logged once at INFO.
+/// Item 7: every client event goes through the user's event rate limit (a burst of each, from
+/// a fresh user, gets `Rate limited` once the burst is spent), counted; an alert acknowledged
+/// again and again is logged once at INFO.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_client_event_is_rate_limited_and_repeated_acks_are_logged_once() {
     let broker = Broker::start().await;
@@ -254,7 +254,8 @@ async fn every_client_event_is_rate_limited_and_repeated_acks_are_logged_once() 
     ];
     let limited = json!({ "ok": false, "error": "Rate limited" });
     for (event, args) in &events {
-        let c = connected(&driver, &service, auth("o1", "owner")).await;
+        let user = json!({ "org_id": "o1", "role": "owner", "sub": format!("user-{event}") });
+        let c = connected(&driver, &service, json!({ "token": token(user) })).await;
         let mut refused = 0;
         for _ in 0..10 {
             if c.emit_ack(event, args.clone()).await[0] == limited {
@@ -271,7 +272,8 @@ async fn every_client_event_is_rate_limited_and_repeated_acks_are_logged_once() 
         "{stats}"
     );
 
-    let staff = connected(&driver, &service, auth("o1", "staff")).await;
+    let staff_token = token(json!({ "org_id": "o1", "role": "staff", "sub": "staff-1" }));
+    let staff = connected(&driver, &service, json!({ "token": staff_token })).await;
     broker
         .publish("sensors/probe-1", r#"{"temperature": 9.5}"#, 1)
         .await;
@@ -293,6 +295,42 @@ async fn every_client_event_is_rate_limited_and_repeated_acks_are_logged_once() 
         .filter(|l| l.contains("alert acknowledged"))
         .count();
     assert_eq!(lines, 1, "one line for four acknowledgements:\n{log}");
+}
+
+/// Issue 12 item 4 (second round): the event rate limit belongs to the user (organization and
+/// token subject), not to the socket: a burst until `Rate limited`, then a reconnect (and a
+/// second socket of the same user) is still limited; the same subject in another organization
+/// and another subject are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnecting_does_not_refill_the_rate_limit() {
+    let broker = Broker::start().await;
+    let config = TestConfig::new(&broker)
+        .limit("event_rate", 0.05)
+        .limit("event_burst", 5.0);
+    let service = Service::start(&config).await;
+    let driver = JsDriver::spawn().await;
+    let limited = json!({ "ok": false, "error": "Rate limited" });
+    let mallory = |org: &str| json!({ "token": token(json!({ "org_id": org, "sub": "mallory" })) });
+    let c = connected(&driver, &service, mallory("o1")).await;
+    let mut sent = 0;
+    while c.emit_ack("get:alerts", vec![]).await[0] != limited {
+        sent += 1;
+        assert!(sent <= 5, "limited after the burst of 5");
+    }
+    c.close().await;
+    c.reconnect().await;
+    c.wait_connect().await.expect("reconnects");
+    assert_eq!(c.emit_ack("get:alerts", vec![]).await[0], limited);
+    let second = connected(&driver, &service, mallory("o1")).await;
+    assert_eq!(second.emit_ack("ping", vec![]).await[0], limited);
+    let elsewhere = connected(&driver, &service, mallory("o2")).await;
+    assert_eq!(
+        elsewhere.emit_ack("get:alerts", vec![]).await[0]["ok"],
+        true
+    );
+    let other = connected(&driver, &service, auth("o1", "viewer")).await;
+    assert_eq!(other.emit_ack("get:alerts", vec![]).await[0]["ok"], true);
+    service.stop().await;
 }
 
 /// Item 8: a token over 16 KiB is answered `connect_error: Token too large` over long-polling

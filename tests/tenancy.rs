@@ -164,3 +164,147 @@ async fn the_per_user_limit_is_kept_per_organization() {
     connected(&driver, &service, alice("o1")).await;
     service.stop().await;
 }
+
+/// Item 10: a reload that moves unit u1 from o1 (site s1) to o2 (site s3) starts a new feed.
+/// The old owner's dashboards hear the open alert resolved and lose the unit ("Access denied"
+/// from then on); the new owner's viewer gets `latest: null`, no old reading from `get:latest`
+/// or from a resume at seq 0 (`recovered: false`), does not see the old alert, and the next
+/// reading continues the unit's `seq` under o2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_moved_to_another_organization_by_a_reload_starts_a_new_feed() {
+    let broker = Broker::start().await;
+    let state = tempfile::tempdir().unwrap();
+    let config = TestConfig::new(&broker)
+        .state_dir(state.path())
+        .set("storage", "commit_interval", "200ms")
+        .alerts("temp_min", 0)
+        .alerts("temp_max", 8)
+        .alerts("confirm_after", "10m");
+    let mut bin = Service::start_binary(&config, &[]).await;
+    let driver = JsDriver::spawn().await;
+    let old = subscribed(&driver, &bin, auth_of("o1", "owner"), &["u1"]).await;
+    broker
+        .publish("sensors/probe-1", r#"{"temperature": 12.5}"#, 1)
+        .await;
+    let before = old.next_event("sensor:reading").await.remove(0);
+    let alert = old.next_event("alert:triggered").await.remove(0);
+    assert_eq!(before["organizationId"], "o1");
+    bin.get_until(
+        "/health",
+        None,
+        "the reading in the history store",
+        |_, h| h["checks"]["storage"]["readingsStored"].as_u64() >= Some(1),
+    )
+    .await;
+
+    let moved = TestRegistry::standard().set("unit", "u1", "site", "s3");
+    bin.rewrite(&bin.config.clone().registry(&moved));
+    bin.signal("HUP");
+    let err = old.next_event("subscription:error").await.remove(0);
+    assert_eq!(err["entityId"], "u1", "{err}");
+    let resolved = old.next_event("alert:resolved").await.remove(0);
+    assert_eq!(resolved["alertId"], alert["alertId"]);
+
+    let new = connected(&driver, &bin, auth_of("o2", "owner")).await;
+    new.assert_no_event("alert:resolved", Duration::ZERO).await;
+    let ack = new
+        .emit_ack("subscribe:unit", vec![json!("u1")])
+        .await
+        .remove(0);
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert_eq!(ack["latest"], Value::Null, "{ack}");
+    let latest = new.emit_ack("get:latest", vec![json!("u1")]).await;
+    assert_eq!(latest[0], Value::Null, "{latest:?}");
+    let epoch = ack["epoch"].clone();
+    new.emit_ack("unsubscribe:unit", vec![json!("u1")]).await;
+    let resume = json!({ "unitId": "u1", "since": { "epoch": epoch, "seq": 0 } });
+    let ack = new.emit_ack("subscribe:unit", vec![resume]).await.remove(0);
+    assert_eq!(
+        (&ack["ok"], &ack["latest"]),
+        (&json!(true), &Value::Null),
+        "{ack}"
+    );
+    assert_eq!(ack["recovered"], false, "{ack}");
+    new.assert_no_event("sensor:reading", Duration::from_millis(300))
+        .await;
+    let open = new.emit_ack("get:alerts", vec![]).await.remove(0);
+    assert_eq!(open, json!({ "ok": true, "alerts": [] }));
+    // The history store still has the reading, under o1: not served to o2.
+    let history = new
+        .emit_ack(
+            "get:history",
+            vec![json!({ "unitId": "u1", "resolution": "raw" })],
+        )
+        .await
+        .remove(0);
+    assert_eq!(
+        (&history["ok"], &history["points"]),
+        (&json!(true), &json!([])),
+        "{history}"
+    );
+
+    let denied = old
+        .emit_ack("subscribe:unit", vec![json!("u1")])
+        .await
+        .remove(0);
+    assert_eq!(denied, json!({ "ok": false, "error": "Access denied" }));
+    let latest = old.emit_ack("get:latest", vec![json!("u1")]).await;
+    assert_eq!(latest[0]["ok"], false, "{latest:?}");
+
+    broker
+        .publish("sensors/probe-1", r#"{"temperature": 4.5}"#, 1)
+        .await;
+    let after = new.next_event("sensor:reading").await.remove(0);
+    assert_eq!(after["organizationId"], "o2");
+    assert_eq!(after["siteId"], "s3");
+    assert!(
+        after["seq"].as_u64() > before["seq"].as_u64(),
+        "seq goes on: {before} then {after}"
+    );
+    old.assert_no_event("sensor:reading", Duration::ZERO).await;
+    bin.stop().await;
+}
+
+fn auth_of(org: &str, role: &str) -> Value {
+    claims(json!({ "org_id": org, "role": role }))
+}
+
+/// Issue 12 item 5 (second round): every token-authenticated HTTP route (`/api/stats`,
+/// `/api/sensors/unmapped`, the status page, `/live`, `/live/session`) refuses a correctly
+/// signed owner token of an organization the registry does not know, whether it comes as a
+/// bearer header or as the sign-in cookie, and serves the same token of a known organization.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_token_route_refuses_an_organization_the_registry_does_not_know() {
+    let broker = Broker::start().await;
+    let service = Service::start(&TestConfig::new(&broker)).await;
+    let routes = [
+        "/api/stats",
+        "/api/sensors/unmapped",
+        "/",
+        "/live",
+        "/live/session",
+    ];
+    let unknown = token(json!({ "org_id": "o9", "role": "owner" }));
+    let known = token(json!({ "org_id": "o1", "role": "owner" }));
+    for path in routes {
+        let bearer = format!("Bearer {unknown}");
+        let cookie = format!("sensorcast_token={unknown}");
+        for header in [
+            ("authorization", bearer.as_str()),
+            ("cookie", cookie.as_str()),
+        ] {
+            let r = common::http::http_get_raw(service.addr, path, &[header]).await;
+            assert_eq!(r.status, 401, "{path} with {}: {}", header.0, r.body);
+            assert!(!r.body.contains("\"units\""), "{path}: {}", r.body);
+        }
+        let bearer = format!("Bearer {known}");
+        let ok =
+            common::http::http_get_raw(service.addr, path, &[("authorization", &bearer)]).await;
+        assert_eq!(
+            ok.status, 200,
+            "{path} with a known organization: {}",
+            ok.body
+        );
+    }
+    service.stop().await;
+}

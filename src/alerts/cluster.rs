@@ -33,8 +33,14 @@ pub struct UnitCommit {
 /// Where the engine commits in cluster mode (implemented by `crate::cluster`).
 pub trait ClusterSink: Send + Sync {
     /// Commits each unit's state and events; once a unit's commit went through, its events go
-    /// to `hooks`. Never waits (queued).
-    fn commit(&self, commits: Vec<UnitCommit>, hooks: Webhooks);
+    /// to `hooks`. Never waits (queued). `done`, if any, hears `true` once every commit went
+    /// through, `false` if one did not (fenced, failed, or delivered here in degraded mode).
+    fn commit(
+        &self,
+        commits: Vec<UnitCommit>,
+        hooks: Webhooks,
+        done: Option<tokio::sync::oneshot::Sender<bool>>,
+    );
 }
 
 /// A boxed future, for the trait objects below.
@@ -46,6 +52,7 @@ pub trait AckForward: Send + Sync {
         &'a self,
         alert_id: &'a str,
         by: &'a str,
+        comment: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Alert, AckError>>;
 }
 

@@ -9,13 +9,16 @@
 //!
 //! Emitting before the write is deliberate: a slow SD card must not delay an alert. The price
 //! is a window of one write: if the process dies between an emit and the write that follows it,
-//! the restart does not know that alert. A graceful stop always writes the final state.
+//! the restart does not know that alert. A graceful stop always writes the final state. An
+//! acknowledgement is different: it is a person's answer, so the client's confirmation waits
+//! (outside the engine, see [`Stored`]) until a snapshot holding it is on disk, or its commit
+//! went through in cluster mode.
 
 use chrono::{DateTime, Utc};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, Instrument};
@@ -27,7 +30,7 @@ use super::rules::AlertsConfig;
 use super::store::Writer;
 use super::unit::Out;
 use super::webhook::Webhooks;
-use super::{Command, Shared};
+use super::{Command, Shared, Stored};
 use crate::core::rooms::UnitRooms;
 use crate::delivery::{to_json, Fanout, Kind, Payload};
 use crate::storage::{AlertEvent, Store};
@@ -194,11 +197,29 @@ impl Engine {
             Command::Ack {
                 alert_id,
                 by,
+                comment,
                 reply,
-            } => match self.machine.acknowledge(now, &alert_id, &by) {
+            } => match self
+                .machine
+                .acknowledge(now, &alert_id, &by, comment.as_deref())
+            {
                 Ok((alert, out)) => {
-                    self.publish(sinks, out).await;
-                    let _ = reply.send(Ok(alert));
+                    // Announced now; confirmed to the client by the caller once stored.
+                    let stored = match sinks.outlets.cluster.clone() {
+                        Some(cluster) => {
+                            let (done, stored) = oneshot::channel();
+                            self.commit(sinks, &*cluster, out, Some(done));
+                            Stored::Redis(stored)
+                        }
+                        None => {
+                            self.publish(sinks, out).await;
+                            sinks
+                                .writer
+                                .as_ref()
+                                .map_or(Stored::Nowhere, |w| Stored::File(w.durable()))
+                        }
+                    };
+                    let _ = reply.send(Ok((alert, stored)));
                     return;
                 }
                 Err(e) => {
@@ -237,7 +258,7 @@ impl Engine {
     /// Announces `out` (rooms, webhooks, tap), then hands the state to the writer if it changed.
     async fn publish(&mut self, sinks: &mut Sinks, out: Vec<Out>) {
         if let Some(cluster) = sinks.outlets.cluster.clone() {
-            return self.commit(sinks, &*cluster, out);
+            return self.commit(sinks, &*cluster, out, None);
         }
         // The view first: a client that acts on an event at once (alert:ack) must find it.
         if !out.is_empty() {
@@ -263,8 +284,15 @@ impl Engine {
         }
     }
 
-    /// Cluster mode: each changed unit's state with its events, in one commit per unit.
-    fn commit(&mut self, sinks: &mut Sinks, cluster: &dyn ClusterSink, out: Vec<Out>) {
+    /// Cluster mode: each changed unit's state with its events, in one commit per unit;
+    /// `done` hears whether every one of them went through.
+    fn commit(
+        &mut self,
+        sinks: &mut Sinks,
+        cluster: &dyn ClusterSink,
+        out: Vec<Out>,
+        done: Option<oneshot::Sender<bool>>,
+    ) {
         let mut commits: Vec<UnitCommit> = self
             .machine
             .take_changed()
@@ -294,7 +322,9 @@ impl Engine {
             }
         }
         if !commits.is_empty() {
-            cluster.commit(commits, sinks.hooks.clone());
+            cluster.commit(commits, sinks.hooks.clone(), done);
+        } else if let Some(done) = done {
+            let _ = done.send(true);
         }
     }
 

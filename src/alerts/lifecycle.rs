@@ -34,6 +34,7 @@ impl Track {
             escalated_at: None,
             acknowledged_by: None,
             acknowledged_at: None,
+            acknowledged_comment: None,
         }
     }
 

@@ -36,6 +36,10 @@ pub enum AckError {
     /// Cluster mode: the instance that owns the alert's unit did not answer in time.
     #[error("the instance that owns the alert did not answer")]
     Unavailable,
+    /// The acknowledgement was not durably stored (state file or Redis) within the bound: it
+    /// is not confirmed, the client is asked to try again.
+    #[error("acknowledgement not stored")]
+    NotStored,
 }
 
 pub struct Machine {
@@ -246,15 +250,18 @@ impl Machine {
         now: DateTime<Utc>,
         alert_id: &str,
         by: &str,
+        comment: Option<&str>,
     ) -> Result<(Alert, Vec<Out>), AckError> {
         for track in self.tracks.values_mut() {
-            if let Some((alert, event)) = track.acknowledge(alert_id, by, now) {
+            if let Some((alert, event)) = track.acknowledge(alert_id, by, comment, now) {
                 let mut out = Vec::new();
+                // Cluster mode: committed again even when repeated, so that the answer waits
+                // for a commit that holds the acknowledgement.
+                if self.owned.is_some() {
+                    self.changed.insert(alert.unit_id.clone());
+                }
                 if let Some(e) = event {
                     self.dirty = true;
-                    if self.owned.is_some() {
-                        self.changed.insert(alert.unit_id.clone());
-                    }
                     out.push(Out {
                         event: Event::Acknowledged(e),
                         org: alert.organization_id.clone(),
@@ -269,21 +276,45 @@ impl Machine {
 
     /// New rules (a registry reload) applied to the running state: open alerts stay open and
     /// timers are recomputed from the new durations. Units that left the registry have their
-    /// alerts resolved; new units are watched from `now`.
+    /// alerts resolved; new units are watched from `now`. A unit moved to another site or
+    /// organization is treated as gone and new: its open alerts are resolved for the old owner
+    /// (the events carry the old organization and site, so only the old owner's dashboards
+    /// hear them) and it starts afresh, `ok`, for the new one.
     pub fn reload(&mut self, book: RuleBook, now: DateTime<Utc>) -> Vec<Out> {
         let mut out = Vec::new();
-        let gone: Vec<Arc<str>> = self
+        let owner =
+            |b: &RuleBook, u: &str| b.get(u).map(|e| (e.unit.org.clone(), e.unit.site.clone()));
+        // Moved: by the previous rules, or (a state file from before a restart) by whose
+        // alerts it holds.
+        let gone: Vec<(Arc<str>, bool)> = self
             .tracks
-            .keys()
-            .filter(|u| book.get(u).is_none())
-            .cloned()
+            .iter()
+            .filter_map(|(u, t)| {
+                let new = owner(&book, u)?;
+                let held_by_other = t
+                    .alerts
+                    .iter()
+                    .any(|a| (&a.organization_id, &a.site_id) != (&new.0, &new.1));
+                let moved = owner(&self.book, u).is_some_and(|old| old != new);
+                (moved || held_by_other).then(|| (u.clone(), true))
+            })
+            .chain(
+                self.tracks
+                    .keys()
+                    .filter(|u| book.get(u).is_none())
+                    .map(|u| (u.clone(), false)),
+            )
             .collect();
-        for unit in gone {
+        for (unit, moved) in gone {
             if let Some(mut t) = self.tracks.remove(&unit) {
                 t.resolve_all(&mut out, now);
                 self.dirty = true;
             }
             self.unfile(&unit);
+            // Cluster mode: the fresh state replaces the old owner's in Redis.
+            if moved && self.owned.is_some() {
+                self.changed.insert(unit);
+            }
         }
         self.book = book;
         let units: Vec<Arc<str>> = self.book.units().map(|b| b.unit.id.clone()).collect();

@@ -354,13 +354,13 @@ fn acknowledging_is_recorded_once_and_independent_of_resolving() {
     let mut m = machine();
     read(&mut m, 0, "u1", 9.0);
     let id = m.open_alerts()[0].alert_id.clone();
-    let (alert, out) = m.acknowledge(at(10), &id, "user-7").unwrap();
+    let (alert, out) = m.acknowledge(at(10), &id, "user-7", None).unwrap();
     assert_eq!(names(&out), ["u1 acknowledged by user-7"]);
     assert_eq!(alert.acknowledged_by.as_deref(), Some("user-7"));
-    let (_, again) = m.acknowledge(at(20), &id, "user-8").unwrap();
+    let (_, again) = m.acknowledge(at(20), &id, "user-8", None).unwrap();
     assert!(again.is_empty(), "a second ack changes nothing");
     assert_eq!(
-        m.acknowledge(at(20), "nope", "u").unwrap_err(),
+        m.acknowledge(at(20), "nope", "u", None).unwrap_err(),
         AckError::NotFound
     );
     read(&mut m, 30, "u1", 4.0);
@@ -369,7 +369,7 @@ fn acknowledging_is_recorded_once_and_independent_of_resolving() {
         ["u1 resolved", "u1 restoring>ok"]
     );
     assert_eq!(
-        m.acknowledge(at(200), &id, "u").unwrap_err(),
+        m.acknowledge(at(200), &id, "u", None).unwrap_err(),
         AckError::NotFound
     );
 }
@@ -460,4 +460,38 @@ fn a_resumed_machine_keeps_alerts_and_the_remaining_time() {
             "u1 excursion>offline"
         ]
     );
+}
+
+/// Item 10: a unit moved to another organization by a reload has its open alert resolved for
+/// the old owner (the event names the old organization) and starts `ok` with no alert for the
+/// new one; a state file from before the move is treated the same at start.
+#[test]
+fn a_unit_moved_to_another_organization_starts_afresh() {
+    let mut m = machine();
+    let out = read(&mut m, 10, "u1", 12.0);
+    assert!(
+        out.contains(&"u1 triggered temperature_excursion warning".to_string()),
+        "{out:?}"
+    );
+    let moved = REGISTRY.replace(
+        "[[unit]]\nid = \"u1\"\nsite = \"s1\"",
+        "[[org]]\nid = \"o2\"\ntemp_min = 0\ntemp_max = 8\n[[site]]\nid = \"s9\"\norg = \"o2\"\n[[unit]]\nid = \"u1\"\nsite = \"s9\"",
+    );
+    let saved = m.save(at(20));
+    let out = m.reload(book_of(&moved), at(20));
+    assert_eq!(names(&out), ["u1 resolved"]);
+    assert_eq!((&*out[0].org, &*out[0].site), ("o1", "s1"));
+    assert!(m.open_alerts().is_empty());
+    assert_eq!(m.states()["u1"], UnitState::Ok);
+
+    let (m, out) = Machine::resume(
+        book_of(&moved),
+        Some(saved),
+        at(30),
+        Duration::ZERO,
+        fastrand::Rng::with_seed(1),
+    );
+    assert_eq!(names(&out), ["u1 resolved"]);
+    assert_eq!(&*out[0].org, "o1");
+    assert!(m.open_alerts().is_empty());
 }

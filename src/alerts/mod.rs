@@ -83,7 +83,8 @@ pub(crate) enum Command {
     Ack {
         alert_id: String,
         by: String,
-        reply: oneshot::Sender<Result<Alert, AckError>>,
+        comment: Option<String>,
+        reply: oneshot::Sender<Result<(Alert, Stored), AckError>>,
     },
     Reload {
         book: RuleBook,
@@ -101,6 +102,29 @@ pub(crate) enum Command {
     TouchAll,
 }
 
+/// Longest an acknowledgement waits to be stored before it is answered "not stored".
+pub const ACK_STORE_LIMIT: Duration = Duration::from_secs(5);
+
+/// Where an acknowledgement's storage is awaited, handed back by the engine with the alert.
+pub(crate) enum Stored {
+    /// A snapshot holding it is written to the state file (fsync'd, renamed, synced).
+    File(store::Durable),
+    /// Cluster mode: its unit's commit to Redis went through (`true`) or did not.
+    Redis(oneshot::Receiver<bool>),
+    /// No state file (tests that run the engine without outlets).
+    Nowhere,
+}
+
+impl Stored {
+    async fn wait(self, limit: Duration) -> bool {
+        match self {
+            Stored::File(d) => d.wait(limit).await,
+            Stored::Redis(rx) => matches!(tokio::time::timeout(limit, rx).await, Ok(Ok(true))),
+            Stored::Nowhere => true,
+        }
+    }
+}
+
 /// What the handle shares with the engine task.
 pub(crate) struct Shared {
     tx: mpsc::Sender<Command>,
@@ -114,6 +138,8 @@ pub(crate) struct Shared {
     escalated: AtomicU64,
     resolved: AtomicU64,
     acknowledged: AtomicU64,
+    /// Acknowledgements answered "not stored" (the store did not get them in time).
+    acks_not_stored: AtomicU64,
     state_changes: AtomicU64,
     /// Cluster mode: every unit's state and open alerts as the owners last committed them
     /// (the view is built from this instead of the engine's own units).
@@ -226,6 +252,7 @@ impl Alerts {
             escalated: AtomicU64::new(0),
             resolved: AtomicU64::new(0),
             acknowledged: AtomicU64::new(0),
+            acks_not_stored: AtomicU64::new(0),
             state_changes: AtomicU64::new(0),
             cluster,
         });
@@ -297,26 +324,48 @@ impl Alerts {
         .await
     }
 
-    /// Records an acknowledgement by `by` (a token subject) and announces it.
-    pub async fn acknowledge(&self, alert_id: &str, by: &str) -> Result<Alert, AckError> {
-        let local = self.acknowledge_here(alert_id, by).await;
+    /// Records an acknowledgement by `by` (a token subject), with the comment it came with,
+    /// and announces it.
+    pub async fn acknowledge(
+        &self,
+        alert_id: &str,
+        by: &str,
+        comment: Option<&str>,
+    ) -> Result<Alert, AckError> {
+        let local = self.acknowledge_here(alert_id, by, comment).await;
         match (&local, self.0.cluster.as_ref().and_then(|c| c.forward())) {
-            (Err(AckError::NotFound), Some(owner)) => owner.forward(alert_id, by).await,
+            (Err(AckError::NotFound), Some(owner)) => owner.forward(alert_id, by, comment).await,
             _ => local,
         }
     }
 
     /// An acknowledgement judged by this instance's engine alone (in cluster mode it holds
-    /// only the units this instance owns).
-    pub async fn acknowledge_here(&self, alert_id: &str, by: &str) -> Result<Alert, AckError> {
+    /// only the units this instance owns). Returns once it is stored (the state file, or the
+    /// unit's commit in Redis); [`AckError::NotStored`] if that did not happen within
+    /// [`ACK_STORE_LIMIT`] (it is announced and held in memory, and stored when the writer
+    /// gets through).
+    pub async fn acknowledge_here(
+        &self,
+        alert_id: &str,
+        by: &str,
+        comment: Option<&str>,
+    ) -> Result<Alert, AckError> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Ack {
             alert_id: alert_id.to_string(),
             by: by.to_string(),
+            comment: comment.map(str::to_string),
             reply,
         })
         .await;
-        answer.await.unwrap_or(Err(AckError::NotFound))
+        let (alert, stored) = answer.await.unwrap_or(Err(AckError::NotFound))?;
+        if stored.wait(ACK_STORE_LIMIT).await {
+            Ok(alert)
+        } else {
+            self.0.acks_not_stored.fetch_add(1, Relaxed);
+            warn!(alert = %alert_id, "acknowledgement not stored in time; not confirmed");
+            Err(AckError::NotStored)
+        }
     }
 
     /// Applies the rules of a new registry to the running state without losing open alerts.
@@ -339,6 +388,26 @@ impl Alerts {
     /// The rule keys the engine applies to `unit` (limits for a chart).
     pub fn unit_rules(&self, registry: &Registry, unit: &crate::core::registry::Unit) -> RuleSet {
         RuleSet::for_unit(registry, unit, &self.0.defaults)
+    }
+
+    /// The state file's writer, failing now (a write error not yet followed by a success).
+    pub fn store_failing(&self) -> bool {
+        self.0
+            .store
+            .last_error
+            .lock()
+            .expect("store health")
+            .is_some()
+    }
+
+    /// (writes, write errors, acknowledgements answered "not stored"), for `/metrics`.
+    pub fn store_counts(&self) -> (u64, u64, u64) {
+        let st = &self.0.store;
+        (
+            st.writes.load(Relaxed),
+            st.write_errors.load(Relaxed),
+            self.0.acks_not_stored.load(Relaxed),
+        )
     }
 
     pub fn view(&self) -> Arc<View> {
@@ -379,6 +448,7 @@ impl Alerts {
             "store": {
                 "writes": store.writes.load(Relaxed),
                 "writeErrors": store.write_errors.load(Relaxed),
+                "acksNotStored": s.acks_not_stored.load(Relaxed),
                 "problem": problem,
             },
             "webhooks": {

@@ -115,6 +115,9 @@ pub struct Alert {
     pub acknowledged_by: Option<String>,
     #[serde(with = "opt_millis", default)]
     pub acknowledged_at: Option<DateTime<Utc>>,
+    /// What the person who acknowledged it wrote (the corrective action); `null` when none.
+    #[serde(default)]
+    pub acknowledged_comment: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -180,6 +183,8 @@ pub struct AlertAcknowledged {
     pub acknowledged_by: String,
     #[serde(serialize_with = "rfc3339_millis")]
     pub acknowledged_at: DateTime<Utc>,
+    /// `null` when the acknowledgement came without a comment.
+    pub acknowledged_comment: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

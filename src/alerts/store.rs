@@ -5,7 +5,10 @@
 //! the directory), so a power cut leaves the old file or the new one, never half of one.
 //!
 //! Writes happen on a task of their own that always writes the latest snapshot it was handed:
-//! a burst of changes becomes one or two writes, and the engine never waits for the card. A
+//! a burst of changes becomes one or two writes, and the engine never waits for the card.
+//! Snapshots are numbered, and the task reports the newest number on disk, so that an
+//! acknowledgement can be confirmed only once it is stored ([`Writer::durable`]). A failed write
+//! is tried again with backoff (with the newest snapshot) until it succeeds. A
 //! file that cannot be read or parsed is logged, reported in `/health` and renamed to
 //! `alerts.json.corrupt-<unix seconds>`; the engine then starts fresh instead of crash-looping.
 
@@ -14,6 +17,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, warn};
@@ -42,6 +46,7 @@ impl StoreHealth {
 /// Reads the state file. `None` when there is none, or when it was unusable and set aside
 /// (recorded in `health`).
 pub fn load(dir: &Path, health: &StoreHealth) -> Option<Saved> {
+    remove_stale_temp(dir);
     let path = dir.join(FILE);
     let problem = match fs::read(&path) {
         Ok(bytes) => match serde_json::from_slice::<Saved>(&bytes) {
@@ -94,26 +99,71 @@ pub fn write_atomic(dir: &Path, bytes: &[u8]) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// First wait before a failed write is tried again; doubled up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Tries left for the last snapshot once the engine stopped (shutdown must end).
+const TRIES_AT_STOP: u32 = 3;
+
+/// A numbered snapshot: generation 1 is the first one handed over.
+type Snapshot = Option<(u64, Arc<Vec<u8>>)>;
+
 /// Hands snapshots to the writer task. Dropping it lets the task write the last one and end.
 pub struct Writer {
-    tx: watch::Sender<Option<Arc<Vec<u8>>>>,
+    tx: watch::Sender<Snapshot>,
+    /// Generation of the newest snapshot handed over (0: none yet).
+    queued: AtomicU64,
+    /// Generation of the newest snapshot on disk (written, fsync'd, renamed, directory synced).
+    written: watch::Receiver<u64>,
+}
+
+/// A wait for a generation to be on disk: what an acknowledgement waits for before it is
+/// confirmed (see [`Writer::durable`]).
+pub struct Durable {
+    written: watch::Receiver<u64>,
+    generation: u64,
+}
+
+impl Durable {
+    /// Whether the snapshot is on disk within `limit`.
+    pub async fn wait(mut self, limit: Duration) -> bool {
+        let g = self.generation;
+        matches!(
+            tokio::time::timeout(limit, self.written.wait_for(|w| *w >= g)).await,
+            Ok(Ok(_))
+        )
+    }
 }
 
 impl Writer {
     /// Starts the writer task on `tasks`.
     pub fn spawn(dir: PathBuf, health: Arc<StoreHealth>, tasks: &TaskTracker) -> Writer {
         let (tx, rx) = watch::channel(None);
-        tasks.spawn(write_loop(dir, health, rx));
-        Writer { tx }
+        let (done, written) = watch::channel(0);
+        tasks.spawn(write_loop(dir, health, rx, done));
+        Writer {
+            tx,
+            queued: AtomicU64::new(0),
+            written,
+        }
     }
 
     /// Queues `saved` for writing, replacing any snapshot not written yet.
     pub fn write(&self, saved: &Saved) {
         match serde_json::to_vec_pretty(saved) {
             Ok(bytes) => {
-                self.tx.send_replace(Some(Arc::new(bytes)));
+                let generation = self.queued.fetch_add(1, Relaxed) + 1;
+                self.tx.send_replace(Some((generation, Arc::new(bytes))));
             }
             Err(e) => error!(error = %e, "alert state not serialisable"),
+        }
+    }
+
+    /// A wait for everything handed over so far to be on disk.
+    pub fn durable(&self) -> Durable {
+        Durable {
+            written: self.written.clone(),
+            generation: self.queued.load(Relaxed),
         }
     }
 }
@@ -121,28 +171,66 @@ impl Writer {
 async fn write_loop(
     dir: PathBuf,
     health: Arc<StoreHealth>,
-    mut rx: watch::Receiver<Option<Arc<Vec<u8>>>>,
+    mut rx: watch::Receiver<Snapshot>,
+    written: watch::Sender<u64>,
 ) {
     // `changed` still reports a value sent just before the sender was dropped.
     while rx.changed().await.is_ok() {
-        let Some(bytes) = rx.borrow_and_update().clone() else {
+        let Some(mut snapshot) = rx.borrow_and_update().clone() else {
             continue;
         };
-        let d = dir.clone();
-        let result = tokio::task::spawn_blocking(move || write_atomic(&d, &bytes)).await;
-        let result = result.unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
-        match result {
-            Ok(()) => {
-                health.writes.fetch_add(1, Relaxed);
-                *health.last_error.lock().expect("store health") = None;
-                debug!(dir = %dir.display(), "alert state written");
+        let mut backoff = RETRY_FIRST;
+        let mut tries_left = TRIES_AT_STOP;
+        loop {
+            let (generation, bytes) = snapshot.clone();
+            let d = dir.clone();
+            let result = tokio::task::spawn_blocking(move || write_atomic(&d, &bytes)).await;
+            match result.unwrap_or_else(|e| Err(io::Error::other(e.to_string()))) {
+                Ok(()) => {
+                    health.writes.fetch_add(1, Relaxed);
+                    *health.last_error.lock().expect("store health") = None;
+                    written.send_replace(generation);
+                    debug!(dir = %dir.display(), generation, "alert state written");
+                    break;
+                }
+                Err(e) => {
+                    health.write_errors.fetch_add(1, Relaxed);
+                    warn!(dir = %dir.display(), error = %e, retry_in = ?backoff, "alert state not written");
+                    *health.last_error.lock().expect("store health") =
+                        Some(format!("cannot write {}: {e}", dir.join(FILE).display()));
+                }
             }
-            Err(e) => {
-                health.write_errors.fetch_add(1, Relaxed);
-                warn!(dir = %dir.display(), error = %e, "alert state not written");
-                *health.last_error.lock().expect("store health") =
-                    Some(format!("cannot write {}: {e}", dir.join(FILE).display()));
+            // Tried again after the backoff, or at once with a newer snapshot; once the engine
+            // stopped, a few more times and then given up (logged: shutdown must end).
+            let stopped = tokio::select! {
+                _ = tokio::time::sleep(backoff) => false,
+                r = rx.changed() => r.is_err(),
+            };
+            if stopped || rx.has_changed().is_err() {
+                if tries_left == 0 {
+                    error!(dir = %dir.display(), "alert state not written before the stop: changes since the last write are lost");
+                    return;
+                }
+                tries_left -= 1;
+                tokio::time::sleep(backoff).await;
             }
+            if let Some(newer) = rx.borrow_and_update().clone() {
+                snapshot = newer;
+            }
+            backoff = (backoff * 2).min(RETRY_MAX);
+        }
+    }
+}
+
+/// Removes a temporary file a crash left behind mid-write (the state file itself is intact:
+/// the rename had not happened).
+pub fn remove_stale_temp(dir: &Path) {
+    let tmp = dir.join(format!("{FILE}.tmp"));
+    match fs::remove_file(&tmp) {
+        Ok(()) => warn!(path = %tmp.display(), "removed a temporary state file left by a crash"),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => {
+            warn!(path = %tmp.display(), error = %e, "stale temporary state file not removed")
         }
     }
 }

@@ -319,12 +319,14 @@ impl Track {
         self.door_rules_changed(cx);
     }
 
-    /// Records an acknowledgement: `None` if no such alert is open here, `Some(None)` if it
-    /// was already acknowledged (nothing to announce).
+    /// Records an acknowledgement with its optional comment: `None` if no such alert is open
+    /// here, `Some(None)` if it was already acknowledged (nothing to announce; the first
+    /// acknowledgement and its comment stand).
     pub fn acknowledge(
         &mut self,
         alert_id: &str,
         by: &str,
+        comment: Option<&str>,
         now: DateTime<Utc>,
     ) -> Option<(Alert, Option<AlertAcknowledged>)> {
         let alert = self.alerts.iter_mut().find(|a| a.alert_id == alert_id)?;
@@ -333,11 +335,13 @@ impl Track {
         }
         alert.acknowledged_by = Some(by.to_string());
         alert.acknowledged_at = Some(now);
+        alert.acknowledged_comment = comment.map(str::to_string);
         let event = AlertAcknowledged {
             alert_id: alert.alert_id.clone(),
             unit_id: alert.unit_id.clone(),
             acknowledged_by: by.to_string(),
             acknowledged_at: now,
+            acknowledged_comment: alert.acknowledged_comment.clone(),
         };
         Some((alert.clone(), Some(event)))
     }

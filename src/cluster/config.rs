@@ -9,7 +9,8 @@ use crate::core::duration::duration_str;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
-    /// `redis://[user:password@]host[:port][/db]` or `rediss://` (TLS). Standalone Redis or
+    /// `redis://[user:password@]host[:port][/db]`; `rediss://` (TLS) only in a build with the
+    /// `redis` crate's TLS feature (not enabled in Cargo.toml: refused at load, docs/security.md). Standalone Redis or
     /// Valkey 7+ (or the primary of a replicated pair).
     pub redis_url: String,
     /// This instance's name in the cluster: unique per instance, stable across restarts.

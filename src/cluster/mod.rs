@@ -373,14 +373,18 @@ impl crate::alerts::cluster::ClusterSink for Cluster {
         &self,
         commits: Vec<crate::alerts::cluster::UnitCommit>,
         hooks: crate::alerts::webhook::Webhooks,
+        done: Option<tokio::sync::oneshot::Sender<bool>>,
     ) {
-        if let Err(e) = self.0.jobs.try_send(Job::Commit(commits, hooks)) {
+        if let Err(e) = self.0.jobs.try_send(Job::Commit(commits, hooks, done)) {
             // The engine never waits; a full queue means Redis is far behind: deliver here.
-            let Job::Commit(commits, hooks) = e.into_inner() else {
+            let Job::Commit(commits, hooks, done) = e.into_inner() else {
                 return;
             };
             self.0.stats.dropped("commit_queue_full", 1);
             writer::commit_alone(self, commits, &hooks);
+            if let Some(done) = done {
+                let _ = done.send(false);
+            }
         }
     }
 }
@@ -390,8 +394,9 @@ impl crate::alerts::cluster::AckForward for Cluster {
         &'a self,
         alert_id: &'a str,
         by: &'a str,
+        comment: Option<&'a str>,
     ) -> crate::alerts::cluster::BoxFuture<'a, Result<crate::alerts::Alert, crate::alerts::AckError>>
     {
-        Box::pin(requests::forward_ack(self, alert_id, by))
+        Box::pin(requests::forward_ack(self, alert_id, by, comment))
     }
 }

@@ -36,10 +36,12 @@ pub async fn history_after(
     };
     let limits = c.0.hub.history_limits();
     let cutoff = Utc::now() - chrono::Duration::from_std(limits.max_age).unwrap_or_default();
+    // Readings stored under another organization or site than the unit's now (it moved)
+    // belong to the previous owner and are not served.
     let mut readings: Vec<Arc<SensorReading>> = kept
         .iter()
         .filter_map(|j| serde_json::from_str::<SensorReading>(j).ok())
-        .filter(|r| r.received_at >= cutoff)
+        .filter(|r| r.received_at >= cutoff && c.0.hub.is_current_owner(r))
         .map(Arc::new)
         .collect();
     readings.reverse();
@@ -50,7 +52,12 @@ pub async fn history_after(
 
 /// An acknowledgement of an alert whose unit another instance owns: a command on the stream,
 /// which the owner answers on the stream.
-pub async fn forward_ack(c: &Cluster, alert_id: &str, by: &str) -> Result<Alert, AckError> {
+pub async fn forward_ack(
+    c: &Cluster,
+    alert_id: &str,
+    by: &str,
+    comment: Option<&str>,
+) -> Result<Alert, AckError> {
     if c.0.alone.load(Relaxed) {
         return Err(AckError::Unavailable);
     }
@@ -58,13 +65,16 @@ pub async fn forward_ack(c: &Cluster, alert_id: &str, by: &str) -> Result<Alert,
         .to_string();
     let (tx, rx) = tokio::sync::oneshot::channel();
     c.0.pending_acks.insert(req.clone(), tx);
-    let fields = [
+    let mut fields = vec![
         ("k", "c"),
-        ("i", &req),
-        ("n", &c.0.node),
+        ("i", req.as_str()),
+        ("n", &*c.0.node),
         ("a", alert_id),
         ("b", by),
     ];
+    if let Some(m) = comment {
+        fields.push(("m", m));
+    }
     let sent = append(c, &fields).await;
     if let Err(e) = sent {
         c.0.pending_acks.remove(&req);
@@ -77,6 +87,7 @@ pub async fn forward_ack(c: &Cluster, alert_id: &str, by: &str) -> Result<Alert,
     match answer {
         Ok(Ok(v)) => match serde_json::from_value::<Alert>(v["alert"].clone()) {
             Ok(alert) => Ok(alert),
+            Err(_) if v["stored"] == false => Err(AckError::NotStored),
             Err(_) => Err(AckError::NotFound),
         },
         _ => Err(AckError::Unavailable),
@@ -101,6 +112,7 @@ pub(super) fn answer_ack(c: &Cluster, map: &HashMap<String, redis::Value>) {
     if !c.0.owned.contains(&unit) {
         return; // its owner answers
     }
+    let comment = text(map, "m").map(str::to_string);
     let (c, req, alert_id, by) = (
         c.clone(),
         req.to_string(),
@@ -108,8 +120,12 @@ pub(super) fn answer_ack(c: &Cluster, map: &HashMap<String, redis::Value>) {
         by.to_string(),
     );
     tokio::spawn(async move {
-        let answer = match c.0.alerts.acknowledge_here(&alert_id, &by).await {
+        let acked =
+            c.0.alerts
+                .acknowledge_here(&alert_id, &by, comment.as_deref());
+        let answer = match acked.await {
             Ok(alert) => json!({ "alert": alert }),
+            Err(AckError::NotStored) => json!({ "error": "not stored", "stored": false }),
             Err(e) => json!({ "error": e.to_string() }),
         };
         let answer = answer.to_string();

@@ -28,7 +28,8 @@ pub enum Job {
     /// Boxed: a reading is much larger than the other jobs.
     Publish(Box<Outbound>),
     Release(Arc<str>),
-    Commit(Vec<UnitCommit>, Webhooks),
+    /// The last field hears whether every commit went through (an acknowledgement waits).
+    Commit(Vec<UnitCommit>, Webhooks, Option<oneshot::Sender<bool>>),
     /// Answered once everything queued before it is written.
     Flush(oneshot::Sender<()>),
 }
@@ -118,7 +119,7 @@ fn commands(c: &Cluster, job: &Job) -> Vec<redis::Cmd> {
             let args = vec![node, unit.as_bytes().to_vec()];
             vec![evalsha(&s.release, &[k.owner()], args)]
         }
-        Job::Commit(commits, _) => commits
+        Job::Commit(commits, _, _) => commits
             .iter()
             .map(|u| {
                 let mut args = vec![
@@ -200,16 +201,22 @@ fn settle(
                     script_failed(c, "release", &e);
                 }
             }
-            Job::Commit(commits, hooks) => {
+            Job::Commit(commits, hooks, done) => {
+                let mut all = true;
                 for u in commits {
                     match answers.next().map(|(_, r)| r) {
                         Some(Ok(v)) if first_int(&v) == Some(1) => {
                             u.events.iter().for_each(|o| hooks.send(&o.event));
+                            continue;
                         }
                         Some(Ok(_)) => fenced(c, &u.unit, u.events.len() as u64),
                         Some(Err(e)) => script_failed(c, "commit", &e),
                         None => {}
                     }
+                    all = false;
+                }
+                if let Some(done) = done {
+                    let _ = done.send(all);
                 }
             }
             Job::Flush(done) => {
@@ -266,7 +273,13 @@ fn alone(c: &Cluster, job: Job) {
             }
         }
         Job::Release(_) => {}
-        Job::Commit(commits, hooks) => commit_alone(c, commits, &hooks),
+        Job::Commit(commits, hooks, done) => {
+            commit_alone(c, commits, &hooks);
+            // Held in memory only: an acknowledgement waiting for it is not confirmed.
+            if let Some(done) = done {
+                let _ = done.send(false);
+            }
+        }
         Job::Flush(done) => {
             let _ = done.send(());
         }

@@ -156,6 +156,16 @@ impl UnitFeed {
         complete.then_some(v)
     }
 
+    /// Forgets what the unit said under its previous owner; `seq` goes on.
+    fn start_over(&mut self) {
+        self.latest = None;
+        self.history.clear();
+        self.doors = Doors::default();
+        // A crash's gap spoke for the old owner's numbers: a resume from before the move must
+        // not be mapped past it and told it missed nothing.
+        self.gap = None;
+    }
+
     fn push(&mut self, reading: Arc<SensorReading>, limits: HistoryLimits) {
         if limits.max_readings > 0 {
             if self.history.len() >= limits.max_readings {
@@ -222,19 +232,29 @@ impl Hub {
     }
 
     /// Puts a new registry in force and forgets the feeds of units it no longer has, and the
-    /// door contacts that no longer belong to their unit. Returns the previous one.
+    /// door contacts that no longer belong to their unit. A unit moved to another site or
+    /// organization starts a new feed: its latest reading, history and door states belonged to
+    /// the old owner and are dropped; its `seq` keeps counting, so no number is used twice and
+    /// a resume from before the move is answered `recovered: false`. Returns the previous one.
     pub fn set_registry(&self, registry: Arc<Registry>) -> Arc<Registry> {
         let old = std::mem::replace(
             &mut *self.0.registry.write().expect("registry lock"),
             registry.clone(),
         );
         self.0.units.retain(|id, feed| {
-            let kept = registry.unit(id).is_some();
-            if kept {
-                let mut feed = feed.lock().expect("unit feed lock");
+            let Some(unit) = registry.unit(id) else {
+                return false;
+            };
+            let mut feed = feed.lock().expect("unit feed lock");
+            let moved = old
+                .unit(id)
+                .is_some_and(|was| was.org != unit.org || was.site != unit.site);
+            if moved {
+                feed.start_over();
+            } else {
                 feed.doors.retain_mapped(&registry, id);
             }
-            kept
+            true
         });
         old
     }

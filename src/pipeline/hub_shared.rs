@@ -62,10 +62,15 @@ impl Hub {
 
     /// Cluster mode: a numbered reading from the event stream. Kept as the unit's latest and
     /// in its history, and handed to `emit` under the unit's lock (see the module doc).
+    /// One numbered before its unit moved to another owner is counted but neither kept nor
+    /// emitted.
     pub fn relay_reading(&self, wire: Arc<SensorReading>, emit: impl FnOnce(&Arc<SensorReading>)) {
         let feed = self.feed(&wire.unit_id);
         let mut feed = feed.lock().expect("unit feed lock");
         feed.seq = feed.seq.max(wire.seq);
+        if !self.is_current_owner(&wire) {
+            return;
+        }
         self.keep(&mut feed, &wire);
         emit(&wire);
     }
@@ -115,12 +120,22 @@ impl Hub {
     }
 
     /// Cluster mode: the unit's latest reading as Redis keeps it, at start (memory knows none).
+    /// A reading stored under another organization or site than the unit's now (it moved) is
+    /// not served: only its `seq` counts.
     pub fn restore_latest(&self, wire: Arc<SensorReading>) {
         let feed = self.feed(&wire.unit_id);
         let mut feed = feed.lock().expect("unit feed lock");
-        if feed.latest.is_none() {
-            feed.seq = feed.seq.max(wire.seq);
+        feed.seq = feed.seq.max(wire.seq);
+        if feed.latest.is_none() && self.is_current_owner(&wire) {
             feed.latest = Some(wire);
         }
+    }
+
+    /// Whether `r` was numbered under the organization and site its unit has in the registry
+    /// in force (false after a reload moved the unit, or for a unit no longer there).
+    pub fn is_current_owner(&self, r: &SensorReading) -> bool {
+        self.registry()
+            .unit(&r.unit_id)
+            .is_some_and(|u| u.org == r.organization_id && u.site == r.site_id)
     }
 }

@@ -1,4 +1,5 @@
-//! The client → server alert events: `alert:ack({ alertId }, ack)` and `get:alerts(ack)`.
+//! The client → server alert events: `alert:ack({ alertId, comment? }, ack)` and
+//! `get:alerts(ack)`.
 //! Registered by [`crate::realtime`] on every socket. Visibility follows the socket's token:
 //! its organization's alerts only, and for a token limited to some sites, only alerts of units
 //! on those sites. An alert the socket may not see is answered exactly like an id that does
@@ -12,11 +13,15 @@ use tracing::{debug, info};
 
 use super::state::Realtime;
 use super::{admit, SocketCtx};
-use crate::alerts::Alert;
+use crate::alerts::{AckError, Alert};
 use crate::auth::Principal;
 
 /// Longest alert id accepted (ours are 26 characters).
 const MAX_ALERT_ID: usize = 64;
+
+/// Longest acknowledgement comment, in characters after trimming: a sentence or two on the
+/// corrective action, not a report.
+pub const MAX_COMMENT: usize = 500;
 
 /// Roles that may acknowledge an alert.
 pub fn may_acknowledge(p: &Principal) -> bool {
@@ -43,15 +48,43 @@ fn alert_id(data: &Result<Value, ParserError>) -> Option<String> {
     (!id.is_empty() && id.len() <= MAX_ALERT_ID).then(|| id.to_string())
 }
 
+/// Reads the optional `comment` of `{ alertId, comment }`: `Ok(None)` when absent, null or
+/// blank; trimmed; `Err(client message)` when not a string or longer than [`MAX_COMMENT`].
+fn comment(data: &Result<Value, ParserError>) -> Result<Option<String>, &'static str> {
+    let v = match data.as_ref() {
+        Ok(Value::Array(a)) => a.first(),
+        Ok(other) => Some(other),
+        Err(_) => None,
+    };
+    let Some(c) = v.and_then(|v| v.as_object()).and_then(|o| o.get("comment")) else {
+        return Ok(None);
+    };
+    match c {
+        Value::Null => Ok(None),
+        Value::String(s) => {
+            let s = s.trim();
+            if s.chars().count() > MAX_COMMENT {
+                Err("Comment too long")
+            } else {
+                Ok((!s.is_empty()).then(|| s.to_string()))
+            }
+        }
+        _ => Err("Invalid arguments: comment must be a string"),
+    }
+}
+
 fn refuse(app: &Realtime, ack: AckSender, reason: &'static str, error: &str) {
     app.hub.stats().client_error(reason);
     let _ = ack.send(&json!({ "ok": false, "error": error }));
 }
 
-/// `alert:ack({ alertId }, ack)` → `{ ok: true, alert }`, and `alert:acknowledged` to the
-/// organization. `{ ok: false, error }` with "Access denied" (role), "Alert not found"
-/// (unknown, resolved or not visible) or "Invalid arguments...". Under the socket's event rate
-/// limit like every client event. Acknowledging an alert that is already acknowledged answers
+/// `alert:ack({ alertId, comment? }, ack)` → `{ ok: true, alert }`, and `alert:acknowledged`
+/// (with the comment) to the organization. `{ ok: false, error }` with "Access denied" (role),
+/// "Alert not found" (unknown, resolved or not visible), "Comment too long" (over 500
+/// characters after trimming) or "Invalid arguments...". Under the socket's event rate
+/// limit like every client event. Answered only once the acknowledgement is stored (the state
+/// file on disk, or Redis in cluster mode); "Acknowledgement not stored, try again" if that did
+/// not happen within 5 s. Acknowledging an alert that is already acknowledged answers
 /// the same and is logged at debug level only (the first acknowledgement at info).
 pub async fn alert_ack(
     TryData(d): TryData<Value>,
@@ -71,6 +104,10 @@ pub async fn alert_ack(
             "Invalid arguments: expected { alertId }",
         );
     };
+    let comment = match comment(&d) {
+        Ok(c) => c,
+        Err(error) => return refuse(&app, ack, "bad_arguments", error),
+    };
     if !may_acknowledge(p) {
         return refuse(&app, ack, "access_denied", "Access denied");
     }
@@ -83,7 +120,8 @@ pub async fn alert_ack(
         return refuse(&app, ack, "alert_not_found", "Alert not found");
     };
     let repeated = seen.acknowledged_at.is_some();
-    match app.alerts.acknowledge(&id, &p.subject).await {
+    let acked = app.alerts.acknowledge(&id, &p.subject, comment.as_deref());
+    match acked.await {
         Ok(alert) => {
             if repeated {
                 debug!(alert = %id, by = %p.subject, "alert acknowledged again");
@@ -92,8 +130,16 @@ pub async fn alert_ack(
             }
             let _ = ack.send(&json!({ "ok": true, "alert": alert }));
         }
+        // Announced, but not stored in time (or the owner in a cluster did not answer): not
+        // confirmed, so that the person does not walk away from an unrecorded answer.
+        Err(AckError::NotStored | AckError::Unavailable) => refuse(
+            &app,
+            ack,
+            "ack_not_stored",
+            "Acknowledgement not stored, try again",
+        ),
         // Resolved between the check and the engine's turn.
-        Err(_) => refuse(&app, ack, "alert_not_found", "Alert not found"),
+        Err(AckError::NotFound) => refuse(&app, ack, "alert_not_found", "Alert not found"),
     }
 }
 

@@ -138,10 +138,24 @@ impl LimitsConfig {
                 return Err((key.into(), "must be above 0 (nobody could connect)".into()));
             }
         }
-        if !(self.event_rate > 0.0 && self.event_burst >= 1.0) {
+        // `inf` and `nan` are valid TOML floats: an infinite rate or burst is no limit at all,
+        // and NaN compares false with everything (a bucket that never or always admits).
+        if !(self.event_rate.is_finite() && self.event_rate > 0.0) {
             return Err((
                 "event_rate".into(),
-                "event_rate must be > 0 and event_burst >= 1".into(),
+                "must be a finite number of events per second above 0".into(),
+            ));
+        }
+        if !(self.event_burst.is_finite() && self.event_burst >= 1.0) {
+            return Err((
+                "event_burst".into(),
+                "must be a finite number of events, at least 1".into(),
+            ));
+        }
+        if self.max_payload_bytes == 0 {
+            return Err((
+                "max_payload_bytes".into(),
+                "must be above 0 (every MQTT payload would be rejected as too large)".into(),
             ));
         }
         Ok(())

@@ -31,9 +31,9 @@ use socketioxide::handler::ConnectHandler;
 use socketioxide::socket::{DisconnectReason, Sid};
 use socketioxide::SocketIo;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use axum::extract::ConnectInfo;
 use socketioxide::TransportType;
@@ -42,7 +42,7 @@ use crate::auth::{AuthError, Principal};
 use crate::core::reading::now_rfc3339;
 use crate::core::rooms;
 use crate::delivery::Why;
-use limits::{Subscriptions, TokenBucket};
+use limits::Subscriptions;
 use transport::ConnFlow;
 
 pub fn register(io: &SocketIo) {
@@ -74,7 +74,8 @@ pub const TOKEN_ALLOWANCE: u64 = 64 * 1024;
 /// Everything the server keeps per socket, in its extensions as `Arc<SocketCtx>`.
 pub struct SocketCtx {
     pub principal: Principal,
-    bucket: Mutex<TokenBucket>,
+    /// Whose rate limit the socket's events spend (`Realtime::buckets`).
+    user: UserKey,
     subscriptions: Subscriptions,
     _slot: ConnectionSlot,
 }
@@ -102,12 +103,9 @@ impl Drop for ConnectionSlot {
 }
 
 impl SocketCtx {
-    /// One client event's worth of rate limit.
-    fn allow(&self) -> bool {
-        self.bucket
-            .lock()
-            .expect("bucket lock")
-            .take(Instant::now())
+    /// One client event's worth of the user's rate limit.
+    fn allow(&self, app: &Realtime) -> bool {
+        app.buckets.take(&self.user, Instant::now())
     }
 
     /// Rooms this socket joined through subscribe events (`/metrics`).
@@ -161,10 +159,7 @@ async fn authenticate(
         sid: s.id,
     };
     let ctx = Arc::new(SocketCtx {
-        bucket: Mutex::new(TokenBucket::new(
-            app.limits.event_rate,
-            app.limits.event_burst,
-        )),
+        user: (principal.org.clone(), principal.subject.clone()),
         subscriptions: Subscriptions::default(),
         principal: principal.clone(),
         _slot: slot,
@@ -271,7 +266,8 @@ async fn on_connect(
     if let Err(e) = s.emit("connection:ack", &ack) {
         warn!(sid = %s.id, error = %e, "connection:ack not sent");
     }
-    info!(sid = %s.id, org = %p.org, role = %p.role, sub = %p.subject, "socket connected");
+    // Debug, not info: a client reconnecting in a loop must not flood the journal.
+    debug!(sid = %s.id, org = %p.org, role = %p.role, sub = %p.subject, "socket connected");
 }
 
 async fn on_disconnect(
@@ -289,7 +285,7 @@ async fn on_disconnect(
 /// The rate-limit gate every client event passes: `Some(ack)` to go on, `None` when the event
 /// was refused (and answered `Rate limited`).
 fn admit(ctx: &SocketCtx, app: &Realtime, ack: AckSender) -> Option<AckSender> {
-    if ctx.allow() {
+    if ctx.allow(app) {
         return Some(ack);
     }
     app.hub.stats().client_error("rate_limited");

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::LimitsConfig;
 use super::expiry::Expiries;
+use super::limits::Buckets;
 use crate::alerts::Alerts;
 use crate::auth::{AuthError, Authenticator, Principal};
 use crate::core::ids::canonical_id;
@@ -29,6 +30,9 @@ pub struct Inner {
     /// Sockets per user (organization, token subject), for
     /// `limits.max_connections_per_subject`.
     pub per_subject: DashMap<super::UserKey, usize>,
+    /// The client-event rate limit, one bucket per user (organization, token subject) shared
+    /// by all their sockets: a reconnect does not refill it.
+    pub buckets: Buckets<super::UserKey>,
     /// The alert engine's handle (open alerts, acknowledgements).
     pub alerts: Alerts,
     /// The history store (`None` with `storage.enabled = false`).
@@ -69,8 +73,13 @@ impl Realtime {
             hub: p.hub,
             auth: p.auth,
             slow: p.slow,
-            limits: p.limits,
+            limits: p.limits.clone(),
             per_subject: DashMap::new(),
+            buckets: Buckets::new(
+                p.limits.event_rate,
+                p.limits.event_burst,
+                p.limits.max_connections.saturating_mul(2).max(1024),
+            ),
             alerts: p.alerts,
             store: p.store,
             connections: AtomicUsize::new(0),

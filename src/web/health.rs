@@ -110,9 +110,13 @@ async fn health(State(app): State<WebState>) -> Response {
     let cluster = app.cluster.as_ref().map(|c| c.health());
     let unavailable = problem.is_some() || cluster.as_ref().is_some_and(|c| c.degraded);
     // A history store in trouble degrades the service (said at the top) but live delivery
-    // goes on, so the instance stays in a load balancer (200).
+    // goes on, so the instance stays in a load balancer (200). So does an alert state file
+    // that cannot be written: acknowledgements are then not confirmed and a restart would
+    // forget alerts, which the top-level status must say.
     let storage = app.rt.store.as_ref().map(storage_check);
-    let degraded = unavailable || storage.as_ref().is_some_and(|s| s["status"] != "ok");
+    let store_failing = app.rt.alerts.store_failing();
+    let degraded =
+        unavailable || store_failing || storage.as_ref().is_some_and(|s| s["status"] != "ok");
     let (orgs, sites, units, sensors) = app.rt.hub.registry().counts();
     let stats = app.rt.hub.stats().snapshot();
     let mut body = json!({

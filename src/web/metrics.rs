@@ -309,6 +309,26 @@ impl Collector for ServiceCollector {
             open_alerts(app),
         )?;
 
+        let (writes, write_errors, acks_not_stored) = app.rt.alerts.store_counts();
+        counter(
+            out,
+            "sensorcast_alert_store_writes_total",
+            "Alert state file writes that reached the disk.",
+            writes,
+        )?;
+        counter(
+            out,
+            "sensorcast_alert_store_write_errors_total",
+            "Alert state file writes that failed (each is retried with backoff).",
+            write_errors,
+        )?;
+        counter(
+            out,
+            "sensorcast_alert_acks_not_stored_total",
+            "Acknowledgements answered \"not stored, try again\": not stored within 5 s.",
+            acks_not_stored,
+        )?;
+
         let (orgs, sites, units, sensors) = app.rt.hub.registry().counts();
         let kinds = [
             ("org", orgs),

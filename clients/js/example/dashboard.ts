@@ -38,7 +38,7 @@ const onEvent: { [E in keyof ServerToClientEvents]: ServerToClientEvents[E] } = 
   "alert:triggered": (a) => render(`${a.alertType} ${a.severity} ${a.value ?? ""} ${a.thresholdViolated ?? ""}`),
   "alert:escalated": (a) => render(`${a.alertId} level ${a.escalationLevel}`),
   "alert:resolved": (a) => render(a.resolvedAt),
-  "alert:acknowledged": (a) => render(`${a.acknowledgedBy}: ${a.comment ?? ""}`),
+  "alert:acknowledged": (a) => render(`${a.acknowledgedBy}: ${a.acknowledgedComment ?? ""}`),
 };
 for (const name of Object.keys(onEvent) as (keyof ServerToClientEvents)[]) {
   client.on(name, onEvent[name] as never);

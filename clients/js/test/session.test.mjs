@@ -86,9 +86,12 @@ test("alerts arrive typed and are acknowledged with a comment; a viewer may not"
   await assert.rejects(viewer.ack(alert.alertId, "not mine"), /Access denied/);
   const acked = await staff.ack(alert.alertId, "moved the stock to the spare fridge");
   assert.equal(acked.acknowledgedBy, "ana");
+  assert.equal(acked.acknowledgedComment, "moved the stock to the spare fridge");
   const event = await eventually("alert:acknowledged", () => acknowledged[0]);
   assert.equal(event.alertId, alert.alertId);
   assert.equal(event.acknowledgedBy, "ana");
+  assert.equal(event.acknowledgedComment, "moved the stock to the spare fridge");
+  assert.equal((await viewer.alerts())[0].acknowledgedComment, "moved the stock to the spare fridge");
   await assert.rejects(staff.ack("no-such-alert"), /Alert not found/);
   staff.close();
   viewer.close();

@@ -40,8 +40,8 @@ interface UnitView {
   dirty: boolean;
 }
 
-/** An open alert, with the comment of an acknowledgement seen as an event. */
-type OpenAlert = Alert & { comment?: string | null };
+/** An open alert as the server last described it. */
+type OpenAlert = Alert;
 
 let session: Session | null = null;
 let client: SensorcastClient | null = null;
@@ -195,7 +195,7 @@ function alertCard(a: OpenAlert): HTMLElement {
     el("div", { class: "when" }, `${label(a.alertType)} · ${a.severity} · since ${clock(new Date(a.triggeredAt))}`));
   if (a.acknowledgedBy) {
     const by = `Acknowledged by ${a.acknowledgedBy} at ${clock(new Date(a.acknowledgedAt ?? a.triggeredAt))}`;
-    const comment = a.comment ?? a.acknowledgedComment;
+    const comment = a.acknowledgedComment;
     card.append(el("div", { class: "acked" }, comment ? `${by}: ${comment}` : by));
   } else if (session?.canAcknowledge) {
     const input = el("input", { class: "comment", maxlength: "500", placeholder: "Corrective action taken (optional)", "aria-label": "comment" });
@@ -206,7 +206,7 @@ function alertCard(a: OpenAlert): HTMLElement {
       button.disabled = true;
       client!.ack(a.alertId, input.value.trim() || undefined).then(
         (done) => {
-          alerts.set(a.alertId, { ...done, comment: input.value.trim() || null });
+          alerts.set(a.alertId, done);
           renderAlerts();
         },
         (err: Error) => {
@@ -221,7 +221,7 @@ function alertCard(a: OpenAlert): HTMLElement {
 }
 
 function fromTriggered(e: AlertTriggered): OpenAlert {
-  return { ...e, escalationLevel: 0, escalatedAt: null, acknowledgedBy: null, acknowledgedAt: null };
+  return { ...e, escalationLevel: 0, escalatedAt: null, acknowledgedBy: null, acknowledgedAt: null, acknowledgedComment: null };
 }
 
 /** The last 24 h of each unit from the server's history (15-minute rollups), one at a time. */
@@ -276,7 +276,7 @@ function wire(c: SensorcastClient): void {
   c.on("alert:resolved", (e) => (alerts.delete(e.alertId), renderAlerts()));
   c.on("alert:acknowledged", (e) => {
     const a = alerts.get(e.alertId);
-    if (a) alerts.set(e.alertId, { ...a, acknowledgedBy: e.acknowledgedBy, acknowledgedAt: e.acknowledgedAt, comment: e.comment });
+    if (a) alerts.set(e.alertId, { ...a, acknowledgedBy: e.acknowledgedBy, acknowledgedAt: e.acknowledgedAt, acknowledgedComment: e.acknowledgedComment });
     renderAlerts();
   });
   c.on("unit:state:changed", (e) => {

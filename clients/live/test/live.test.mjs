@@ -88,6 +88,7 @@ test("an alert appears and is acknowledged with a comment", async () => {
   c.close();
   assert.equal(open.length, 1);
   assert.equal(open[0].acknowledgedBy, "ana");
+  assert.equal(open[0].acknowledgedComment, "Door was left open; stock moved to the spare fridge");
 });
 
 test("a banner shows while the service is stopped and goes once it is back", async () => {

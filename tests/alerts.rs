@@ -4,6 +4,9 @@
 //! organization (subscribed or not) within a second and nothing of another tenant or of a
 //! site the token does not allow; acknowledgements need a role that allows them; `get:alerts`
 //! tells a reconnecting dashboard what is open; a restart neither forgets nor re-sends.
+//!
+//! Over 400 lines: The alert events end to end, one test per documented guarantee, sharing one
+//! broker/service setup.
 
 mod common;
 

@@ -10,6 +10,8 @@
 //!
 //! Timings are short so the tests are fast: heartbeat 100 ms, node TTL 600 ms (the failover
 //! window), Redis timeout 1 s.
+//!
+//! Over 400 lines: The cluster guarantees, one test each, sharing the cluster harness.
 
 mod common;
 

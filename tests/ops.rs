@@ -2,6 +2,9 @@
 //! as the real binary, the official `socket.io-client`): `/metrics` in the Prometheus text
 //! format on its own listener, the status page and its token cookie, and `sensorcast simulate`
 //! feeding every registered sensor to the dashboards of its organization.
+//!
+//! Over 400 lines: Operations end to end (health, metrics, status page, signals) share one service
+//! harness.
 
 mod common;
 

@@ -1,6 +1,9 @@
 //! Subscriber guarantees with real sockets: resume after reconnect (no gap, no duplicate),
 //! slow-client isolation, batching, and limits. The official socket.io-client plays the
 //! well-behaved dashboards; a raw websocket plays the stalled or hostile one.
+//!
+//! Over 400 lines: The subscriber guarantees (resume, slow clients, limits) share their harness;
+//! each test stays short.
 
 mod common;
 

@@ -1,4 +1,7 @@
 //! The machine's transitions with times passed in: no clock, no sleeping, no I/O.
+//!
+//! Over 400 lines: Each transition of the machine is one short table-like test; together they are
+//! the machine's spec.
 
 use chrono::{DateTime, TimeZone, Utc};
 use std::path::Path;

@@ -16,6 +16,9 @@
 //! reading exactly once, either in the replay or live, never both and never neither. A door
 //! contact's change is emitted (`unit:door`) under the same lock, so a subscribe ack's door
 //! state is never older than the events the socket gets after it.
+//!
+//! Over 400 lines: The hub's lock discipline is the product's exactly-once guarantee: kept in one
+//! file so it can be checked in one reading (cluster parts are in hub_shared.rs).
 
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;

@@ -6,6 +6,9 @@
 //! - [`reload`]: SIGHUP: registry, log level and subscriptions without a restart.
 //! - [`systemd`]: the notify protocol (READY, WATCHDOG, STATUS, RELOADING, STOPPING).
 //! - `clustered`: cluster mode's part of the wiring.
+//!
+//! Over 400 lines: The composition root: the start and shutdown order are read top to bottom here,
+//! once.
 
 mod clustered;
 pub mod reload;

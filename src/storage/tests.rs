@@ -1,6 +1,8 @@
 //! The store on real files: what is written comes back in order, rollups agree with the raw
 //! readings, restarts keep epoch and seqs (clean) or skip past what may be lost (crash),
 //! corrupt and newer files, retention, the disk budget and the commit cadence.
+//!
+//! Over 400 lines: The store's behaviours on real files share their reading builders and waits.
 
 use chrono::{Duration as Ch, Utc};
 use std::sync::atomic::Ordering::Relaxed;

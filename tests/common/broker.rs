@@ -10,6 +10,9 @@
 //! (a peer sensorcast did not write, one message per process), and [`Publisher`] keeps one
 //! rumqttc connection open for bulk publishing and waits for each PUBACK so that a test knows
 //! the broker holds the message before it goes on.
+//!
+//! Over 400 lines: A broker helper many tests share (start, stop, restart, publish, hold): one
+//! place, so no test grows its own.
 #![allow(dead_code)]
 
 use std::collections::{HashMap, VecDeque};

@@ -2,6 +2,9 @@
 //! ratios sensorcast / plain and sensorcast / node, and the issues' targets with a met/missed
 //! verdict computed from the same numbers. Markdown, so it can be pasted into
 //! `docs/performance.md` as printed.
+//!
+//! Over 400 lines: The report table: one row builder per scenario, printed as docs/performance.md
+//! shows it.
 
 use std::fmt::Write;
 

@@ -30,7 +30,7 @@ pub struct UnitCommit {
     pub events: Vec<Out>,
 }
 
-/// Where the engine commits in cluster mode (implemented by `crate::cluster`).
+/// Where the engine commits in cluster mode (implemented by the cluster layer).
 pub trait ClusterSink: Send + Sync {
     /// Commits each unit's state and events; once a unit's commit went through, its events go
     /// to `hooks`. Never waits (queued). `done`, if any, hears `true` once every commit went

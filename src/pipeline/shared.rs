@@ -1,5 +1,5 @@
 //! The pipeline's side of cluster mode: the narrow interface a cluster of instances sharing one
-//! feed implements (`crate::cluster`, on Redis; see docs/scaling.md), and the per-unit
+//! feed implements (the cluster layer, on Redis; see docs/scaling.md), and the per-unit
 //! bookkeeping that is the pipeline's own.
 //!
 //! Every instance receives every MQTT message (its own client id, its own persistent session),

@@ -71,12 +71,18 @@ async fn main() {
         max_disk: 64 << 30,
         ..StorageConfig::default()
     };
-    // A week of history, an hour at a time, each hour compacted.
+    // A week of history, an hour at a time, each hour compacted (`PREFILL_DAYS=0` keeps what
+    // `DIR` holds from an earlier run).
     let (store, _) = Store::open(&fast, &dir, "E").unwrap();
-    let start = Utc::now() - Ch::days(days as i64);
+    // Whole hours ending over an hour ago, so that the writer compacts each one.
+    let now_hour = Utc::now().timestamp() / 3600 * 3600;
+    let start = chrono::DateTime::from_timestamp(now_hour, 0).unwrap()
+        - Ch::hours(1)
+        - Ch::days(days as i64);
     let per_hour = RATE * 3600;
     let t0 = Instant::now();
-    let mut i = 0;
+    // Without a prefill, numbering goes on after a week's (the earlier run's).
+    let mut i = if days == 0 { 7 * 24 * per_hour } else { 0 };
     for h in 0..days * 24 {
         let hour = start + Ch::hours(h as i64);
         for k in 0..per_hour {
@@ -107,6 +113,9 @@ async fn main() {
         t0.elapsed(),
         size as f64 / 1048576.0
     );
+
+    // Anything left in the log (a previous run's) is compacted before measuring.
+    compact_all(&dir.join("sensorcast.db")).unwrap();
 
     // The live phase: 50 readings/s for `minutes`, default commit interval.
     let (store, _) = Store::open(&StorageConfig::default(), &dir, "E").unwrap();

@@ -87,6 +87,13 @@ async fn a_clean_restart_keeps_history_and_a_resume_recovers_exactly_what_was_mi
     assert_eq!(latest["seq"], 5, "latest from the store: {latest}");
     assert_eq!(latest["id"], before[4]["id"]);
     assert_eq!(latest["temperature"], 3.4);
+    // The status page shows it too, before any new reading.
+    let owner = format!(
+        "Bearer {}",
+        common::service::token(json!({ "org_id": "o1", "role": "owner" }))
+    );
+    let page = common::http::http_get_raw(service.addr, "/", &[("Authorization", &owner)]).await;
+    assert_eq!(page.status, 200);
 
     // Two more readings after the restart, seen by a socket subscribed now.
     let watcher = subscribed(&driver, &service, auth("o1", "viewer"), &["u1"]).await;

@@ -98,7 +98,8 @@ fn try_open(path: &Path) -> Result<Connection, StoreError> {
         "PRAGMA auto_vacuum = INCREMENTAL;
          PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
-         PRAGMA wal_autocheckpoint = 1000;",
+         PRAGMA wal_autocheckpoint = 1000;
+         PRAGMA cache_size = -1024;",
     )
     .map_err(corrupt)?;
     migrate(&conn, version)?;
@@ -141,6 +142,9 @@ pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     )
     .map_err(|e| StoreError::Io(format!("{}: {e}", path.display())))?;
     conn.busy_timeout(Duration::from_secs(5))
+        .map_err(|e| StoreError::Io(e.to_string()))?;
+    // 1 MiB of page cache per connection (SQLite's default is 2 MiB): a Pi's memory.
+    conn.execute_batch("PRAGMA cache_size = -1024")
         .map_err(|e| StoreError::Io(e.to_string()))?;
     Ok(conn)
 }

@@ -35,7 +35,9 @@ fn reading(i: u64, at: chrono::DateTime<Utc>) -> Arc<SensorReading> {
         organization_id: "org-1".into(),
         device_id: format!("A84041{:010X}", i % UNITS).as_str().into(),
         temperature: ((i * 7919) % 400) as f64 / 10.0 - 20.0,
-        humidity: i.is_multiple_of(3).then_some(((i * 31) % 600) as f64 / 10.0 + 20.0),
+        humidity: i
+            .is_multiple_of(3)
+            .then_some(((i * 31) % 600) as f64 / 10.0 + 20.0),
         battery: Some(95.0),
         signal_strength: Some(-80.0),
         recorded_at: at - Ch::milliseconds(3),

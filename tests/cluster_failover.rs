@@ -15,7 +15,7 @@ use common::cluster::{cluster_check, cluster_config, publish, start, FAILOVER, Q
 use common::jsclient::{JsClient, JsDriver};
 use common::redis::Redis;
 use common::service::{auth, subscribed, Service};
-use common::wait::WAIT;
+use common::wait::{check, eventually, WAIT};
 use common::webhook::webhook_receiver;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -268,4 +268,92 @@ async fn sigterm_of_an_instance_while_readings_flow_its_client_resumes_on_a_surv
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_an_instance_while_readings_flow_its_client_resumes_on_a_survivor_once() {
     a_client_of_a_stopped_instance_resumes_on_a_survivor("KILL").await;
+}
+
+/// An instance's stream reader falls further behind than the stream keeps: it is paused
+/// (SIGSTOP) while 1500 readings go through a stream trimmed to about 1000 entries. Resumed
+/// (SIGCONT), it reports the gap in `/health` (`checks.cluster.streamGaps`, `streamEntriesLost`),
+/// and a dashboard resuming on it from before the gap gets exactly what it missed, in order
+/// (from Redis's history), never a replay with the trimmed readings left out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_behind_the_trimmed_stream_reports_the_gap_and_resumes_skip_nothing() {
+    const MISSED: u32 = 1500;
+    // The owner's MQTT queue must take the burst (docs/scaling.md).
+    let broker = Broker::start_with("max_queued_messages 5000\n").await;
+    let redis = Redis::start().await;
+    let config = cluster_config(&broker, &redis, 1)
+        .set("cluster", "stream_max_len", 1000)
+        .realtime("history_readings", 2000)
+        .limit("socket_buffer", 4096)
+        .set("log", "level", "warn");
+    let mut nodes = start(&config, &["a", "b"], 1).await;
+    let lagging = 1 - owner_of_the_unit(&nodes).await;
+    let driver = JsDriver::spawn().await;
+    let first = subscribed(&driver, &nodes[lagging], auth("o1", "staff"), &["u1"]).await;
+    let p = Publisher::connect(&broker).await;
+    let one_unit = |range: std::ops::Range<u32>| {
+        let p = &p;
+        async move {
+            let mut confirms = Vec::new();
+            for i in range {
+                let body = json!({ "temperature": f64::from(i) / 16.0 }).to_string();
+                confirms.push(p.publish_nowait("sensors/p1", body, 1).await);
+            }
+            for c in confirms {
+                Confirm::wait(c).await;
+            }
+        }
+    };
+    one_unit(0..10).await;
+    let seen = collect(&first, 10, "before the pause").await;
+    first.close().await;
+    let since = since_of(&seen[..5])["u1"].clone();
+
+    nodes[lagging].signal("STOP");
+    one_unit(10..10 + MISSED).await;
+    // The owner has appended every reading (entries are numbered from 1; a few are alert
+    // state), and the stream
+    // keeps fewer than were appended while the reader was paused.
+    let redis = &redis;
+    eventually(WAIT, "every reading in the stream", || async move {
+        let n = redis.command(&["GET", "sensorcast:n"]).await;
+        let count: u32 = n.lines().nth(1).and_then(|l| l.parse().ok()).unwrap_or(0);
+        check(count >= 10 + MISSED, n)
+    })
+    .await;
+    let len = redis.command(&["XLEN", "sensorcast:events"]).await;
+    let len: u32 = len.trim().trim_start_matches(':').parse().unwrap();
+    assert!(len < MISSED, "the stream was trimmed: {len} entries");
+    nodes[lagging].signal("CONT");
+
+    let lagging_node = &nodes[lagging];
+    let check = eventually(WAIT, "the gap reported", || async {
+        let c = cluster_check(lagging_node).await;
+        let lost = c["streamEntriesLost"].as_u64().unwrap_or(0);
+        if c["streamGaps"].as_u64().unwrap_or(0) >= 1 && lost > 0 && c["degraded"] == false {
+            Ok(c)
+        } else {
+            Err(c.to_string())
+        }
+    })
+    .await;
+    let lost = check["streamEntriesLost"].as_u64().unwrap();
+    assert!(lost < u64::from(MISSED), "{check}");
+
+    let resumed = subscribed(&driver, &nodes[lagging], auth("o1", "staff"), &[]).await;
+    let ack = resumed
+        .emit_ack(
+            "subscribe:unit",
+            vec![json!({ "unitId": "u1", "since": since })],
+        )
+        .await;
+    assert_eq!(ack[0]["ok"], true, "{ack:?}");
+    assert_eq!(ack[0]["recovered"], true, "from Redis's history: {ack:?}");
+    let total = 10 + MISSED;
+    let replayed = collect(&resumed, (total - 5) as usize, "replayed").await;
+    let numbers: Vec<u32> = replayed.iter().map(number).collect();
+    assert_eq!(numbers, (5..total).collect::<Vec<_>>(), "no hole, in order");
+    for n in nodes {
+        n.stop().await;
+    }
 }

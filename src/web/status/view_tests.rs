@@ -207,6 +207,8 @@ fn the_cluster_is_shown_in_cluster_mode() {
         owned_units: 3,
         settled: false,
         cluster_connections: 42,
+        stream_gaps: 0,
+        stream_entries_lost: 0,
     });
     let page = render(&data);
     assert!(page.contains("Redis unavailable"), "{page}");

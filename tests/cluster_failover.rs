@@ -2,7 +2,9 @@
 //! an offline timer of a unit whose evaluating instance was killed still fires on the
 //! survivor, on time and once; readings published while an instance is stopped (SIGTERM) or
 //! killed (SIGKILL) reach every client once, and a client of the instance that went away
-//! resumes on a survivor with exactly what it missed.
+//! resumes on a survivor with exactly what it missed; an owner that stalls past its TTL and
+//! comes back loses and doubles nothing; a reader that fell behind the trimmed stream says so
+//! and serves no resume with a hole in it.
 //!
 //! Kept apart from tests/cluster.rs so each file stays readable; same setup (a private
 //! redis-server and mosquitto per test, sensorcast binaries, the official socket.io-client)
@@ -353,6 +355,57 @@ async fn a_reader_behind_the_trimmed_stream_reports_the_gap_and_resumes_skip_not
     let replayed = collect(&resumed, (total - 5) as usize, "replayed").await;
     let numbers: Vec<u32> = replayed.iter().map(number).collect();
     assert_eq!(numbers, (5..total).collect::<Vec<_>>(), "no hole, in order");
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+/// The instance that owns a unit stalls (SIGSTOP) for longer than the node TTL while readings
+/// flow: the other takes the unit over; the stalled one comes back (SIGCONT), its stale writes
+/// are refused (fencing) and the unit moves back to it. A client on each instance gets every
+/// reading once, numbered 1, 2, 3... in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_that_stalls_past_its_ttl_and_comes_back_loses_and_doubles_nothing() {
+    let broker = Broker::start_with("max_queued_messages 5000\n").await;
+    let redis = Redis::start().await;
+    let config = cluster_config(&broker, &redis, 1).set("log", "level", "warn");
+    let mut nodes = start(&config, &["a", "b"], 1).await;
+    let owner = owner_of_the_unit(&nodes).await;
+    let other = 1 - owner;
+    let driver = JsDriver::spawn().await;
+    let clients = [
+        subscribed(&driver, &nodes[owner], auth("o1", "staff"), &["u1"]).await,
+        subscribed(&driver, &nodes[other], auth("o1", "staff"), &["u1"]).await,
+    ];
+    let p = Publisher::connect(&broker).await;
+    let one_unit = |range: std::ops::Range<u32>| {
+        let p = &p;
+        async move {
+            for i in range {
+                let body = json!({ "temperature": f64::from(i) / 16.0 }).to_string();
+                Confirm::wait(p.publish_nowait("sensors/p1", body, 1).await).await;
+            }
+        }
+    };
+    one_unit(0..20).await;
+    nodes[owner].signal("STOP");
+    one_unit(20..40).await;
+    let other_node = &nodes[other];
+    eventually(WAIT, "the other instance owns u1", || async {
+        let c = cluster_check(other_node).await;
+        check(c["ownedUnits"] == 1 && c["liveInstances"] == 1, c)
+    })
+    .await;
+    one_unit(40..60).await;
+    nodes[owner].signal("CONT");
+    one_unit(60..80).await;
+    common::cluster::wait_formed(&[&nodes[0], &nodes[1]], 1).await;
+    assert_eq!(owner_of_the_unit(&nodes).await, owner, "u1 moved back");
+    one_unit(80..100).await;
+    for (i, c) in clients.iter().enumerate() {
+        let got = collect(c, 100, &format!("client {i}")).await;
+        assert_all_once(&got, 100, &format!("client {i}"));
+    }
     for n in nodes {
         n.stop().await;
     }

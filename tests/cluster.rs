@@ -25,7 +25,7 @@ use common::http::http_get_raw;
 use common::jsclient::{JsClient, JsDriver};
 use common::redis::Redis;
 use common::service::{auth, connected, subscribed, token, Service};
-use common::wait::WAIT;
+use common::wait::{check, eventually, WAIT};
 use common::webhook::webhook_receiver;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -95,6 +95,32 @@ async fn a_client_on_either_instance_gets_every_reading_once_whichever_instance_
             1,
             "one epoch for the whole cluster: {epochs:?}"
         );
+    }
+    // Each instance archives what it delivered in a history store of its own (its own
+    // `state.dir`: two processes must never write one SQLite file), and `get:history` on either
+    // answers from it: u1's ten readings, in order, numbered as delivered.
+    for (n, c) in nodes.iter().zip([&on_a, &on_b]) {
+        let db = n.dir.path().join("state").join("sensorcast.db");
+        assert!(db.exists(), "{} has its own store", db.display());
+        let points = eventually(WAIT, "u1's history committed", || async {
+            let h = c
+                .emit_ack(
+                    "get:history",
+                    vec![json!({ "unitId": "u1", "resolution": "raw" })],
+                )
+                .await
+                .remove(0);
+            let points = h["points"].as_array().cloned().unwrap_or_default();
+            check(points.len() == 10, &h).map(|()| points)
+        })
+        .await;
+        let temps: Vec<f64> = points
+            .iter()
+            .map(|p| p["temperature"].as_f64().unwrap())
+            .collect();
+        let want: Vec<f64> = (0..10).map(|i| f64::from(i * 6)).collect();
+        assert_eq!(temps, want, "u1's archive in order");
+        assert!(points.iter().zip(1u64..).all(|(p, s)| p["seq"] == s));
     }
     for n in nodes {
         n.stop().await;

@@ -115,6 +115,10 @@ pub struct ClusterStats {
     relayed: DashMap<&'static str, AtomicU64>,
     /// Events not delivered by the cluster path, by reason (fenced out, unreadable entry...).
     dropped: DashMap<&'static str, AtomicU64>,
+    /// Times the stream reader found entries trimmed before it read them.
+    pub stream_gaps: AtomicU64,
+    /// Stream entries lost that way.
+    pub stream_entries_lost: AtomicU64,
     pub takeovers: AtomicU64,
     pub releases: AtomicU64,
     pub degraded_periods: AtomicU64,
@@ -187,6 +191,10 @@ pub struct ClusterHealth {
     /// The last rebalance left nothing to claim or release on this instance.
     pub settled: bool,
     pub cluster_connections: u64,
+    /// Times this instance's stream reader fell behind the trimmed stream and lost entries
+    /// (each unit's resumes answer `recovered: false` here until its next reading).
+    pub stream_gaps: u64,
+    pub stream_entries_lost: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -303,6 +311,8 @@ impl Cluster {
             owned_units: self.0.owned.len(),
             settled: !degraded && self.0.settled.load(Relaxed),
             cluster_connections: self.connections(),
+            stream_gaps: self.0.stats.stream_gaps.load(Relaxed),
+            stream_entries_lost: self.0.stats.stream_entries_lost.load(Relaxed),
         }
     }
 

@@ -6,6 +6,13 @@
 //! already delivered alone (by fingerprint), so a client sees each reading once.
 //!
 //! The stream also carries forwarded acknowledgements and their answers (`requests`).
+//!
+//! The stream is trimmed to about `stream_max_len` entries. A reader that falls further behind
+//! (a long pause, a long cut from Redis while the others go on) would read on from the oldest
+//! entry left, skipping the rest without noticing; so each entry carries a consecutive number
+//! (`n`, see `store`) and a number that skips is a gap: counted, logged, shown in `/health`,
+//! and every unit's resumes stop being served from this instance's memory until its next
+//! reading ([`crate::pipeline::hub::Hub::mark_unsure`]).
 
 use chrono::Utc;
 use redis::streams::{StreamReadOptions, StreamReadReply};
@@ -66,8 +73,52 @@ impl Recent {
     }
 }
 
+/// Where the reader is: the id of the last entry read and its number.
+#[derive(Default)]
+struct Position {
+    id: Option<String>,
+    n: Option<u64>,
+}
+
+impl Position {
+    /// Moves past an entry numbered `n` (if it has a number): the entries it skipped, if any.
+    fn advance(&mut self, n: Option<u64>) -> u64 {
+        let Some(n) = n else {
+            return 0;
+        };
+        // A number that goes back: Redis lost its data and counts again (a new epoch follows).
+        let skipped = match self.n {
+            Some(last) if n > last + 1 => n - last - 1,
+            _ => 0,
+        };
+        self.n = Some(n);
+        skipped
+    }
+}
+
+/// The number an entry carries.
+fn number(map: &HashMap<String, redis::Value>) -> Option<u64> {
+    text(map, "n")?.parse().ok()
+}
+
+/// Entries trimmed before this instance read them.
+fn gap(c: &Cluster, lost: u64, after: Option<&str>) {
+    let stats = &c.0.stats;
+    stats.stream_gaps.fetch_add(1, Relaxed);
+    stats.stream_entries_lost.fetch_add(lost, Relaxed);
+    stats.dropped("stream_trimmed", lost);
+    c.0.hub.mark_unsure();
+    tracing::error!(
+        lost,
+        after = after.unwrap_or(""),
+        max_len = c.0.cfg.stream_max_len,
+        "cluster stream: entries were trimmed before this instance read them; \
+         resumes answer recovered: false until each unit's next reading"
+    );
+}
+
 pub async fn run(c: Cluster, stop: CancellationToken) {
-    let mut last: Option<String> = None;
+    let mut pos = Position::default();
     let mut failures = 0u32;
     loop {
         if stop.is_cancelled() {
@@ -89,22 +140,25 @@ pub async fn run(c: Cluster, stop: CancellationToken) {
                 c.0.client
                     .get_multiplexed_async_connection_with_config(&config)
                     .await?;
-            let from = match &last {
-                Some(id) => id.clone(),
-                None => start(&c, &mut conn).await?,
-            };
-            last = Some(from);
+            if pos.id.is_none() {
+                let (id, n) = start(&c, &mut conn).await?;
+                pos = Position { id: Some(id), n };
+            }
             loop {
                 let opts = StreamReadOptions::default()
                     .block(block.as_millis() as usize)
                     .count(READ_COUNT);
                 let key = c.0.keys.events();
-                let from = last.clone().unwrap_or_else(|| "$".into());
+                let from = pos.id.clone().unwrap_or_else(|| "$".into());
                 let reply: Option<StreamReadReply> =
                     conn.xread_options(&[&key], &[&from], &opts).await?;
                 failures = 0;
                 for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
-                    last = Some(entry.id.clone());
+                    let lost = pos.advance(number(&entry.map));
+                    if lost > 0 {
+                        gap(&c, lost, pos.id.as_deref());
+                    }
+                    pos.id = Some(entry.id.clone());
                     handle(&c, &entry.map);
                 }
                 if stop.is_cancelled() || c.0.alone.load(Relaxed) {
@@ -128,12 +182,13 @@ pub async fn run(c: Cluster, stop: CancellationToken) {
     }
 }
 
-/// Where a fresh instance starts reading (the stream's current end) after it loaded the units'
-/// latest readings and the alert view from Redis, so nothing falls between the two.
+/// Where a fresh instance starts reading (the stream's current end, and its number) after it
+/// loaded the units' latest readings and the alert view from Redis, so nothing falls between
+/// the two.
 async fn start(
     c: &Cluster,
     conn: &mut redis::aio::MultiplexedConnection,
-) -> redis::RedisResult<String> {
+) -> redis::RedisResult<(String, Option<u64>)> {
     let k = &c.0.keys;
     let tail: redis::streams::StreamRangeReply =
         conn.xrevrange_count(k.events(), "+", "-", 1).await?;
@@ -141,6 +196,7 @@ async fn start(
         .ids
         .first()
         .map_or_else(|| "0-0".to_string(), |e| e.id.clone());
+    let n = tail.ids.first().and_then(|e| number(&e.map));
     let units: Vec<Arc<str>> = c.0.hub.registry().units().map(|u| u.id.clone()).collect();
     let mut pipe = redis::pipe();
     for u in &units {
@@ -158,7 +214,7 @@ async fn start(
         c.0.alerts.apply_snapshot(&unit.into(), Some(&track));
     }
     info!(from, "cluster stream: reading");
-    Ok(from)
+    Ok((from, n))
 }
 
 pub(super) fn text<'a>(map: &'a HashMap<String, redis::Value>, key: &str) -> Option<&'a str> {

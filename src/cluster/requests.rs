@@ -136,10 +136,21 @@ pub(super) fn answer_ack(c: &Cluster, map: &HashMap<String, redis::Value>) {
     });
 }
 
-/// Appends one entry to the cluster's stream.
+/// Appends one numbered entry to the cluster's stream (see `store`'s module doc).
 async fn append(c: &Cluster, fields: &[(&str, &str)]) -> redis::RedisResult<String> {
-    let max = redis::streams::StreamMaxlen::Approx(c.0.cfg.stream_max_len);
-    c.conn()
-        .xadd_maxlen(c.0.keys.events(), max, "*", fields)
-        .await
+    let k = &c.0.keys;
+    let mut args = vec![c.0.cfg.stream_max_len.to_string().into_bytes()];
+    for (f, v) in fields {
+        args.push(f.as_bytes().to_vec());
+        args.push(v.as_bytes().to_vec());
+    }
+    let cmd = super::store::evalsha(&c.0.scripts.append, &[k.events(), k.numbered()], args);
+    let mut conn = c.conn();
+    match cmd.query_async(&mut conn).await {
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            super::membership::load_scripts(c).await?;
+            cmd.query_async(&mut conn).await
+        }
+        r => r,
+    }
 }

@@ -17,6 +17,11 @@
 //! | `P:f:{unit}` | list | fingerprints of the unit's last published messages, newest first |
 //! | `P:tracks` | hash | unit → its alert state (JSON) |
 //! | `P:events` | stream | every event, in order: readings, doors, alerts, unit states, acks |
+//! | `P:n` | string | the number of the stream's last entry: each entry carries the next (`n`) |
+//!
+//! The stream is trimmed (`stream_max_len`, approximately): a reader that fell further behind
+//! would skip what was trimmed without noticing, so every entry carries a consecutive number
+//! and the reader checks it (`relay`).
 //!
 //! Redis Cluster (sharded) is not supported: the scripts touch keys of several units. A
 //! standalone Redis or Valkey, with replicas and Sentinel if wanted, is.
@@ -55,6 +60,10 @@ impl Keys {
     }
     pub fn events(&self) -> String {
         format!("{}:events", self.prefix)
+    }
+    /// The stream's entry counter.
+    pub fn numbered(&self) -> String {
+        format!("{}:n", self.prefix)
     }
     pub fn unit(&self, unit: &str) -> String {
         format!("{}:u:{unit}", self.prefix)
@@ -128,7 +137,7 @@ redis.call('HDEL', KEYS[2], ARGV[1])
 return 1
 "#;
 
-/// KEYS: owner, nodes, epoch, unit, history, fingerprints, events. ARGV: node, unit, the unit
+/// KEYS: owner, nodes, epoch, unit, history, fingerprints, events, entry counter. ARGV: node, unit, the unit
 /// id as JSON string content, fingerprint, door JSON or '', the reading's JSON after its
 /// `"seq":0` or '', history length, fingerprints kept, stream length, an epoch to use if there
 /// is none, the reading's receipt ms, the lowest seq it may get less one. Returns `{0}`
@@ -140,7 +149,8 @@ if not epoch then epoch = ARGV[10]; redis.call('SET', KEYS[3], epoch) end
 redis.call('LPUSH', KEYS[6], ARGV[4])
 redis.call('LTRIM', KEYS[6], 0, tonumber(ARGV[8]) - 1)
 if ARGV[5] ~= '' then
-  redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[9], '*', 'k', 'd', 'u', ARGV[2], 'f', ARGV[4], 'p', ARGV[5])
+  redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[9], '*', 'k', 'd', 'u', ARGV[2], 'f', ARGV[4], 'p', ARGV[5],
+    'n', redis.call('INCR', KEYS[8]))
 end
 local seq = 0
 if ARGV[6] ~= '' then
@@ -151,24 +161,36 @@ if ARGV[6] ~= '' then
     redis.call('LPUSH', KEYS[5], json)
     redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[7]) - 1)
   end
-  redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[9], '*', 'k', 'r', 'u', ARGV[2], 'f', ARGV[4], 'e', epoch, 'p', json)
+  redis.call('XADD', KEYS[7], 'MAXLEN', '~', ARGV[9], '*', 'k', 'r', 'u', ARGV[2], 'f', ARGV[4], 'e', epoch, 'p', json,
+    'n', redis.call('INCR', KEYS[8]))
 end
 return {1, seq}
 "#;
 
-/// KEYS: owner, nodes, tracks, events. ARGV: node, unit, the unit's alert state JSON or '',
+/// KEYS: owner, nodes, tracks, events, entry counter. ARGV: node, unit, the unit's alert state JSON or '',
 /// stream length, then per event: name, payload, organization, site. Returns 0 when fenced.
 const COMMIT: &str = r#"
 if fenced() then return 0 end
 if ARGV[3] ~= '' then
   redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'k', 's', 'u', ARGV[2], 'p', ARGV[3])
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'k', 's', 'u', ARGV[2], 'p', ARGV[3],
+    'n', redis.call('INCR', KEYS[5]))
 end
 for i = 5, #ARGV, 4 do
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'k', 'a', 'u', ARGV[2],
-    'e', ARGV[i], 'p', ARGV[i + 1], 'o', ARGV[i + 2], 's', ARGV[i + 3])
+    'e', ARGV[i], 'p', ARGV[i + 1], 'o', ARGV[i + 2], 's', ARGV[i + 3], 'n', redis.call('INCR', KEYS[5]))
 end
 return 1
+"#;
+
+/// KEYS: events, entry counter. ARGV: stream length, then field, value pairs. Appends one
+/// numbered entry (forwarded acknowledgements and their answers).
+const APPEND: &str = r#"
+local fields = {}
+for i = 2, #ARGV do fields[#fields + 1] = ARGV[i] end
+fields[#fields + 1] = 'n'
+fields[#fields + 1] = redis.call('INCR', KEYS[2])
+return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(fields))
 "#;
 
 /// ARGV: prefix, then unit, seq pairs. Raises each unit's seq to at least the given one (what
@@ -193,6 +215,7 @@ pub struct Scripts {
     pub publish: Script,
     pub commit: Script,
     pub floor: Script,
+    pub append: Script,
 }
 
 impl Default for Scripts {
@@ -206,12 +229,13 @@ impl Default for Scripts {
             publish: with_prelude(PUBLISH),
             commit: with_prelude(COMMIT),
             floor: Script::new(FLOOR),
+            append: Script::new(APPEND),
         }
     }
 }
 
 impl Scripts {
-    pub fn all(&self) -> [&Script; 7] {
+    pub fn all(&self) -> [&Script; 8] {
         [
             &self.heartbeat,
             &self.claim,
@@ -220,6 +244,7 @@ impl Scripts {
             &self.publish,
             &self.commit,
             &self.floor,
+            &self.append,
         ]
     }
 }

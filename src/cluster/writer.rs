@@ -96,6 +96,7 @@ fn commands(c: &Cluster, job: &Job) -> Vec<redis::Cmd> {
                 k.history(unit),
                 k.fingerprints(unit),
                 k.events(),
+                k.numbered(),
             ];
             let history = c.0.hub.history_limits().max_readings;
             let args = vec![
@@ -134,7 +135,7 @@ fn commands(c: &Cluster, job: &Job) -> Vec<redis::Cmd> {
                     args.push(o.org.as_bytes().to_vec());
                     args.push(o.site.as_bytes().to_vec());
                 }
-                let keys = [k.owner(), k.nodes(), k.tracks(), k.events()];
+                let keys = [k.owner(), k.nodes(), k.tracks(), k.events(), k.numbered()];
                 evalsha(&s.commit, &keys, args)
             })
             .collect(),

@@ -77,6 +77,10 @@ pub struct UnitFeed {
     /// After a crash: `(c, f)`: the store had seqs up to `c` and numbering went on after `f`;
     /// no reading has a seq in between, so a resume from anywhere in `c..=f` starts at `f`.
     gap: Option<(u64, u64)>,
+    /// Cluster mode: the stream reader lost entries (trimmed before it read them), so memory
+    /// may lack readings this unit had, at its end too: no resume is served from memory until
+    /// the unit's next reading arrives (a hole before it shows as a seq that skips).
+    unsure: bool,
 }
 
 impl UnitFeed {
@@ -112,6 +116,9 @@ impl UnitFeed {
     /// Readings after `seq` in order, or `None` when history no longer reaches back to `seq`
     /// (some readings in between are gone).
     pub fn after(&self, seq: u64, limits: HistoryLimits) -> Option<Vec<Arc<SensorReading>>> {
+        if self.unsure {
+            return None;
+        }
         let seq = match self.gap {
             Some((c, f)) if (c..=f).contains(&seq) => f,
             _ => seq,
@@ -126,8 +133,16 @@ impl UnitFeed {
             .filter(|r| r.seq > seq && r.received_at >= cutoff)
             .cloned()
             .collect();
-        let complete = kept.first().is_some_and(|r| r.seq == seq + 1);
+        let complete = kept.first().is_some_and(|r| r.seq == seq + 1)
+            && kept.windows(2).all(|w| self.next(w[0].seq, w[1].seq));
         complete.then_some(kept)
+    }
+
+    /// Whether `b` follows `a` with nothing missing: consecutive, or across a crash's gap (no
+    /// reading has a seq inside it). Anything else is a hole (cluster mode: stream entries this
+    /// instance never read).
+    fn next(&self, a: u64, b: u64) -> bool {
+        b == a + 1 || self.gap.is_some_and(|(c, f)| a == c && b == f + 1)
     }
 
     /// [`UnitFeed::after`], or when memory does not reach back that far, what the shared
@@ -139,6 +154,9 @@ impl UnitFeed {
         stored: Option<&(Vec<Arc<SensorReading>>, u64)>,
         limits: HistoryLimits,
     ) -> Option<Vec<Arc<SensorReading>>> {
+        if self.unsure {
+            return None;
+        }
         if let Some(v) = self.after(seq, limits) {
             return Some(v);
         }
@@ -151,11 +169,8 @@ impl UnitFeed {
         if *through < self.seq {
             v.extend(self.after(*through, limits)?);
         }
-        // Consecutive, except across a crash's gap (no reading has a seq inside it).
-        let next =
-            |a: u64, b: u64| b == a + 1 || self.gap.is_some_and(|(c, f)| a == c && b == f + 1);
         let complete = v.first().is_some_and(|r| r.seq == seq + 1)
-            && v.windows(2).all(|w| next(w[0].seq, w[1].seq));
+            && v.windows(2).all(|w| self.next(w[0].seq, w[1].seq));
         complete.then_some(v)
     }
 

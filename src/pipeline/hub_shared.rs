@@ -72,7 +72,19 @@ impl Hub {
             return;
         }
         self.keep(&mut feed, &wire);
+        feed.unsure = false;
         emit(&wire);
+    }
+
+    /// Cluster mode: the stream reader lost entries it never read (trimmed). Any unit may have
+    /// had readings among them: until each unit's next reading, resumes are not served from
+    /// memory (`recovered: false`); after it, a resume across the hole is served from the
+    /// shared history or not at all (see [`super::UnitFeed::after`]).
+    pub fn mark_unsure(&self) {
+        let units: Vec<Arc<str>> = self.registry().units().map(|u| u.id.clone()).collect();
+        for unit in units {
+            self.feed(&unit).lock().expect("unit feed lock").unsure = true;
+        }
     }
 
     /// Cluster mode: a door change from the event stream, handed to `emit` under the unit's

@@ -56,7 +56,7 @@ pub(super) fn encode(out: &mut DescriptorEncoder, app: &WebState, c: &Cluster) -
     counters(
         out,
         "sensorcast_cluster_events_dropped_total",
-        "Events the cluster path did not deliver, by reason (fenced: another instance owns the unit and publishes it; delivered_while_degraded: already delivered here alone).",
+        "Events the cluster path did not deliver, by reason (fenced: another instance owns the unit and publishes it; delivered_while_degraded: already delivered here alone; stream_trimmed: entries trimmed from the stream before this instance read them).",
         s.dropped_by_reason().into_iter().map(|(r, n)| ([("reason", r)], n)),
     )?;
     counter(
@@ -70,6 +70,12 @@ pub(super) fn encode(out: &mut DescriptorEncoder, app: &WebState, c: &Cluster) -
         "sensorcast_cluster_releases_total",
         "Units given up to another instance.",
         s.releases.load(Relaxed),
+    )?;
+    counter(
+        out,
+        "sensorcast_cluster_stream_gaps_total",
+        "Times this instance's stream reader found entries trimmed before it read them (sensorcast_cluster_events_dropped_total{reason=\"stream_trimmed\"} counts them).",
+        s.stream_gaps.load(Relaxed),
     )?;
     counter(
         out,

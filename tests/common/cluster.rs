@@ -30,7 +30,8 @@ pub fn registry(n: usize) -> TestRegistry {
     r
 }
 
-/// The cluster's test config: fast heartbeats, a short TTL, the given registry.
+/// The cluster's test config: fast heartbeats, a short TTL, history committed every 200 ms,
+/// the given registry.
 pub fn cluster_config(broker: &Broker, redis: &Redis, units: usize) -> TestConfig {
     TestConfig::new(broker)
         .registry(&registry(units))
@@ -38,6 +39,7 @@ pub fn cluster_config(broker: &Broker, redis: &Redis, units: usize) -> TestConfi
         .set("cluster", "heartbeat", "100ms")
         .set("cluster", "node_ttl", "600ms")
         .set("cluster", "redis_timeout", "1s")
+        .set("storage", "commit_interval", "200ms")
         .set("log", "level", "info")
 }
 

@@ -105,6 +105,11 @@ fn cluster_section(c: &crate::cluster::ClusterHealth) -> Markup {
             " · " (c.live_instances) " live instance" @if c.live_instances != 1 { "s" }
             @if !c.instances.is_empty() { " (" (c.instances.join(", ")) ")" }
             " · owns " (c.owned_units) " unit" @if c.owned_units != 1 { "s" }
+            @if c.stream_gaps > 0 {
+                " · " (pill("down", "fell behind the event stream"))
+                " " (c.stream_gaps) " time" @if c.stream_gaps != 1 { "s" }
+                ", " (c.stream_entries_lost) " events lost here"
+            }
         }
     }
 }

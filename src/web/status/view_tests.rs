@@ -207,6 +207,8 @@ fn the_cluster_is_shown_in_cluster_mode() {
         owned_units: 3,
         settled: false,
         cluster_connections: 42,
+        stream_gaps: 0,
+        stream_entries_lost: 0,
     });
     let page = render(&data);
     assert!(page.contains("Redis unavailable"), "{page}");
@@ -214,5 +216,18 @@ fn the_cluster_is_shown_in_cluster_mode() {
     assert!(page.contains("1 live instance (a:3000)"), "{page}");
     assert!(page.contains("owns 3 units"), "{page}");
     assert!(page.contains("42 on every instance"), "{page}");
+    assert!(
+        !page.contains("event stream"),
+        "no gap, nothing said: {page}"
+    );
+    if let Some(c) = data.cluster.as_mut() {
+        c.stream_gaps = 2;
+        c.stream_entries_lost = 150;
+    }
+    let page = render(&data);
+    assert!(
+        page.contains("fell behind the event stream</span> 2 times, 150 events lost here"),
+        "{page}"
+    );
     assert!(!render(&empty_page()).contains("Cluster"));
 }

@@ -35,7 +35,7 @@ async fn reading_arrives(broker: &Broker, c: &JsClient, temperature: f64) -> Dur
 }
 
 /// 1 MiB and 5 MiB QoS 1 messages (over the 256 KiB framing limit) on a persistent session:
-/// each is refused and counted as `too_large`, the connection stays up (one broker session, no
+/// each is refused and counted as `too_large` (and logged once), the connection stays up (one broker session, no
 /// reconnect), the next normal reading arrives at once, the peak RSS of the service does not
 /// grow by anything like the message (the guard never buffers it), and the broker forgot them:
 /// a restarted service with the same client id gets no redelivery.
@@ -82,6 +82,11 @@ async fn oversize_qos1_messages_are_refused_acked_and_ingest_goes_on() {
         .expect("exited within 10 s")
         .unwrap();
     assert!(status.success(), "{status:?}");
+    // Logged once: not per reconnect (there was none), and the second message on the same
+    // topic within a minute only counted.
+    let log = bin.stderr().await;
+    let lines = log.matches("over mqtt.max_packet_size").count();
+    assert_eq!(lines, 1, "{log}");
     let again = Service::start_binary(&config, &[]).await;
     let c = subscribed(&driver, &again, auth("o1", "viewer"), &["u1"]).await;
     reading_arrives(&broker, &c, 3.5).await;

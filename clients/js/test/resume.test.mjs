@@ -150,6 +150,48 @@ test("an organization outside the token's is never delivered", async () => {
   c.close();
 });
 
+test("overlapping subscriptions: after one is unsubscribed the other delivers once; after both, nothing", async () => {
+  const c = client();
+  const [unit, site] = [recorder(), recorder()];
+  const raw = []; // every sensor:reading the server sent this socket
+  c.on("sensor:reading", (r) => raw.push(r));
+  const byUnit = c.subscribeUnit("u1", unit.handlers);
+  const bySite = c.subscribeSite("s1", site.handlers);
+  // Another client on u1: it shows when a reading has been sent to the unit's room.
+  const watch = recorder();
+  client().subscribeUnit("u1", watch.handlers);
+  await eventually("subscribed", () => [unit, site, watch].every((r) => r.syncs.length === 1));
+
+  const temps = (rec) => rec.readings.filter((r) => r.unitId === "u1" && r.temperature > 7.1 && r.temperature < 7.2).map((r) => r.temperature);
+  const sentTimes = (t) => raw.filter((r) => r.unitId === "u1" && r.temperature === t).length;
+  await broker.publish("sensors/probe-1", [{ temperature: 7.11 }]);
+  await eventually("both deliver", () => temps(unit).length === 1 && temps(site).length === 1);
+  assert.equal(sentTimes(7.11), 1, "one event for the socket's two rooms");
+
+  await byUnit.unsubscribe();
+  await broker.publish("sensors/probe-1", [{ temperature: 7.12 }, { temperature: 7.13 }]);
+  await eventually("the site subscription", () => temps(site).length === 3);
+  assert.deepEqual(temps(site), [7.11, 7.12, 7.13], "through the site, once each, in order");
+  assert.deepEqual(temps(unit), [7.11], "nothing more for the unsubscribed unit");
+  assert.equal(sentTimes(7.12), 1);
+  assert.equal(sentTimes(7.13), 1);
+
+  await bySite.unsubscribe();
+  await broker.publish("sensors/probe-1", [{ temperature: 7.14 }]);
+  await eventually("the reading sent to u1's room", () => temps(watch).includes(7.14));
+  // A barrier: a reading of another unit, published after 7.14 was sent, reaches the socket;
+  // anything sent to it for u1 before would have come first.
+  const barrier = recorder();
+  c.subscribeUnit("u3", barrier.handlers);
+  await eventually("u3 subscribed", () => barrier.syncs.length === 1);
+  await broker.publish("sensors/probe-3", [{ temperature: 7.99 }]);
+  await eventually("the barrier reading", () => raw.some((r) => r.unitId === "u3" && r.temperature === 7.99));
+  assert.equal(sentTimes(7.14), 0, "the server no longer sends u1 to this socket");
+  assert.deepEqual(temps(site), [7.11, 7.12, 7.13]);
+  assert.deepEqual(temps(unit), [7.11]);
+  for (const rec of [unit, site, barrier]) assert.deepEqual(rec.errors, []);
+});
+
 test("a resume sent without positions is filled from get:history", async () => {
   // maxSinceBytes 0: the organization subscription resubscribes without positions (as with
   // an organization too large for the server's payload limit), so only history can fill.

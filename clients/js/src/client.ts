@@ -16,7 +16,7 @@ import type {
   ServerToClientEvents,
 } from "./events.js";
 import { Feeds, type Scope, type SubscriptionHandlers } from "./feeds.js";
-import { isTokenError, refreshDelay, tokenExpiry } from "./token.js";
+import { isTokenError, refreshDelay, retryDelay, tokenExpiry } from "./token.js";
 
 export interface ConnectOptions {
   /** A fixed JWT (it cannot be refreshed: the session ends at its `exp`). */
@@ -254,25 +254,40 @@ export class SensorcastClient {
     this.retryTimer = setTimeout(() => this.closed || this.socket.connect(), delay);
   }
 
-  /** Before the token runs out: fetch a new one and reconnect with it (the feeds resume). */
-  private scheduleRefresh(): void {
+  /**
+   * Before the token runs out: fetch a new one and reconnect with it (the feeds resume; the
+   * connect arms the timer again for the new token). When getToken fails or has nothing newer
+   * yet, it is asked again shortly, as long as the token in use lives.
+   */
+  private scheduleRefresh(delay?: number): void {
     clearTimeout(this.refreshTimer);
     const exp = tokenExpiry(this.token);
     const get = this.opts.getToken;
     if (!get || exp === null) return;
-    this.refreshTimer = setTimeout(async () => {
-      let fresh: string;
-      try {
-        fresh = await get();
-      } catch (e) {
-        return this.setStatus({ state: "connected", reason: `token refresh failed: ${String(e)}` });
-      }
-      const freshExp = tokenExpiry(fresh);
-      if (this.closed || (freshExp !== null && freshExp <= exp)) return; // nothing newer yet
+    delay ??= refreshDelay(exp, Date.now(), this.opts.refreshMarginMs);
+    this.refreshTimer = setTimeout(() => void this.refresh(get, exp), delay);
+  }
+
+  private async refresh(get: () => string | Promise<string>, exp: number): Promise<void> {
+    let fresh: string | null = null;
+    let failure: { error: unknown } | null = null;
+    try {
+      fresh = await get();
+    } catch (error) {
+      failure = { error };
+    }
+    // Closed, or disconnected meanwhile: the next connect asks getToken and arms the timer.
+    if (this.closed || !this.socket.connected) return;
+    if (failure !== null) this.setStatus({ state: "connected", reason: `token refresh failed: ${String(failure.error)}` });
+    const freshExp = fresh === null ? null : tokenExpiry(fresh);
+    if (fresh !== null && (freshExp === null || freshExp > exp)) {
       this.nextToken = fresh;
       this.refreshing = true;
       this.socket.disconnect().connect();
-    }, refreshDelay(exp, Date.now(), this.opts.refreshMarginMs));
+      return;
+    }
+    const left = exp - Date.now();
+    if (left > 0) this.scheduleRefresh(retryDelay(left));
   }
 
   private setStatus(s: Status): void {

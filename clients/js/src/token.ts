@@ -25,6 +25,14 @@ export function refreshDelay(expMs: number, now: number, margin?: number): numbe
   return Math.max(0, life - m);
 }
 
+/**
+ * When to ask again after a refresh that failed or brought nothing newer, `left` ms before
+ * `exp`: a quarter of what is left, between 50 ms and 1 s, so several tries fit before `exp`.
+ */
+export function retryDelay(left: number): number {
+  return Math.min(1_000, Math.max(50, left / 4));
+}
+
 /** Handshake refusals that a retry with the same static token cannot fix. */
 export function isTokenError(message: string): boolean {
   return /token|organization access/i.test(message);

@@ -1,6 +1,7 @@
 // `npm pack` gives a tarball a dashboard project can install: installed into a fresh directory
 // beside socket.io-client, it imports, carries the protocol's types word for word (no drift
-// from docs/sensorcast-events.d.ts), and receives a reading from the real service.
+// from docs/sensorcast-events.d.ts), receives a reading from the real service, and the README's
+// example type-checks there against the installed package.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -24,7 +25,7 @@ after(async () => {
 
 const npm = (args, cwd) => execFileSync("npm", args, { cwd, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
 
-test("npm pack installs into a new project and works there", async () => {
+test("npm pack installs into a new project and works there; the README's example type-checks", async () => {
   const packed = JSON.parse(npm(["pack", "--json", "--pack-destination", dir], PKG))[0];
   const files = packed.files.map((f) => f.path).sort();
   assert.ok(files.includes("dist/index.js") && files.includes("dist/index.d.ts") && files.includes("README.md"), files.join());
@@ -66,5 +67,36 @@ setTimeout(() => { console.error("no reading"); process.exit(1); }, 10000).unref
     assert.equal(r.temperature, -19.5);
   } finally {
     clearInterval(pub);
+  }
+
+  // The README's example, as a dashboard project would paste it, with its page's own functions.
+  const readme = readFileSync(join(PKG, "README.md"), "utf8");
+  const example = readme.match(/```ts\n([\s\S]*?)```/)?.[1];
+  assert.ok(example?.includes('from "sensorcast-client"'), "the README has a ts example");
+  writeFileSync(
+    join(app, "example.ts"),
+    `${example}
+declare function banner(text: string | null): void;
+declare function draw(unitId: string, temperature: number, at: string): void;
+declare function warn(text: string): void;
+declare function showAlert(a: { alertId: string; message: string }): void;
+declare const alertId: string;
+`,
+  );
+  writeFileSync(
+    join(app, "tsconfig.json"),
+    JSON.stringify({
+      compilerOptions: {
+        target: "es2022", module: "es2022", moduleResolution: "bundler", lib: ["es2022", "dom"],
+        strict: true, noEmit: true, types: [],
+      },
+      files: ["example.ts"],
+    }),
+  );
+  const tsc = join(PKG, "node_modules", ".bin", "tsc");
+  try {
+    execFileSync(tsc, ["-p", "tsconfig.json"], { cwd: app, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+  } catch (e) {
+    assert.fail(`the README's example does not type-check:\n${e.stdout}${e.stderr}`);
   }
 });

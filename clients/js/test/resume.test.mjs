@@ -1,18 +1,26 @@
 // Resume: the client's transport is killed in the middle of a stream of readings (a TCP proxy
 // drops the connection; the client object is untouched) and every reading still arrives exactly
-// once and in order, for a unit, a site and an organization subscription alike.
+// once and in order, for a unit, a site and an organization subscription alike. Gaps: the
+// server replays from its store what its memory no longer holds; what it cannot replay (a
+// resume sent without positions, a restart that lost its store) is filled from get:history.
 import assert from "node:assert/strict";
+import { rmSync } from "node:fs";
+import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { connect } from "../dist/index.js";
 import { Broker, Service, eventually, startProxy, token } from "./harness.mjs";
 
+// Commits every 200 ms (10 s by default), so a test waits less for its readings to be stored.
+const FAST_STORE = `[storage]\ncommit_interval = "200ms"\n`;
+
 let broker, service, proxy;
 before(async () => {
   broker = await Broker.start();
-  service = await Service.start(broker);
+  service = await Service.start(broker, { extra: FAST_STORE });
   proxy = await startProxy(service.port);
 });
 after(async () => {
+  for (const c of opened) c.close();
   await proxy?.close();
   await service?.stop();
   await broker?.stop();
@@ -20,8 +28,16 @@ after(async () => {
 
 const FAST = { transports: ["websocket"], reconnectionDelay: 50, reconnectionDelayMax: 200 };
 
+/** Every client a test opened: closed at the end even when an assertion failed, so the file ends. */
+const opened = new Set();
+function open(url, opts) {
+  const c = connect(url, opts);
+  opened.add(c);
+  return c;
+}
+
 function client(role = "viewer") {
-  return connect(proxy.url, { token: token({ org_id: "o1", role }), io: FAST });
+  return open(proxy.url, { token: token({ org_id: "o1", role }), io: FAST });
 }
 
 /** Collects what a subscription delivers: readings per unit and every sync report. */
@@ -96,7 +112,7 @@ test("a killed transport mid-stream loses no reading and doubles none (unit, sit
   for (const c of clients) c.close();
 });
 
-test("a gap longer than the server's replay memory: replayed from its store, or reported, never papered over", async () => {
+test("a gap longer than the server's replay memory is replayed from its store", async () => {
   const c = client();
   const rec = recorder();
   c.subscribeUnit("u3", rec.handlers);
@@ -111,39 +127,17 @@ test("a gap longer than the server's replay memory: replayed from its store, or 
   for (let i = 0; i < 130; i++) pub.send({ temperature: 20 + i / 100 });
   pub.send({ temperature: 30 });
   await pub.end();
-  // Does the server keep history (get:history)? Asked by another client, beside the proxy.
-  const direct = connect(service.url(), { token: token({ org_id: "o1" }), io: FAST });
-  const day = () => direct.history("u3", new Date(Date.now() - 3_600_000), new Date(Date.now() + 60_000), "raw");
-  const hasHistory = await day().then(
-    () => true,
-    (e) => (assert.match(e.message, /Unknown event/), false),
-  );
-  if (hasHistory) {
-    // Readings the replay memory no longer holds are in history once committed.
-    await eventually("history to hold the gap", async () => (await day()).points.length >= 132, 30_000);
-  } else {
-    await new Promise((r) => setTimeout(r, 300));
-  }
-  direct.close();
+  // The server replays what its memory no longer holds from its store, once committed.
+  await storedUpTo(service, "u3", 132);
   proxy.block(false);
 
   await eventually("resumed", () => rec.syncs.some((s) => s.resumed));
   const resume = rec.syncs.find((s) => s.resumed);
   await eventually("the newest reading", () => rec.readings.at(-1)?.temperature === 30);
-  const seqs = rec.readings.map((r) => r.seq);
-  if (hasHistory) {
-    // The server replays from its store what its memory no longer holds: nothing lost.
-    assert.equal(resume.recovered, true, JSON.stringify(resume));
-    assertComplete(seqs, 132, "replayed from the store");
-    assert.deepEqual(resume.lost, []);
-  } else {
-    // 131 readings are more than the server's replay memory: the hole is reported, and the
-    // unit continues from its newest reading, never out of order or twice.
-    assert.equal(resume.recovered, false, "the server could not replay 131 readings");
-    assert.deepEqual(seqs, [1, 132]);
-    assert.deepEqual(resume.lost, ["u3"]);
-    assert.equal(resume.filled, 0);
-  }
+  assert.equal(resume.recovered, true, JSON.stringify(resume));
+  assertComplete(rec.readings.map((r) => r.seq), 132, "replayed from the store");
+  assert.equal(resume.filled, 0, "the server replayed: no get:history needed");
+  assert.deepEqual(resume.lost, []);
   c.close();
 });
 
@@ -156,10 +150,52 @@ test("an organization outside the token's is never delivered", async () => {
   c.close();
 });
 
-test("a resume the server cannot answer is filled from get:history where the server keeps it", async () => {
+test("overlapping subscriptions: after one is unsubscribed the other delivers once; after both, nothing", async () => {
+  const c = client();
+  const [unit, site] = [recorder(), recorder()];
+  const raw = []; // every sensor:reading the server sent this socket
+  c.on("sensor:reading", (r) => raw.push(r));
+  const byUnit = c.subscribeUnit("u1", unit.handlers);
+  const bySite = c.subscribeSite("s1", site.handlers);
+  // Another client on u1: it shows when a reading has been sent to the unit's room.
+  const watch = recorder();
+  client().subscribeUnit("u1", watch.handlers);
+  await eventually("subscribed", () => [unit, site, watch].every((r) => r.syncs.length === 1));
+
+  const temps = (rec) => rec.readings.filter((r) => r.unitId === "u1" && r.temperature > 7.1 && r.temperature < 7.2).map((r) => r.temperature);
+  const sentTimes = (t) => raw.filter((r) => r.unitId === "u1" && r.temperature === t).length;
+  await broker.publish("sensors/probe-1", [{ temperature: 7.11 }]);
+  await eventually("both deliver", () => temps(unit).length === 1 && temps(site).length === 1);
+  assert.equal(sentTimes(7.11), 1, "one event for the socket's two rooms");
+
+  await byUnit.unsubscribe();
+  await broker.publish("sensors/probe-1", [{ temperature: 7.12 }, { temperature: 7.13 }]);
+  await eventually("the site subscription", () => temps(site).length === 3);
+  assert.deepEqual(temps(site), [7.11, 7.12, 7.13], "through the site, once each, in order");
+  assert.deepEqual(temps(unit), [7.11], "nothing more for the unsubscribed unit");
+  assert.equal(sentTimes(7.12), 1);
+  assert.equal(sentTimes(7.13), 1);
+
+  await bySite.unsubscribe();
+  await broker.publish("sensors/probe-1", [{ temperature: 7.14 }]);
+  await eventually("the reading sent to u1's room", () => temps(watch).includes(7.14));
+  // A barrier: a reading of another unit, published after 7.14 was sent, reaches the socket;
+  // anything sent to it for u1 before would have come first.
+  const barrier = recorder();
+  c.subscribeUnit("u3", barrier.handlers);
+  await eventually("u3 subscribed", () => barrier.syncs.length === 1);
+  await broker.publish("sensors/probe-3", [{ temperature: 7.99 }]);
+  await eventually("the barrier reading", () => raw.some((r) => r.unitId === "u3" && r.temperature === 7.99));
+  assert.equal(sentTimes(7.14), 0, "the server no longer sends u1 to this socket");
+  assert.deepEqual(temps(site), [7.11, 7.12, 7.13]);
+  assert.deepEqual(temps(unit), [7.11]);
+  for (const rec of [unit, site, barrier]) assert.deepEqual(rec.errors, []);
+});
+
+test("a resume sent without positions is filled from get:history", async () => {
   // maxSinceBytes 0: the organization subscription resubscribes without positions (as with
   // an organization too large for the server's payload limit), so only history can fill.
-  const c = connect(proxy.url, { token: token({ org_id: "o1" }), io: FAST, maxSinceBytes: 0 });
+  const c = open(proxy.url, { token: token({ org_id: "o1" }), io: FAST, maxSinceBytes: 0 });
   const rec = recorder();
   c.subscribeOrganization(rec.handlers);
   await eventually("subscribed", () => rec.syncs.length === 1);
@@ -172,16 +208,7 @@ test("a resume the server cannot answer is filled from get:history where the ser
   proxy.cut();
   for (let i = 0; i < 30; i++) pub.send({ temperature: 18 + i / 10 });
   await pub.end();
-  const direct = connect(service.url(), { token: token({ org_id: "o1" }), io: FAST });
-  const hasHistory = await direct.history("u3", new Date(Date.now() - 3_600_000), new Date()).then(
-    () => true,
-    (e) => (assert.match(e.message, /Unknown event/), false),
-  );
-  if (hasHistory) {
-    const stored = async () => (await direct.history("u3", new Date(Date.now() - 600_000), new Date(Date.now() + 60_000), "raw")).points;
-    await eventually("history to hold the readings", async () => (await stored()).some((r) => r.seq === first + 30), 30_000);
-  }
-  direct.close();
+  await storedUpTo(service, "u3", first + 30);
   proxy.block(false);
 
   await eventually("resumed", () => rec.syncs.some((s) => s.resumed));
@@ -189,13 +216,63 @@ test("a resume the server cannot answer is filled from get:history where the ser
   assert.equal(resume.recovered, undefined, "no position was sent");
   await eventually("the newest", () => u3().at(-1)?.seq === first + 30);
   const seqs = u3().map((r) => r.seq).filter((q) => q >= first);
-  if (hasHistory) {
-    assert.deepEqual(seqs, Array.from({ length: 31 }, (_, i) => first + i), "filled, in order, once");
-    assert.equal(resume.filled, 30, "the 30 missed readings came from history");
-    assert.deepEqual(resume.lost, []);
-  } else {
-    assert.deepEqual(seqs, [first, first + 30]);
-    assert.deepEqual(resume.lost, ["u3"]);
-  }
+  assert.deepEqual(seqs, Array.from({ length: 31 }, (_, i) => first + i), "filled, in order, once");
+  assert.equal(resume.filled, 30, "the 30 missed readings came from history");
+  assert.deepEqual(resume.lost, []);
   c.close();
 });
+
+test("a restart without its store cannot be resumed (recovered: false): the gap is filled from get:history", async () => {
+  // A service of its own: its state directory (epoch, seqs and the history store) is removed
+  // while it is down, so no server could replay the client's position; the readings of the new
+  // epoch are in the new store, and only get:history can bring them.
+  const b = await Broker.start();
+  const svc = await Service.start(b, { extra: FAST_STORE });
+  const px = await startProxy(svc.port);
+  try {
+    const c = open(px.url, { token: token({ org_id: "o1" }), io: FAST });
+    const rec = recorder();
+    c.subscribeUnit("u1", rec.handlers);
+    await eventually("subscribed", () => rec.syncs.length === 1);
+    await b.publish("sensors/probe-1", [1, 2, 3].map((i) => ({ temperature: 4 + i / 10 })));
+    await eventually("three readings", () => rec.readings.length === 3);
+    const before = rec.syncs[0].epoch;
+
+    px.block(true);
+    px.cut();
+    await svc.halt();
+    rmSync(join(svc.dir, "state"), { recursive: true, force: true });
+    await svc.run();
+    await b.publish("sensors/probe-1", Array.from({ length: 20 }, (_, i) => ({ temperature: 5 + i / 10 })));
+    await storedUpTo(svc, "u1", 20);
+    px.block(false);
+
+    await eventually("resumed", () => rec.syncs.some((s) => s.resumed));
+    const resume = rec.syncs.find((s) => s.resumed);
+    assert.notEqual(resume.epoch, before, "a new store: a new epoch");
+    assert.equal(resume.recovered, false, JSON.stringify(resume));
+    await eventually("the newest reading", () => rec.readings.at(-1)?.id === `${resume.epoch}-u1-20`);
+    const ids = (epoch, n) => Array.from({ length: n }, (_, i) => `${epoch}-u1-${i + 1}`);
+    assert.deepEqual(rec.readings.map((r) => r.id), [...ids(before, 3), ...ids(resume.epoch, 20)], "once, in order");
+    assert.equal(resume.filled, 20, "the new epoch's readings came from get:history");
+    assert.deepEqual(resume.lost, []);
+    assert.deepEqual(rec.errors, []);
+    c.close();
+  } finally {
+    await px.close();
+    await svc.stop();
+    await b.stop();
+  }
+});
+
+/** Waits until `unitId`'s history on `svc` (asked directly, beside any proxy) reaches `seq`. */
+async function storedUpTo(svc, unitId, seq) {
+  const direct = open(svc.url(), { token: token({ org_id: "o1" }), io: FAST });
+  try {
+    const raw = async () =>
+      (await direct.history(unitId, new Date(Date.now() - 3_600_000), new Date(Date.now() + 60_000), "raw")).points;
+    await eventually(`history of ${unitId} to reach seq ${seq}`, async () => (await raw()).some((r) => r.seq === seq));
+  } finally {
+    direct.close();
+  }
+}

@@ -1,8 +1,9 @@
 // /live in a real browser (Debian's chromium through playwright-core, never a downloaded one)
 // against the real binary and a private mosquitto: sign-in by the page's form then the cookie, a
 // reading published over MQTT on screen within a second, an alert shown and acknowledged with a
-// comment, the banner while the service is stopped and gone once it is back; screenshots at
-// wall-screen and phone sizes under target/ for people to look at.
+// comment (which another page gets from the server), the banner while the service is stopped
+// and gone once it is back; screenshots at wall-screen and phone sizes under target/ for people
+// to look at; and no page ever asked another origin for anything.
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
@@ -12,6 +13,30 @@ import { Broker, REPO, Service, eventually, token } from "../../js/test/harness.
 
 const SHOTS = join(REPO, "target", "live");
 let broker, service, browser, page;
+/**
+ * Every URL a page of the browser asked for (HTTP requests and WebSockets), by every page, and
+ * every request the page's Content-Security-Policy stopped before it was made (the browser logs
+ * those; they never reach the request events).
+ */
+const requested = [];
+const refused = [];
+function record(p) {
+  p.on("request", (r) => requested.push(r.url()));
+  p.on("websocket", (ws) => requested.push(ws.url()));
+  p.on("console", (m) => /Content Security Policy/i.test(m.text()) && refused.push(m.text()));
+  p.on("pageerror", (e) => console.error("page error:", e.message));
+  return p;
+}
+
+/** A page in a context of its own, signed in as `claims` through the cookie the form sets. */
+async function signedInPage(claims) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  await context.addCookies([{ name: "sensorcast_token", value: token(claims), url: service.url() }]);
+  const p = record(await context.newPage());
+  await p.goto(`${service.url()}/live`);
+  await p.locator(".dot.on").waitFor();
+  return p;
+}
 
 before(async () => {
   broker = await Broker.start();
@@ -21,8 +46,7 @@ before(async () => {
     headless: true,
     args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
   });
-  page = await browser.newPage({ viewport: { width: 1920, height: 1080 } });
-  page.on("pageerror", (e) => console.error("page error:", e.message));
+  page = record(await browser.newPage({ viewport: { width: 1920, height: 1080 } }));
 });
 after(async () => {
   await browser?.close();
@@ -72,23 +96,40 @@ test("a reading published over MQTT is on screen within a second", async (t) => 
   assert.match(await card("u1").getAttribute("class"), /\bok\b/);
 });
 
-test("an alert appears and is acknowledged with a comment", async () => {
+test("an alert appears and is acknowledged with a comment; every page shows the server's comment", async () => {
+  // A viewer's page, open before the alert: it may not acknowledge, and learns of the
+  // acknowledgement only from the server (alert:acknowledged, then get:alerts on a reload).
+  const other = await signedInPage({ org_id: "o1", role: "viewer", sub: "vic" });
   await broker.publish("sensors/probe-1", [{ temperature: 12.5 }]); // u1 allows 0..8 °C
   const alert = page.locator(".alert", { hasText: "Walk-in fridge" });
   await alert.waitFor();
   await card("u1").locator(".state", { hasText: "excursion" }).waitFor();
-  await alert.locator("input.comment").fill("Door was left open; stock moved to the spare fridge");
+  const seen = other.locator(".alert", { hasText: "Walk-in fridge" });
+  await seen.waitFor();
+  assert.equal(await seen.locator("form, button.ack").count(), 0, "a viewer has no acknowledge form");
+
+  const comment = "Door was left open; stock moved to the spare fridge";
+  await alert.locator("input.comment").fill(`  ${comment}  `);
   await alert.locator("button.ack").click();
-  await alert.locator(".acked", { hasText: "Acknowledged by ana" }).waitFor();
-  assert.match(await alert.locator(".acked").textContent(), /stock moved to the spare fridge/);
-  // The server has it too.
+  const shown = `Acknowledged by ana at `;
+  await alert.locator(".acked", { hasText: shown }).waitFor();
+  assert.match(await alert.locator(".acked").textContent(), new RegExp(`: ${comment}$`));
+  // The other page was told by the server, with the comment the server stored.
+  await seen.locator(".acked", { hasText: shown }).waitFor();
+  assert.match(await seen.locator(".acked").textContent(), new RegExp(`: ${comment}$`));
+  // And a fresh load has it from get:alerts.
+  await other.reload();
+  await other.locator(".dot.on").waitFor();
+  await other.locator(".alert .acked", { hasText: comment }).waitFor();
+  // The server has it as sent (trimmed).
   const { connect } = await import("../../js/dist/index.js");
   const c = connect(service.url(), { token: token({ org_id: "o1" }) });
   const open = await eventually("get:alerts", () => c.alerts());
   c.close();
   assert.equal(open.length, 1);
   assert.equal(open[0].acknowledgedBy, "ana");
-  assert.equal(open[0].acknowledgedComment, "Door was left open; stock moved to the spare fridge");
+  assert.equal(open[0].acknowledgedComment, comment);
+  await other.context().close();
 });
 
 test("a banner shows while the service is stopped and goes once it is back", async () => {
@@ -130,4 +171,15 @@ test("screenshots for a wall screen and a phone", async () => {
     const polyline = (await card(unit).locator("polyline").getAttribute("points")) ?? "";
     assert.ok(polyline.split(" ").length > 50 && !polyline.includes("NaN"), `${unit}'s chart draws the day: ${polyline.slice(0, 300)}`);
   }
+});
+
+test("every request of the pages went to the service's own origin: no external asset", () => {
+  const origin = new URL(service.url());
+  assert.ok(requested.some((u) => u.endsWith("/live")) && requested.some((u) => u.includes("/socket.io/")), requested.join("\n"));
+  const elsewhere = requested.filter((u) => {
+    const url = new URL(u);
+    return url.host !== origin.host || !["http:", "ws:"].includes(url.protocol);
+  });
+  assert.deepEqual(elsewhere, [], "requests to another origin");
+  assert.deepEqual(refused, [], "requests the page's CSP stopped");
 });

@@ -154,7 +154,6 @@ pub(super) fn rolled(
     from: i64,
     to: i64,
     res: Resolution,
-    health: &StoreHealth,
 ) -> Result<Vec<Bucket>, StoreError> {
     let width = res.millis();
     let start = from.div_euclid(width) * width;
@@ -197,7 +196,6 @@ pub(super) fn rolled(
             }
         }
     }
-    let _ = health;
     for b in roll(tail, res) {
         merge(&mut merged, b);
     }
@@ -332,7 +330,7 @@ impl Store {
                         truncated,
                     });
                 }
-                let mut b = rolled(conn, &feeds, from, to, res, health)?;
+                let mut b = rolled(conn, &feeds, from, to, res)?;
                 let truncated = b.len() > max_points;
                 b.truncate(max_points);
                 Ok(History {
@@ -356,10 +354,10 @@ impl Store {
         res: Resolution,
     ) -> Result<Vec<Bucket>, StoreError> {
         let (unit, org, site) = (unit.to_owned(), org.to_owned(), site.to_owned());
-        self.read(move |conn, health| {
+        self.read(move |conn, _| {
             snapshot(conn, |conn| {
                 let feeds = feeds(conn, &unit, &org, &site, None)?;
-                rolled(conn, &feeds, ms(from), ms(to), res, health)
+                rolled(conn, &feeds, ms(from), ms(to), res)
             })
         })
         .await

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use super::query::{feeds, merge, ms, rolled, snapshot};
 use super::record;
 use super::rollup::{Bucket, Resolution};
-use super::{Store, StoreError};
+use super::{Store, StoreError, StoreHealth};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -53,9 +53,9 @@ impl Store {
         to: DateTime<Utc>,
     ) -> Result<Vec<HaccpRow>, StoreError> {
         let (org, site) = (org.to_owned(), site.to_owned());
-        self.read(move |conn, _| {
+        self.read(move |conn, health| {
             snapshot(conn, |conn| {
-                haccp_rows(conn, &org, &site, &units, ms(from), ms(to))
+                haccp_rows(conn, &org, &site, &units, ms(from), ms(to), health)
             })
         })
         .await
@@ -69,14 +69,15 @@ fn haccp_rows(
     units: &[HaccpUnit],
     from: i64,
     to: i64,
+    health: &StoreHealth,
 ) -> Result<Vec<HaccpRow>, StoreError> {
     let first_day = from.div_euclid(DAY_MS) * DAY_MS;
     let mut rows = Vec::new();
     for u in units {
         let feeds = feeds(conn, &u.id, org, site, None)?;
-        let hours = rolled(conn, &feeds, first_day, to - 1, Resolution::Hour)?;
-        let minutes = rolled(conn, &feeds, first_day, to - 1, Resolution::Minute)?;
-        let quarters = rolled(conn, &feeds, first_day, to - 1, Resolution::Quarter)?;
+        let hours = rolled(conn, &feeds, first_day, to - 1, Resolution::Hour, health)?;
+        let minutes = rolled(conn, &feeds, first_day, to - 1, Resolution::Minute, health)?;
+        let quarters = rolled(conn, &feeds, first_day, to - 1, Resolution::Quarter, health)?;
         let alerts = alerts_of(conn, &u.id, org, site, first_day, to)?;
         let mut day = first_day;
         while day < to {

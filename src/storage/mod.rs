@@ -17,12 +17,15 @@ pub mod rollup;
 pub mod schema;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod migrate_tests;
 mod writer;
 
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::atomic::AtomicUsize;
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -230,7 +233,13 @@ enum Item {
 pub struct Store(Arc<Inner>);
 
 struct Inner {
-    tx: SyncSender<Item>,
+    /// An unbounded (linked-block) channel with [`Inner::queued`] as its bound: a bounded std
+    /// channel allocates and touches every slot up front (`storage.queue` × the item size,
+    /// megabytes of resident memory for an empty queue).
+    tx: Sender<Item>,
+    /// Readings sent and not yet taken by the writer.
+    queued: Arc<AtomicUsize>,
+    bound: usize,
     reader: Mutex<rusqlite::Connection>,
     health: Arc<StoreHealth>,
     path: PathBuf,
@@ -251,10 +260,20 @@ impl Store {
         *health.open_problem.lock().expect("store health") = problem;
         let (restored, epoch) = writer::start_epoch(&conn, epoch)?;
         let reader = schema::open_reader(&path)?;
-        let (tx, rx) = sync_channel(config.queue);
-        writer::spawn(conn, rx, config.clone(), health.clone(), epoch.clone())?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        writer::spawn(
+            conn,
+            rx,
+            queued.clone(),
+            config.clone(),
+            health.clone(),
+            epoch.clone(),
+        )?;
         let store = Store(Arc::new(Inner {
             tx,
+            queued,
+            bound: config.queue,
             reader: Mutex::new(reader),
             health,
             path,
@@ -279,9 +298,9 @@ impl Store {
     /// Queues an emitted reading for the next commit. Never waits: with the queue full the
     /// reading is counted as dropped from history.
     pub fn record(&self, reading: Arc<SensorReading>) {
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-            self.0.tx.try_send(Item::Reading(reading))
-        {
+        let full = self.0.queued.fetch_add(1, Relaxed) >= self.0.bound;
+        if full || self.0.tx.send(Item::Reading(reading)).is_err() {
+            self.0.queued.fetch_sub(1, Relaxed);
             self.0.health.readings_dropped.fetch_add(1, Relaxed);
             self.0.health.behind.store(true, Relaxed);
         }

@@ -8,7 +8,7 @@
 //! transaction, so compaction moving an hour from one to the other is never seen half done.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering::Relaxed;
@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use super::record::{self, FeedKey};
 use super::rollup::{roll, Bucket, Point, Resolution};
+use super::schema::{chunk_id, chunk_key};
 use super::{Store, StoreError, StoreHealth};
 use crate::core::reading::SensorReading;
 
@@ -81,6 +82,48 @@ pub(super) fn feeds(
     Ok(out)
 }
 
+/// The hours `[from, to]` (ms) clamped to the hours that have chunks, as chunk hours.
+fn chunk_hours(conn: &Connection, from: i64, to: i64) -> Result<Vec<i64>, StoreError> {
+    let (lo, hi): (Option<i64>, Option<i64>) =
+        conn.query_row("SELECT MIN(id), MAX(id) FROM chunks", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    let (Some(lo), Some(hi)) = (lo, hi) else {
+        return Ok(Vec::new());
+    };
+    let first = (from.div_euclid(HOUR_MS) * HOUR_MS).max(chunk_key(lo).0);
+    let last = to.min(chunk_key(hi).0);
+    Ok((first..=last.max(first - 1))
+        .step_by(HOUR_MS as usize)
+        .collect())
+}
+
+/// The log rows overlapping `[from, to]`, in order, inflated (a damaged row is counted).
+fn log_rows(
+    conn: &Connection,
+    from: i64,
+    to: i64,
+    health: &StoreHealth,
+    mut visit: impl FnMut(&[u8]),
+) -> Result<(), StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT body, packed FROM log WHERE t_max >= ?1 AND t_min <= ?2 ORDER BY id",
+    )?;
+    let rows = st.query_map(params![from, to], |r| {
+        Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, bool>(1)?))
+    })?;
+    for row in rows {
+        let (body, packed) = row?;
+        match record::log_body(body, packed) {
+            Some(bytes) => visit(&bytes),
+            None => {
+                health.damaged.fetch_add(1, Relaxed);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Every record of `feeds` (framed bodies, decoded by the caller): chunks of the hours in
 /// `[from, to]`, then the log rows that overlap it. `visit` gets (feed, record bytes).
 fn scan(
@@ -91,14 +134,17 @@ fn scan(
     health: &StoreHealth,
     mut visit: impl FnMut(u32, &[u8]),
 ) -> Result<(), StoreError> {
-    let first_hour = from.div_euclid(HOUR_MS) * HOUR_MS;
-    let mut st = conn.prepare_cached(
-        "SELECT body FROM chunks WHERE feed = ?1 AND hour >= ?2 AND hour <= ?3 ORDER BY hour",
-    )?;
+    let hours = chunk_hours(conn, from, to)?;
+    let mut st = conn.prepare_cached("SELECT body FROM chunks WHERE id = ?1")?;
     for feed in feeds.keys() {
-        let bodies = st.query_map(params![feed, first_hour, to], |r| r.get::<_, Vec<u8>>(0))?;
-        for body in bodies {
-            match record::unpack(&body?) {
+        for &hour in &hours {
+            let Some(body) = st
+                .query_row([chunk_id(hour, *feed)], |r| r.get::<_, Vec<u8>>(0))
+                .optional()?
+            else {
+                continue;
+            };
+            match record::unpack(&body) {
                 Some(bytes) => record::frames(&bytes).for_each(|(f, rec)| visit(f, rec)),
                 None => {
                     health.damaged.fetch_add(1, Relaxed);
@@ -106,17 +152,13 @@ fn scan(
             }
         }
     }
-    let mut st =
-        conn.prepare_cached("SELECT body FROM log WHERE t_max >= ?1 AND t_min <= ?2 ORDER BY id")?;
-    let bodies = st.query_map(params![from, to], |r| r.get::<_, Vec<u8>>(0))?;
-    for body in bodies {
-        for (f, rec) in record::frames(&body?) {
+    log_rows(conn, from, to, health, |body| {
+        for (f, rec) in record::frames(body) {
             if feeds.contains_key(&f) {
                 visit(f, rec);
             }
         }
-    }
-    Ok(())
+    })
 }
 
 /// Raw readings in `[from, to]`, oldest first, at most `limit` (and whether there were more).
@@ -146,58 +188,119 @@ pub fn raw(
     Ok((out, truncated))
 }
 
-/// Rollup buckets at `res` whose start lies in `[from, to]`: the stored rollups of compacted
-/// hours, and the same computed from the log for the hour not compacted yet.
+/// The 1 min rollups stored for the hour `hour` (of one feed, or all), as (feed, bucket) in
+/// (feed, time) order.
+pub(super) fn minute_rows(
+    conn: &Connection,
+    hour: i64,
+    only: Option<u32>,
+) -> Result<Vec<(u32, Bucket)>, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT feed, t, n, tmin, tmax, tsum, hn, hmin, hmax, hsum FROM rollups
+         WHERE res = 60 AND p = ?1 AND (?2 IS NULL OR feed = ?2) ORDER BY feed, t",
+    )?;
+    let rows = st.query_map(params![hour, only], |r| {
+        Ok((r.get::<_, u32>(0)?, bucket(r, 1)?))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A bucket from the row's columns `t, n, tmin, tmax, tsum, hn, hmin, hmax, hsum` from `at`.
+fn bucket(r: &rusqlite::Row, at: usize) -> rusqlite::Result<Bucket> {
+    Ok(Bucket {
+        t: r.get(at)?,
+        n: r.get::<_, i64>(at + 1)? as u64,
+        tmin: r.get::<_, Option<f64>>(at + 2)?.unwrap_or_default(),
+        tmax: r.get::<_, Option<f64>>(at + 3)?.unwrap_or_default(),
+        tsum: r.get::<_, Option<f64>>(at + 4)?.unwrap_or_default(),
+        hn: r.get::<_, i64>(at + 5)? as u64,
+        hmin: r.get::<_, Option<f64>>(at + 6)?.unwrap_or_default(),
+        hmax: r.get::<_, Option<f64>>(at + 7)?.unwrap_or_default(),
+        hsum: r.get::<_, Option<f64>>(at + 8)?.unwrap_or_default(),
+    })
+}
+
+/// Rollup buckets at `res` whose start lies in `[from, to]`: the stored rollups (15 min and
+/// 1 h ones for days before `rolled_day`), the same merged from the 1 min rollups for compacted
+/// hours after it, and from the log for the hour not compacted yet. Coarse buckets are always
+/// merged from 1 min ones, in time order, so stored and computed ones agree exactly.
 pub(super) fn rolled(
     conn: &Connection,
     feeds: &HashMap<u32, FeedKey>,
     from: i64,
     to: i64,
     res: Resolution,
+    health: &StoreHealth,
 ) -> Result<Vec<Bucket>, StoreError> {
     let width = res.millis();
     let start = from.div_euclid(width) * width;
+    let coarse = |b: Bucket| Bucket {
+        t: b.t.div_euclid(width) * width,
+        ..b
+    };
     let mut merged: BTreeMap<i64, Bucket> = BTreeMap::new();
+    let (lo, hi): (Option<i64>, Option<i64>) = conn.query_row(
+        "SELECT MIN(p), MAX(p) FROM rollups WHERE res = ?1",
+        [width / 1000],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let minute_lo: Option<i64> =
+        conn.query_row("SELECT MIN(p) FROM rollups WHERE res = 60", [], |r| r.get(0))?;
     let mut st = conn.prepare_cached(
         "SELECT t, n, tmin, tmax, tsum, hn, hmin, hmax, hsum FROM rollups
-         WHERE res = ?1 AND feed = ?2 AND t >= ?3 AND t <= ?4",
+         WHERE res = ?1 AND p = ?2 AND feed = ?3 AND t >= ?4 AND t <= ?5 ORDER BY t",
     )?;
-    for feed in feeds.keys() {
-        let rows = st.query_map(params![width / 1000, feed, start, to], |r| {
-            Ok(Bucket {
-                t: r.get(0)?,
-                n: r.get::<_, i64>(1)? as u64,
-                tmin: r.get::<_, Option<f64>>(2)?.unwrap_or_default(),
-                tmax: r.get::<_, Option<f64>>(3)?.unwrap_or_default(),
-                tsum: r.get::<_, Option<f64>>(4)?.unwrap_or_default(),
-                hn: r.get::<_, i64>(5)? as u64,
-                hmin: r.get::<_, Option<f64>>(6)?.unwrap_or_default(),
-                hmax: r.get::<_, Option<f64>>(7)?.unwrap_or_default(),
-                hsum: r.get::<_, Option<f64>>(8)?.unwrap_or_default(),
-            })
-        })?;
-        for b in rows {
-            merge(&mut merged, b?);
+    // Stored periods: hours for 1 min rollups, days for the others.
+    let (period, stored_until) = if res == Resolution::Minute {
+        (HOUR_MS, i64::MAX)
+    } else {
+        (super::compact::DAY_MS, super::compact::rolled_day(conn)?)
+    };
+    if let (Some(lo), Some(hi)) = (lo, hi) {
+        let first = (start.div_euclid(period) * period).max(lo);
+        let last = to.min(hi).min(stored_until - 1);
+        for feed in feeds.keys() {
+            let mut p = first;
+            while p <= last {
+                let rows = st.query_map(params![width / 1000, p, feed, start, to], |r| {
+                    bucket(r, 0)
+                })?;
+                for b in rows {
+                    merge(&mut merged, b?);
+                }
+                p += period;
+            }
+        }
+    }
+    // Coarse rollups of days not rolled yet: from their 1 min rollups.
+    if res != Resolution::Minute {
+        if let Some(minute_lo) = minute_lo {
+            let mut hour = (start.div_euclid(HOUR_MS) * HOUR_MS)
+                .max(stored_until)
+                .max(minute_lo);
+            while hour <= to {
+                for feed in feeds.keys() {
+                    for (_, b) in minute_rows(conn, hour, Some(*feed))? {
+                        merge(&mut merged, coarse(b));
+                    }
+                }
+                hour += HOUR_MS;
+            }
         }
     }
     // The log only: chunks are already in the rollups.
     let mut tail = Vec::new();
-    let mut st =
-        conn.prepare_cached("SELECT body FROM log WHERE t_max >= ?1 AND t_min <= ?2 ORDER BY id")?;
-    let bodies = st.query_map(params![start, to.saturating_add(width)], |r| {
-        r.get::<_, Vec<u8>>(0)
-    })?;
-    for body in bodies {
-        for (f, rec) in record::frames(&body?) {
+    log_rows(conn, start, to.saturating_add(width), health, |body| {
+        for (f, rec) in record::frames(body) {
             if feeds.contains_key(&f) {
                 if let Some((_, t, temp, hum)) = record::values(rec) {
                     tail.push((t, temp, hum));
                 }
             }
         }
-    }
-    for b in roll(tail, res) {
-        merge(&mut merged, b);
+    })?;
+    for b in roll(tail, Resolution::Minute) {
+        merge(&mut merged, coarse(b));
     }
     Ok(merged
         .into_values()
@@ -253,23 +356,31 @@ pub fn latest_all(conn: &Connection) -> Result<Vec<SensorReading>, StoreError> {
     }
     // The last record of each feed: the log first (newest), then the feed's last chunk.
     let mut last: HashMap<u32, Vec<u8>> = HashMap::new();
-    let mut st = conn.prepare("SELECT body FROM log ORDER BY id")?;
-    for body in st.query_map([], |r| r.get::<_, Vec<u8>>(0))? {
-        let body = body?;
+    let mut st = conn.prepare("SELECT body, packed FROM log ORDER BY id")?;
+    for row in st.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, bool>(1)?)))? {
+        let (body, packed) = row?;
+        let Some(body) = record::log_body(body, packed) else {
+            continue;
+        };
         for (f, rec) in record::frames(&body) {
             last.insert(f, rec.to_vec());
         }
     }
-    let mut st =
-        conn.prepare("SELECT body FROM chunks WHERE feed = ?1 ORDER BY hour DESC LIMIT 1")?;
-    for feed in keys.keys() {
-        if last.contains_key(feed) {
+    let mut hours = conn.prepare("SELECT feed, last_hour FROM feeds WHERE last_hour IS NOT NULL")?;
+    let newest_chunks: Vec<(u32, i64)> = hours
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut st = conn.prepare("SELECT body FROM chunks WHERE id = ?1")?;
+    for (feed, hour) in newest_chunks {
+        if last.contains_key(&feed) {
             continue;
         }
-        let body: Option<Vec<u8>> = st.query_map([feed], |r| r.get(0))?.next().transpose()?;
+        let body: Option<Vec<u8>> = st
+            .query_row([chunk_id(hour, feed)], |r| r.get(0))
+            .optional()?;
         if let Some(bytes) = body.and_then(|b| record::unpack(&b)) {
             if let Some((_, rec)) = record::frames(&bytes).last() {
-                last.insert(*feed, rec.to_vec());
+                last.insert(feed, rec.to_vec());
             }
         }
     }
@@ -330,7 +441,7 @@ impl Store {
                         truncated,
                     });
                 }
-                let mut b = rolled(conn, &feeds, from, to, res)?;
+                let mut b = rolled(conn, &feeds, from, to, res, health)?;
                 let truncated = b.len() > max_points;
                 b.truncate(max_points);
                 Ok(History {
@@ -354,10 +465,10 @@ impl Store {
         res: Resolution,
     ) -> Result<Vec<Bucket>, StoreError> {
         let (unit, org, site) = (unit.to_owned(), org.to_owned(), site.to_owned());
-        self.read(move |conn, _| {
+        self.read(move |conn, health| {
             snapshot(conn, |conn| {
                 let feeds = feeds(conn, &unit, &org, &site, None)?;
-                rolled(conn, &feeds, ms(from), ms(to), res)
+                rolled(conn, &feeds, ms(from), ms(to), res, health)
             })
         })
         .await
@@ -382,14 +493,35 @@ impl Store {
                 let Some(&feed) = feeds.keys().next() else {
                     return Ok(Some((Vec::new(), 0)));
                 };
-                // Chunks that may hold seqs after `seq`: their last_seq says.
-                let first_hour: Option<i64> = conn
-                    .query_row(
-                        "SELECT MIN(hour) FROM chunks WHERE feed = ?1 AND last_seq > ?2",
-                        params![feed, seq as i64],
-                        |r| r.get(0),
-                    )
-                    .unwrap_or(None);
+                // Chunks that may hold seqs after `seq`: back from the feed's newest hour
+                // until a chunk starts at or before it (or nothing older is kept).
+                let (newest, oldest): (Option<i64>, Option<i64>) = conn.query_row(
+                    "SELECT last_hour, (SELECT MIN(id) FROM chunks) FROM feeds WHERE feed = ?1",
+                    [feed],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+                let mut first_hour = None;
+                if let (Some(newest), Some(oldest)) = (newest, oldest) {
+                    let oldest = chunk_key(oldest).0;
+                    let mut st = conn
+                        .prepare_cached("SELECT first_seq, last_seq FROM chunks WHERE id = ?1")?;
+                    let mut hour = newest;
+                    while hour >= oldest {
+                        let seqs: Option<(i64, i64)> = st
+                            .query_row([chunk_id(hour, feed)], |r| Ok((r.get(0)?, r.get(1)?)))
+                            .optional()?;
+                        if let Some((first, last)) = seqs {
+                            if last as u64 <= seq {
+                                break;
+                            }
+                            first_hour = Some(hour);
+                            if first as u64 <= seq + 1 {
+                                break;
+                            }
+                        }
+                        hour -= HOUR_MS;
+                    }
+                }
                 let log_from: Option<i64> =
                     conn.query_row("SELECT MIN(t_min) FROM log", [], |r| r.get(0))?;
                 let from = match (first_hour, log_from) {
@@ -419,13 +551,17 @@ impl Store {
                     return Ok(None);
                 }
                 if through == 0 {
-                    through = conn
-                        .query_row(
-                            "SELECT MAX(last_seq) FROM chunks WHERE feed = ?1",
-                            [feed],
-                            |r| r.get::<_, Option<i64>>(0),
-                        )?
-                        .unwrap_or(0) as u64;
+                    through = match newest {
+                        Some(hour) => conn
+                            .query_row(
+                                "SELECT last_seq FROM chunks WHERE id = ?1",
+                                [chunk_id(hour, feed)],
+                                |r| r.get::<_, i64>(0),
+                            )
+                            .optional()?
+                            .unwrap_or(0) as u64,
+                        None => 0,
+                    };
                 }
                 out.sort_by_key(|r| r.seq);
                 Ok(Some((out, through)))

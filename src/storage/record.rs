@@ -132,9 +132,26 @@ pub fn values(body: &[u8]) -> Option<(u64, i64, f64, Option<f64>)> {
     Some((rec.seq, rec.received_ms, rec.temperature, rec.humidity))
 }
 
-/// Compresses a chunk (one unit's hour of records): raw deflate, level 6.
+/// Compresses a chunk (one unit's hour of records): raw deflate, level 9 (written once an
+/// hour, read by every history query: size over speed).
 pub fn pack(bytes: &[u8]) -> Vec<u8> {
-    miniz_oxide::deflate::compress_to_vec(bytes, 6)
+    miniz_oxide::deflate::compress_to_vec(bytes, 9)
+}
+
+/// Compresses a log row (one commit's records, every unit): raw deflate, level 1. About half
+/// the bytes, so half the pages each commit writes.
+pub fn pack_log(bytes: &[u8]) -> Vec<u8> {
+    miniz_oxide::deflate::compress_to_vec(bytes, 1)
+}
+
+/// A log row's records: `body` as stored, deflated when `packed`. `None` when it does not
+/// inflate (a damaged row).
+pub fn log_body(body: Vec<u8>, packed: bool) -> Option<Vec<u8>> {
+    if packed {
+        unpack(&body)
+    } else {
+        Some(body)
+    }
 }
 
 /// A chunk's records, or `None` when it does not inflate (a damaged row is skipped, counted by

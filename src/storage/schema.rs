@@ -4,15 +4,23 @@
 //! and a fresh one is created; a file written by a newer version is refused, since setting it
 //! aside would hide a downgrade's data loss.
 //!
-//! Tables (schema version 1):
-//! - `meta(key, value)`: `epoch`, and `clean` (1 after a clean shutdown, 0 while running).
-//! - `feeds(feed, unit, org, site, epoch)`: one row per unit under one owner and epoch.
-//! - `log(id, t_min, t_max, body)`: one row per commit, the records of every unit in arrival
-//!   order. Appending is sequential on disk: a commit touches a few pages, not one per unit.
-//! - `chunks(feed, hour, n, first_seq, last_seq, body)`: a unit's hour of records, deflated,
-//!   written when the log's hour is compacted (hourly) and read by history queries.
-//! - `rollups(res, feed, t, n, tmin, tmax, tsum, hn, hmin, hmax, hsum)`: per unit per 1 min,
-//!   15 min and 1 h (`res` in seconds), written with the chunks.
+//! Tables (schema version 2). Every table the writer appends to is keyed time first, so that
+//! a commit or an hour's compaction writes new pages at the end of its tree instead of one page
+//! per unit scattered through it (the SD card):
+//! - `meta(key, value)`: `epoch`, `clean` (1 after a clean shutdown, 0 while running),
+//!   `rolled_day` (days before it have their 15 min and 1 h rollups stored).
+//! - `feeds(feed, unit, org, site, epoch, last_hour)`: one row per unit under one owner and
+//!   epoch; `last_hour`: the hour of its newest chunk.
+//! - `log(id, t_min, t_max, body, packed)`: one row per commit, the records of every unit in
+//!   arrival order (deflated when `packed`).
+//! - `chunks(id, n, first_seq, last_seq, body)`: a unit's hour of records, deflated, written when
+//!   the log's hour is compacted (hourly); `id` is `hour number << 32 | feed` ([`chunk_id`]),
+//!   so an hour's chunks are appended together and a unit's hour is one key lookup.
+//! - `rollups(res, p, feed, t, n, tmin, tmax, tsum, hn, hmin, hmax, hsum)`: per unit per 1 min,
+//!   15 min and 1 h (`res` in seconds), grouped in periods `p` (the hour for 1 min rollups,
+//!   written with the chunks; the UTC day for 15 min and 1 h ones, written once the day is
+//!   compacted), so a unit's period is one contiguous range. Until then queries compute them
+//!   from the 1 min rollups.
 //! - `alert_events(id, alert_id, unit, org, site, at, kind, body)`: every alert event, for the
 //!   HACCP report.
 
@@ -24,9 +32,9 @@ use tracing::error;
 use super::StoreError;
 
 /// The schema this binary writes. Each migration takes the file one version up.
-pub const VERSION: i64 = 1;
+pub const VERSION: i64 = 2;
 
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 0 → 1
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
      CREATE TABLE feeds (feed INTEGER PRIMARY KEY, unit TEXT NOT NULL, org TEXT NOT NULL,
@@ -47,7 +55,45 @@ const MIGRATIONS: &[&str] = &[
                                 unit TEXT NOT NULL, org TEXT NOT NULL, site TEXT NOT NULL,
                                 at INTEGER NOT NULL, kind TEXT NOT NULL, body TEXT NOT NULL);
      CREATE INDEX alert_events_by_site ON alert_events (site, at);",
+    // 1 → 2: time-first keys for chunks and rollups, deflated log rows. Coarse rollups of the
+    // newest day with any are dropped: they are computed again from the 1 min ones.
+    "ALTER TABLE log ADD COLUMN packed INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE feeds ADD COLUMN last_hour INTEGER;
+     UPDATE feeds SET last_hour = (SELECT MAX(hour) FROM chunks WHERE chunks.feed = feeds.feed);
+     CREATE TABLE chunks2 (id INTEGER PRIMARY KEY, n INTEGER NOT NULL,
+                           first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,
+                           body BLOB NOT NULL);
+     INSERT INTO chunks2 SELECT ((hour / 3600000) << 32) | feed, n, first_seq, last_seq, body
+       FROM chunks ORDER BY hour, feed;
+     DROP TABLE chunks;
+     ALTER TABLE chunks2 RENAME TO chunks;
+     CREATE TABLE rollups2 (res INTEGER NOT NULL, p INTEGER NOT NULL, feed INTEGER NOT NULL,
+                            t INTEGER NOT NULL, n INTEGER NOT NULL, tmin REAL, tmax REAL,
+                            tsum REAL, hn INTEGER NOT NULL, hmin REAL, hmax REAL, hsum REAL,
+                            PRIMARY KEY (res, p, feed, t)) WITHOUT ROWID;
+     INSERT OR REPLACE INTO meta (key, value)
+       SELECT 'rolled_day', COALESCE(
+         (SELECT MAX(t) / 86400000 * 86400000 FROM rollups WHERE res = 60),
+         (SELECT MAX(t) / 86400000 * 86400000 + 86400000 FROM rollups), 0);
+     INSERT INTO rollups2
+       SELECT res, CASE res WHEN 60 THEN t / 3600000 * 3600000 ELSE t / 86400000 * 86400000 END,
+              feed, t, n, tmin, tmax, tsum, hn, hmin, hmax, hsum
+       FROM rollups
+       WHERE res = 60 OR t < (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'rolled_day')
+       ORDER BY 1, 2, 3, 4;
+     DROP TABLE rollups;
+     ALTER TABLE rollups2 RENAME TO rollups;",
 ];
+
+/// The key of `feed`'s chunk for the hour starting at `hour` (ms): hours in order, then feeds.
+pub fn chunk_id(hour: i64, feed: u32) -> i64 {
+    (hour.div_euclid(3_600_000) << 32) | i64::from(feed)
+}
+
+/// The hour (ms) and feed of a chunk key.
+pub fn chunk_key(id: i64) -> (i64, u32) {
+    ((id >> 32) * 3_600_000, (id & 0xffff_ffff) as u32)
+}
 
 /// Opens (creating or migrating) the store at `path`. A corrupt file is set aside first and
 /// the reason returned beside the connection; a newer schema is an error.

@@ -447,19 +447,25 @@ async fn retention_and_the_disk_budget_prune_the_oldest_first() {
     };
     wait_for("raw readings past 2 days to go", || {
         count("SELECT COUNT(*) FROM log") == 0
-            && count("SELECT MIN(hour) FROM chunks")
+            && count("SELECT (MIN(id) >> 32) * 3600000 FROM chunks")
                 >= (now - Ch::days(2) - Ch::hours(2)).timestamp_millis()
     })
     .await;
+    // Coarse rollups go a whole UTC day at a time, once all of it is past the cut.
+    let cut = (now - Ch::days(10)).timestamp_millis();
     wait_for("rollups past 10 days to go", || {
         count(&format!(
-            "SELECT COUNT(*) FROM rollups WHERE res = 3600 AND t < {}",
-            (now - Ch::days(10) - Ch::hours(1)).timestamp_millis()
+            "SELECT COUNT(*) FROM rollups WHERE res = 3600 AND p <= {}",
+            cut - 86_400_000
         )) == 0
     })
     .await;
     let oldest_hour: i64 = count("SELECT MIN(t) FROM rollups WHERE res = 3600");
-    assert!(oldest_hour >= (now - Ch::days(10) - Ch::hours(1)).timestamp_millis());
+    assert!(oldest_hour > cut - 86_400_000 - 3_600_000);
+    assert!(
+        oldest_hour < cut,
+        "the day the cut falls in is kept whole: {oldest_hour} vs {cut}"
+    );
     assert!(
         count("SELECT COUNT(*) FROM rollups WHERE res = 900") > 24 * 5,
         "15 min rollups kept past raw retention"

@@ -7,13 +7,15 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::{error, info, warn};
 
+use super::compact::DAY_MS;
 use super::record::{self, FeedKey};
+use super::schema::chunk_id;
 use super::{AlertEvent, Item, Restored, StorageConfig, StoreError, StoreHealth};
 use crate::core::reading::SensorReading;
 
@@ -98,6 +100,7 @@ pub fn start_epoch(conn: &Connection, fresh: &str) -> Result<(Restored, String),
 pub fn spawn(
     conn: Connection,
     rx: Receiver<Item>,
+    queued: Arc<AtomicUsize>,
     config: StorageConfig,
     health: Arc<StoreHealth>,
     epoch: String,
@@ -118,7 +121,7 @@ pub fn spawn(
     w.update_size();
     std::thread::Builder::new()
         .name("sensorcast-store".into())
-        .spawn(move || w.run(rx))
+        .spawn(move || w.run(rx, queued))
         .map_err(|e| StoreError::Io(format!("cannot start the store's writer: {e}")))?;
     Ok(())
 }
@@ -136,13 +139,14 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, rx: Receiver<Item>) {
+    fn run(mut self, rx: Receiver<Item>, queued: Arc<AtomicUsize>) {
         let interval = self.config.commit_interval;
         let mut next = Instant::now() + interval;
         loop {
             let wait = next.saturating_duration_since(Instant::now());
             match rx.recv_timeout(wait) {
                 Ok(Item::Reading(r)) => {
+                    queued.fetch_sub(1, Relaxed);
                     self.pending.push(r);
                     if self.pending.len() >= MAX_PENDING {
                         self.commit();
@@ -269,8 +273,8 @@ impl Writer {
         self.pending = pending;
         if !body.is_empty() {
             self.conn.execute(
-                "INSERT INTO log (t_min, t_max, body) VALUES (?1, ?2, ?3)",
-                params![t_min, t_max, body],
+                "INSERT INTO log (t_min, t_max, body, packed) VALUES (?1, ?2, ?3, 1)",
+                params![t_min, t_max, record::pack_log(&body)],
             )?;
         }
         for a in &self.alerts {
@@ -375,17 +379,24 @@ impl Writer {
         let limit = PRUNE_BATCH as i64;
         self.conn.execute_batch("BEGIN")?;
         self.conn.execute(
-            "DELETE FROM chunks WHERE rowid IN
-               (SELECT rowid FROM chunks WHERE hour < ?1 ORDER BY hour LIMIT ?2)",
-            params![raw_cut - HOUR_MS, limit],
+            "DELETE FROM chunks WHERE id IN
+               (SELECT id FROM chunks WHERE id < ?1 ORDER BY id LIMIT ?2)",
+            params![chunk_id(raw_cut - HOUR_MS, 0), limit],
         )?;
         // 1 min rollups cost as much as the raw readings of a sensor reporting every 10 s:
         // they are kept as long as raw readings, 15 min and 1 h ones for rollup_retention.
-        for (res, cut) in [(60, raw_cut), (900, roll_cut), (3600, roll_cut)] {
+        // A period goes once all of it is past the cut (an hour for 1 min rollups, a day for
+        // the others).
+        for (res, period, cut) in [
+            (60, HOUR_MS, raw_cut),
+            (900, DAY_MS, roll_cut),
+            (3600, DAY_MS, roll_cut),
+        ] {
             self.conn.execute(
-                "DELETE FROM rollups WHERE (res, feed, t) IN
-                   (SELECT res, feed, t FROM rollups WHERE res = ?1 AND t < ?2 ORDER BY t LIMIT ?3)",
-                params![res, cut, limit],
+                "DELETE FROM rollups WHERE (res, p, feed, t) IN
+                   (SELECT res, p, feed, t FROM rollups WHERE res = ?1 AND p <= ?2
+                    ORDER BY p LIMIT ?3)",
+                params![res, cut - period, limit],
             )?;
         }
         self.conn.execute(
@@ -394,8 +405,20 @@ impl Writer {
             params![roll_cut, limit],
         )?;
         self.conn.execute_batch("COMMIT")?;
-        self.conn
-            .execute_batch(&format!("PRAGMA incremental_vacuum({PRUNE_BATCH})"))?;
+        self.vacuum_if_sparse()?;
+        Ok(())
+    }
+
+    /// Gives free pages back to the file system only when they are many (an eighth of the
+    /// file, at least 10 MiB): pages freed by compaction and pruning are reused by the next
+    /// writes, and moving pages to shrink the file writes each of them again (the SD card).
+    fn vacuum_if_sparse(&self) -> Result<(), StoreError> {
+        let pages: i64 = self.conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        let free: i64 = self.conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+        if free > (pages / 8).max(2560) {
+            self.conn
+                .execute_batch(&format!("PRAGMA incremental_vacuum({PRUNE_BATCH})"))?;
+        }
         Ok(())
     }
 
@@ -410,14 +433,14 @@ impl Writer {
         let (mut chunks, mut rollups) = (0, 0);
         while used > self.config.max_disk && chunks + rollups < PRUNE_BATCH {
             let n = self.conn.execute(
-                "DELETE FROM chunks WHERE hour = (SELECT MIN(hour) FROM chunks)",
+                "DELETE FROM chunks WHERE id < ((SELECT MIN(id) FROM chunks) >> 32 << 32) + (1 << 32)",
                 [],
             )?;
             chunks += n;
             if n == 0 {
                 let r = self.conn.execute(
-                    "DELETE FROM rollups WHERE (res, feed, t) IN
-                       (SELECT res, feed, t FROM rollups ORDER BY res, t LIMIT 100)",
+                    "DELETE FROM rollups WHERE (res, p, feed, t) IN
+                       (SELECT res, p, feed, t FROM rollups ORDER BY res, p LIMIT 100)",
                     [],
                 )?;
                 if r == 0 {

@@ -250,7 +250,8 @@ mod rows {
             i += per_hour;
             insert(&conn, &batch);
         }
-        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .unwrap();
         println!(
             "rows: prefill {i} readings ({days} d) in {:.0?}, file {:.1} MiB",
             t0.elapsed(),
@@ -286,7 +287,9 @@ mod rows {
             let q = Instant::now();
             let since = (Utc::now() - Ch::hours(24)).timestamp_millis();
             let bodies: Vec<Vec<u8>> = st
-                .query_map(params![format!("unit-{:03}", k % UNITS), since], |r| r.get(0))
+                .query_map(params![format!("unit-{:03}", k % UNITS), since], |r| {
+                    r.get(0)
+                })
                 .unwrap()
                 .collect::<Result<_, _>>()
                 .unwrap();

@@ -184,10 +184,18 @@ impl UnitFeed {
         self.gap = None;
     }
 
+    /// Keeps `reading` as the latest and in the recent history: at most `max_readings`, none
+    /// older than `max_age` before it (a resume would not use them: [`UnitFeed::after`]).
     fn push(&mut self, reading: Arc<SensorReading>, limits: HistoryLimits) {
         if limits.max_readings > 0 {
             if self.history.len() >= limits.max_readings {
                 self.history.pop_front();
+            }
+            let age = chrono::Duration::from_std(limits.max_age).unwrap_or(chrono::Duration::MAX);
+            if let Some(cutoff) = reading.received_at.checked_sub_signed(age) {
+                while self.history.front().is_some_and(|r| r.received_at < cutoff) {
+                    self.history.pop_front();
+                }
             }
             self.history.push_back(reading.clone());
         }

@@ -83,3 +83,38 @@ fn memory_serves_a_resume_only_without_a_hole() {
     relay(11);
     assert_eq!(after(10), Some(vec![11]));
 }
+
+/// Memory keeps a unit's readings for `max_age` behind its newest one, whatever
+/// `max_readings` allows: older ones are let go as new ones arrive.
+#[test]
+fn memory_lets_readings_older_than_the_age_go() {
+    let registry = Registry::parse(
+        "[[org]]\nid = \"o\"\n[[site]]\nid = \"s\"\norg = \"o\"\n\
+         [[unit]]\nid = \"u1\"\nsite = \"s\"\n[[sensor]]\nid = \"p1\"\nunit = \"u1\"\n",
+        std::path::Path::new("r.toml"),
+    )
+    .unwrap();
+    let limits = HistoryLimits {
+        max_readings: 100,
+        max_age: std::time::Duration::from_secs(60),
+    };
+    let hub = Hub::new(registry, 4, limits);
+    let start = Utc::now() - chrono::Duration::minutes(10);
+    // One reading every 10 s over 10 minutes: 60 readings, 7 of them within a minute of the
+    // last (its own and the six before it).
+    for k in 0..60 {
+        let at = start + chrono::Duration::seconds(10 * k);
+        let wire: SensorReading = serde_json::from_value(serde_json::json!({
+            "id": format!("e-u1-{}", k + 1), "seq": k + 1, "unitId": "u1", "siteId": "s",
+            "organizationId": "o", "deviceId": "p1", "temperature": 4.0, "humidity": null,
+            "battery": null, "signalStrength": null, "recordedAt": at,
+            "receivedAt": at, "source": "json", "extra": {}
+        }))
+        .unwrap();
+        hub.relay_reading(Arc::new(wire), |_| {});
+    }
+    let feed = hub.feed(&Arc::from("u1"));
+    let feed = feed.lock().unwrap();
+    let kept: Vec<u64> = feed.history.iter().map(|r| r.seq).collect();
+    assert_eq!(kept, (54..=60).collect::<Vec<_>>());
+}

@@ -82,10 +82,7 @@ pub fn compact_before(conn: &Connection, before: i64) -> Result<(), StoreError> 
             "UPDATE feeds SET last_hour = ?2 WHERE feed = ?1 AND (last_hour IS NULL OR last_hour < ?2)",
             params![feed, hour],
         )?;
-        let buckets = roll(
-            values.iter().map(|v| (v.1, v.2, v.3)),
-            Resolution::Minute,
-        );
+        let buckets = roll(values.iter().map(|v| (v.1, v.2, v.3)), Resolution::Minute);
         minutes.extend(buckets.into_iter().map(|b| (feed, b)));
         let day = hour.div_euclid(DAY_MS) * DAY_MS;
         if day < rolled_day {
@@ -95,7 +92,13 @@ pub fn compact_before(conn: &Connection, before: i64) -> Result<(), StoreError> 
     // 1 min rollups: (hour, feed, t) order, the table's key order.
     minutes.sort_by_key(|(feed, b)| (b.t.div_euclid(HOUR_MS), *feed, b.t));
     for (feed, b) in &minutes {
-        put(conn, Resolution::Minute, b.t.div_euclid(HOUR_MS) * HOUR_MS, *feed, b)?;
+        put(
+            conn,
+            Resolution::Minute,
+            b.t.div_euclid(HOUR_MS) * HOUR_MS,
+            *feed,
+            b,
+        )?;
     }
     // A late hour of a day whose coarse rollups are stored: that unit's day again.
     for (day, feed) in redo_days {
@@ -178,7 +181,13 @@ fn roll_day(conn: &Connection, day: i64, only: Option<u32>) -> Result<(), StoreE
             ] {
                 let w = res.millis();
                 let map = into.entry(feed).or_default();
-                merge(map, Bucket { t: b.t.div_euclid(w) * w, ..b });
+                merge(
+                    map,
+                    Bucket {
+                        t: b.t.div_euclid(w) * w,
+                        ..b
+                    },
+                );
             }
         }
         h += HOUR_MS;

@@ -53,7 +53,10 @@ fn version_1(path: &std::path::Path, readings: &[SensorReading], compacted: usiz
     let mut hours: std::collections::BTreeMap<i64, Vec<&SensorReading>> = Default::default();
     for r in &readings[..compacted] {
         let t = r.received_at.timestamp_millis();
-        hours.entry(t - t.rem_euclid(3_600_000)).or_default().push(r);
+        hours
+            .entry(t - t.rem_euclid(3_600_000))
+            .or_default()
+            .push(r);
     }
     for (hour, rs) in hours {
         let mut framed = Vec::new();
@@ -111,7 +114,10 @@ async fn a_version_1_store_with_data_is_migrated_without_losing_any() {
     let today = Utc::now().timestamp_millis().div_euclid(DAY_MS) * DAY_MS;
     let at = |ms: i64| record::from_millis(ms);
     let mut readings = Vec::new();
-    for (base, n) in [(today - 2 * DAY_MS + 36_000_000, 30), (today - DAY_MS + 36_000_000, 30)] {
+    for (base, n) in [
+        (today - 2 * DAY_MS + 36_000_000, 30),
+        (today - DAY_MS + 36_000_000, 30),
+    ] {
         for k in 0..n {
             readings.push(reading(readings.len() as u64 + 1, at(base + k * 120_000)));
         }
@@ -136,7 +142,15 @@ async fn a_version_1_store_with_data_is_migrated_without_losing_any() {
     // Raw readings: chunks and log, all of them, in order.
     let from = at(today - 3 * DAY_MS);
     let h = store
-        .history("u1", "org-a", "site-1", from, Utc::now(), Resolution::Raw, 10_000)
+        .history(
+            "u1",
+            "org-a",
+            "site-1",
+            from,
+            Utc::now(),
+            Resolution::Raw,
+            10_000,
+        )
         .await
         .unwrap();
     let query::Points::Raw(got) = &h.points else {
@@ -197,7 +211,15 @@ async fn a_version_1_store_with_data_is_migrated_without_losing_any() {
     assert_eq!(rolled, 1, "yesterday's hour is rolled into its day");
     check("compacted").await;
     let h = store
-        .history("u1", "org-a", "site-1", from, Utc::now(), Resolution::Raw, 10_000)
+        .history(
+            "u1",
+            "org-a",
+            "site-1",
+            from,
+            Utc::now(),
+            Resolution::Raw,
+            10_000,
+        )
         .await
         .unwrap();
     let query::Points::Raw(got) = &h.points else {

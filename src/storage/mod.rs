@@ -11,20 +11,20 @@
 
 mod compact;
 mod haccp;
+#[cfg(test)]
+mod migrate_tests;
 mod query;
 pub mod record;
 pub mod rollup;
 pub mod schema;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod migrate_tests;
 mod writer;
 
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

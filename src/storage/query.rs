@@ -245,7 +245,9 @@ pub(super) fn rolled(
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     let minute_lo: Option<i64> =
-        conn.query_row("SELECT MIN(p) FROM rollups WHERE res = 60", [], |r| r.get(0))?;
+        conn.query_row("SELECT MIN(p) FROM rollups WHERE res = 60", [], |r| {
+            r.get(0)
+        })?;
     let mut st = conn.prepare_cached(
         "SELECT t, n, tmin, tmax, tsum, hn, hmin, hmax, hsum FROM rollups
          WHERE res = ?1 AND p = ?2 AND feed = ?3 AND t >= ?4 AND t <= ?5 ORDER BY t",
@@ -262,9 +264,8 @@ pub(super) fn rolled(
         for feed in feeds.keys() {
             let mut p = first;
             while p <= last {
-                let rows = st.query_map(params![width / 1000, p, feed, start, to], |r| {
-                    bucket(r, 0)
-                })?;
+                let rows =
+                    st.query_map(params![width / 1000, p, feed, start, to], |r| bucket(r, 0))?;
                 for b in rows {
                     merge(&mut merged, b?);
                 }
@@ -366,7 +367,8 @@ pub fn latest_all(conn: &Connection) -> Result<Vec<SensorReading>, StoreError> {
             last.insert(f, rec.to_vec());
         }
     }
-    let mut hours = conn.prepare("SELECT feed, last_hour FROM feeds WHERE last_hour IS NOT NULL")?;
+    let mut hours =
+        conn.prepare("SELECT feed, last_hour FROM feeds WHERE last_hour IS NOT NULL")?;
     let newest_chunks: Vec<(u32, i64)> = hours
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;

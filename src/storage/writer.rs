@@ -414,7 +414,9 @@ impl Writer {
     /// writes, and moving pages to shrink the file writes each of them again (the SD card).
     fn vacuum_if_sparse(&self) -> Result<(), StoreError> {
         let pages: i64 = self.conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
-        let free: i64 = self.conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+        let free: i64 = self
+            .conn
+            .query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
         if free > (pages / 8).max(2560) {
             self.conn
                 .execute_batch(&format!("PRAGMA incremental_vacuum({PRUNE_BATCH})"))?;

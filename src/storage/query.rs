@@ -84,10 +84,10 @@ pub(super) fn feeds(
 
 /// The hours `[from, to]` (ms) clamped to the hours that have chunks, as chunk hours.
 fn chunk_hours(conn: &Connection, from: i64, to: i64) -> Result<Vec<i64>, StoreError> {
-    let (lo, hi): (Option<i64>, Option<i64>) =
-        conn.query_row("SELECT MIN(id), MAX(id) FROM chunks", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?;
+    // Two queries: SQLite answers MIN or MAX alone from the tree's ends, both at once by
+    // scanning the table.
+    let lo: Option<i64> = conn.query_row("SELECT MIN(id) FROM chunks", [], |r| r.get(0))?;
+    let hi: Option<i64> = conn.query_row("SELECT MAX(id) FROM chunks", [], |r| r.get(0))?;
     let (Some(lo), Some(hi)) = (lo, hi) else {
         return Ok(Vec::new());
     };
@@ -239,11 +239,9 @@ pub(super) fn rolled(
         ..b
     };
     let mut merged: BTreeMap<i64, Bucket> = BTreeMap::new();
-    let (lo, hi): (Option<i64>, Option<i64>) = conn.query_row(
-        "SELECT MIN(p), MAX(p) FROM rollups WHERE res = ?1",
-        [width / 1000],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
+    let bound = |sql: &str| conn.query_row(sql, [width / 1000], |r| r.get::<_, Option<i64>>(0));
+    let lo = bound("SELECT MIN(p) FROM rollups WHERE res = ?1")?;
+    let hi = bound("SELECT MAX(p) FROM rollups WHERE res = ?1")?;
     let minute_lo: Option<i64> =
         conn.query_row("SELECT MIN(p) FROM rollups WHERE res = 60", [], |r| {
             r.get(0)

@@ -76,9 +76,11 @@ pub fn encode(feed: u32, r: &SensorReading, out: &mut Vec<u8>) {
             .as_ref()
             .map(|d| (Cow::Borrowed(&*d.device_id), d.open, millis(d.since))),
     };
-    // Serialising into a Vec cannot fail for this plain struct.
+    // Serialising into a Vec cannot fail for this plain struct. The frame, `(feed, bytes)`,
+    // is appended to `out` in place.
     let body = postcard::to_allocvec(&rec).unwrap_or_default();
-    out.extend(postcard::to_allocvec(&(feed, body.as_slice())).unwrap_or_default());
+    let framed = postcard::to_extend(&(feed, body.as_slice()), std::mem::take(out));
+    *out = framed.unwrap_or_default();
 }
 
 /// The records of `bytes`, framed by [`encode`], as `(feed, record bytes)`. Stops at the first

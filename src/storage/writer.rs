@@ -121,9 +121,23 @@ pub fn spawn(
     w.update_size();
     std::thread::Builder::new()
         .name("sensorcast-store".into())
-        .spawn(move || w.run(rx, queued))
+        .spawn(move || {
+            lower_priority();
+            w.run(rx, queued)
+        })
         .map_err(|e| StoreError::Io(format!("cannot start the store's writer: {e}")))?;
     Ok(())
+}
+
+/// The writer runs at nice 19: encoding, deflating, committing and compacting history take
+/// the CPU that live delivery leaves, so a commit's burst never delays readings on a busy box
+/// (at 80 000 readings/s on one core it did). Linux's nice is per thread. Where the call is
+/// refused (a seccomp filter without `setpriority`), the writer runs at normal priority.
+fn lower_priority() {
+    let tid = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), 19) {
+        warn!(error = %e, "history store: could not lower the writer's priority; it runs at normal priority");
+    }
 }
 
 struct Writer {
@@ -307,11 +321,21 @@ impl Writer {
     fn feed_of(&mut self, r: &SensorReading) -> Result<u32, StoreError> {
         // The reading's own epoch (`{epoch}-{unitId}-{seq}`): in cluster mode the cluster's,
         // which may change while the store runs.
-        let suffix = format!("-{}-{}", r.unit_id, r.seq);
-        let epoch = match r.id.strip_suffix(&suffix) {
-            Some(e) if *e == *self.epoch => self.epoch.clone(),
-            Some(e) => e.into(),
-            None => self.epoch.clone(),
+        // The usual case, the store's epoch, without building the suffix.
+        let ours =
+            r.id.strip_prefix(&*self.epoch)
+                .and_then(|rest| rest.strip_prefix('-'))
+                .and_then(|rest| rest.strip_prefix(&*r.unit_id))
+                .and_then(|rest| rest.strip_prefix('-'))
+                .is_some_and(|seq| seq.parse::<u64>().ok() == Some(r.seq));
+        let epoch = if ours {
+            self.epoch.clone()
+        } else {
+            let suffix = format!("-{}-{}", r.unit_id, r.seq);
+            match r.id.strip_suffix(&suffix) {
+                Some(e) => e.into(),
+                None => self.epoch.clone(),
+            }
         };
         let key = FeedKey {
             unit: r.unit_id.clone(),

@@ -232,6 +232,59 @@ pub(super) fn rolled(
     res: Resolution,
     health: &StoreHealth,
 ) -> Result<Vec<Bucket>, StoreError> {
+    let tail = log_tails(conn, &[feeds], from, to, res, health)?;
+    rolled_with(
+        conn,
+        feeds,
+        from,
+        to,
+        res,
+        tail.into_iter().flatten().collect(),
+    )
+}
+
+/// A value of the log as rollups need it: (received ms, temperature, humidity).
+type Value = (i64, f64, Option<f64>);
+
+/// The log's values of each set of feeds in `sets` for [`rolled_with`], inflating each log row
+/// once however many sets (units) ask: the status page charts up to 200 units per load.
+pub(super) fn log_tails(
+    conn: &Connection,
+    sets: &[&HashMap<u32, FeedKey>],
+    from: i64,
+    to: i64,
+    res: Resolution,
+    health: &StoreHealth,
+) -> Result<Vec<Vec<Value>>, StoreError> {
+    let width = res.millis();
+    let start = from.div_euclid(width) * width;
+    let owner: HashMap<u32, usize> = sets
+        .iter()
+        .enumerate()
+        .flat_map(|(i, set)| set.keys().map(move |f| (*f, i)))
+        .collect();
+    let mut tails = vec![Vec::new(); sets.len()];
+    log_rows(conn, start, to.saturating_add(width), health, |body| {
+        for (f, rec) in record::frames(body) {
+            if let Some(&i) = owner.get(&f) {
+                if let Some((_, t, temp, hum)) = record::values(rec) {
+                    tails[i].push((t, temp, hum));
+                }
+            }
+        }
+    })?;
+    Ok(tails)
+}
+
+/// [`rolled`] with the log's part (`tail`, from [`log_tails`]) already read.
+pub(super) fn rolled_with(
+    conn: &Connection,
+    feeds: &HashMap<u32, FeedKey>,
+    from: i64,
+    to: i64,
+    res: Resolution,
+    tail: Vec<Value>,
+) -> Result<Vec<Bucket>, StoreError> {
     let width = res.millis();
     let start = from.div_euclid(width) * width;
     let coarse = |b: Bucket| Bucket {
@@ -288,16 +341,6 @@ pub(super) fn rolled(
         }
     }
     // The log only: chunks are already in the rollups.
-    let mut tail = Vec::new();
-    log_rows(conn, start, to.saturating_add(width), health, |body| {
-        for (f, rec) in record::frames(body) {
-            if feeds.contains_key(&f) {
-                if let Some((_, t, temp, hum)) = record::values(rec) {
-                    tail.push((t, temp, hum));
-                }
-            }
-        }
-    })?;
     for b in roll(tail, Resolution::Minute) {
         merge(&mut merged, coarse(b));
     }
@@ -469,6 +512,32 @@ impl Store {
             snapshot(conn, |conn| {
                 let feeds = feeds(conn, &unit, &org, &site, None)?;
                 rolled(conn, &feeds, ms(from), ms(to), res, health)
+            })
+        })
+        .await
+    }
+
+    /// [`Store::buckets`] of several units `(unit, org, site)` in one read, in their order.
+    pub async fn buckets_many(
+        &self,
+        units: Vec<(String, String, String)>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        res: Resolution,
+    ) -> Result<Vec<Vec<Bucket>>, StoreError> {
+        self.read(move |conn, health| {
+            snapshot(conn, |conn| {
+                let sets = units
+                    .iter()
+                    .map(|(unit, org, site)| feeds(conn, unit, org, site, None))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let refs: Vec<&HashMap<u32, FeedKey>> = sets.iter().collect();
+                let (from, to) = (ms(from), ms(to));
+                let tails = log_tails(conn, &refs, from, to, res, health)?;
+                sets.iter()
+                    .zip(tails)
+                    .map(|(set, tail)| rolled_with(conn, set, from, to, res, tail))
+                    .collect()
             })
         })
         .await

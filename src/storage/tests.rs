@@ -562,3 +562,52 @@ async fn a_full_disk_stops_history_writes_reports_them_and_never_blocks_the_call
         .unwrap();
     assert_eq!(check, "ok");
 }
+
+/// The status page's one read for many units gives each unit its own buckets, the same as a
+/// query of that unit alone, from the log and after compaction.
+#[tokio::test]
+async fn buckets_of_many_units_in_one_read_are_each_units_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path(), &config(60_000));
+    let start = Utc::now() - Ch::hours(2);
+    for i in 0..100u64 {
+        let at = start + Ch::seconds(i as i64 * 60);
+        store.record(reading("u1", "org-a", i + 1, at, -18.0 + (i % 5) as f64));
+        store.record(reading("u2", "org-a", i + 1, at, 4.0 + (i % 3) as f64));
+    }
+    store.flush().await;
+    let (from, to) = (start - Ch::hours(1), Utc::now());
+    let check = |label: &'static str| {
+        let store = store.clone();
+        async move {
+            let one = |unit: &'static str| {
+                let store = store.clone();
+                async move {
+                    store
+                        .buckets(unit, "org-a", "site-1", from, to, Resolution::Quarter)
+                        .await
+                        .unwrap()
+                }
+            };
+            let (u1, u2) = (one("u1").await, one("u2").await);
+            assert_ne!(u1, u2, "{label}");
+            assert_eq!(u1.iter().map(|b| b.n).sum::<u64>(), 100, "{label}");
+            let many = store
+                .buckets_many(
+                    ["u1", "u2", "nope"]
+                        .map(|u| (u.to_owned(), "org-a".to_owned(), "site-1".to_owned()))
+                        .to_vec(),
+                    from,
+                    to,
+                    Resolution::Quarter,
+                )
+                .await
+                .unwrap();
+            assert_eq!(many, vec![u1, u2, Vec::new()], "{label}");
+        }
+    };
+    check("from the log").await;
+    let (conn, _) = schema::open(store.path()).unwrap();
+    compact_before(&conn, Utc::now().timestamp_millis() + 1).unwrap();
+    check("compacted").await;
+}

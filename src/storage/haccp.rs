@@ -8,7 +8,7 @@ use rusqlite::{params, Connection};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 
-use super::query::{feeds, merge, ms, rolled, snapshot};
+use super::query::{feeds, log_tails, merge, ms, rolled_with, snapshot};
 use super::record;
 use super::rollup::{Bucket, Resolution};
 use super::{Store, StoreError, StoreHealth};
@@ -73,11 +73,20 @@ fn haccp_rows(
 ) -> Result<Vec<HaccpRow>, StoreError> {
     let first_day = from.div_euclid(DAY_MS) * DAY_MS;
     let mut rows = Vec::new();
-    for u in units {
-        let feeds = feeds(conn, &u.id, org, site, None)?;
-        let hours = rolled(conn, &feeds, first_day, to - 1, Resolution::Hour, health)?;
-        let minutes = rolled(conn, &feeds, first_day, to - 1, Resolution::Minute, health)?;
-        let quarters = rolled(conn, &feeds, first_day, to - 1, Resolution::Quarter, health)?;
+    let sets = units
+        .iter()
+        .map(|u| feeds(conn, &u.id, org, site, None))
+        .collect::<Result<Vec<_>, _>>()?;
+    // The log (the hour not compacted yet) inflated once for every unit and resolution: the
+    // widest range (whole hours) holds what each resolution needs; buckets outside the
+    // report's days are filtered out.
+    let refs: Vec<_> = sets.iter().collect();
+    let tails = log_tails(conn, &refs, first_day, to - 1, Resolution::Hour, health)?;
+    for ((u, feeds), tail) in units.iter().zip(&sets).zip(tails) {
+        let roll = |res: Resolution| rolled_with(conn, feeds, first_day, to - 1, res, tail.clone());
+        let hours = roll(Resolution::Hour)?;
+        let minutes = roll(Resolution::Minute)?;
+        let quarters = roll(Resolution::Quarter)?;
         let alerts = alerts_of(conn, &u.id, org, site, first_day, to)?;
         let mut day = first_day;
         while day < to {

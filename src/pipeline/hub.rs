@@ -63,6 +63,9 @@ struct Inner {
 pub struct HistoryLimits {
     pub max_readings: usize,
     pub max_age: std::time::Duration,
+    /// With a history store that answers resumes: how long memory keeps readings while the
+    /// store keeps up (it only bridges what is not committed yet); `max_age` otherwise.
+    pub bridge: Option<std::time::Duration>,
 }
 
 /// One unit's numbered readings: the counter, the latest, and a bounded recent history; and
@@ -287,10 +290,14 @@ impl Hub {
 
     /// Keeps a numbered reading in its unit's memory and hands it to the history store.
     fn keep(&self, feed: &mut UnitFeed, wire: &Arc<SensorReading>) {
-        feed.push(wire.clone(), self.0.history);
+        let mut limits = self.0.history;
         if let Some(store) = self.0.archive.get() {
+            if let Some(bridge) = limits.bridge.filter(|_| store.keeping_up()) {
+                limits.max_age = limits.max_age.min(bridge);
+            }
             store.record(wire.clone());
         }
+        feed.push(wire.clone(), limits);
     }
 
     /// Hands every reading numbered from now on to `store` (once, at start).

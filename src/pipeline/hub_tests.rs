@@ -17,6 +17,7 @@ fn readings_fall_back_to_the_device_id() {
     let limits = HistoryLimits {
         max_readings: 4,
         max_age: std::time::Duration::from_secs(60),
+        bridge: None,
     };
     let hub = Hub::new(registry, 4, limits);
     let reading = |id: &str| Reading {
@@ -54,6 +55,7 @@ fn memory_serves_a_resume_only_without_a_hole() {
     let limits = HistoryLimits {
         max_readings: 100,
         max_age: std::time::Duration::from_secs(60),
+        bridge: None,
     };
     let hub = Hub::new(registry, 4, limits);
     let relay = |seq: u64| {
@@ -97,6 +99,7 @@ fn memory_lets_readings_older_than_the_age_go() {
     let limits = HistoryLimits {
         max_readings: 100,
         max_age: std::time::Duration::from_secs(60),
+        bridge: None,
     };
     let hub = Hub::new(registry, 4, limits);
     let start = Utc::now() - chrono::Duration::minutes(10);

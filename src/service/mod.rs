@@ -161,7 +161,8 @@ fn build(config: &Config, registry: Registry) -> Result<Parts, RunError> {
     };
     let history = HistoryLimits {
         max_readings: config.realtime.history_readings,
-        max_age: memory_history_age(config),
+        max_age: config.realtime.history_age,
+        bridge: memory_bridge(config),
     };
     let hub = Hub::new(registry, config.limits.unmapped_capacity, history);
     let store = open_store(config, &hub)?;
@@ -176,19 +177,17 @@ fn build(config: &Config, registry: Registry) -> Result<Parts, RunError> {
     })
 }
 
-/// How long a unit's readings stay in memory for resumes. With the history store on a single
-/// box, memory only bridges the readings not committed yet (the store answers resumes further
-/// back): six commit intervals, at least a minute, at most `realtime.history_age`. At a typical
-/// site (500 units, a reading every 10 s each) 15 minutes of readings would be some 45 000 of
-/// them in memory, about 16 MiB.
-fn memory_history_age(config: &Config) -> std::time::Duration {
-    let age = config.realtime.history_age;
-    if config.storage.enabled && config.cluster.is_none() {
+/// How long a unit's readings stay in memory for resumes while the history store keeps up.
+/// With the store on a single box, memory only bridges the readings not committed yet (the
+/// store answers resumes further back): six commit intervals, at least a minute, at most
+/// `realtime.history_age`; while the store is behind or failing, the full `history_age`. At a
+/// typical site (500 units, a reading every 10 s each) 15 minutes of readings would be some
+/// 45 000 of them in memory, about 16 MiB.
+fn memory_bridge(config: &Config) -> Option<std::time::Duration> {
+    (config.storage.enabled && config.cluster.is_none()).then(|| {
         let bridge = (config.storage.commit_interval * 6).max(std::time::Duration::from_secs(60));
-        age.min(bridge)
-    } else {
-        age
-    }
+        config.realtime.history_age.min(bridge)
+    })
 }
 
 /// Opens the history store (unless `storage.enabled = false`) and hands it to the hub. On a
@@ -540,18 +539,15 @@ mod tests {
     #[test]
     fn memory_keeps_readings_for_the_store_bridge_or_the_configured_age() {
         let minute = Duration::from_secs(60);
-        assert_eq!(memory_history_age(&config("")), minute);
+        assert_eq!(memory_bridge(&config("")), Some(minute));
         assert_eq!(
-            memory_history_age(&config("[storage]\ncommit_interval = \"30s\"\n")),
-            3 * minute
+            memory_bridge(&config("[storage]\ncommit_interval = \"30s\"\n")),
+            Some(3 * minute)
         );
+        assert_eq!(memory_bridge(&config("[storage]\nenabled = false\n")), None);
         assert_eq!(
-            memory_history_age(&config("[storage]\nenabled = false\n")),
-            15 * minute
-        );
-        assert_eq!(
-            memory_history_age(&config("[realtime]\nhistory_age = \"20s\"\n")),
-            Duration::from_secs(20)
+            memory_bridge(&config("[realtime]\nhistory_age = \"20s\"\n")),
+            Some(Duration::from_secs(20))
         );
     }
 }

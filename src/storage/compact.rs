@@ -100,8 +100,17 @@ pub fn compact_before(conn: &Connection, before: i64) -> Result<(), StoreError> 
             b,
         )?;
     }
-    // A late hour of a day whose coarse rollups are stored: that unit's day again.
+    // A late hour of a day whose coarse rollups are stored: that unit's day again, from its
+    // 1 min rollups if they are all still there (past raw retention they are not, and the
+    // stored day stays as it was).
+    let minutes_from: Option<i64> =
+        conn.query_row("SELECT MIN(p) FROM rollups WHERE res = 60", [], |r| {
+            r.get(0)
+        })?;
     for (day, feed) in redo_days {
+        if minutes_from.is_some_and(|p| p > day) {
+            continue;
+        }
         roll_day(conn, day, Some(feed))?;
     }
     let last_id = rows.last().map(|r| r.0).unwrap_or(0);
@@ -131,7 +140,13 @@ pub fn rolled_day(conn: &Connection) -> Result<i64, StoreError> {
 /// transaction, or its own when there is none.
 fn roll_days(conn: &Connection, before: i64, rolled: &mut i64) -> Result<(), StoreError> {
     let in_log: Option<i64> = conn.query_row("SELECT MIN(t_min) FROM log", [], |r| r.get(0))?;
-    let done = before.min(in_log.unwrap_or(i64::MAX)).div_euclid(DAY_MS) * DAY_MS;
+    // A day is done once it is over (`before` may lie in the future: compact everything).
+    let now = chrono::Utc::now().timestamp_millis();
+    let done = before
+        .min(in_log.unwrap_or(i64::MAX))
+        .min(now)
+        .div_euclid(DAY_MS)
+        * DAY_MS;
     if *rolled >= done {
         return Ok(());
     }

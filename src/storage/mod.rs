@@ -295,6 +295,12 @@ impl Store {
         &self.0.health
     }
 
+    /// Whether the writer keeps up: commits succeed and at most a tenth of the queue waits.
+    /// While it does not, the hub keeps its full recent history in memory.
+    pub fn keeping_up(&self) -> bool {
+        !self.0.health.failing.load(Relaxed) && self.0.queued.load(Relaxed) <= self.0.bound / 10
+    }
+
     /// Queues an emitted reading for the next commit. Never waits: with the queue full the
     /// reading is counted as dropped from history.
     pub fn record(&self, reading: Arc<SensorReading>) {

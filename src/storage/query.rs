@@ -195,14 +195,25 @@ pub(super) fn minute_rows(
     hour: i64,
     only: Option<u32>,
 ) -> Result<Vec<(u32, Bucket)>, StoreError> {
-    let mut st = conn.prepare_cached(
-        "SELECT feed, t, n, tmin, tmax, tsum, hn, hmin, hmax, hsum FROM rollups
-         WHERE res = 60 AND p = ?1 AND (?2 IS NULL OR feed = ?2) ORDER BY feed, t",
-    )?;
-    let rows = st.query_map(params![hour, only], |r| {
-        Ok((r.get::<_, u32>(0)?, bucket(r, 1)?))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    // Two statements: `feed = ?` must be a plain equality for SQLite to seek on it (an
+    // `?2 IS NULL OR` form reads every feed's rows of the hour).
+    const COLUMNS: &str = "SELECT feed, t, n, tmin, tmax, tsum, hn, hmin, hmax, hsum FROM rollups";
+    let row = |r: &rusqlite::Row| Ok((r.get::<_, u32>(0)?, bucket(r, 1)?));
+    let rows: Vec<(u32, Bucket)> = match only {
+        Some(feed) => conn
+            .prepare_cached(&format!(
+                "{COLUMNS} WHERE res = 60 AND p = ?1 AND feed = ?2 ORDER BY t"
+            ))?
+            .query_map(params![hour, feed], row)?
+            .collect::<Result<_, _>>()?,
+        None => conn
+            .prepare_cached(&format!(
+                "{COLUMNS} WHERE res = 60 AND p = ?1 ORDER BY feed, t"
+            ))?
+            .query_map(params![hour], row)?
+            .collect::<Result<_, _>>()?,
+    };
+    Ok(rows)
 }
 
 /// A bucket from the row's columns `t, n, tmin, tmax, tsum, hn, hmin, hmax, hsum` from `at`.

@@ -157,12 +157,29 @@ fn try_open(path: &Path) -> Result<Connection, StoreError> {
 pub fn migrate(conn: &Connection, from: i64) -> Result<(), StoreError> {
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(from.max(0) as usize) {
         let to = i as i64 + 1;
-        conn.execute_batch(&format!(
+        let done = conn.execute_batch(&format!(
             "BEGIN; {sql}; PRAGMA user_version = {to}; COMMIT;"
-        ))
-        .map_err(|e| StoreError::Corrupt(format!("migration to version {to}: {e}")))?;
+        ));
+        if let Err(e) = done {
+            let _ = conn.execute_batch("ROLLBACK");
+            let why = format!("migration to version {to}: {e}");
+            // Only a damaged file is set aside; a full disk or an I/O error leaves the store
+            // as it was (the service does not start, and says why).
+            return Err(if is_corruption(&e) {
+                StoreError::Corrupt(why)
+            } else {
+                StoreError::Io(why)
+            });
+        }
     }
     Ok(())
+}
+
+fn is_corruption(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    )
 }
 
 /// Renames the file (and its WAL and shared-memory files) to `<name>.corrupt-<unix seconds>`.

@@ -618,3 +618,58 @@ async fn buckets_of_many_units_in_one_read_are_each_units_own() {
     compact_before(&conn, Utc::now().timestamp_millis() + 1).unwrap();
     check("compacted").await;
 }
+
+/// A raw retention shorter than a day: the 1 min rollups of a day whose 15 min and 1 h
+/// rollups are not stored yet stay until they are, so coarse history keeps every reading.
+#[tokio::test]
+async fn coarse_history_outlives_a_raw_retention_shorter_than_a_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StorageConfig {
+        raw_retention: Duration::from_secs(3600),
+        ..config(200)
+    };
+    let (store, _) = open(dir.path(), &cfg);
+    let now = Utc::now();
+    // Past hours in one commit (compacted at the next upkeep), the current hour in another.
+    let hour_start = now.timestamp_millis().div_euclid(3_600_000) * 3_600_000;
+    for past in [true, false] {
+        for k in 0..18 {
+            let at = now - Ch::minutes(180 - 10 * k as i64);
+            if (at.timestamp_millis() < hour_start) == past {
+                store.record(reading("u1", "org-a", k + 1, at, 3.0));
+            }
+        }
+        store.flush().await;
+    }
+    let path = store.path().to_owned();
+    let count = |sql: &str| -> i64 {
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .query_row(sql, [], |r| r.get(0))
+            .unwrap()
+    };
+    // Chunks go an hour at a time once the whole hour is past retention and one more hour.
+    let cut = (now - Ch::hours(2))
+        .timestamp_millis()
+        .div_euclid(3_600_000)
+        * 3_600_000;
+    wait_for("raw hours past retention to go", || {
+        count("SELECT COUNT(*) FROM chunks") > 0
+            && count(&format!(
+                "SELECT COUNT(*) FROM chunks WHERE (id >> 32) * 3600000 < {cut}"
+            )) == 0
+    })
+    .await;
+    let hours = store
+        .buckets(
+            "u1",
+            "org-a",
+            "site-1",
+            now - Ch::hours(4),
+            now,
+            Resolution::Hour,
+        )
+        .await
+        .unwrap();
+    assert_eq!(hours.iter().map(|b| b.n).sum::<u64>(), 18, "{hours:?}");
+}

@@ -179,15 +179,18 @@ impl Writer {
                     let _ = reply.send(());
                     return;
                 }
-                Err(RecvTimeoutError::Timeout) => {
-                    self.commit();
-                    self.upkeep();
-                    next = Instant::now() + interval;
-                }
+                Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     self.commit();
                     return;
                 }
+            }
+            // Checked after every item too: a queue that never empties (the writer behind, at
+            // nice 19) would otherwise never time out, and never commit or do upkeep.
+            if Instant::now() >= next {
+                self.commit();
+                self.upkeep();
+                next = Instant::now() + interval;
             }
         }
     }
@@ -411,8 +414,11 @@ impl Writer {
         // they are kept as long as raw readings, 15 min and 1 h ones for rollup_retention.
         // A period goes once all of it is past the cut (an hour for 1 min rollups, a day for
         // the others).
+        // 1 min rollups of a day whose coarse rollups are not stored yet stay until they are
+        // (they are what those are computed from), even past raw retention.
+        let rolled = super::compact::rolled_day(&self.conn)?;
         for (res, period, cut) in [
-            (60, HOUR_MS, raw_cut),
+            (60, HOUR_MS, raw_cut.min(rolled + HOUR_MS - 1)),
             (900, DAY_MS, roll_cut),
             (3600, DAY_MS, roll_cut),
         ] {
@@ -466,8 +472,9 @@ impl Writer {
             if n == 0 {
                 let r = self.conn.execute(
                     "DELETE FROM rollups WHERE (res, p, feed, t) IN
-                       (SELECT res, p, feed, t FROM rollups ORDER BY res, p LIMIT 100)",
-                    [],
+                       (SELECT res, p, feed, t FROM rollups
+                        WHERE res != 60 OR p < ?1 ORDER BY res, p LIMIT 100)",
+                    [super::compact::rolled_day(&self.conn)?],
                 )?;
                 if r == 0 {
                     break;

@@ -31,6 +31,26 @@ fn reading(seq: u64, at: chrono::DateTime<Utc>) -> SensorReading {
     }
 }
 
+/// u1's raw readings from `from` to now.
+async fn raw(store: &Store, from: chrono::DateTime<Utc>) -> Vec<SensorReading> {
+    let h = store
+        .history(
+            "u1",
+            "org-a",
+            "site-1",
+            from,
+            Utc::now(),
+            Resolution::Raw,
+            10_000,
+        )
+        .await
+        .unwrap();
+    match h.points {
+        query::Points::Raw(v) => v,
+        query::Points::Rollup(_) => panic!("raw points"),
+    }
+}
+
 fn json(v: &[SensorReading]) -> Vec<serde_json::Value> {
     v.iter().map(|r| serde_json::to_value(r).unwrap()).collect()
 }
@@ -141,22 +161,7 @@ async fn a_version_1_store_with_data_is_migrated_without_losing_any() {
 
     // Raw readings: chunks and log, all of them, in order.
     let from = at(today - 3 * DAY_MS);
-    let h = store
-        .history(
-            "u1",
-            "org-a",
-            "site-1",
-            from,
-            Utc::now(),
-            Resolution::Raw,
-            10_000,
-        )
-        .await
-        .unwrap();
-    let query::Points::Raw(got) = &h.points else {
-        panic!("raw points")
-    };
-    assert_eq!(json(got), json(&readings));
+    assert_eq!(json(&raw(&store, from).await), json(&readings));
 
     // Rollups of every resolution agree with the raw readings, before and after the
     // migrated store's next compaction rolls yesterday's coarse rollups again.
@@ -211,20 +216,9 @@ async fn a_version_1_store_with_data_is_migrated_without_losing_any() {
         .unwrap();
     assert_eq!(rolled, 1, "yesterday's hour is rolled into its day");
     check("compacted").await;
-    let h = store
-        .history(
-            "u1",
-            "org-a",
-            "site-1",
-            from,
-            Utc::now(),
-            Resolution::Raw,
-            10_000,
-        )
-        .await
-        .unwrap();
-    let query::Points::Raw(got) = &h.points else {
-        panic!("raw points")
-    };
-    assert_eq!(json(got), json(&readings), "after compaction");
+    assert_eq!(
+        json(&raw(&store, from).await),
+        json(&readings),
+        "after compaction"
+    );
 }

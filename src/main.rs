@@ -201,12 +201,25 @@ fn raise_fd_limit() {
 }
 
 /// Sets up logging; returns the setter a reload uses to change the level. RUST_LOG, when set,
-/// wins over the config's level (and then a reload leaves it alone).
+/// wins over the config's level (and then a reload leaves it alone). Filters are
+/// `tracing_subscriber`'s `Targets` (`info`, `sensorcast=debug,info`): `EnvFilter`'s span and
+/// field matching would bring a regex engine (about 1 MB of a Pi's binary) that nothing uses.
 fn init_tracing(config: &Config) -> sensorcast::service::reload::LogLevelSetter {
-    use tracing_subscriber::{prelude::*, reload, EnvFilter};
-    let from_env = EnvFilter::try_from_default_env().ok();
+    use tracing_subscriber::{filter::Targets, prelude::*, reload};
+    let from_env =
+        std::env::var("RUST_LOG")
+            .ok()
+            .and_then(|v| match sensorcast::config::log_filter(&v) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    eprintln!("warning: RUST_LOG ignored: {e}");
+                    None
+                }
+            });
     let env_wins = from_env.is_some();
-    let filter = from_env.unwrap_or_else(|| EnvFilter::new(&config.log.level));
+    let filter = from_env.unwrap_or_else(|| {
+        sensorcast::config::log_filter(&config.log.level).unwrap_or_else(|_| Targets::new())
+    });
     let (filter, handle) = reload::Layer::new(filter);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let fmt = tracing_subscriber::fmt::layer()
@@ -222,7 +235,7 @@ fn init_tracing(config: &Config) -> sensorcast::service::reload::LogLevelSetter 
         if env_wins {
             return Err("RUST_LOG is set and wins over log.level".into());
         }
-        let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        let filter = sensorcast::config::log_filter(level)?;
         handle.reload(filter).map_err(|e| e.to_string())
     })
 }

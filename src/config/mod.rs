@@ -169,10 +169,21 @@ impl LogConfig {
         if !matches!(self.format.as_str(), "text" | "json") {
             return Err(("format".into(), "expected \"text\" or \"json\"".into()));
         }
-        tracing_subscriber::EnvFilter::try_new(&self.level)
-            .map_err(|e| ("level".to_string(), e.to_string()))?;
+        log_filter(&self.level).map_err(|e| ("level".to_string(), e))?;
         Ok(())
     }
+}
+
+/// A log filter from `log.level` or `RUST_LOG`: comma-separated levels and `target=level`
+/// directives (`info`, `sensorcast=debug,info`), as `tracing_subscriber`'s `Targets` reads them.
+pub fn log_filter(s: &str) -> Result<tracing_subscriber::filter::Targets, String> {
+    if s.trim().is_empty() {
+        return Err(
+            "expected a level or a list of target=level (\"info\", \"sensorcast=debug,info\")"
+                .into(),
+        );
+    }
+    s.parse().map_err(|e| format!("{e}"))
 }
 
 impl Default for LogConfig {

@@ -209,3 +209,25 @@ fn the_cluster_section_is_checked_and_can_come_from_the_environment() {
         .to_string();
     assert!(err.contains("cluster.redis_url"), "{err}");
 }
+
+/// `log.level` takes levels and `target=level` directives; a bad one is a config error naming
+/// `log.level`, and the filter that comes out enables what it says.
+#[test]
+fn log_levels_are_targets_filters() {
+    use tracing::Level;
+    let f = log_filter("sensorcast=debug,info").unwrap();
+    assert!(f.would_enable("sensorcast::ingest", &Level::DEBUG));
+    assert!(!f.would_enable("sensorcast::ingest", &Level::TRACE));
+    assert!(f.would_enable("rumqttc", &Level::INFO));
+    assert!(!f.would_enable("rumqttc", &Level::DEBUG));
+    let f = log_filter("warn").unwrap();
+    assert!(!f.would_enable("sensorcast", &Level::INFO));
+    for bad in ["", " ", "sensorcast=loud", "a=b=c"] {
+        assert!(log_filter(bad).is_err(), "{bad:?} accepted");
+    }
+    let (dir, path) = setup();
+    let text = std::fs::read_to_string(&path).unwrap() + "\n[log]\nlevel = \"sensorcast=loud\"\n";
+    let bad = write(dir.path(), "bad_level.toml", &text);
+    let err = Config::load(&bad).unwrap_err().to_string();
+    assert!(err.contains("log.level"), "{err}");
+}

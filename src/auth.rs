@@ -14,6 +14,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod ring_jwt;
+
 use crate::core::duration::duration_str;
 use crate::core::secret::Secret;
 
@@ -169,6 +171,7 @@ pub struct Authenticator {
 
 impl Authenticator {
     pub fn from_config(cfg: &AuthConfig) -> Result<Authenticator, KeyError> {
+        ring_jwt::install();
         let mut auth = Authenticator {
             mode: cfg.mode,
             key: None,
@@ -197,6 +200,16 @@ impl Authenticator {
                     let pem = std::fs::read(path)
                         .map_err(|e| KeyError(format!("cannot read {}: {e}", path.display())))?;
                     if let Ok(k) = DecodingKey::from_rsa_pem(&pem) {
+                        match ring_jwt::rsa_bits(&k) {
+                            Some(bits) if ring_jwt::RSA_BITS.contains(&bits) => {}
+                            bits => {
+                                return Err(KeyError(format!(
+                                    "{}: an RSA key of {} bits; 2048 to 8192 are accepted",
+                                    path.display(),
+                                    bits.map_or("unreadable".to_string(), |b| b.to_string())
+                                )))
+                            }
+                        }
                         (
                             k,
                             vec![Algorithm::RS256, Algorithm::RS384, Algorithm::RS512],
@@ -411,5 +424,35 @@ mod tests {
         let p = auth().verify(Some(&t)).unwrap();
         assert!(p.may_see_site("s1"));
         assert!(!p.may_see_site("s2"));
+    }
+
+    /// ring verifies RSA keys of 2048 bits and more: a smaller key is refused at start with
+    /// its size, not token by token as a bad signature.
+    #[test]
+    fn an_rsa_key_under_2048_bits_is_refused_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .current_dir(dir.path())
+                .args(args)
+                .output()
+                .expect("openssl");
+            assert!(out.status.success(), "{out:?}");
+        };
+        for (bits, accepted) in [("1024", false), ("2048", true)] {
+            openssl(&["genrsa", "-out", "key.pem", bits]);
+            openssl(&["rsa", "-in", "key.pem", "-pubout", "-out", "pub.pem"]);
+            let cfg = AuthConfig {
+                jwt_public_key_file: Some(dir.path().join("pub.pem")),
+                ..AuthConfig::default()
+            };
+            match Authenticator::from_config(&cfg) {
+                Ok(_) => assert!(accepted, "{bits} bits accepted"),
+                Err(e) => {
+                    assert!(!accepted, "{bits} bits refused: {}", e.0);
+                    assert!(e.0.contains("an RSA key of 1024 bits"), "{}", e.0);
+                }
+            }
+        }
     }
 }

@@ -213,6 +213,28 @@ async fn mqtts_with_an_unknown_ca_says_why_in_health() {
     service.stop().await;
 }
 
+/// A token signed by jsonwebtoken's RustCrypto provider. Not `jsonwebtoken::encode`: that uses
+/// the process's provider, which is the service's own (ring, verification only) once an
+/// in-process service has started.
+fn sign_with_rust_crypto(
+    alg: jsonwebtoken::Algorithm,
+    key: &jsonwebtoken::EncodingKey,
+    claims: &serde_json::Value,
+) -> String {
+    use base64::Engine;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let header = serde_json::to_vec(&jsonwebtoken::Header::new(alg)).unwrap();
+    let message = format!(
+        "{}.{}",
+        b64(&header),
+        b64(&serde_json::to_vec(claims).unwrap())
+    );
+    let provider = &jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER;
+    let signer = (provider.signer_factory)(&alg, key).unwrap();
+    let signature = signer.try_sign(message.as_bytes()).unwrap();
+    format!("{message}.{}", b64(&signature))
+}
+
 /// Tokens signed with an EC (ES256) or RSA (RS256) private key verify against the configured
 /// public key; a token signed with another key is refused with the signature message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,7 +286,7 @@ async fn public_key_tokens_es256_and_rs256() {
                 _ => jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap(),
             };
             let claims = json!({ "sub": "u", "org_id": "o1", "exp": now() + 60 });
-            jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &claims, &key).unwrap()
+            sign_with_rust_crypto(alg, &key, &claims)
         };
         let ok = driver
             .connect(&service.url(), Some(json!({ "token": sign("key.pem") })))

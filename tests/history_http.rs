@@ -241,6 +241,7 @@ async fn readings_come_back_in_order_as_json_csv_and_rollups() {
     assert_eq!(sample(m, "sensorcast_history_readings_dropped_total "), 0.0);
     assert_eq!(sample(m, "sensorcast_history_commit_errors_total "), 0.0);
     assert_eq!(sample(m, "sensorcast_history_pruned_total "), 0.0);
+    assert_eq!(sample(m, "sensorcast_history_damaged_total "), 0.0);
     assert!(sample(m, "sensorcast_history_bytes ") > 0.0, "{m}");
 }
 

@@ -19,23 +19,30 @@ const HOUR_MS: i64 = 3_600_000;
 pub const DAY_MS: i64 = 86_400_000;
 
 /// Compacts the log rows whose readings all lie before `before` (ms), then stores the coarse
-/// rollups of every day that is now wholly compacted: one transaction.
-pub fn compact_before(conn: &Connection, before: i64) -> Result<(), StoreError> {
-    let rows: Vec<(i64, Vec<u8>)> = {
-        let mut st =
-            conn.prepare("SELECT id, body, packed FROM log WHERE t_max < ?1 ORDER BY id")?;
-        let rows = st
-            .query_map([before], |r| {
-                Ok((r.get(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, bool>(2)?))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter()
-            .filter_map(|(id, body, packed)| Some((id, record::log_body(body, packed)?)))
-            .collect()
-    };
+/// rollups of every day that is now wholly compacted: one transaction. Returns how many
+/// damaged rows it met (a log row or an hour's chunk that does not inflate): they cannot be
+/// read, so they are dropped, and the caller counts them.
+pub fn compact_before(conn: &Connection, before: i64) -> Result<u64, StoreError> {
+    let read: Vec<(i64, Vec<u8>, bool)> = conn
+        .prepare("SELECT id, body, packed FROM log WHERE t_max < ?1 ORDER BY id")?
+        .query_map([before], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    // The newest log row read, damaged or not: everything up to it goes once compacted.
+    let last_id = read.last().map_or(0, |r| r.0);
+    let read_n = read.len();
+    let rows: Vec<(i64, Vec<u8>)> = read
+        .into_iter()
+        .filter_map(|(id, body, packed)| Some((id, record::log_body(body, packed)?)))
+        .collect();
+    let mut damaged = (read_n - rows.len()) as u64;
     let mut rolled_day = rolled_day(conn)?;
     if rows.is_empty() {
-        return roll_days(conn, before, &mut rolled_day);
+        if read_n > 0 {
+            // Damaged rows alone: nothing to compact, but they go (they would be met again).
+            conn.execute("DELETE FROM log WHERE id <= ?1", [last_id])?;
+        }
+        roll_days(conn, before, &mut rolled_day)?;
+        return Ok(damaged);
     }
     // (hour, feed) → framed records, in arrival order; BTreeMap: inserted in key order.
     let mut groups: BTreeMap<(i64, u32), Vec<u8>> = BTreeMap::new();
@@ -57,10 +64,13 @@ pub fn compact_before(conn: &Connection, before: i64) -> Result<(), StoreError> 
         let existing: Option<Vec<u8>> = conn
             .query_row("SELECT body FROM chunks WHERE id = ?1", [id], |r| r.get(0))
             .optional()?;
-        if let Some(old) = existing.and_then(|b| record::unpack(&b)) {
-            let mut all = old;
-            all.extend_from_slice(&framed);
-            framed = all;
+        match existing.map(|b| record::unpack(&b)) {
+            Some(Some(mut all)) => {
+                all.extend_from_slice(&framed);
+                framed = all;
+            }
+            Some(None) => damaged += 1,
+            None => {}
         }
         let values: Vec<(u64, i64, f64, Option<f64>)> = record::frames(&framed)
             .filter_map(|(_, rec)| record::values(rec))
@@ -113,14 +123,13 @@ pub fn compact_before(conn: &Connection, before: i64) -> Result<(), StoreError> 
         }
         roll_day(conn, day, Some(feed))?;
     }
-    let last_id = rows.last().map(|r| r.0).unwrap_or(0);
     conn.execute(
         "DELETE FROM log WHERE t_max < ?1 AND id <= ?2",
         params![before, last_id],
     )?;
     roll_days(conn, before, &mut rolled_day)?;
     conn.execute_batch("COMMIT")?;
-    Ok(())
+    Ok(damaged)
 }
 
 /// The day before which 15 min and 1 h rollups are stored (0: none yet).

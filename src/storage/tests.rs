@@ -673,3 +673,62 @@ async fn coarse_history_outlives_a_raw_retention_shorter_than_a_day() {
         .unwrap();
     assert_eq!(hours.iter().map(|b| b.n).sum::<u64>(), 18, "{hours:?}");
 }
+
+/// A log row or an hour's chunk that does not inflate cannot be read back: the writer's
+/// compaction drops it and counts it (`damaged`, exported as
+/// `sensorcast_history_damaged_total`), and the good readings of the same hour are kept.
+#[tokio::test]
+async fn damaged_rows_met_by_the_compaction_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path(), &config(100));
+    let at = Utc::now() - Ch::hours(3);
+    let path = store.path().to_owned();
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.busy_timeout(Duration::from_secs(10)).unwrap();
+    let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
+    let damaged = || store.health().damaged.load(Relaxed);
+
+    store.record(reading("u1", "org-a", 1, at, 3.0));
+    store.flush().await;
+    wait_for("the past hour compacted", || {
+        count("SELECT COUNT(*) FROM log") == 0 && count("SELECT COUNT(*) FROM chunks") == 1
+    })
+    .await;
+    assert_eq!(damaged(), 0);
+
+    db.execute(
+        "INSERT INTO log (t_min, t_max, body, packed) VALUES (?1, ?1, x'00ff00ff', 1)",
+        [at.timestamp_millis()],
+    )
+    .unwrap();
+    wait_for("the damaged log row counted", || damaged() == 1).await;
+    assert_eq!(count("SELECT COUNT(*) FROM log"), 0, "and dropped");
+
+    // The hour's chunk damaged, then a late reading of that hour arrives.
+    db.execute("UPDATE chunks SET body = x'00ff00ff'", [])
+        .unwrap();
+    store.record(reading("u1", "org-a", 2, at + Ch::seconds(1), 4.0));
+    store.flush().await;
+    wait_for("the damaged chunk counted", || damaged() == 2).await;
+    let h = store
+        .history(
+            "u1",
+            "org-a",
+            "site-1",
+            at - Ch::minutes(1),
+            Utc::now(),
+            Resolution::Raw,
+            100,
+        )
+        .await
+        .unwrap();
+    let Points::Raw(got) = &h.points else {
+        panic!("raw points")
+    };
+    assert_eq!(
+        got.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![2],
+        "the late reading is kept; the damaged chunk's is gone"
+    );
+    assert_eq!(damaged(), 2, "the query met nothing damaged");
+}

@@ -396,7 +396,15 @@ impl Writer {
     /// Moves every log row that lies wholly in a past hour into per-unit chunks and rollups.
     pub(super) fn compact(&mut self) -> Result<(), StoreError> {
         let hour_start = now_ms().div_euclid(HOUR_MS) * HOUR_MS;
-        super::compact::compact_before(&self.conn, hour_start)
+        let damaged = super::compact::compact_before(&self.conn, hour_start)?;
+        if damaged > 0 {
+            self.health.damaged.fetch_add(damaged, Relaxed);
+            warn!(
+                rows = damaged,
+                "history store: damaged rows met by the compaction were dropped"
+            );
+        }
+        Ok(())
     }
 
     fn prune(&mut self) -> Result<(), StoreError> {

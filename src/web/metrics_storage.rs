@@ -42,6 +42,12 @@ pub(super) fn encode(out: &mut DescriptorEncoder, store: &Store) -> fmt::Result 
         "Raw readings deleted because the store passed storage.max_disk.",
         h.pruned_for_budget.load(Relaxed),
     )?;
+    counter(
+        out,
+        "sensorcast_history_damaged_total",
+        "Stored rows found damaged (they do not inflate): skipped by each read that meets them, dropped by the compaction.",
+        h.damaged.load(Relaxed),
+    )?;
     gauge(
         out,
         "sensorcast_history_bytes",

@@ -306,10 +306,9 @@ pub(super) fn rolled_with(
     let bound = |sql: &str| conn.query_row(sql, [width / 1000], |r| r.get::<_, Option<i64>>(0));
     let lo = bound("SELECT MIN(p) FROM rollups WHERE res = ?1")?;
     let hi = bound("SELECT MAX(p) FROM rollups WHERE res = ?1")?;
-    let minute_lo: Option<i64> =
-        conn.query_row("SELECT MIN(p) FROM rollups WHERE res = 60", [], |r| {
-            r.get(0)
-        })?;
+    let minutes = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, Option<i64>>(0));
+    let minute_lo = minutes("SELECT MIN(p) FROM rollups WHERE res = 60")?;
+    let minute_hi = minutes("SELECT MAX(p) FROM rollups WHERE res = 60")?;
     let mut st = conn.prepare_cached(
         "SELECT t, n, tmin, tmax, tsum, hn, hmin, hmax, hsum FROM rollups
          WHERE res = ?1 AND p = ?2 AND feed = ?3 AND t >= ?4 AND t <= ?5 ORDER BY t",
@@ -337,11 +336,12 @@ pub(super) fn rolled_with(
     }
     // Coarse rollups of days not rolled yet: from their 1 min rollups.
     if res != Resolution::Minute {
-        if let Some(minute_lo) = minute_lo {
+        if let (Some(minute_lo), Some(minute_hi)) = (minute_lo, minute_hi) {
             let mut hour = (start.div_euclid(HOUR_MS) * HOUR_MS)
                 .max(stored_until)
                 .max(minute_lo);
-            while hour <= to {
+            // Up to the newest hour with 1 min rollups, not to `to` (which may be far ahead).
+            while hour <= to.min(minute_hi) {
                 for feed in feeds.keys() {
                     for (_, b) in minute_rows(conn, hour, Some(*feed))? {
                         merge(&mut merged, coarse(b));

@@ -672,6 +672,20 @@ async fn coarse_history_outlives_a_raw_retention_shorter_than_a_day() {
         .await
         .unwrap();
     assert_eq!(hours.iter().map(|b| b.n).sum::<u64>(), 18, "{hours:?}");
+    // A `to` far ahead gives the same buckets (the days not rolled yet are read up to the
+    // newest hour with 1 min rollups, not hour by hour up to `to`).
+    let ahead = store
+        .buckets(
+            "u1",
+            "org-a",
+            "site-1",
+            now - Ch::hours(4),
+            now + Ch::days(700),
+            Resolution::Hour,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ahead, hours);
 }
 
 /// A log row or an hour's chunk that does not inflate cannot be read back: the writer's

@@ -16,6 +16,11 @@ use std::time::Duration;
 
 mod ring_jwt;
 
+/// Makes ring jsonwebtoken's provider for the process (also done by
+/// [`Authenticator::from_config`]). A process that signs or checks a token with jsonwebtoken
+/// before then (a test) calls it first, or jsonwebtoken picks its own.
+pub use ring_jwt::install as install_jwt_provider;
+
 use crate::core::duration::duration_str;
 use crate::core::secret::Secret;
 
@@ -202,11 +207,16 @@ impl Authenticator {
                     if let Ok(k) = DecodingKey::from_rsa_pem(&pem) {
                         match ring_jwt::rsa_bits(&k) {
                             Some(bits) if ring_jwt::RSA_BITS.contains(&bits) => {}
-                            bits => {
+                            Some(0) | None => {
                                 return Err(KeyError(format!(
-                                    "{}: an RSA key of {} bits; 2048 to 8192 are accepted",
-                                    path.display(),
-                                    bits.map_or("unreadable".to_string(), |b| b.to_string())
+                                    "{}: not an RSA public key (a private key?)",
+                                    path.display()
+                                )))
+                            }
+                            Some(bits) => {
+                                return Err(KeyError(format!(
+                                    "{}: an RSA key of {bits} bits; 2048 to 8192 are accepted",
+                                    path.display()
                                 )))
                             }
                         }
@@ -328,6 +338,8 @@ mod tests {
     }
 
     fn token(claims: Value, secret: &str) -> String {
+        // ring for the whole test process, even when this runs before any `from_config`.
+        install_jwt_provider();
         encode(
             &Header::default(),
             &claims,
@@ -453,6 +465,21 @@ mod tests {
                     assert!(e.0.contains("an RSA key of 1024 bits"), "{}", e.0);
                 }
             }
+        }
+        // The private key by mistake: refused, saying it is not a public key.
+        for args in [
+            &["genrsa", "-traditional", "-out", "key.pem", "2048"][..],
+            &["genrsa", "-out", "key.pem", "2048"],
+        ] {
+            openssl(args);
+            let cfg = AuthConfig {
+                jwt_public_key_file: Some(dir.path().join("key.pem")),
+                ..AuthConfig::default()
+            };
+            let e = Authenticator::from_config(&cfg)
+                .err()
+                .expect("a private key is refused");
+            assert!(e.0.contains("not an RSA"), "{args:?}: {}", e.0);
         }
     }
 }

@@ -176,14 +176,26 @@ impl LogConfig {
 
 /// A log filter from `log.level` or `RUST_LOG`: comma-separated levels and `target=level`
 /// directives (`info`, `sensorcast=debug,info`), as `tracing_subscriber`'s `Targets` reads them.
+/// Empty items are skipped (`Targets` would read one as "errors only"); span filters
+/// (`target[span]=level`, which `EnvFilter` had) are refused rather than never matching.
 pub fn log_filter(s: &str) -> Result<tracing_subscriber::filter::Targets, String> {
-    if s.trim().is_empty() {
+    let items: Vec<&str> = s
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    if items.is_empty() {
         return Err(
             "expected a level or a list of target=level (\"info\", \"sensorcast=debug,info\")"
                 .into(),
         );
     }
-    s.parse().map_err(|e| format!("{e}"))
+    if let Some(span) = items.iter().find(|p| p.contains('[')) {
+        return Err(format!(
+            "{span}: span filters are not supported, only levels and target=level"
+        ));
+    }
+    items.join(",").parse().map_err(|e| format!("{e}"))
 }
 
 impl Default for LogConfig {

@@ -222,7 +222,18 @@ fn log_levels_are_targets_filters() {
     assert!(!f.would_enable("rumqttc", &Level::DEBUG));
     let f = log_filter("warn").unwrap();
     assert!(!f.would_enable("sensorcast", &Level::INFO));
-    for bad in ["", " ", "sensorcast=loud", "a=b=c"] {
+    // A stray comma is not "errors only".
+    let f = log_filter("info, ,").unwrap();
+    assert!(f.would_enable("rumqttc", &Level::INFO));
+    assert!(f.would_enable("rumqttc", &Level::WARN));
+    for bad in [
+        "",
+        " ",
+        ",",
+        "sensorcast=loud",
+        "a=b=c",
+        "sensorcast[ingest]=debug",
+    ] {
         assert!(log_filter(bad).is_err(), "{bad:?} accepted");
     }
     let (dir, path) = setup();

@@ -39,9 +39,18 @@ pub fn compact_before(conn: &Connection, before: i64) -> Result<u64, StoreError>
     if rows.is_empty() {
         if read_n > 0 {
             // Damaged rows alone: nothing to compact, but they go (they would be met again).
-            conn.execute("DELETE FROM log WHERE id <= ?1", [last_id])?;
+            // Only rows that were read: ids do not follow time, so a row of the current hour
+            // may sit among them.
+            conn.execute_batch("BEGIN")?;
+            conn.execute(
+                "DELETE FROM log WHERE t_max < ?1 AND id <= ?2",
+                params![before, last_id],
+            )?;
+            roll_days(conn, before, &mut rolled_day)?;
+            conn.execute_batch("COMMIT")?;
+        } else {
+            roll_days(conn, before, &mut rolled_day)?;
         }
-        roll_days(conn, before, &mut rolled_day)?;
         return Ok(damaged);
     }
     // (hour, feed) → framed records, in arrival order; BTreeMap: inserted in key order.

@@ -672,8 +672,9 @@ async fn coarse_history_outlives_a_raw_retention_shorter_than_a_day() {
         .await
         .unwrap();
     assert_eq!(hours.iter().map(|b| b.n).sum::<u64>(), 18, "{hours:?}");
-    // A `to` far ahead gives the same buckets (the days not rolled yet are read up to the
-    // newest hour with 1 min rollups, not hour by hour up to `to`).
+    // A `to` far ahead gives the same buckets: the days not rolled yet are read up to the
+    // newest hour with 1 min rollups (not hour by hour up to `to`), and nothing after it is
+    // lost by stopping there.
     let ahead = store
         .buckets(
             "u1",
@@ -695,7 +696,12 @@ async fn coarse_history_outlives_a_raw_retention_shorter_than_a_day() {
 async fn damaged_rows_met_by_the_compaction_are_counted() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = open(dir.path(), &config(100));
-    let at = Utc::now() - Ch::hours(3);
+    // Ten seconds into an hour three hours ago: the late reading below stays in that hour.
+    let hour = (Utc::now() - Ch::hours(3))
+        .timestamp_millis()
+        .div_euclid(3_600_000)
+        * 3_600_000;
+    let at = chrono::DateTime::from_timestamp_millis(hour + 10_000).unwrap();
     let path = store.path().to_owned();
     let db = rusqlite::Connection::open(&path).unwrap();
     db.busy_timeout(Duration::from_secs(10)).unwrap();
@@ -710,18 +716,26 @@ async fn damaged_rows_met_by_the_compaction_are_counted() {
     .await;
     assert_eq!(damaged(), 0);
 
+    // A reading of the current hour is logged first (a lower id), then a damaged row of the
+    // past hour: the compaction drops the damaged one only.
+    store.record(reading("u1", "org-a", 2, Utc::now(), 5.0));
+    store.flush().await;
     db.execute(
         "INSERT INTO log (t_min, t_max, body, packed) VALUES (?1, ?1, x'00ff00ff', 1)",
         [at.timestamp_millis()],
     )
     .unwrap();
     wait_for("the damaged log row counted", || damaged() == 1).await;
-    assert_eq!(count("SELECT COUNT(*) FROM log"), 0, "and dropped");
+    assert_eq!(
+        count("SELECT COUNT(*) FROM log"),
+        1,
+        "the damaged row dropped, the current hour's kept"
+    );
 
     // The hour's chunk damaged, then a late reading of that hour arrives.
     db.execute("UPDATE chunks SET body = x'00ff00ff'", [])
         .unwrap();
-    store.record(reading("u1", "org-a", 2, at + Ch::seconds(1), 4.0));
+    store.record(reading("u1", "org-a", 3, at + Ch::seconds(1), 4.0));
     store.flush().await;
     wait_for("the damaged chunk counted", || damaged() == 2).await;
     let h = store
@@ -739,10 +753,12 @@ async fn damaged_rows_met_by_the_compaction_are_counted() {
     let Points::Raw(got) = &h.points else {
         panic!("raw points")
     };
+    let mut seqs: Vec<u64> = got.iter().map(|r| r.seq).collect();
+    seqs.sort();
     assert_eq!(
-        got.iter().map(|r| r.seq).collect::<Vec<_>>(),
-        vec![2],
-        "the late reading is kept; the damaged chunk's is gone"
+        seqs,
+        vec![2, 3],
+        "the late reading and the current hour's are kept; the damaged chunk's is gone"
     );
     assert_eq!(damaged(), 2, "the query met nothing damaged");
 }

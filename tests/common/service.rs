@@ -70,6 +70,8 @@ impl Service {
     /// Writes `config` (on a free port) into a fresh directory, starts sensorcast on it as
     /// `mode` says and, if `wait_ready`, waits (bounded) until `/health/ready` answers 200.
     pub async fn launch(config: &TestConfig, mode: Mode<'_>, wait_ready: bool) -> Service {
+        // The service's own JWT provider (ring) for the whole test process, whichever runs first.
+        sensorcast::auth::install_jwt_provider();
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("sensorcast.toml");
         let (addr, metrics_addr, run, config) = match mode {
@@ -343,6 +345,9 @@ pub fn token(claims: Value) -> String {
 }
 
 pub fn sign(claims: &Value, secret: &str) -> String {
+    // Before any use of jsonwebtoken: else it makes RustCrypto (a test dependency) the
+    // process's provider, and in-process services would not check tokens with ring.
+    sensorcast::auth::install_jwt_provider();
     jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),
         claims,

@@ -337,6 +337,17 @@ mod tests {
         Authenticator::from_config(&cfg).unwrap()
     }
 
+    /// Runs the `openssl` command in `dir`; its standard output.
+    pub(super) fn openssl(dir: &std::path::Path, args: &[&str]) -> Vec<u8> {
+        let out = std::process::Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+        out.stdout
+    }
+
     fn token(claims: Value, secret: &str) -> String {
         // ring for the whole test process, even when this runs before any `from_config`.
         install_jwt_provider();
@@ -443,14 +454,7 @@ mod tests {
     #[test]
     fn an_rsa_key_under_2048_bits_is_refused_at_start() {
         let dir = tempfile::tempdir().unwrap();
-        let openssl = |args: &[&str]| {
-            let out = std::process::Command::new("openssl")
-                .current_dir(dir.path())
-                .args(args)
-                .output()
-                .expect("openssl");
-            assert!(out.status.success(), "{out:?}");
-        };
+        let openssl = |args: &[&str]| openssl(dir.path(), args);
         for (bits, accepted) in [("1024", false), ("2048", true)] {
             openssl(&["genrsa", "-out", "key.pem", bits]);
             openssl(&["rsa", "-in", "key.pem", "-pubout", "-out", "pub.pem"]);

@@ -221,15 +221,7 @@ mod tests {
     #[test]
     fn rsa_from_pem_and_from_components_verify() {
         let dir = tempfile::tempdir().unwrap();
-        let openssl = |args: &[&str]| {
-            let out = std::process::Command::new("openssl")
-                .current_dir(dir.path())
-                .args(args)
-                .output()
-                .expect("openssl");
-            assert!(out.status.success(), "{:?}", out);
-            out.stdout
-        };
+        let openssl = |args: &[&str]| crate::auth::tests::openssl(dir.path(), args);
         openssl(&["genrsa", "-traditional", "-out", "key.pem", "2048"]);
         openssl(&["rsa", "-in", "key.pem", "-pubout", "-out", "pub.pem"]);
         let sign =

@@ -36,22 +36,9 @@ pub fn compact_before(conn: &Connection, before: i64) -> Result<u64, StoreError>
         .collect();
     let mut damaged = (read_n - rows.len()) as u64;
     let mut rolled_day = rolled_day(conn)?;
-    if rows.is_empty() {
-        if read_n > 0 {
-            // Damaged rows alone: nothing to compact, but they go (they would be met again).
-            // Only rows that were read: ids do not follow time, so a row of the current hour
-            // may sit among them.
-            conn.execute_batch("BEGIN")?;
-            conn.execute(
-                "DELETE FROM log WHERE t_max < ?1 AND id <= ?2",
-                params![before, last_id],
-            )?;
-            roll_days(conn, before, &mut rolled_day)?;
-            conn.execute_batch("COMMIT")?;
-        } else {
-            roll_days(conn, before, &mut rolled_day)?;
-        }
-        return Ok(damaged);
+    if read_n == 0 {
+        roll_days(conn, before, &mut rolled_day)?;
+        return Ok(0);
     }
     // (hour, feed) → framed records, in arrival order; BTreeMap: inserted in key order.
     let mut groups: BTreeMap<(i64, u32), Vec<u8>> = BTreeMap::new();
@@ -132,6 +119,8 @@ pub fn compact_before(conn: &Connection, before: i64) -> Result<u64, StoreError>
         }
         roll_day(conn, day, Some(feed))?;
     }
+    // Every row read goes, damaged ones too (they would be met again); only those: ids do not
+    // follow time, so a row of the current hour may sit among them.
     conn.execute(
         "DELETE FROM log WHERE t_max < ?1 AND id <= ?2",
         params![before, last_id],

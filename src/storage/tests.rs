@@ -63,6 +63,14 @@ async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// A `SELECT COUNT(*) ...` (or any one integer) on the store's file, through its own connection.
+fn count_in(path: &std::path::Path, sql: &str) -> i64 {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .query_row(sql, [], |r| r.get(0))
+        .unwrap()
+}
+
 /// The stored readings, with ids and times as written (JSON, as a client sees them).
 fn json(v: &[SensorReading]) -> Vec<serde_json::Value> {
     v.iter().map(|r| serde_json::to_value(r).unwrap()).collect()
@@ -446,12 +454,7 @@ async fn retention_and_the_disk_budget_prune_the_oldest_first() {
     store.flush().await;
     // The writer compacts past hours at its next upkeep, then prunes by age.
     let path = store.path().to_owned();
-    let count = |sql: &str| -> i64 {
-        rusqlite::Connection::open(&path)
-            .unwrap()
-            .query_row(sql, [], |r| r.get(0))
-            .unwrap()
-    };
+    let count = |sql: &str| count_in(&path, sql);
     wait_for("raw readings past 2 days to go", || {
         count("SELECT COUNT(*) FROM log") == 0
             && count("SELECT (MIN(id) >> 32) * 3600000 FROM chunks")
@@ -642,12 +645,7 @@ async fn coarse_history_outlives_a_raw_retention_shorter_than_a_day() {
         store.flush().await;
     }
     let path = store.path().to_owned();
-    let count = |sql: &str| -> i64 {
-        rusqlite::Connection::open(&path)
-            .unwrap()
-            .query_row(sql, [], |r| r.get(0))
-            .unwrap()
-    };
+    let count = |sql: &str| count_in(&path, sql);
     // Chunks go an hour at a time once the whole hour is past retention and one more hour.
     let cut = (now - Ch::hours(2))
         .timestamp_millis()

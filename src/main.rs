@@ -203,7 +203,7 @@ fn raise_fd_limit() {
 /// Sets up logging; returns the setter a reload uses to change the level. RUST_LOG, when set,
 /// wins over the config's level (and then a reload leaves it alone). Filters are
 /// `tracing_subscriber`'s `Targets` (`info`, `sensorcast=debug,info`): `EnvFilter`'s span and
-/// field matching would bring a regex engine (about 1 MB of a Pi's binary) that nothing uses.
+/// field matching would bring a regex engine (about 270 KB of the binary) that nothing uses.
 fn init_tracing(config: &Config) -> sensorcast::service::reload::LogLevelSetter {
     use tracing_subscriber::{filter::Targets, prelude::*, reload};
     let from_env =
